@@ -1,0 +1,277 @@
+//! Configuration: RFC 7252 §4.8 transmission parameters, keepalive, and resource limits.
+
+use alloc::vec::Vec;
+use core::fmt;
+
+use crate::time::Duration;
+
+/// The transmission parameters of RFC 7252 §4.8, with the RFC's defaults.
+///
+/// The derived times of §4.8.2 (`MAX_TRANSMIT_SPAN`, `EXCHANGE_LIFETIME`, ...) are computed from
+/// these, so changing `ack_timeout` or `max_retransmit` moves them consistently.
+///
+/// ```
+/// use coap_engine::{Duration, TransmissionParameters};
+/// let p = TransmissionParameters::default();
+/// assert_eq!(p.max_transmit_span(), Duration::from_secs(45));
+/// assert_eq!(p.max_transmit_wait(), Duration::from_secs(93));
+/// assert_eq!(p.exchange_lifetime(), Duration::from_secs(247));
+/// assert_eq!(p.non_lifetime(), Duration::from_secs(145));
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransmissionParameters {
+    /// ACK_TIMEOUT: the minimum initial retransmission timeout (default 2 s).
+    pub ack_timeout: Duration,
+    /// ACK_RANDOM_FACTOR as thousandths (default 1500 = 1.5); the initial timeout is drawn
+    /// uniformly from `[ack_timeout, ack_timeout × factor]`. Integer so that no_std targets
+    /// need no float support and the draw is exact.
+    pub ack_random_factor_milli: u32,
+    /// MAX_RETRANSMIT (default 4).
+    pub max_retransmit: u8,
+    /// NSTART: outstanding interactions per peer (default 1); further requests wait in a
+    /// bounded queue ([`Limits::max_queued_requests`]).
+    pub nstart: usize,
+    /// MAX_LATENCY (default 100 s), used only for the derived lifetimes.
+    pub max_latency: Duration,
+    /// PROCESSING_DELAY (default: ACK_TIMEOUT), used only for EXCHANGE_LIFETIME.
+    pub processing_delay: Duration,
+}
+
+impl Default for TransmissionParameters {
+    fn default() -> Self {
+        TransmissionParameters {
+            ack_timeout: Duration::from_secs(2),
+            ack_random_factor_milli: 1500,
+            max_retransmit: 4,
+            nstart: 1,
+            max_latency: Duration::from_secs(100),
+            processing_delay: Duration::from_secs(2),
+        }
+    }
+}
+
+impl TransmissionParameters {
+    fn scaled(&self, d: Duration) -> Duration {
+        Duration::from_micros(
+            (d.as_micros() as u128 * self.ack_random_factor_milli as u128 / 1000)
+                .min(u64::MAX as u128) as u64,
+        )
+    }
+    /// ACK_TIMEOUT × ACK_RANDOM_FACTOR: the largest initial retransmission timeout.
+    pub fn max_initial_timeout(&self) -> Duration {
+        self.scaled(self.ack_timeout)
+    }
+    /// MAX_TRANSMIT_SPAN = ACK_TIMEOUT × (2^MAX_RETRANSMIT − 1) × ACK_RANDOM_FACTOR.
+    pub fn max_transmit_span(&self) -> Duration {
+        self.scaled(self.ack_timeout * ((1u64 << self.max_retransmit.min(62)) - 1))
+    }
+    /// MAX_TRANSMIT_WAIT = ACK_TIMEOUT × (2^(MAX_RETRANSMIT + 1) − 1) × ACK_RANDOM_FACTOR.
+    pub fn max_transmit_wait(&self) -> Duration {
+        self.scaled(self.ack_timeout * ((1u64 << (self.max_retransmit.min(61) + 1)) - 1))
+    }
+    /// EXCHANGE_LIFETIME = MAX_TRANSMIT_SPAN + 2 × MAX_LATENCY + PROCESSING_DELAY: how long a
+    /// Message ID of a CON stays in the deduplication cache.
+    pub fn exchange_lifetime(&self) -> Duration {
+        self.max_transmit_span() + self.max_latency * 2 + self.processing_delay
+    }
+    /// NON_LIFETIME = MAX_TRANSMIT_SPAN + MAX_LATENCY: how long a Message ID of a NON stays in
+    /// the deduplication cache.
+    pub fn non_lifetime(&self) -> Duration {
+        self.max_transmit_span() + self.max_latency
+    }
+}
+
+/// Automatic keepalive: the liveness contract's parameters (see the crate docs).
+///
+/// When nothing has been heard from the peer for `interval`, the engine sends a CoAP ping
+/// (an Empty Confirmable message, answered by Reset). If still nothing has been heard by
+/// `last_heard + interval + timeout`, the session fails with
+/// [`FailureReason::KeepaliveTimeout`](crate::FailureReason::KeepaliveTimeout).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Silence after which a ping is sent.
+    pub interval: Duration,
+    /// Further silence after which the session is failed.
+    pub timeout: Duration,
+}
+
+impl Keepalive {
+    /// The longest silence a live session may have: `interval + timeout`.
+    pub fn bound(&self) -> Duration {
+        self.interval + self.timeout
+    }
+}
+
+/// Hard caps that keep memory bounded whatever peers send. Each cap's behaviour when reached
+/// is part of the API contract and documented on the field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Maximum number of sessions (peers). A datagram from a new peer beyond it is rejected
+    /// statelessly (a Confirmable message gets a Reset, anything else is dropped) and no
+    /// session is created; [`Endpoint::request`](crate::Endpoint::request) to a new peer
+    /// returns [`Error::SessionLimit`](crate::Error::SessionLimit). At most 2^24.
+    pub max_sessions: usize,
+    /// Requests waiting for an NSTART slot on one session; beyond it `request` returns
+    /// [`Error::QueueFull`](crate::Error::QueueFull).
+    pub max_queued_requests: usize,
+    /// Our requests in flight (sent, not yet answered) on one session, whatever NSTART says.
+    pub max_exchanges: usize,
+    /// Incoming requests waiting for the application's response on one session; a further
+    /// request is answered by the engine with 5.03 Service Unavailable (RFC 7252 §5.9.3).
+    pub max_pending_requests: usize,
+    /// Message IDs remembered for deduplication on one session; when full, the oldest entry is
+    /// forgotten early (a duplicate of it arriving later would be processed again).
+    pub max_dedup_entries: usize,
+    /// Transmits waiting to be polled; when full the oldest is dropped as if lost on the wire
+    /// (a CON will be retransmitted). Only reached by an adapter that does not drain.
+    pub max_queued_transmits: usize,
+    /// Recent transmits whose send result can still be reported; older reports are ignored.
+    pub tracked_transmits: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_sessions: 4096,
+            max_queued_requests: 64,
+            max_exchanges: 64,
+            max_pending_requests: 32,
+            max_dedup_entries: 256,
+            max_queued_transmits: 4096,
+            tracked_transmits: 4096,
+        }
+    }
+}
+
+/// Everything an [`Endpoint`](crate::Endpoint) is configured with.
+///
+/// ```
+/// use coap_engine::{Config, Duration, Keepalive};
+/// let config = Config {
+///     keepalive: Some(Keepalive { interval: Duration::from_secs(30), timeout: Duration::from_secs(10) }),
+///     ..Config::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// RFC 7252 §4.8 parameters.
+    pub transmission: TransmissionParameters,
+    /// Length of the random tokens given to requests that carry none (0–8, default 4;
+    /// RFC 7252 §5.3.1). With 0, only one request per peer is in flight at a time, because
+    /// responses could not otherwise be told apart.
+    pub token_length: u8,
+    /// How long the engine waits for the application to answer a Confirmable request before it
+    /// sends an Empty ACK and turns the answer into a separate response (default 1 s; keep it
+    /// below `ack_timeout` so clients do not retransmit needlessly).
+    pub empty_ack_delay: Duration,
+    /// How long a client waits for a response once no retransmission is pending: for a NON
+    /// request from its sending, for a CON request from its Empty ACK (default
+    /// MAX_TRANSMIT_WAIT, 93 s).
+    pub response_timeout: Duration,
+    /// Keepalive applied to every session (None: off). Can be changed per session with
+    /// [`Endpoint::set_keepalive`](crate::Endpoint::set_keepalive).
+    pub keepalive: Option<Keepalive>,
+    /// Fail a session early after this many consecutive "unreachable" send results with
+    /// nothing heard in between (None: never early). It can only make detection earlier than
+    /// the keepalive bound, never later.
+    pub fail_after_unreachable: Option<u32>,
+    /// A session a peer opened (server side) with no request or response for this long and
+    /// nothing pending is closed with [`CloseReason::Idle`](crate::CloseReason::Idle)
+    /// (default 300 s; keep it ≥ EXCHANGE_LIFETIME so deduplication state outlives it).
+    pub idle_timeout: Duration,
+    /// Largest message the engine will build (default 1152 bytes, RFC 7252 §4.6).
+    pub max_message_size: usize,
+    /// Critical option numbers the application understands beyond those of RFC 7252, 7641,
+    /// 7959 and 8613 (Uri-*, Location-*, ETag, If-*, Content-Format, Accept, Max-Age, Proxy-*,
+    /// Size1/2, Observe, Block1/2, OSCORE, No-Response). Requests with any other critical
+    /// option are answered with 4.02 Bad Option (RFC 7252 §5.4.1).
+    pub extra_critical_options: Vec<u16>,
+    /// Resource caps.
+    pub limits: Limits,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let transmission = TransmissionParameters::default();
+        Config {
+            response_timeout: transmission.max_transmit_wait(),
+            transmission,
+            token_length: 4,
+            empty_ack_delay: Duration::from_secs(1),
+            keepalive: None,
+            fail_after_unreachable: None,
+            idle_timeout: Duration::from_secs(300),
+            max_message_size: 1152,
+            extra_critical_options: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// A configuration value out of range; the message says which and what is allowed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    field: &'static str,
+    allowed: &'static str,
+}
+
+impl ConfigError {
+    /// The offending field's name.
+    pub fn field(&self) -> &'static str {
+        self.field
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid config: `{}` must be {}", self.field, self.allowed)
+    }
+}
+
+impl core::error::Error for ConfigError {}
+
+impl Config {
+    /// Checks every field's range. [`Endpoint::new`](crate::Endpoint::new) calls this.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let err = |field, allowed| Err(ConfigError { field, allowed });
+        let t = &self.transmission;
+        if t.ack_timeout == Duration::ZERO {
+            return err("transmission.ack_timeout", "greater than zero");
+        }
+        if t.ack_random_factor_milli < 1000 {
+            return err("transmission.ack_random_factor_milli", "at least 1000 (a factor of 1.0)");
+        }
+        if t.max_retransmit > 20 {
+            return err("transmission.max_retransmit", "at most 20");
+        }
+        if t.nstart == 0 {
+            return err("transmission.nstart", "at least 1");
+        }
+        if self.token_length > 8 {
+            return err("token_length", "between 0 and 8 (RFC 7252 §3)");
+        }
+        if let Some(k) = self.keepalive {
+            if k.interval == Duration::ZERO || k.timeout == Duration::ZERO {
+                return err("keepalive", "an interval and a timeout greater than zero");
+            }
+        }
+        if self.fail_after_unreachable == Some(0) {
+            return err("fail_after_unreachable", "None or at least 1");
+        }
+        if self.max_message_size < 16 {
+            return err("max_message_size", "at least 16 bytes");
+        }
+        let l = &self.limits;
+        if l.max_sessions == 0 || l.max_sessions > 1 << 24 {
+            return err("limits.max_sessions", "between 1 and 2^24");
+        }
+        if l.max_exchanges == 0 || l.max_pending_requests == 0 || l.max_dedup_entries == 0 {
+            return err("limits", "non-zero per-session caps");
+        }
+        if l.max_queued_transmits == 0 || l.tracked_transmits == 0 {
+            return err("limits", "non-zero transmit queue and tracking sizes");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,486 @@
+//! The endpoint: one socket's worth of CoAP, serving many peers.
+
+use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use coap_lite::{MessageType, Packet};
+
+use crate::codec;
+use crate::config::{Config, ConfigError, Keepalive};
+use crate::error::Error;
+use crate::event::{CloseReason, Event, IncomingRequestId, RequestId};
+use crate::outputs::{Ctx, Outputs, SessionKey, TransmitRecord};
+use crate::rng::Rng;
+use crate::session::{slot_of, Ending, Origin, Session, SessionFootprint};
+use crate::time::Instant;
+use crate::transmit::{SendErrorKind, Transmit, TransmitId};
+
+/// A CoAP endpoint (RFC 7252 §1.2) as a sans-IO state machine: it owns no socket, reads no
+/// clock and draws no entropy. Give it inputs, then drain its outputs.
+///
+/// # Inputs
+/// - [`handle_datagram`](Self::handle_datagram): a datagram arrived from a peer.
+/// - [`handle_timeout`](Self::handle_timeout): the deadline from [`poll_timeout`](Self::poll_timeout) passed.
+/// - [`handle_send_result`](Self::handle_send_result): a transmit could not be sent (successes need no report).
+/// - application calls: [`request`](Self::request), [`respond`](Self::respond),
+///   [`ping`](Self::ping), [`cancel`](Self::cancel), [`open_session`](Self::open_session),
+///   [`close_session`](Self::close_session), [`set_keepalive`](Self::set_keepalive).
+///
+/// Every input takes `now`; time never goes backwards inside the engine (an earlier `now` is
+/// treated as the latest seen), and every input first runs whatever timers are already due,
+/// so a caller that feeds datagrams late still sees deadlines honoured in order.
+///
+/// # Outputs: drain after every input
+/// After **any** input, call [`poll_transmit`](Self::poll_transmit) until it returns `None`
+/// (send each datagram, reporting failures), then [`poll_event`](Self::poll_event) until
+/// `None`, then read [`poll_timeout`](Self::poll_timeout) and arm one timer for it. Until that
+/// deadline nothing changes unless a new input arrives, so a caller that follows this rule
+/// never polls in a loop and never misses a retransmission or a keepalive deadline.
+///
+/// # Example: a client and a server wired back to back
+/// ```
+/// use coap_engine::{Config, Endpoint, Event, Instant};
+/// use coap_lite::{Packet, RequestType, MessageClass, ResponseType};
+///
+/// let (client_addr, server_addr) = ("[::1]:40000".parse().unwrap(), "[::1]:5683".parse().unwrap());
+/// let mut client = Endpoint::new(Config::default(), 1).unwrap();
+/// let mut server = Endpoint::new(Config::default(), 2).unwrap();
+/// let now = Instant::ZERO;
+///
+/// let mut get = Packet::new();
+/// get.header.code = MessageClass::Request(RequestType::Get);
+/// get.add_option(coap_lite::CoapOption::UriPath, b"hello".to_vec());
+/// let id = client.request(now, server_addr, &get).unwrap();
+///
+/// while let Some(t) = client.poll_transmit() {
+///     server.handle_datagram(now, client_addr, &t.payload);
+/// }
+/// while let Some(event) = server.poll_event() {
+///     if let Event::Request { id, .. } = event {
+///         let mut response = Packet::new();
+///         response.header.code = MessageClass::Response(ResponseType::Content);
+///         response.payload = b"world".to_vec();
+///         server.respond(now, id, &response).unwrap(); // piggybacked on the ACK
+///     }
+/// }
+/// while let Some(t) = server.poll_transmit() {
+///     client.handle_datagram(now, server_addr, &t.payload);
+/// }
+/// let mut answered = false;
+/// while let Some(event) = client.poll_event() {
+///     if let Event::Response { id: rid, response, .. } = event {
+///         assert_eq!(rid, id);
+///         assert_eq!(response.payload, b"world");
+///         answered = true;
+///     }
+/// }
+/// assert!(answered);
+/// ```
+pub struct Endpoint {
+    config: Config,
+    rng: Rng,
+    out: Outputs,
+    sessions: Vec<Option<Session>>,
+    generations: Vec<u32>,
+    free: Vec<u32>,
+    by_peer: BTreeMap<SocketAddr, u32>,
+    /// One entry per session with something to do: (deadline, slot).
+    timers: BTreeSet<(Instant, u32)>,
+    now: Instant,
+    next_id: u64,
+    due: Vec<u32>,
+}
+
+/// What the engine knows about one session, from [`Endpoint::session_info`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionInfo {
+    /// Something valid has been heard from the peer.
+    pub established: bool,
+    /// The peer opened the session (we are its server).
+    pub opened_by_peer: bool,
+    /// Last time a valid message arrived from the peer (the session's creation until then).
+    pub last_heard: Instant,
+    /// The keepalive in force.
+    pub keepalive: Option<Keepalive>,
+    /// The state it holds.
+    pub footprint: SessionFootprint,
+}
+
+impl Endpoint {
+    /// Creates an endpoint. `seed` drives Message IDs, tokens and retransmission jitter: give
+    /// each endpoint a seed from a real entropy source in production, and a fixed one in tests
+    /// to replay a run exactly.
+    pub fn new(config: Config, seed: u64) -> Result<Self, ConfigError> {
+        config.validate()?;
+        Ok(Endpoint {
+            out: Outputs::new(&config),
+            config,
+            rng: Rng::new(seed),
+            sessions: Vec::new(),
+            generations: Vec::new(),
+            free: Vec::new(),
+            by_peer: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            now: Instant::ZERO,
+            next_id: 1,
+            due: Vec::new(),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    // ------------------------------------------------------------------------ outputs
+
+    /// The next datagram to send, if any. Report a failed send with
+    /// [`handle_send_result`](Self::handle_send_result).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.out.poll_transmit()
+    }
+
+    /// The next event for the application, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.out.poll_event()
+    }
+
+    /// When the engine next needs [`handle_timeout`](Self::handle_timeout), if ever. Read it
+    /// after draining transmits and events.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        self.timers.first().map(|&(t, _)| t)
+    }
+
+    /// Whether transmits are waiting to be polled.
+    pub fn has_transmits(&self) -> bool {
+        self.out.has_transmits()
+    }
+
+    // ------------------------------------------------------------------------ inputs
+
+    /// A datagram arrived from `peer`. Malformed input gets RFC 7252's treatment and never
+    /// panics: a Confirmable message with a format error is answered with Reset, anything
+    /// else malformed is dropped, and a version other than 1 is ignored (§3, §4.2, §4.3).
+    pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+        let now = self.advance(now);
+        // Too short to carry a Message ID, or another protocol version: silently ignored.
+        let Ok(header) = codec::parse_header(bytes) else { return };
+        let slot = self.by_peer.get(&peer).copied();
+        let msg = match codec::parse(bytes) {
+            Ok(msg) => msg,
+            Err(e) => {
+                log::debug!("{peer}: format error: {e}");
+                if header.mtype == MessageType::Confirmable {
+                    self.stateless_reset(peer, slot, header.message_id);
+                }
+                return;
+            }
+        };
+        let slot = match slot {
+            Some(slot) => slot,
+            // Only a request opens a session; anything else from a stranger is rejected
+            // without keeping state (a CON ping gets its Reset, which is also its answer).
+            None if msg.header.is_request() && msg.header.mtype != MessageType::Acknowledgement => {
+                match self.create_session(now, peer, Origin::Remote) {
+                    Ok(slot) => {
+                        self.out.event(Event::SessionNew { peer });
+                        slot
+                    }
+                    Err(_) => {
+                        log::debug!("{peer}: session limit reached; request rejected");
+                        if header.mtype == MessageType::Confirmable {
+                            self.stateless_reset(peer, None, header.message_id);
+                        }
+                        return;
+                    }
+                }
+            }
+            None => {
+                if header.mtype == MessageType::Confirmable {
+                    self.stateless_reset(peer, None, header.message_id);
+                }
+                return;
+            }
+        };
+        let (session, mut ctx) = self.split(slot);
+        if let Some(session) = session {
+            session.on_message(now, &mut ctx, &msg);
+        }
+        self.rearm(slot);
+    }
+
+    /// The deadline from [`poll_timeout`](Self::poll_timeout) has passed (calling it early or
+    /// twice is harmless).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
+    }
+
+    /// The adapter's result for transmit `id`. Only failures need reporting; an `Ok` is
+    /// accepted and resets the session's count of consecutive unreachable failures. A failure
+    /// is reported back as [`Event::SendFailed`] and the message counts as lost: nothing is
+    /// resent early, and no keepalive deadline moves.
+    pub fn handle_send_result(&mut self, now: Instant, id: TransmitId, result: Result<(), SendErrorKind>) {
+        let now = self.advance(now);
+        let Some(record) = self.out.record(id) else {
+            log::debug!("send result for untracked transmit {id:?} ignored");
+            return;
+        };
+        let Err(kind) = result else { return };
+        self.out.event(Event::SendFailed { transmit: id, peer: record.peer, kind });
+        let Some(key) = record.session else { return };
+        if self.generations.get(key.slot as usize) != Some(&key.generation) {
+            return; // that session is gone
+        }
+        let (session, mut ctx) = self.split(key.slot);
+        let ending = session.and_then(|s| s.on_send_failed(now, &mut ctx, id, record.message_id, kind));
+        match ending {
+            Some(ending) => self.end_session(key.slot, ending),
+            None => self.rearm(key.slot),
+        }
+    }
+
+    // ------------------------------------------------------------------------ application calls
+
+    /// Sends a request to `peer` (opening a session if there is none). The packet's code must
+    /// be a method and its type Confirmable (the default of `Packet::new()`) or
+    /// Non-confirmable; the engine assigns the Message ID, and a random token unless the
+    /// packet carries one. The request goes out at once, or waits in the peer's queue while
+    /// NSTART requests are outstanding. It ends in exactly one of [`Event::Response`] or
+    /// [`Event::RequestFailed`].
+    pub fn request(&mut self, now: Instant, peer: SocketAddr, request: &Packet) -> Result<RequestId, Error> {
+        let now = self.advance(now);
+        let code = u8::from(request.header.code);
+        if code >> 5 != 0 || code == 0 {
+            return Err(Error::NotARequest);
+        }
+        if !matches!(request.header.get_type(), MessageType::Confirmable | MessageType::NonConfirmable) {
+            return Err(Error::InvalidMessageType);
+        }
+        if request.get_token().len() > 8 {
+            return Err(Error::TokenTooLong);
+        }
+        let (slot, fresh) = match self.by_peer.get(&peer) {
+            Some(&slot) => (slot, false),
+            None => (self.create_session(now, peer, Origin::Local)?, true),
+        };
+        let (session, mut ctx) = self.split(slot);
+        let result = session.ok_or(Error::UnknownSession).and_then(|s| s.request(now, &mut ctx, request));
+        self.after_local_call(slot, fresh, peer, result.is_ok());
+        result
+    }
+
+    /// Answers incoming request `id` (from [`Event::Request`]): piggybacked on the ACK if the
+    /// engine has not yet sent an Empty ACK, otherwise as a separate Confirmable response that
+    /// is retransmitted until acknowledged; a Non-confirmable request gets a Non-confirmable
+    /// response. The engine sets type, Message ID and token; the packet's code must be a
+    /// response code.
+    pub fn respond(&mut self, now: Instant, id: IncomingRequestId, response: &Packet) -> Result<(), Error> {
+        let now = self.advance(now);
+        let class = u8::from(response.header.code) >> 5;
+        if !(2..=5).contains(&class) {
+            return Err(Error::NotAResponse);
+        }
+        let slot = slot_of(id.0);
+        let (session, mut ctx) = self.split(slot);
+        let result = session.ok_or(Error::UnknownRequest).and_then(|s| s.respond(now, &mut ctx, id, response));
+        self.rearm(slot);
+        result
+    }
+
+    /// Sends a CoAP ping (an Empty Confirmable message, RFC 7252 §4.3) to `peer`, opening a
+    /// session if needed. Ends in [`Event::Pong`] or [`Event::PingFailed`]. Pings are not held
+    /// back by NSTART: liveness probing is independent of the request pipeline.
+    pub fn ping(&mut self, now: Instant, peer: SocketAddr) -> Result<RequestId, Error> {
+        let now = self.advance(now);
+        let (slot, fresh) = match self.by_peer.get(&peer) {
+            Some(&slot) => (slot, false),
+            None => (self.create_session(now, peer, Origin::Local)?, true),
+        };
+        let (session, mut ctx) = self.split(slot);
+        let result = session.map(|s| s.ping(now, &mut ctx)).ok_or(Error::UnknownSession);
+        self.after_local_call(slot, fresh, peer, result.is_ok());
+        result
+    }
+
+    /// Cancels one of our requests or pings; it ends with [`ExchangeError::Cancelled`]
+    /// (crate::ExchangeError::Cancelled). A late response to it will be answered with Reset.
+    pub fn cancel(&mut self, now: Instant, id: RequestId) -> Result<(), Error> {
+        let now = self.advance(now);
+        let slot = slot_of(id.0);
+        let (session, mut ctx) = self.split(slot);
+        let found = session.is_some_and(|s| s.cancel(&mut ctx, id, now));
+        self.rearm(slot);
+        if found {
+            Ok(())
+        } else {
+            Err(Error::UnknownRequest)
+        }
+    }
+
+    /// Opens a session with `peer` without sending anything, so that keepalive starts
+    /// watching it (the session counts as silent from now). Does nothing if one exists.
+    pub fn open_session(&mut self, now: Instant, peer: SocketAddr) -> Result<(), Error> {
+        let now = self.advance(now);
+        if !self.by_peer.contains_key(&peer) {
+            let slot = self.create_session(now, peer, Origin::Local)?;
+            self.after_local_call(slot, true, peer, true);
+        }
+        Ok(())
+    }
+
+    /// Closes the session with `peer`: its pending exchanges end with
+    /// [`ExchangeError::SessionClosed`](crate::ExchangeError::SessionClosed), then
+    /// [`Event::SessionClosed`] is emitted and all its state is freed.
+    pub fn close_session(&mut self, now: Instant, peer: SocketAddr) -> Result<(), Error> {
+        self.advance(now);
+        let slot = *self.by_peer.get(&peer).ok_or(Error::UnknownSession)?;
+        self.end_session(slot, Ending::Closed(CloseReason::Local));
+        Ok(())
+    }
+
+    /// Sets (or with `None` clears) the keepalive of the session with `peer`, overriding
+    /// [`Config::keepalive`]. Silence is measured from the later of `now` and the last message
+    /// heard.
+    pub fn set_keepalive(&mut self, now: Instant, peer: SocketAddr, keepalive: Option<Keepalive>) -> Result<(), Error> {
+        let now = self.advance(now);
+        let slot = *self.by_peer.get(&peer).ok_or(Error::UnknownSession)?;
+        if let Some(Some(s)) = self.sessions.get_mut(slot as usize) {
+            s.set_keepalive(now, keepalive);
+        }
+        self.rearm(slot);
+        Ok(())
+    }
+
+    // ------------------------------------------------------------------------ inspection
+
+    /// What the engine holds for `peer`, if it has a session.
+    pub fn session_info(&self, peer: SocketAddr) -> Option<SessionInfo> {
+        let slot = *self.by_peer.get(&peer)?;
+        let s = self.sessions.get(slot as usize)?.as_ref()?;
+        Some(SessionInfo {
+            established: s.is_established(),
+            opened_by_peer: s.origin() == Origin::Remote,
+            last_heard: s.liveness.last_heard(),
+            keepalive: s.liveness.keepalive(),
+            footprint: s.footprint(),
+        })
+    }
+
+    /// Number of sessions.
+    pub fn session_count(&self) -> usize {
+        self.by_peer.len()
+    }
+
+    /// Peers with a session.
+    pub fn peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.by_peer.keys().copied()
+    }
+
+    // ------------------------------------------------------------------------ internals
+
+    /// Moves time forward (never back) and runs every session timer that is due.
+    fn advance(&mut self, now: Instant) -> Instant {
+        let now = self.now.max(now);
+        self.now = now;
+        // Each due session runs once per call, so a buggy deadline can never spin here.
+        let mut due = core::mem::take(&mut self.due);
+        while let Some(&(t, slot)) = self.timers.first() {
+            if t > now {
+                break;
+            }
+            self.timers.pop_first();
+            if let Some(Some(s)) = self.sessions.get_mut(slot as usize) {
+                s.armed = None;
+            }
+            due.push(slot);
+        }
+        for &slot in &due {
+            let (session, mut ctx) = self.split(slot);
+            match session.and_then(|s| s.on_timeout(now, &mut ctx)) {
+                Some(ending) => self.end_session(slot, ending),
+                None => self.rearm(slot),
+            }
+        }
+        due.clear();
+        self.due = due;
+        now
+    }
+
+    fn split(&mut self, slot: u32) -> (Option<&mut Session>, Ctx<'_>) {
+        let session = self.sessions.get_mut(slot as usize).and_then(Option::as_mut);
+        let ctx = Ctx { config: &self.config, rng: &mut self.rng, out: &mut self.out, next_id: &mut self.next_id };
+        (session, ctx)
+    }
+
+    fn create_session(&mut self, now: Instant, peer: SocketAddr, origin: Origin) -> Result<u32, Error> {
+        if self.by_peer.len() >= self.config.limits.max_sessions {
+            return Err(Error::SessionLimit);
+        }
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.sessions.push(None);
+                self.generations.push(0);
+                (self.sessions.len() - 1) as u32
+            }
+        };
+        let key = SessionKey { slot, generation: self.generations[slot as usize] };
+        let (_, mut ctx) = self.split(slot);
+        let session = Session::new(peer, key, origin, now, &mut ctx);
+        self.sessions[slot as usize] = Some(session);
+        self.by_peer.insert(peer, slot);
+        Ok(slot)
+    }
+
+    /// A session opened for an application call is announced only if the call succeeded;
+    /// otherwise it is discarded as if never made.
+    fn after_local_call(&mut self, slot: u32, fresh: bool, peer: SocketAddr, ok: bool) {
+        if fresh && !ok {
+            self.free_slot(slot);
+            return;
+        }
+        if fresh {
+            self.out.event(Event::SessionNew { peer });
+        }
+        self.rearm(slot);
+    }
+
+    fn free_slot(&mut self, slot: u32) -> Option<Session> {
+        let session = self.sessions.get_mut(slot as usize)?.take()?;
+        if let Some(t) = session.armed {
+            self.timers.remove(&(t, slot));
+        }
+        self.by_peer.remove(&session.peer);
+        self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
+        self.free.push(slot);
+        Some(session)
+    }
+
+    fn end_session(&mut self, slot: u32, ending: Ending) {
+        if let Some(mut session) = self.free_slot(slot) {
+            let (_, mut ctx) = self.split(slot);
+            session.terminate(&mut ctx, ending);
+        }
+    }
+
+    fn rearm(&mut self, slot: u32) {
+        let Some(Some(s)) = self.sessions.get_mut(slot as usize) else { return };
+        let next = s.next_deadline(&self.config);
+        if s.armed != next {
+            if let Some(old) = s.armed {
+                self.timers.remove(&(old, slot));
+            }
+            if let Some(t) = next {
+                self.timers.insert((t, slot));
+            }
+            s.armed = next;
+        }
+    }
+
+    fn stateless_reset(&mut self, peer: SocketAddr, slot: Option<u32>, mid: u16) {
+        let session = slot.map(|slot| SessionKey { slot, generation: self.generations[slot as usize] });
+        let rst = self.out.encode_empty(MessageType::Reset, mid);
+        self.out.send(TransmitRecord { peer, session, message_id: mid }, rst);
+    }
+}

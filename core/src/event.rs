@@ -1,0 +1,197 @@
+//! What the engine tells the application.
+
+use core::fmt;
+use core::net::SocketAddr;
+
+use coap_lite::Packet;
+
+use crate::time::Duration;
+use crate::transmit::{SendErrorKind, TransmitId};
+
+/// Identifies a request this endpoint sent (or a ping), from
+/// [`Endpoint::request`](crate::Endpoint::request) / [`Endpoint::ping`](crate::Endpoint::ping)
+/// until its one terminal event.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RequestId(pub(crate) u64);
+
+/// Identifies a request this endpoint received, to be answered with
+/// [`Endpoint::respond`](crate::Endpoint::respond).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct IncomingRequestId(pub(crate) u64);
+
+impl RequestId {
+    /// The raw number, for logging.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+impl IncomingRequestId {
+    /// The raw number, for logging.
+    pub fn as_u64(self) -> u64 {
+        self.0
+    }
+}
+
+/// Why a request (or ping) ended without an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ExchangeError {
+    /// No acknowledgement after MAX_RETRANSMIT retransmissions, or no response within
+    /// [`Config::response_timeout`](crate::Config::response_timeout).
+    Timeout,
+    /// The peer answered with Reset: it could not process the message (RFC 7252 §4.2).
+    Reset,
+    /// The exchange timed out and its last transmission could not even be sent; or the message
+    /// was too big for the path.
+    SendFailed(SendErrorKind),
+    /// The session failed (keepalive or send failures) while the exchange was pending.
+    SessionFailed(FailureReason),
+    /// The session was closed by the application or by the engine while the exchange was
+    /// pending.
+    SessionClosed,
+    /// The application cancelled it.
+    Cancelled,
+}
+
+impl fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExchangeError::Timeout => f.write_str("timed out waiting for the peer"),
+            ExchangeError::Reset => f.write_str("the peer answered with Reset"),
+            ExchangeError::SendFailed(kind) => write!(f, "send failed: {kind}"),
+            ExchangeError::SessionFailed(reason) => write!(f, "session failed: {reason}"),
+            ExchangeError::SessionClosed => f.write_str("session closed"),
+            ExchangeError::Cancelled => f.write_str("cancelled"),
+        }
+    }
+}
+
+/// Why a session failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum FailureReason {
+    /// Nothing was heard from the peer for `keepalive.interval + keepalive.timeout`.
+    KeepaliveTimeout {
+        /// How long the peer had been silent when the failure was declared.
+        silent_for: Duration,
+    },
+    /// [`Config::fail_after_unreachable`](crate::Config::fail_after_unreachable) consecutive
+    /// sends failed as unreachable with nothing heard in between.
+    Unreachable {
+        /// Consecutive failed sends.
+        failures: u32,
+    },
+}
+
+impl fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FailureReason::KeepaliveTimeout { silent_for } => {
+                write!(f, "keepalive failure: peer silent for {silent_for:?}")
+            }
+            FailureReason::Unreachable { failures } => {
+                write!(f, "peer unreachable ({failures} consecutive failed sends)")
+            }
+        }
+    }
+}
+
+/// Why a session was closed (as opposed to failed).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseReason {
+    /// A peer-opened session was idle for [`Config::idle_timeout`](crate::Config::idle_timeout).
+    Idle,
+    /// The application called [`Endpoint::close_session`](crate::Endpoint::close_session).
+    Local,
+}
+
+/// Something the application should know or act on. Drain with
+/// [`Endpoint::poll_event`](crate::Endpoint::poll_event) after every input.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum Event {
+    /// A request arrived; answer it with [`Endpoint::respond`](crate::Endpoint::respond).
+    /// The engine has already deduplicated it, so each request is seen once.
+    Request {
+        /// Handle for the answer.
+        id: IncomingRequestId,
+        /// Who sent it.
+        peer: SocketAddr,
+        /// The request as received (type, Message ID and token included).
+        request: Packet,
+    },
+    /// The response to one of our requests (terminal for `id`).
+    Response {
+        /// The request it answers.
+        id: RequestId,
+        /// Who answered.
+        peer: SocketAddr,
+        /// The response as received.
+        response: Packet,
+    },
+    /// One of our requests ended without a response (terminal for `id`).
+    RequestFailed {
+        /// The request.
+        id: RequestId,
+        /// Its destination.
+        peer: SocketAddr,
+        /// Why.
+        error: ExchangeError,
+    },
+    /// A ping was answered (terminal for `id`).
+    Pong {
+        /// The ping.
+        id: RequestId,
+        /// Who answered.
+        peer: SocketAddr,
+        /// Time from the ping's first transmission to the answer.
+        rtt: Duration,
+    },
+    /// A ping got no answer (terminal for `id`).
+    PingFailed {
+        /// The ping.
+        id: RequestId,
+        /// Its destination.
+        peer: SocketAddr,
+        /// Why.
+        error: ExchangeError,
+    },
+    /// The adapter reported that a transmit could not be sent. The engine treats the message
+    /// as lost: it is retried on its normal backoff, never at once.
+    SendFailed {
+        /// The failed transmit.
+        transmit: TransmitId,
+        /// Its destination.
+        peer: SocketAddr,
+        /// How it failed.
+        kind: SendErrorKind,
+    },
+    /// A session was created (first contact either way).
+    SessionNew {
+        /// The peer.
+        peer: SocketAddr,
+    },
+    /// The first valid message was heard from the peer of a session.
+    SessionEstablished {
+        /// The peer.
+        peer: SocketAddr,
+    },
+    /// The session failed; its pending exchanges have ended with
+    /// [`ExchangeError::SessionFailed`] and its state is gone.
+    SessionFailed {
+        /// The peer.
+        peer: SocketAddr,
+        /// Why.
+        reason: FailureReason,
+    },
+    /// The session was closed; its pending exchanges have ended with
+    /// [`ExchangeError::SessionClosed`] and its state is gone.
+    SessionClosed {
+        /// The peer.
+        peer: SocketAddr,
+        /// Why.
+        reason: CloseReason,
+    },
+}

@@ -1,0 +1,61 @@
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+//! # coap-engine
+//!
+//! A sans-IO CoAP endpoint (RFC 7252, CoAP over UDP): all of the protocol, none of the I/O.
+//! The engine never touches a socket, a clock or an entropy source; adapters feed it `now`,
+//! datagrams, timeouts and send results, and carry out the transmits it asks for. See
+//! [`Endpoint`] for the input/output rules and a runnable example.
+//!
+//! ## The liveness contract
+//!
+//! A session's liveness is defined by what the engine **hears** from the peer, never by what
+//! it sends. With a [`Keepalive`] of (`interval`, `timeout`):
+//!
+//! - after `interval` of silence the engine sends a CoAP ping (Empty CON, answered by Reset);
+//! - a session whose peer has been silent for `interval + timeout` fails with
+//!   [`Event::SessionFailed`] and [`FailureReason::KeepaliveTimeout`] **no later than**
+//!   `last_heard + interval + timeout` (plus the adapter's timer resolution), and every pending
+//!   exchange on it ends with [`ExchangeError::SessionFailed`];
+//! - nothing sent moves `last_heard`: not a ping, not a retransmission, not a failed send. A
+//!   failed send (reported with [`Endpoint::handle_send_result`]) becomes
+//!   [`Event::SendFailed`], counts as a lost message, and waits its normal backoff: a dead
+//!   link never causes a busy loop and never postpones the failure;
+//! - pings are independent of the request pipeline: outstanding Confirmable requests and a
+//!   full NSTART queue neither delay nor block them;
+//! - optionally ([`Config::fail_after_unreachable`]) consecutive "unreachable" send failures
+//!   fail the session earlier, never later.
+//!
+//! The contract holds for both roles: a server with keepalive discovers a vanished client and
+//! drops its state.
+//!
+//! ## Bounded memory
+//!
+//! Every per-peer structure has a cap in [`Limits`], and each cap's behaviour when reached is
+//! documented there; the number of sessions is capped too. Whatever peers send, state stays
+//! within `max_sessions × per-session caps`.
+
+extern crate alloc;
+
+pub mod codec;
+mod config;
+mod dedup;
+mod endpoint;
+mod error;
+mod event;
+mod liveness;
+mod outputs;
+mod rng;
+mod session;
+mod time;
+mod transmit;
+
+pub use coap_lite;
+pub use config::{Config, ConfigError, Keepalive, Limits, TransmissionParameters};
+pub use endpoint::{Endpoint, SessionInfo};
+pub use error::Error;
+pub use event::{CloseReason, Event, ExchangeError, FailureReason, IncomingRequestId, RequestId};
+pub use session::SessionFootprint;
+pub use time::{Duration, Instant};
+pub use transmit::{Datagram, SendErrorKind, Transmit, TransmitId};

@@ -1,0 +1,145 @@
+//! The engine's output queues: transmits (with the record needed to route their send
+//! results back) and events.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use coap_lite::{MessageType, Packet};
+
+use crate::codec;
+use crate::config::Config;
+use crate::error::Error;
+use crate::event::Event;
+use crate::rng::Rng;
+use crate::transmit::{Datagram, Transmit, TransmitId};
+
+/// Which session a transmit belongs to: slot index and that slot's generation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct SessionKey {
+    pub(crate) slot: u32,
+    pub(crate) generation: u32,
+}
+
+/// What a transmit carried, so that a failed send can be charged to the right message.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct TransmitRecord {
+    pub(crate) peer: SocketAddr,
+    pub(crate) session: Option<SessionKey>,
+    pub(crate) message_id: u16,
+}
+
+pub(crate) struct Outputs {
+    transmits: VecDeque<Transmit>,
+    events: VecDeque<Event>,
+    /// Records of the most recent transmits; `records[i]` belongs to id `records_base + i`.
+    records: VecDeque<TransmitRecord>,
+    records_base: u64,
+    next_transmit: u64,
+    /// Reused encode buffer, so building a message allocates only its final `Datagram`.
+    scratch: Vec<u8>,
+    max_queued_transmits: usize,
+    tracked_transmits: usize,
+}
+
+impl Outputs {
+    pub(crate) fn new(config: &Config) -> Self {
+        Outputs {
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            records: VecDeque::new(),
+            records_base: 0,
+            next_transmit: 0,
+            scratch: Vec::with_capacity(256),
+            max_queued_transmits: config.limits.max_queued_transmits,
+            tracked_transmits: config.limits.tracked_transmits,
+        }
+    }
+
+    pub(crate) fn send(&mut self, record: TransmitRecord, payload: Datagram) -> TransmitId {
+        let id = TransmitId(self.next_transmit);
+        self.next_transmit += 1;
+        if self.records.len() >= self.tracked_transmits {
+            self.records.pop_front();
+            self.records_base += 1;
+        }
+        self.records.push_back(record);
+        if self.transmits.len() >= self.max_queued_transmits {
+            // The adapter is not draining; treat the oldest as lost on the wire.
+            self.transmits.pop_front();
+        }
+        self.transmits.push_back(Transmit { id, destination: record.peer, payload });
+        id
+    }
+
+    pub(crate) fn record(&self, id: TransmitId) -> Option<TransmitRecord> {
+        let index = id.0.checked_sub(self.records_base)?;
+        self.records.get(usize::try_from(index).ok()?).copied()
+    }
+
+    pub(crate) fn event(&mut self, event: Event) {
+        self.events.push_back(event);
+    }
+
+    pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    pub(crate) fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    pub(crate) fn has_transmits(&self) -> bool {
+        !self.transmits.is_empty()
+    }
+
+    /// Encodes `packet` as `mtype`/`mid`, enforcing `max_message_size`.
+    pub(crate) fn encode_packet(
+        &mut self,
+        packet: &Packet,
+        mtype: MessageType,
+        mid: u16,
+        token: &[u8],
+        max: usize,
+    ) -> Result<Datagram, Error> {
+        self.scratch.clear();
+        let options = packet.options().flat_map(|(n, vs)| vs.iter().map(move |v| (*n, v.as_slice())));
+        let code = u8::from(packet.header.code);
+        codec::encode(&mut self.scratch, mtype, code, mid, token, options, &packet.payload).map_err(
+            |e| match e {
+                codec::EncodeError::TokenTooLong(_) => Error::TokenTooLong,
+                _ => Error::OptionTooLong,
+            },
+        )?;
+        if self.scratch.len() > max {
+            return Err(Error::MessageTooLarge(self.scratch.len()));
+        }
+        Ok(Datagram::from_slice(&self.scratch))
+    }
+
+    /// Encodes a message the engine composes itself (no options).
+    pub(crate) fn encode_simple(&mut self, mtype: MessageType, code: u8, mid: u16, token: &[u8], payload: &[u8]) -> Datagram {
+        self.scratch.clear();
+        if codec::encode(&mut self.scratch, mtype, code, mid, token, core::iter::empty(), payload).is_err() {
+            // Unreachable for engine-built messages (tokens are ≤ 8 bytes, no options), but an
+            // empty message is still a correct fallback rather than a panic.
+            self.scratch.clear();
+            codec::encode_empty(&mut self.scratch, mtype, mid);
+        }
+        Datagram::from_slice(&self.scratch)
+    }
+
+    pub(crate) fn encode_empty(&mut self, mtype: MessageType, mid: u16) -> Datagram {
+        self.scratch.clear();
+        codec::encode_empty(&mut self.scratch, mtype, mid);
+        Datagram::from_slice(&self.scratch)
+    }
+}
+
+/// Everything a session needs from its endpoint while it handles an input.
+pub(crate) struct Ctx<'a> {
+    pub(crate) config: &'a Config,
+    pub(crate) rng: &'a mut Rng,
+    pub(crate) out: &'a mut Outputs,
+    pub(crate) next_id: &'a mut u64,
+}

@@ -1,0 +1,824 @@
+//! Per-peer state: the message layer (RFC 7252 §4) and request/response exchanges (§5) with
+//! one peer, plus the session's liveness.
+//!
+//! A session is created on first contact (our request or ping, or a request from the peer)
+//! and owns everything the engine knows about that peer, so that failing or closing it frees
+//! all of it at once and ends every pending exchange with exactly one terminal event.
+
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use coap_lite::{MessageType, Packet};
+
+use crate::codec::{self, MessageView};
+use crate::config::{Config, Keepalive};
+use crate::dedup::Dedup;
+use crate::error::Error;
+use crate::event::{CloseReason, Event, ExchangeError, FailureReason, IncomingRequestId, RequestId};
+use crate::liveness::Liveness;
+use crate::outputs::{Ctx, SessionKey, TransmitRecord};
+use crate::time::{Duration, Instant};
+use crate::transmit::{Datagram, SendErrorKind, TransmitId};
+
+/// 4.02 Bad Option, 5.03 Service Unavailable.
+const BAD_OPTION: u8 = codec::code(4, 2);
+const SERVICE_UNAVAILABLE: u8 = codec::code(5, 3);
+
+/// Who opened the session. Only peer-opened (server-side) sessions are reaped when idle: a
+/// session the application opened lives until the application closes it or it fails.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    Local,
+    Remote,
+}
+
+/// How a session ends, returned to the endpoint which removes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Ending {
+    Failed(FailureReason),
+    Closed(CloseReason),
+}
+
+/// A token of 0–8 bytes stored inline (no allocation per exchange).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Token {
+    len: u8,
+    bytes: [u8; 8],
+}
+
+impl Token {
+    pub(crate) fn from_slice(s: &[u8]) -> Option<Token> {
+        let mut bytes = [0; 8];
+        bytes.get_mut(..s.len())?.copy_from_slice(s);
+        Some(Token { len: s.len() as u8, bytes })
+    }
+
+    fn random(ctx: &mut Ctx<'_>, len: u8) -> Token {
+        let bytes = ctx.rng.next_u64().to_be_bytes();
+        Token { len, bytes }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
+/// Why a Confirmable message of ours awaits its ACK.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ConPurpose {
+    Request(RequestId),
+    /// A separate response (RFC 7252 §5.2.2).
+    Response,
+    /// A ping: the application's (with its id) or a keepalive probe (None).
+    Ping(Option<RequestId>),
+}
+
+/// A Confirmable message in retransmission (RFC 7252 §4.2).
+#[derive(Debug)]
+struct PendingCon {
+    mid: u16,
+    bytes: Datagram,
+    purpose: ConPurpose,
+    first_sent: Instant,
+    retransmissions: u8,
+    timeout: Duration,
+    next_at: Instant,
+    last_transmit: TransmitId,
+    last_error: Option<SendErrorKind>,
+}
+
+/// One of our requests awaiting its response.
+#[derive(Debug)]
+struct ClientExchange {
+    id: RequestId,
+    token: Token,
+    mid: u16,
+    confirmable: bool,
+    /// For a CON: the ACK arrived (the response will be separate). NON requests never are.
+    acked: bool,
+    /// Set once no retransmission is pending: from a NON's sending, from a CON's Empty ACK.
+    response_deadline: Option<Instant>,
+    /// A NON request's send failure (a CON's is kept on its `PendingCon`).
+    last_error: Option<SendErrorKind>,
+    last_transmit: Option<TransmitId>,
+}
+
+impl ClientExchange {
+    /// Outstanding in the sense of NSTART (RFC 7252 §4.7): a CON not yet acknowledged, or a
+    /// request still expecting a response that is not a separate one after an ACK.
+    fn outstanding(&self) -> bool {
+        !self.acked
+    }
+}
+
+/// A request waiting for an NSTART slot, already encoded.
+#[derive(Debug)]
+struct Queued {
+    id: RequestId,
+    token: Token,
+    mid: u16,
+    confirmable: bool,
+    bytes: Datagram,
+}
+
+/// A request from the peer awaiting the application's response.
+#[derive(Debug)]
+struct Incoming {
+    id: IncomingRequestId,
+    mid: u16,
+    token: Token,
+    confirmable: bool,
+    /// When the Empty ACK goes out if the application has not answered (CON only).
+    ack_at: Option<Instant>,
+    expires: Instant,
+}
+
+pub(crate) struct Session {
+    pub(crate) peer: SocketAddr,
+    pub(crate) key: SessionKey,
+    origin: Origin,
+    established: bool,
+    /// Last request or response either way (pings excluded), for idle reaping.
+    last_activity: Instant,
+    next_mid: u16,
+    cons: Vec<PendingCon>,
+    exchanges: Vec<ClientExchange>,
+    queue: VecDeque<Queued>,
+    incoming: Vec<Incoming>,
+    dedup: Dedup,
+    pub(crate) liveness: Liveness,
+    unreachable_in_row: u32,
+    /// The deadline under which this session is filed in the endpoint's timer set.
+    pub(crate) armed: Option<Instant>,
+}
+
+/// Critical options of RFC 7252, 7641 and 7959 the engine passes to the application:
+/// If-Match, Uri-Host, If-None-Match, Uri-Port, Uri-Path, Uri-Query, Accept, Block2, Block1,
+/// Proxy-Uri, Proxy-Scheme. (Elective options need no recognition, RFC 7252 §5.4.1.)
+fn is_known_critical(number: u16, config: &Config) -> bool {
+    matches!(number, 1 | 3 | 5 | 7 | 11 | 15 | 17 | 23 | 27 | 35 | 39)
+        || config.extra_critical_options.contains(&number)
+}
+
+fn new_id(ctx: &mut Ctx<'_>, slot: u32) -> u64 {
+    let n = *ctx.next_id;
+    *ctx.next_id += 1;
+    // The slot rides in the low bits so an id leads straight to its session.
+    (n << 24) | slot as u64
+}
+
+pub(crate) fn slot_of(id: u64) -> u32 {
+    (id & 0xFF_FFFF) as u32
+}
+
+impl Session {
+    pub(crate) fn new(peer: SocketAddr, key: SessionKey, origin: Origin, now: Instant, ctx: &mut Ctx<'_>) -> Self {
+        Session {
+            peer,
+            key,
+            origin,
+            established: false,
+            last_activity: now,
+            next_mid: ctx.rng.next_u64() as u16,
+            cons: Vec::new(),
+            exchanges: Vec::new(),
+            queue: VecDeque::new(),
+            incoming: Vec::new(),
+            dedup: Dedup::default(),
+            liveness: Liveness::new(now, ctx.config.keepalive),
+            unreachable_in_row: 0,
+            armed: None,
+        }
+    }
+
+    fn alloc_mid(&mut self) -> u16 {
+        let mid = self.next_mid;
+        self.next_mid = self.next_mid.wrapping_add(1);
+        mid
+    }
+
+    fn send(&mut self, ctx: &mut Ctx<'_>, mid: u16, bytes: Datagram) -> TransmitId {
+        let record = TransmitRecord { peer: self.peer, session: Some(self.key), message_id: mid };
+        ctx.out.send(record, bytes)
+    }
+
+    /// Sends a new CON and starts its retransmission timer with the randomized initial timeout
+    /// of RFC 7252 §4.2.
+    fn send_con(&mut self, now: Instant, ctx: &mut Ctx<'_>, mid: u16, bytes: Datagram, purpose: ConPurpose) {
+        let p = &ctx.config.transmission;
+        let base = p.ack_timeout;
+        let spread = p.max_initial_timeout().saturating_sub(base);
+        let timeout = base + Duration::from_micros(ctx.rng.up_to(spread.as_micros()));
+        let last_transmit = self.send(ctx, mid, bytes.clone());
+        self.cons.push(PendingCon {
+            mid,
+            bytes,
+            purpose,
+            first_sent: now,
+            retransmissions: 0,
+            timeout,
+            next_at: now + timeout,
+            last_transmit,
+            last_error: None,
+        });
+    }
+
+    pub(crate) fn is_idle(&self) -> bool {
+        self.cons.is_empty() && self.exchanges.is_empty() && self.queue.is_empty() && self.incoming.is_empty()
+    }
+
+    /// The earliest instant at which this session has something to do.
+    pub(crate) fn next_deadline(&self, config: &Config) -> Option<Instant> {
+        let mut next: Option<Instant> = None;
+        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        for c in &self.cons {
+            consider(c.next_at);
+        }
+        for e in &self.exchanges {
+            if let Some(t) = e.response_deadline {
+                consider(t);
+            }
+        }
+        for i in &self.incoming {
+            consider(i.ack_at.map_or(i.expires, |a| a.min(i.expires)));
+        }
+        if let Some(t) = self.dedup.next_expiry() {
+            consider(t);
+        }
+        if let Some(t) = self.liveness.fail_at() {
+            consider(t);
+        }
+        if !self.probe_outstanding() {
+            if let Some(t) = self.liveness.probe_at() {
+                consider(t);
+            }
+        }
+        if self.origin == Origin::Remote && self.is_idle() {
+            consider(self.last_activity + config.idle_timeout);
+        }
+        next
+    }
+
+    fn probe_outstanding(&self) -> bool {
+        self.cons.iter().any(|c| c.purpose == ConPurpose::Ping(None))
+    }
+
+    /// A valid message arrived from the peer.
+    fn heard(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        self.unreachable_in_row = 0;
+        if self.liveness.heard(now) && !self.established {
+            self.established = true;
+            ctx.out.event(Event::SessionEstablished { peer: self.peer });
+        }
+    }
+
+    // ---------------------------------------------------------------- application calls
+
+    /// Queues or sends a request. The packet's code and type were validated by the endpoint.
+    pub(crate) fn request(&mut self, now: Instant, ctx: &mut Ctx<'_>, packet: &Packet) -> Result<RequestId, Error> {
+        let limits = &ctx.config.limits;
+        if self.queue.len() >= limits.max_queued_requests {
+            return Err(Error::QueueFull);
+        }
+        let token = if packet.get_token().is_empty() {
+            self.fresh_token(ctx)?
+        } else {
+            let t = Token::from_slice(packet.get_token()).ok_or(Error::TokenTooLong)?;
+            if self.token_in_use(&t) {
+                return Err(Error::TokenInUse);
+            }
+            t
+        };
+        let confirmable = packet.header.get_type() == MessageType::Confirmable;
+        let mtype = if confirmable { MessageType::Confirmable } else { MessageType::NonConfirmable };
+        let mid = self.next_mid;
+        let bytes = ctx.out.encode_packet(packet, mtype, mid, token.as_slice(), ctx.config.max_message_size)?;
+        self.alloc_mid();
+        let id = RequestId(new_id(ctx, self.key.slot));
+        self.queue.push_back(Queued { id, token, mid, confirmable, bytes });
+        self.last_activity = now;
+        self.pump(now, ctx);
+        Ok(id)
+    }
+
+    fn token_in_use(&self, t: &Token) -> bool {
+        self.exchanges.iter().any(|e| e.token == *t) || self.queue.iter().any(|q| q.token == *t)
+    }
+
+    fn fresh_token(&mut self, ctx: &mut Ctx<'_>) -> Result<Token, Error> {
+        let len = ctx.config.token_length;
+        if len == 0 {
+            // Empty tokens are told apart by sending only one such request at a time.
+            return Ok(Token { len: 0, bytes: [0; 8] });
+        }
+        for _ in 0..16 {
+            let t = Token::random(ctx, len);
+            if !self.token_in_use(&t) {
+                return Ok(t);
+            }
+        }
+        Err(Error::TokenInUse)
+    }
+
+    /// Sends queued requests while NSTART and the exchange cap allow.
+    fn pump(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        loop {
+            let outstanding = self.exchanges.iter().filter(|e| e.outstanding()).count();
+            if outstanding >= ctx.config.transmission.nstart || self.exchanges.len() >= ctx.config.limits.max_exchanges {
+                return;
+            }
+            let Some(head) = self.queue.front() else { return };
+            if head.token.len == 0 && self.exchanges.iter().any(|e| e.token.len == 0) {
+                return;
+            }
+            let Some(q) = self.queue.pop_front() else { return };
+            let mut exchange = ClientExchange {
+                id: q.id,
+                token: q.token,
+                mid: q.mid,
+                confirmable: q.confirmable,
+                acked: false,
+                response_deadline: None,
+                last_error: None,
+                last_transmit: None,
+            };
+            if q.confirmable {
+                self.send_con(now, ctx, q.mid, q.bytes, ConPurpose::Request(q.id));
+            } else {
+                exchange.last_transmit = Some(self.send(ctx, q.mid, q.bytes));
+                exchange.response_deadline = Some(now + ctx.config.response_timeout);
+            }
+            self.exchanges.push(exchange);
+        }
+    }
+
+    pub(crate) fn ping(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> RequestId {
+        let id = RequestId(new_id(ctx, self.key.slot));
+        let mid = self.alloc_mid();
+        let bytes = ctx.out.encode_empty(MessageType::Confirmable, mid);
+        self.send_con(now, ctx, mid, bytes, ConPurpose::Ping(Some(id)));
+        id
+    }
+
+    pub(crate) fn set_keepalive(&mut self, now: Instant, keepalive: Option<Keepalive>) {
+        self.liveness.set_keepalive(now, keepalive);
+    }
+
+    /// Answers an incoming request: piggybacked if the Empty ACK has not gone out yet, else a
+    /// separate CON response; a NON request gets a NON response (RFC 7252 §5.2).
+    pub(crate) fn respond(&mut self, now: Instant, ctx: &mut Ctx<'_>, id: IncomingRequestId, response: &Packet) -> Result<(), Error> {
+        let index = self.incoming.iter().position(|i| i.id == id).ok_or(Error::UnknownRequest)?;
+        let inc = &self.incoming[index];
+        let (mtype, mid) = if inc.confirmable && inc.ack_at.is_some() {
+            (MessageType::Acknowledgement, inc.mid)
+        } else if inc.confirmable {
+            (MessageType::Confirmable, self.next_mid)
+        } else {
+            (MessageType::NonConfirmable, self.next_mid)
+        };
+        let bytes = ctx.out.encode_packet(response, mtype, mid, inc.token.as_slice(), ctx.config.max_message_size)?;
+        let inc = self.incoming.swap_remove(index);
+        self.last_activity = now;
+        match mtype {
+            MessageType::Acknowledgement => {
+                self.dedup.set_reply(inc.mid, bytes.clone());
+                self.send(ctx, mid, bytes);
+            }
+            MessageType::Confirmable => {
+                self.alloc_mid();
+                self.send_con(now, ctx, mid, bytes, ConPurpose::Response);
+            }
+            _ => {
+                self.alloc_mid();
+                self.send(ctx, mid, bytes);
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends one of our requests or pings early. Returns false if it is not pending here.
+    pub(crate) fn cancel(&mut self, ctx: &mut Ctx<'_>, id: RequestId, now: Instant) -> bool {
+        let peer = self.peer;
+        if let Some(i) = self.queue.iter().position(|q| q.id == id) {
+            self.queue.remove(i);
+        } else if let Some(i) = self.exchanges.iter().position(|e| e.id == id) {
+            self.exchanges.swap_remove(i);
+            self.cons.retain(|c| c.purpose != ConPurpose::Request(id));
+        } else if let Some(i) = self.cons.iter().position(|c| c.purpose == ConPurpose::Ping(Some(id))) {
+            self.cons.swap_remove(i);
+            ctx.out.event(Event::PingFailed { id, peer, error: ExchangeError::Cancelled });
+            return true;
+        } else {
+            return false;
+        }
+        ctx.out.event(Event::RequestFailed { id, peer, error: ExchangeError::Cancelled });
+        self.pump(now, ctx);
+        true
+    }
+
+    // ---------------------------------------------------------------- inbound messages
+
+    /// Handles a validated datagram from this session's peer.
+    pub(crate) fn on_message(&mut self, now: Instant, ctx: &mut Ctx<'_>, msg: &MessageView<'_>) {
+        self.heard(now, ctx);
+        let h = msg.header;
+        match h.mtype {
+            MessageType::Confirmable | MessageType::NonConfirmable if h.is_reserved_class() => {
+                self.reject(ctx, h.mtype, h.message_id);
+            }
+            MessageType::Confirmable if h.is_empty() => {
+                // CoAP ping (RFC 7252 §4.3): answered with Reset.
+                let rst = ctx.out.encode_empty(MessageType::Reset, h.message_id);
+                self.send(ctx, h.message_id, rst);
+            }
+            MessageType::NonConfirmable if h.is_empty() => {} // §4.3: NON must not be empty
+            MessageType::Confirmable | MessageType::NonConfirmable if h.is_request() => {
+                self.on_request(now, ctx, msg);
+            }
+            MessageType::Confirmable | MessageType::NonConfirmable => self.on_response(now, ctx, msg),
+            // §4.2: an ACK carrying a request or a reserved class is rejected by ignoring it.
+            MessageType::Acknowledgement if h.is_request() || h.is_reserved_class() => {}
+            MessageType::Acknowledgement => self.on_ack(now, ctx, msg),
+            // §4.2: a Reset must be empty; anything else is silently ignored.
+            MessageType::Reset if !h.is_empty() => {}
+            MessageType::Reset => self.on_reset(now, ctx, h.message_id),
+        }
+    }
+
+    /// Rejects a message (§4.2/§4.3): Reset for a CON, and for a NON too (allowed, and it
+    /// tells the sender at once), nothing otherwise.
+    fn reject(&mut self, ctx: &mut Ctx<'_>, mtype: MessageType, mid: u16) {
+        if matches!(mtype, MessageType::Confirmable | MessageType::NonConfirmable) {
+            let rst = ctx.out.encode_empty(MessageType::Reset, mid);
+            self.send(ctx, mid, rst);
+        }
+    }
+
+    /// Returns true if `mid` was seen before (and re-sends the cached reply to a duplicate CON).
+    fn duplicate(&mut self, ctx: &mut Ctx<'_>, mtype: MessageType, mid: u16) -> bool {
+        let Some(entry) = self.dedup.get(mid) else { return false };
+        if mtype == MessageType::Confirmable {
+            if let Some(reply) = entry.reply.clone() {
+                self.send(ctx, mid, reply);
+            }
+        }
+        true
+    }
+
+    fn remember(&mut self, now: Instant, ctx: &mut Ctx<'_>, mtype: MessageType, mid: u16) {
+        let p = &ctx.config.transmission;
+        let confirmable = mtype == MessageType::Confirmable;
+        let lifetime = if confirmable { p.exchange_lifetime() } else { p.non_lifetime() };
+        self.dedup.insert(mid, confirmable, now + lifetime, ctx.config.limits.max_dedup_entries);
+    }
+
+    /// Sends a reply to a CON and caches it for duplicates.
+    fn reply_cached(&mut self, ctx: &mut Ctx<'_>, mid: u16, bytes: Datagram) {
+        self.dedup.set_reply(mid, bytes.clone());
+        self.send(ctx, mid, bytes);
+    }
+
+    fn on_request(&mut self, now: Instant, ctx: &mut Ctx<'_>, msg: &MessageView<'_>) {
+        let h = msg.header;
+        let mid = h.message_id;
+        if self.duplicate(ctx, h.mtype, mid) {
+            return;
+        }
+        self.remember(now, ctx, h.mtype, mid);
+        self.last_activity = now;
+        let confirmable = h.mtype == MessageType::Confirmable;
+        let config = ctx.config;
+        if msg.unrecognized_critical(|n| is_known_critical(n, config)).is_some() {
+            // §5.4.1: 4.02 for a CON request; a NON request is rejected.
+            if confirmable {
+                let ack = ctx.out.encode_simple(
+                    MessageType::Acknowledgement,
+                    BAD_OPTION,
+                    mid,
+                    msg.token,
+                    b"unrecognized critical option",
+                );
+                self.reply_cached(ctx, mid, ack);
+            } else {
+                self.reject(ctx, h.mtype, mid);
+            }
+            return;
+        }
+        let Some(token) = Token::from_slice(msg.token) else { return };
+        if self.incoming.len() >= ctx.config.limits.max_pending_requests {
+            // The application is not keeping up: answer for it rather than grow.
+            if confirmable {
+                let ack = ctx.out.encode_simple(MessageType::Acknowledgement, SERVICE_UNAVAILABLE, mid, msg.token, b"");
+                self.reply_cached(ctx, mid, ack);
+            } else {
+                let own = self.alloc_mid();
+                let non = ctx.out.encode_simple(MessageType::NonConfirmable, SERVICE_UNAVAILABLE, own, msg.token, b"");
+                self.send(ctx, own, non);
+            }
+            return;
+        }
+        let p = &ctx.config.transmission;
+        let (ack_at, lifetime) = if confirmable {
+            (Some(now + ctx.config.empty_ack_delay), p.exchange_lifetime())
+        } else {
+            (None, p.non_lifetime())
+        };
+        let id = IncomingRequestId(new_id(ctx, self.key.slot));
+        self.incoming.push(Incoming { id, mid, token, confirmable, ack_at, expires: now + lifetime });
+        ctx.out.event(Event::Request { id, peer: self.peer, request: msg.to_packet() });
+    }
+
+    fn on_response(&mut self, now: Instant, ctx: &mut Ctx<'_>, msg: &MessageView<'_>) {
+        let h = msg.header;
+        let mid = h.message_id;
+        if self.duplicate(ctx, h.mtype, mid) {
+            return;
+        }
+        self.remember(now, ctx, h.mtype, mid);
+        let confirmable = h.mtype == MessageType::Confirmable;
+        let config = ctx.config;
+        let index = self.exchanges.iter().position(|e| e.token.as_slice() == msg.token);
+        let acceptable = msg.unrecognized_critical(|n| is_known_critical(n, config)).is_none();
+        let Some(index) = index.filter(|_| acceptable) else {
+            // No matching exchange, or a critical option we cannot honour: reject (§4.2,
+            // §5.3.2, §5.4.1), remembering the Reset for duplicates.
+            let rst = ctx.out.encode_empty(MessageType::Reset, mid);
+            self.reply_cached(ctx, mid, rst);
+            return;
+        };
+        if confirmable {
+            let ack = ctx.out.encode_empty(MessageType::Acknowledgement, mid);
+            self.reply_cached(ctx, mid, ack);
+        }
+        self.complete(now, ctx, index, msg);
+    }
+
+    /// Delivers a response to exchange `index` and frees its slot.
+    fn complete(&mut self, now: Instant, ctx: &mut Ctx<'_>, index: usize, msg: &MessageView<'_>) {
+        let e = self.exchanges.swap_remove(index);
+        // A response also acknowledges a CON request whose ACK was lost (§5.2.2).
+        self.cons.retain(|c| c.purpose != ConPurpose::Request(e.id));
+        self.last_activity = now;
+        ctx.out.event(Event::Response { id: e.id, peer: self.peer, response: msg.to_packet() });
+        self.pump(now, ctx);
+    }
+
+    fn on_ack(&mut self, now: Instant, ctx: &mut Ctx<'_>, msg: &MessageView<'_>) {
+        let mid = msg.header.message_id;
+        let Some(ci) = self.cons.iter().position(|c| c.mid == mid) else { return };
+        match self.cons[ci].purpose {
+            ConPurpose::Request(id) => {
+                let Some(ei) = self.exchanges.iter().position(|e| e.id == id) else {
+                    self.cons.swap_remove(ci);
+                    return;
+                };
+                if msg.header.is_empty() {
+                    self.cons.swap_remove(ci);
+                    let e = &mut self.exchanges[ei];
+                    e.acked = true;
+                    e.response_deadline = Some(now + ctx.config.response_timeout);
+                    self.pump(now, ctx);
+                } else {
+                    let config = ctx.config;
+                    let token_ok = self.exchanges[ei].token.as_slice() == msg.token;
+                    // A piggybacked response with the wrong token or an unknown critical option
+                    // is rejected by ignoring it (§4.2, §5.4.1); the CON keeps retransmitting.
+                    if token_ok && msg.unrecognized_critical(|n| is_known_critical(n, config)).is_none() {
+                        self.complete(now, ctx, ei, msg);
+                    }
+                }
+            }
+            ConPurpose::Response => {
+                self.cons.swap_remove(ci);
+            }
+            ConPurpose::Ping(id) => {
+                // Some peers answer a ping with an Empty ACK instead of Reset; both prove life.
+                let c = self.cons.swap_remove(ci);
+                if let Some(id) = id {
+                    ctx.out.event(Event::Pong { id, peer: self.peer, rtt: now - c.first_sent });
+                }
+            }
+        }
+    }
+
+    fn on_reset(&mut self, now: Instant, ctx: &mut Ctx<'_>, mid: u16) {
+        let peer = self.peer;
+        if let Some(ci) = self.cons.iter().position(|c| c.mid == mid) {
+            let c = self.cons.swap_remove(ci);
+            match c.purpose {
+                ConPurpose::Request(id) => {
+                    self.exchanges.retain(|e| e.id != id);
+                    ctx.out.event(Event::RequestFailed { id, peer, error: ExchangeError::Reset });
+                    self.pump(now, ctx);
+                }
+                ConPurpose::Response => log::debug!("{peer}: separate response rejected with Reset"),
+                ConPurpose::Ping(Some(id)) => {
+                    ctx.out.event(Event::Pong { id, peer, rtt: now - c.first_sent });
+                }
+                ConPurpose::Ping(None) => {}
+            }
+        } else if let Some(ei) = self.exchanges.iter().position(|e| !e.confirmable && e.mid == mid) {
+            let e = self.exchanges.swap_remove(ei);
+            ctx.out.event(Event::RequestFailed { id: e.id, peer, error: ExchangeError::Reset });
+            self.pump(now, ctx);
+        }
+    }
+
+    // ---------------------------------------------------------------- send results
+
+    /// The adapter could not send transmit `id` (message `mid`). The message counts as lost:
+    /// its normal retransmission schedule stands, so a dead link never causes a busy loop.
+    pub(crate) fn on_send_failed(&mut self, now: Instant, ctx: &mut Ctx<'_>, id: TransmitId, mid: u16, kind: SendErrorKind) -> Option<Ending> {
+        let peer = self.peer;
+        if let Some(ci) = self.cons.iter().position(|c| c.mid == mid && c.last_transmit == id) {
+            self.cons[ci].last_error = Some(kind);
+            if kind == SendErrorKind::TooBig {
+                // Retransmitting the same bytes cannot succeed.
+                let c = self.cons.swap_remove(ci);
+                self.end_con(now, ctx, c.purpose, ExchangeError::SendFailed(kind));
+            }
+        } else if let Some(ei) = self.exchanges.iter().position(|e| e.last_transmit == Some(id)) {
+            self.exchanges[ei].last_error = Some(kind);
+            if kind == SendErrorKind::TooBig {
+                let e = self.exchanges.swap_remove(ei);
+                ctx.out.event(Event::RequestFailed { id: e.id, peer, error: ExchangeError::SendFailed(kind) });
+                self.pump(now, ctx);
+            }
+        }
+        if kind == SendErrorKind::Unreachable {
+            self.unreachable_in_row += 1;
+            if let Some(n) = ctx.config.fail_after_unreachable {
+                if self.unreachable_in_row >= n {
+                    return Some(Ending::Failed(FailureReason::Unreachable { failures: self.unreachable_in_row }));
+                }
+            }
+        }
+        None
+    }
+
+    /// A CON of ours is given up: tell whoever waited for it.
+    fn end_con(&mut self, now: Instant, ctx: &mut Ctx<'_>, purpose: ConPurpose, error: ExchangeError) {
+        let peer = self.peer;
+        match purpose {
+            ConPurpose::Request(id) => {
+                self.exchanges.retain(|e| e.id != id);
+                ctx.out.event(Event::RequestFailed { id, peer, error });
+                self.pump(now, ctx);
+            }
+            ConPurpose::Ping(Some(id)) => ctx.out.event(Event::PingFailed { id, peer, error }),
+            ConPurpose::Ping(None) => {} // the keepalive deadline decides, not the probe
+            ConPurpose::Response => log::debug!("{peer}: separate response never acknowledged"),
+        }
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// Runs everything due at `now`. Returns how the session ends, if it does.
+    pub(crate) fn on_timeout(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Ending> {
+        // Liveness first: a dead peer is reported whatever else is pending.
+        if self.liveness.fail_at().is_some_and(|t| t <= now) {
+            let silent_for = now - self.liveness.last_heard();
+            return Some(Ending::Failed(FailureReason::KeepaliveTimeout { silent_for }));
+        }
+        self.retransmit(now, ctx);
+        self.expire_exchanges(now, ctx);
+        self.serve_pending(now, ctx);
+        self.dedup.expire(now);
+        if !self.probe_outstanding() && self.liveness.probe_at().is_some_and(|t| t <= now) {
+            let mid = self.alloc_mid();
+            let bytes = ctx.out.encode_empty(MessageType::Confirmable, mid);
+            self.send_con(now, ctx, mid, bytes, ConPurpose::Ping(None));
+        }
+        if self.origin == Origin::Remote && self.is_idle() && self.last_activity + ctx.config.idle_timeout <= now {
+            return Some(Ending::Closed(CloseReason::Idle));
+        }
+        None
+    }
+
+    fn retransmit(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        let max = ctx.config.transmission.max_retransmit;
+        let mut i = 0;
+        while i < self.cons.len() {
+            if self.cons[i].next_at > now {
+                i += 1;
+                continue;
+            }
+            if self.cons[i].retransmissions < max {
+                let (mid, bytes) = (self.cons[i].mid, self.cons[i].bytes.clone());
+                let id = self.send(ctx, mid, bytes);
+                let c = &mut self.cons[i];
+                c.retransmissions += 1;
+                c.timeout = c.timeout * 2;
+                c.next_at = now + c.timeout;
+                c.last_transmit = id;
+                c.last_error = None;
+                i += 1;
+            } else {
+                let c = self.cons.swap_remove(i);
+                let error = c.last_error.map_or(ExchangeError::Timeout, ExchangeError::SendFailed);
+                self.end_con(now, ctx, c.purpose, error);
+            }
+        }
+    }
+
+    fn expire_exchanges(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        let peer = self.peer;
+        let mut ended = false;
+        self.exchanges.retain(|e| {
+            if e.response_deadline.is_some_and(|t| t <= now) {
+                let error = e.last_error.map_or(ExchangeError::Timeout, ExchangeError::SendFailed);
+                ctx.out.event(Event::RequestFailed { id: e.id, peer, error });
+                ended = true;
+                false
+            } else {
+                true
+            }
+        });
+        if ended {
+            self.pump(now, ctx);
+        }
+    }
+
+    /// Sends Empty ACKs for requests the application is slow to answer (§5.2.2) and forgets
+    /// requests it never answered.
+    fn serve_pending(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        let mut i = 0;
+        while i < self.incoming.len() {
+            let inc = &mut self.incoming[i];
+            if inc.expires <= now {
+                log::debug!("{}: request {:?} never answered; forgotten", self.peer, inc.id);
+                self.incoming.swap_remove(i);
+                continue;
+            }
+            if inc.ack_at.is_some_and(|t| t <= now) {
+                inc.ack_at = None;
+                let mid = inc.mid;
+                let ack = ctx.out.encode_empty(MessageType::Acknowledgement, mid);
+                self.reply_cached(ctx, mid, ack);
+            }
+            i += 1;
+        }
+    }
+
+    /// Ends every pending exchange with one terminal event each, then the session's own event.
+    pub(crate) fn terminate(&mut self, ctx: &mut Ctx<'_>, ending: Ending) {
+        let peer = self.peer;
+        let error = match ending {
+            Ending::Failed(reason) => ExchangeError::SessionFailed(reason),
+            Ending::Closed(_) => ExchangeError::SessionClosed,
+        };
+        for q in self.queue.drain(..) {
+            ctx.out.event(Event::RequestFailed { id: q.id, peer, error });
+        }
+        for e in self.exchanges.drain(..) {
+            ctx.out.event(Event::RequestFailed { id: e.id, peer, error });
+        }
+        for c in self.cons.drain(..) {
+            if let ConPurpose::Ping(Some(id)) = c.purpose {
+                ctx.out.event(Event::PingFailed { id, peer, error });
+            }
+        }
+        self.incoming.clear();
+        ctx.out.event(match ending {
+            Ending::Failed(reason) => Event::SessionFailed { peer, reason },
+            Ending::Closed(reason) => Event::SessionClosed { peer, reason },
+        });
+    }
+
+    /// State held, for tests and diagnostics: (CONs in flight, exchanges, queued, pending
+    /// incoming, dedup entries).
+    pub(crate) fn footprint(&self) -> SessionFootprint {
+        SessionFootprint {
+            confirmables_in_flight: self.cons.len(),
+            exchanges: self.exchanges.len(),
+            queued_requests: self.queue.len(),
+            pending_requests: self.incoming.len(),
+            dedup_entries: self.dedup.len(),
+        }
+    }
+
+    pub(crate) fn is_established(&self) -> bool {
+        self.established
+    }
+
+    pub(crate) fn origin(&self) -> Origin {
+        self.origin
+    }
+}
+
+/// How much state one session holds; see [`Endpoint::session_info`](crate::Endpoint::session_info).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SessionFootprint {
+    /// Confirmable messages awaiting acknowledgement (requests, separate responses, pings).
+    pub confirmables_in_flight: usize,
+    /// Our requests awaiting a response.
+    pub exchanges: usize,
+    /// Our requests waiting for an NSTART slot.
+    pub queued_requests: usize,
+    /// Incoming requests awaiting the application's response.
+    pub pending_requests: usize,
+    /// Message IDs remembered for deduplication.
+    pub dedup_entries: usize,
+}
+
