@@ -226,14 +226,23 @@ impl Endpoint {
             log::debug!("send result for untracked transmit {id:?} ignored");
             return;
         };
-        let Err(kind) = result else { return };
-        self.out.event(Event::SendFailed { transmit: id, peer: record.peer, kind });
+        if let Err(kind) = result {
+            self.out.event(Event::SendFailed { transmit: id, peer: record.peer, kind });
+        }
         let Some(key) = record.session else { return };
         if self.generations.get(key.slot as usize) != Some(&key.generation) {
             return; // that session is gone
         }
         let (session, mut ctx) = self.split(key.slot);
-        let ending = session.and_then(|s| s.on_send_failed(now, &mut ctx, id, record.message_id, kind));
+        let ending = match result {
+            Ok(()) => {
+                if let Some(s) = session {
+                    s.on_send_ok();
+                }
+                None
+            }
+            Err(kind) => session.and_then(|s| s.on_send_failed(now, &mut ctx, id, record.message_id, kind)),
+        };
         match ending {
             Some(ending) => self.end_session(key.slot, ending),
             None => self.rearm(key.slot),

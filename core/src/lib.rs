@@ -59,3 +59,8 @@ pub use event::{CloseReason, Event, ExchangeError, FailureReason, IncomingReques
 pub use session::SessionFootprint;
 pub use time::{Duration, Instant};
 pub use transmit::{Datagram, SendErrorKind, Transmit, TransmitId};
+
+/// The README's examples, compiled and run as doctests so they cannot drift from the API.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -657,6 +657,11 @@ impl Session {
         None
     }
 
+    /// A send went out: a streak of unreachable failures is broken.
+    pub(crate) fn on_send_ok(&mut self) {
+        self.unreachable_in_row = 0;
+    }
+
     /// A CON of ours is given up: tell whoever waited for it.
     fn end_con(&mut self, now: Instant, ctx: &mut Ctx<'_>, purpose: ConPurpose, error: ExchangeError) {
         let peer = self.peer;
