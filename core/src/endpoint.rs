@@ -312,8 +312,8 @@ impl Endpoint {
         result
     }
 
-    /// Cancels one of our requests or pings; it ends with [`ExchangeError::Cancelled`]
-    /// (crate::ExchangeError::Cancelled). A late response to it will be answered with Reset.
+    /// Cancels one of our requests or pings; it ends with
+    /// [`ExchangeError::Cancelled`](crate::ExchangeError::Cancelled). A late response to it will be answered with Reset.
     pub fn cancel(&mut self, now: Instant, id: RequestId) -> Result<(), Error> {
         let now = self.advance(now);
         let slot = slot_of(id.0);

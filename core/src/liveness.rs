@@ -15,7 +15,7 @@ use crate::time::Instant;
 #[derive(Debug, Clone)]
 pub(crate) struct Liveness {
     keepalive: Option<Keepalive>,
-    /// When keepalive was switched on: silence before that was not under watch.
+    /// When keepalive was last set: silence before that was not under watch.
     watching_since: Instant,
     /// Last time a valid message was heard from the peer (the session's creation time until
     /// the first one arrives).
@@ -39,10 +39,12 @@ impl Liveness {
         self.last_heard
     }
 
+    /// Silence is measured from the later of `now` and the last message heard (as
+    /// `Endpoint::set_keepalive` documents), also when one keepalive replaces another: a
+    /// shorter keepalive must not fail at once a peer that was only silent because the old one
+    /// had not probed it yet.
     pub(crate) fn set_keepalive(&mut self, now: Instant, keepalive: Option<Keepalive>) {
-        if self.keepalive.is_none() {
-            self.watching_since = now;
-        }
+        self.watching_since = now;
         self.keepalive = keepalive;
     }
 

@@ -633,7 +633,10 @@ impl Session {
         let peer = self.peer;
         if let Some(ci) = self.cons.iter().position(|c| c.mid == mid && c.last_transmit == id) {
             self.cons[ci].last_error = Some(kind);
-            if kind == SendErrorKind::TooBig {
+            // A keepalive probe is never ended early: the next one would be due at once and
+            // fail at once again (a busy loop on a path that rejects every send). It stays on
+            // its backoff like any lost message; the keepalive deadline decides.
+            if kind == SendErrorKind::TooBig && self.cons[ci].purpose != ConPurpose::Ping(None) {
                 // Retransmitting the same bytes cannot succeed.
                 let c = self.cons.swap_remove(ci);
                 self.end_con(now, ctx, c.purpose, ExchangeError::SendFailed(kind));
