@@ -1,6 +1,6 @@
 //! The endpoint: one socket's worth of CoAP, serving many peers.
 
-use alloc::collections::{BTreeMap, BTreeSet};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::event::{CloseReason, Event, IncomingRequestId, RequestId};
 use crate::outputs::{Ctx, Outputs, SessionKey, TransmitRecord};
 use crate::rng::Rng;
-use crate::session::{slot_of, Ending, Origin, Session, SessionFootprint};
+use crate::session::{slot_of, Ending, Origin, PeerMemory, Session, SessionFootprint};
 use crate::time::Instant;
 use crate::transmit::{SendErrorKind, Transmit, TransmitId};
 
@@ -90,6 +90,12 @@ pub struct Endpoint {
     now: Instant,
     next_id: u64,
     due: Vec<u32>,
+    /// Ended sessions' deduplication state and Message ID counters, kept for
+    /// EXCHANGE_LIFETIME (at most `max_sessions` peers), restored if the peer returns.
+    memory: BTreeMap<SocketAddr, (PeerMemory, u64)>,
+    /// Expiry order of `memory`: (expires, peer, generation of the entry).
+    memory_order: VecDeque<(Instant, SocketAddr, u64)>,
+    memory_seq: u64,
 }
 
 /// What the engine knows about one session, from [`Endpoint::session_info`].
@@ -125,6 +131,9 @@ impl Endpoint {
             now: Instant::ZERO,
             next_id: 1,
             due: Vec::new(),
+            memory: BTreeMap::new(),
+            memory_order: VecDeque::new(),
+            memory_seq: 0,
         })
     }
 
@@ -149,7 +158,12 @@ impl Endpoint {
     /// When the engine next needs [`handle_timeout`](Self::handle_timeout), if ever. Read it
     /// after draining transmits and events.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.timers.first().map(|&(t, _)| t)
+        let session = self.timers.first().map(|&(t, _)| t);
+        let memory = self.memory_order.front().map(|&(t, _, _)| t);
+        match (session, memory) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Whether transmits are waiting to be polled.
@@ -386,6 +400,13 @@ impl Endpoint {
         self.by_peer.keys().copied()
     }
 
+    /// Peers without a session whose deduplication state and Message ID counter are still
+    /// remembered: a session's memory outlives it by EXCHANGE_LIFETIME (RFC 7252 §4.4, §4.5),
+    /// for at most `limits.max_sessions` peers.
+    pub fn remembered_peers(&self) -> usize {
+        self.memory.len()
+    }
+
     // ------------------------------------------------------------------------ internals
 
     /// Moves time forward (never back) and runs every session timer that is due.
@@ -413,7 +434,20 @@ impl Endpoint {
         }
         due.clear();
         self.due = due;
+        while let Some(&(t, peer, seq)) = self.memory_order.front() {
+            if t > now {
+                break;
+            }
+            self.memory_order.pop_front();
+            self.forget(peer, seq);
+        }
         now
+    }
+
+    fn forget(&mut self, peer: SocketAddr, seq: u64) {
+        if self.memory.get(&peer).is_some_and(|m| m.1 == seq) {
+            self.memory.remove(&peer);
+        }
     }
 
     fn split(&mut self, slot: u32) -> (Option<&mut Session>, Ctx<'_>) {
@@ -435,8 +469,12 @@ impl Endpoint {
             }
         };
         let key = SessionKey { slot, generation: self.generations[slot as usize] };
+        let memory = self.memory.remove(&peer).map(|(mut m, _)| {
+            m.expire(now);
+            m
+        });
         let (_, mut ctx) = self.split(slot);
-        let session = Session::new(peer, key, origin, now, &mut ctx);
+        let session = Session::new(peer, key, origin, now, &mut ctx, memory);
         self.sessions[slot as usize] = Some(session);
         self.by_peer.insert(peer, slot);
         Ok(slot)
@@ -446,7 +484,10 @@ impl Endpoint {
     /// otherwise it is discarded as if never made.
     fn after_local_call(&mut self, slot: u32, fresh: bool, peer: SocketAddr, ok: bool) {
         if fresh && !ok {
-            self.free_slot(slot);
+            // The session may hold a returning peer's memory; keep that, announce nothing.
+            if let Some(session) = self.free_slot(slot) {
+                self.remember(session);
+            }
             return;
         }
         if fresh {
@@ -470,7 +511,20 @@ impl Endpoint {
         if let Some(mut session) = self.free_slot(slot) {
             let (_, mut ctx) = self.split(slot);
             session.terminate(&mut ctx, ending);
+            self.remember(session);
         }
+    }
+
+    fn remember(&mut self, session: Session) {
+        while self.memory.len() >= self.config.limits.max_sessions {
+            let Some((_, peer, seq)) = self.memory_order.pop_front() else { break };
+            self.forget(peer, seq);
+        }
+        self.memory_seq += 1;
+        let expires = self.now + self.config.transmission.exchange_lifetime();
+        let peer = session.peer;
+        self.memory.insert(peer, (session.into_memory(), self.memory_seq));
+        self.memory_order.push_back((expires, peer, self.memory_seq));
     }
 
     fn rearm(&mut self, slot: u32) {

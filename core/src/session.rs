@@ -173,19 +173,31 @@ pub(crate) fn slot_of(id: u64) -> u32 {
 }
 
 impl Session {
-    pub(crate) fn new(peer: SocketAddr, key: SessionKey, origin: Origin, now: Instant, ctx: &mut Ctx<'_>) -> Self {
+    /// A new session; `memory` is what a previous session with the same peer left behind.
+    pub(crate) fn new(
+        peer: SocketAddr,
+        key: SessionKey,
+        origin: Origin,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        memory: Option<PeerMemory>,
+    ) -> Self {
+        let (dedup, next_mid) = match memory {
+            Some(m) => (m.dedup, m.next_mid),
+            None => (Dedup::default(), ctx.rng.next_u64() as u16),
+        };
         Session {
             peer,
             key,
             origin,
             established: false,
             last_activity: now,
-            next_mid: ctx.rng.next_u64() as u16,
+            next_mid,
             cons: Vec::new(),
             exchanges: Vec::new(),
             queue: VecDeque::new(),
             incoming: Vec::new(),
-            dedup: Dedup::default(),
+            dedup,
             liveness: Liveness::new(now, ctx.config.keepalive),
             unreachable_in_row: 0,
             armed: None,
@@ -794,6 +806,11 @@ impl Session {
         });
     }
 
+    /// What must outlive the session (see [`PeerMemory`]).
+    pub(crate) fn into_memory(self) -> PeerMemory {
+        PeerMemory { dedup: self.dedup, next_mid: self.next_mid }
+    }
+
     /// State held, for tests and diagnostics: (CONs in flight, exchanges, queued, pending
     /// incoming, dedup entries).
     pub(crate) fn footprint(&self) -> SessionFootprint {
@@ -812,6 +829,22 @@ impl Session {
 
     pub(crate) fn origin(&self) -> Origin {
         self.origin
+    }
+}
+
+/// What a session leaves behind for EXCHANGE_LIFETIME after it ends: its deduplication cache,
+/// so a retransmission that arrives later is still recognised and answered from the cache
+/// (RFC 7252 §4.5), and its Message ID counter, so a new session with the same peer does not
+/// re-use a recent Message ID (§4.4).
+#[derive(Debug)]
+pub(crate) struct PeerMemory {
+    dedup: Dedup,
+    next_mid: u16,
+}
+
+impl PeerMemory {
+    pub(crate) fn expire(&mut self, now: Instant) {
+        self.dedup.expire(now);
     }
 }
 

@@ -854,6 +854,14 @@ fn idle_server_session_is_reaped_and_dedup_state_freed_after_exchange_and_non_li
             ..
         }
     ));
+    // The ended session's memory (dedup cache, Message ID counter) outlives it by
+    // EXCHANGE_LIFETIME, so a returning peer can neither replay a request nor meet a re-used
+    // Message ID (RFC 7252 §4.4, §4.5); then it is gone too.
+    let forgotten = non_seen + idle + p.exchange_lifetime();
+    assert_eq!(w.sim.endpoint(w.server).remembered_peers(), 1);
+    assert_eq!(w.sim.endpoint(w.server).poll_timeout(), Some(forgotten));
+    w.sim.run_until(forgotten);
+    assert_eq!(w.sim.endpoint(w.server).remembered_peers(), 0);
     assert_eq!(
         w.sim.endpoint(w.server).poll_timeout(),
         None,
@@ -862,7 +870,7 @@ fn idle_server_session_is_reaped_and_dedup_state_freed_after_exchange_and_non_li
 
     // Nothing is due anywhere any more: the simulation is quiet for good.
     let quiet_at = w.sim.run_until_quiet(secs(3600), at_secs(100_000));
-    assert_eq!(quiet_at, non_seen + idle);
+    assert_eq!(quiet_at, forgotten);
     assert_eq!(w.sim.next_time(), None);
 
     // The client opened its session: never reaped, but its dedup state (the NON response's
