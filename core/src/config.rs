@@ -159,7 +159,9 @@ pub struct Config {
     pub transmission: TransmissionParameters,
     /// Length of the random tokens given to requests that carry none (0–8, default 4;
     /// RFC 7252 §5.3.1). With 0, only one request per peer is in flight at a time, because
-    /// responses could not otherwise be told apart.
+    /// responses could not otherwise be told apart. Short tokens (0–1 bytes) also cannot tell
+    /// a late separate response to a request that already ended (timed out, cancelled) from
+    /// the answer to a newer request with the same token; use 4 or more where that matters.
     pub token_length: u8,
     /// How long the engine waits for the application to answer a Confirmable request before it
     /// sends an Empty ACK and turns the answer into a separate response (default 1 s; keep it

@@ -473,6 +473,13 @@ impl Session {
         if mtype == MessageType::Confirmable {
             if let Some(reply) = entry.reply.clone() {
                 self.send(ctx, mid, reply);
+            } else if let Some(inc) = self.incoming.iter_mut().find(|i| i.mid == mid && i.ack_at.is_some()) {
+                // The peer retransmitted while the application is still working on it: each
+                // duplicate CON should be acknowledged (§4.5), so the Empty ACK goes out now and
+                // the answer becomes a separate response, which stops the retransmissions.
+                inc.ack_at = None;
+                let ack = ctx.out.encode_empty(MessageType::Acknowledgement, mid);
+                self.reply_cached(ctx, mid, ack);
             }
         }
         true
