@@ -122,6 +122,11 @@ pub struct Limits {
     /// Message IDs remembered for deduplication on one session; when full, the oldest entry is
     /// forgotten early (a duplicate of it arriving later would be processed again).
     pub max_dedup_entries: usize,
+    /// Peers whose ended session's deduplication cache and Message ID counter are kept for
+    /// EXCHANGE_LIFETIME, so that a late retransmission is still recognised and a new session
+    /// does not re-use a recent Message ID (RFC 7252 §4.4, §4.5). When full, the oldest is
+    /// forgotten early. 0 remembers nothing.
+    pub max_remembered_peers: usize,
     /// Transmits waiting to be polled; when full the oldest is dropped as if lost on the wire
     /// (a CON will be retransmitted). Only reached by an adapter that does not drain.
     pub max_queued_transmits: usize,
@@ -137,6 +142,7 @@ impl Default for Limits {
             max_exchanges: 64,
             max_pending_requests: 32,
             max_dedup_entries: 256,
+            max_remembered_peers: 4096,
             max_queued_transmits: 4096,
             tracked_transmits: 4096,
         }
@@ -227,7 +233,11 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid config: `{}` must be {}", self.field, self.allowed)
+        write!(
+            f,
+            "invalid config: `{}` must be {}",
+            self.field, self.allowed
+        )
     }
 }
 
@@ -242,7 +252,10 @@ impl Config {
             return err("transmission.ack_timeout", "greater than zero");
         }
         if t.ack_random_factor_milli < 1000 {
-            return err("transmission.ack_random_factor_milli", "at least 1000 (a factor of 1.0)");
+            return err(
+                "transmission.ack_random_factor_milli",
+                "at least 1000 (a factor of 1.0)",
+            );
         }
         if t.max_retransmit > 20 {
             return err("transmission.max_retransmit", "at most 20");

@@ -6,7 +6,8 @@
 //! the reply it sent, if any. The cache is capped per session; at the cap the oldest entry is
 //! forgotten early, which only matters if a peer sends more than the cap within the lifetime.
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
+use alloc::vec::Vec;
 
 use crate::time::Instant;
 use crate::transmit::Datagram;
@@ -20,7 +21,7 @@ pub(crate) struct Entry {
 
 #[derive(Debug, Default)]
 pub(crate) struct Dedup {
-    map: BTreeMap<u16, Entry>,
+    map: MidTable,
     /// Expiry order, one queue per lifetime so each queue is sorted by expiry.
     con: VecDeque<(Instant, u16, u64)>,
     non: VecDeque<(Instant, u16, u64)>,
@@ -29,7 +30,7 @@ pub(crate) struct Dedup {
 
 impl Dedup {
     pub(crate) fn get(&self, mid: u16) -> Option<&Entry> {
-        self.map.get(&mid)
+        self.map.get(mid)
     }
 
     pub(crate) fn insert(&mut self, mid: u16, confirmable: bool, expires: Instant, cap: usize) {
@@ -37,12 +38,16 @@ impl Dedup {
         self.seq += 1;
         let seq = self.seq;
         self.map.insert(mid, Entry { seq, reply: None });
-        let queue = if confirmable { &mut self.con } else { &mut self.non };
+        let queue = if confirmable {
+            &mut self.con
+        } else {
+            &mut self.non
+        };
         queue.push_back((expires, mid, seq));
     }
 
     pub(crate) fn set_reply(&mut self, mid: u16, reply: Datagram) {
-        if let Some(e) = self.map.get_mut(&mid) {
+        if let Some(e) = self.map.get_mut(mid) {
             e.reply = Some(reply);
         }
     }
@@ -54,17 +59,21 @@ impl Dedup {
             (None, Some(_)) => false,
             (None, None) => return false,
         };
-        let queue = if take_con { &mut self.con } else { &mut self.non };
+        let queue = if take_con {
+            &mut self.con
+        } else {
+            &mut self.non
+        };
         if let Some((_, mid, seq)) = queue.pop_front() {
             Self::forget(&mut self.map, mid, seq);
         }
         true
     }
 
-    fn forget(map: &mut BTreeMap<u16, Entry>, mid: u16, seq: u64) {
+    fn forget(map: &mut MidTable, mid: u16, seq: u64) {
         // A Message ID re-used after eviction has a newer entry that must survive.
-        if map.get(&mid).is_some_and(|e| e.seq == seq) {
-            map.remove(&mid);
+        if map.get(mid).is_some_and(|e| e.seq == seq) {
+            map.remove(mid);
         }
     }
 
@@ -94,6 +103,104 @@ impl Dedup {
     }
 }
 
+/// Message ID → entry, as an open-addressing table with linear probing (at most half full) and
+/// backward-shift deletion: O(1) lookups, inserts and removals with no per-entry allocation,
+/// where a `BTreeMap` paid a tree search plus node rebalancing on every message. Message IDs
+/// are peer-chosen, but the table holds at most `max_dedup_entries` of them, which bounds any
+/// probe sequence a hostile peer can build.
+#[derive(Debug, Default)]
+pub(crate) struct MidTable {
+    slots: Vec<Option<(u16, Entry)>>,
+    len: usize,
+}
+
+impl MidTable {
+    fn home(&self, mid: u16) -> usize {
+        // Fibonacci hashing spreads sequential Message IDs over the table.
+        (u32::from(mid).wrapping_mul(0x9E37_79B1) >> 16) as usize & (self.slots.len() - 1)
+    }
+
+    fn find(&self, mid: u16) -> Option<usize> {
+        if self.slots.is_empty() {
+            return None;
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(mid);
+        loop {
+            match self.slots.get(i)? {
+                None => return None,
+                Some((m, _)) if *m == mid => return Some(i),
+                Some(_) => i = (i + 1) & mask,
+            }
+        }
+    }
+
+    pub(crate) fn get(&self, mid: u16) -> Option<&Entry> {
+        let i = self.find(mid)?;
+        self.slots.get(i)?.as_ref().map(|(_, e)| e)
+    }
+
+    pub(crate) fn get_mut(&mut self, mid: u16) -> Option<&mut Entry> {
+        let i = self.find(mid)?;
+        self.slots.get_mut(i)?.as_mut().map(|(_, e)| e)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn insert(&mut self, mid: u16, entry: Entry) {
+        if let Some(i) = self.find(mid) {
+            self.slots[i] = Some((mid, entry));
+            return;
+        }
+        if (self.len + 1) * 2 > self.slots.len() {
+            self.grow();
+        }
+        let mask = self.slots.len() - 1;
+        let mut i = self.home(mid);
+        while self.slots[i].is_some() {
+            i = (i + 1) & mask;
+        }
+        self.slots[i] = Some((mid, entry));
+        self.len += 1;
+    }
+
+    pub(crate) fn remove(&mut self, mid: u16) {
+        let Some(mut hole) = self.find(mid) else {
+            return;
+        };
+        self.slots[hole] = None;
+        self.len -= 1;
+        let mask = self.slots.len() - 1;
+        let mut j = hole;
+        loop {
+            j = (j + 1) & mask;
+            let Some((m, _)) = &self.slots[j] else { return };
+            let home = self.home(*m);
+            // Move the entry back into the hole unless its home lies cyclically in (hole, j].
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
+            if !stays {
+                self.slots[hole] = self.slots[j].take();
+                hole = j;
+            }
+        }
+    }
+
+    fn grow(&mut self) {
+        let cap = (self.slots.len() * 2).max(8);
+        let old = core::mem::replace(&mut self.slots, (0..cap).map(|_| None).collect());
+        self.len = 0;
+        for (mid, entry) in old.into_iter().flatten() {
+            self.insert(mid, entry);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,6 +218,36 @@ mod tests {
         d.expire(Instant::from_secs(247));
         assert_eq!(d.len(), 0);
         assert_eq!(d.next_expiry(), None);
+    }
+
+    #[test]
+    fn mid_table_matches_a_model() {
+        // Deterministic pseudo-random insert/remove/lookup against BTreeMap.
+        let mut model = alloc::collections::BTreeMap::new();
+        let mut t = MidTable::default();
+        let mut x = 12345u32;
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            let mid = (x % 97) as u16 * 673;
+            if x % 3 == 0 {
+                t.remove(mid);
+                model.remove(&mid);
+            } else {
+                t.insert(
+                    mid,
+                    Entry {
+                        seq: step,
+                        reply: None,
+                    },
+                );
+                model.insert(mid, step);
+            }
+            assert_eq!(t.len(), model.len());
+            let probe = ((x >> 8) % 97) as u16 * 673;
+            assert_eq!(t.get(probe).map(|e| e.seq), model.get(&probe).copied());
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::codec;
 use crate::config::{Config, ConfigError, Keepalive};
 use crate::error::Error;
 use crate::event::{CloseReason, Event, IncomingRequestId, RequestId};
-use crate::outputs::{Ctx, Outputs, SessionKey, TransmitRecord};
+use crate::outputs::{Ctx, Derived, Outputs, SessionKey, TransmitRecord};
 use crate::rng::Rng;
 use crate::session::{slot_of, Ending, Origin, PeerMemory, Session, SessionFootprint};
 use crate::time::Instant;
@@ -79,19 +79,24 @@ use crate::transmit::{SendErrorKind, Transmit, TransmitId};
 /// ```
 pub struct Endpoint {
     config: Config,
+    derived: Derived,
     rng: Rng,
     out: Outputs,
     sessions: Vec<Option<Session>>,
     generations: Vec<u32>,
     free: Vec<u32>,
     by_peer: BTreeMap<SocketAddr, u32>,
+    /// The last peer looked up and its slot: most datagrams come from the peer of the one
+    /// before (a request and its answer, a burst), and an equality test is far cheaper than
+    /// a tree search ordered by `SocketAddr`.
+    last_peer: Option<(SocketAddr, u32)>,
     /// One entry per session with something to do: (deadline, slot).
     timers: BTreeSet<(Instant, u32)>,
     now: Instant,
     next_id: u64,
     due: Vec<u32>,
     /// Ended sessions' deduplication state and Message ID counters, kept for
-    /// EXCHANGE_LIFETIME (at most `max_sessions` peers), restored if the peer returns.
+    /// EXCHANGE_LIFETIME (at most `max_remembered_peers`), restored if the peer returns.
     memory: BTreeMap<SocketAddr, (PeerMemory, u64)>,
     /// Expiry order of `memory`: (expires, peer, generation of the entry).
     memory_order: VecDeque<(Instant, SocketAddr, u64)>,
@@ -121,12 +126,14 @@ impl Endpoint {
         config.validate()?;
         Ok(Endpoint {
             out: Outputs::new(&config),
+            derived: Derived::new(&config),
             config,
             rng: Rng::new(seed),
             sessions: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
             by_peer: BTreeMap::new(),
+            last_peer: None,
             timers: BTreeSet::new(),
             now: Instant::ZERO,
             next_id: 1,
@@ -179,8 +186,10 @@ impl Endpoint {
     pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
         let now = self.advance(now);
         // Too short to carry a Message ID, or another protocol version: silently ignored.
-        let Ok(header) = codec::parse_header(bytes) else { return };
-        let slot = self.by_peer.get(&peer).copied();
+        let Ok(header) = codec::parse_header(bytes) else {
+            return;
+        };
+        let slot = self.lookup(peer);
         let msg = match codec::parse(bytes) {
             Ok(msg) => msg,
             Err(e) => {
@@ -234,14 +243,23 @@ impl Endpoint {
     /// accepted and resets the session's count of consecutive unreachable failures. A failure
     /// is reported back as [`Event::SendFailed`] and the message counts as lost: nothing is
     /// resent early, and no keepalive deadline moves.
-    pub fn handle_send_result(&mut self, now: Instant, id: TransmitId, result: Result<(), SendErrorKind>) {
+    pub fn handle_send_result(
+        &mut self,
+        now: Instant,
+        id: TransmitId,
+        result: Result<(), SendErrorKind>,
+    ) {
         let now = self.advance(now);
         let Some(record) = self.out.record(id) else {
             log::debug!("send result for untracked transmit {id:?} ignored");
             return;
         };
         if let Err(kind) = result {
-            self.out.event(Event::SendFailed { transmit: id, peer: record.peer, kind });
+            self.out.event(Event::SendFailed {
+                transmit: id,
+                peer: record.peer,
+                kind,
+            });
         }
         let Some(key) = record.session else { return };
         if self.generations.get(key.slot as usize) != Some(&key.generation) {
@@ -255,7 +273,9 @@ impl Endpoint {
                 }
                 None
             }
-            Err(kind) => session.and_then(|s| s.on_send_failed(now, &mut ctx, id, record.message_id, kind)),
+            Err(kind) => {
+                session.and_then(|s| s.on_send_failed(now, &mut ctx, id, record.message_id, kind))
+            }
         };
         match ending {
             Some(ending) => self.end_session(key.slot, ending),
@@ -271,24 +291,34 @@ impl Endpoint {
     /// packet carries one. The request goes out at once, or waits in the peer's queue while
     /// NSTART requests are outstanding. It ends in exactly one of [`Event::Response`] or
     /// [`Event::RequestFailed`].
-    pub fn request(&mut self, now: Instant, peer: SocketAddr, request: &Packet) -> Result<RequestId, Error> {
+    pub fn request(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        request: &Packet,
+    ) -> Result<RequestId, Error> {
         let now = self.advance(now);
         let code = u8::from(request.header.code);
         if code >> 5 != 0 || code == 0 {
             return Err(Error::NotARequest);
         }
-        if !matches!(request.header.get_type(), MessageType::Confirmable | MessageType::NonConfirmable) {
+        if !matches!(
+            request.header.get_type(),
+            MessageType::Confirmable | MessageType::NonConfirmable
+        ) {
             return Err(Error::InvalidMessageType);
         }
         if request.get_token().len() > 8 {
             return Err(Error::TokenTooLong);
         }
-        let (slot, fresh) = match self.by_peer.get(&peer) {
-            Some(&slot) => (slot, false),
+        let (slot, fresh) = match self.lookup(peer) {
+            Some(slot) => (slot, false),
             None => (self.create_session(now, peer, Origin::Local)?, true),
         };
         let (session, mut ctx) = self.split(slot);
-        let result = session.ok_or(Error::UnknownSession).and_then(|s| s.request(now, &mut ctx, request));
+        let result = session
+            .ok_or(Error::UnknownSession)
+            .and_then(|s| s.request(now, &mut ctx, request));
         self.after_local_call(slot, fresh, peer, result.is_ok());
         result
     }
@@ -298,7 +328,12 @@ impl Endpoint {
     /// is retransmitted until acknowledged; a Non-confirmable request gets a Non-confirmable
     /// response. The engine sets type, Message ID and token; the packet's code must be a
     /// response code.
-    pub fn respond(&mut self, now: Instant, id: IncomingRequestId, response: &Packet) -> Result<(), Error> {
+    pub fn respond(
+        &mut self,
+        now: Instant,
+        id: IncomingRequestId,
+        response: &Packet,
+    ) -> Result<(), Error> {
         let now = self.advance(now);
         let class = u8::from(response.header.code) >> 5;
         if !(2..=5).contains(&class) {
@@ -306,7 +341,9 @@ impl Endpoint {
         }
         let slot = slot_of(id.0);
         let (session, mut ctx) = self.split(slot);
-        let result = session.ok_or(Error::UnknownRequest).and_then(|s| s.respond(now, &mut ctx, id, response));
+        let result = session
+            .ok_or(Error::UnknownRequest)
+            .and_then(|s| s.respond(now, &mut ctx, id, response));
         self.rearm(slot);
         result
     }
@@ -316,12 +353,14 @@ impl Endpoint {
     /// back by NSTART: liveness probing is independent of the request pipeline.
     pub fn ping(&mut self, now: Instant, peer: SocketAddr) -> Result<RequestId, Error> {
         let now = self.advance(now);
-        let (slot, fresh) = match self.by_peer.get(&peer) {
-            Some(&slot) => (slot, false),
+        let (slot, fresh) = match self.lookup(peer) {
+            Some(slot) => (slot, false),
             None => (self.create_session(now, peer, Origin::Local)?, true),
         };
         let (session, mut ctx) = self.split(slot);
-        let result = session.map(|s| s.ping(now, &mut ctx)).ok_or(Error::UnknownSession);
+        let result = session
+            .map(|s| s.ping(now, &mut ctx))
+            .ok_or(Error::UnknownSession);
         self.after_local_call(slot, fresh, peer, result.is_ok());
         result
     }
@@ -365,7 +404,12 @@ impl Endpoint {
     /// Sets (or with `None` clears) the keepalive of the session with `peer`, overriding
     /// [`Config::keepalive`]. Silence is measured from the later of `now` and the last message
     /// heard.
-    pub fn set_keepalive(&mut self, now: Instant, peer: SocketAddr, keepalive: Option<Keepalive>) -> Result<(), Error> {
+    pub fn set_keepalive(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        keepalive: Option<Keepalive>,
+    ) -> Result<(), Error> {
         let now = self.advance(now);
         let slot = *self.by_peer.get(&peer).ok_or(Error::UnknownSession)?;
         if let Some(Some(s)) = self.sessions.get_mut(slot as usize) {
@@ -402,7 +446,7 @@ impl Endpoint {
 
     /// Peers without a session whose deduplication state and Message ID counter are still
     /// remembered: a session's memory outlives it by EXCHANGE_LIFETIME (RFC 7252 §4.4, §4.5),
-    /// for at most `limits.max_sessions` peers.
+    /// for at most `limits.max_remembered_peers` peers.
     pub fn remembered_peers(&self) -> usize {
         self.memory.len()
     }
@@ -450,13 +494,38 @@ impl Endpoint {
         }
     }
 
+    fn lookup(&mut self, peer: SocketAddr) -> Option<u32> {
+        if let Some((p, slot)) = self.last_peer {
+            if p == peer {
+                return Some(slot);
+            }
+        }
+        let slot = *self.by_peer.get(&peer)?;
+        self.last_peer = Some((peer, slot));
+        Some(slot)
+    }
+
     fn split(&mut self, slot: u32) -> (Option<&mut Session>, Ctx<'_>) {
-        let session = self.sessions.get_mut(slot as usize).and_then(Option::as_mut);
-        let ctx = Ctx { config: &self.config, rng: &mut self.rng, out: &mut self.out, next_id: &mut self.next_id };
+        let session = self
+            .sessions
+            .get_mut(slot as usize)
+            .and_then(Option::as_mut);
+        let ctx = Ctx {
+            config: &self.config,
+            derived: &self.derived,
+            rng: &mut self.rng,
+            out: &mut self.out,
+            next_id: &mut self.next_id,
+        };
         (session, ctx)
     }
 
-    fn create_session(&mut self, now: Instant, peer: SocketAddr, origin: Origin) -> Result<u32, Error> {
+    fn create_session(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        origin: Origin,
+    ) -> Result<u32, Error> {
         if self.by_peer.len() >= self.config.limits.max_sessions {
             return Err(Error::SessionLimit);
         }
@@ -468,7 +537,10 @@ impl Endpoint {
                 (self.sessions.len() - 1) as u32
             }
         };
-        let key = SessionKey { slot, generation: self.generations[slot as usize] };
+        let key = SessionKey {
+            slot,
+            generation: self.generations[slot as usize],
+        };
         let memory = self.memory.remove(&peer).map(|(mut m, _)| {
             m.expire(now);
             m
@@ -502,6 +574,9 @@ impl Endpoint {
             self.timers.remove(&(t, slot));
         }
         self.by_peer.remove(&session.peer);
+        if self.last_peer.is_some_and(|(_, s)| s == slot) {
+            self.last_peer = None;
+        }
         self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
         self.free.push(slot);
         Some(session)
@@ -516,34 +591,61 @@ impl Endpoint {
     }
 
     fn remember(&mut self, session: Session) {
-        while self.memory.len() >= self.config.limits.max_sessions {
-            let Some((_, peer, seq)) = self.memory_order.pop_front() else { break };
+        let cap = self.config.limits.max_remembered_peers;
+        if cap == 0 {
+            return;
+        }
+        while self.memory.len() >= cap {
+            let Some((_, peer, seq)) = self.memory_order.pop_front() else {
+                break;
+            };
             self.forget(peer, seq);
         }
         self.memory_seq += 1;
         let expires = self.now + self.config.transmission.exchange_lifetime();
         let peer = session.peer;
-        self.memory.insert(peer, (session.into_memory(), self.memory_seq));
-        self.memory_order.push_back((expires, peer, self.memory_seq));
+        self.memory
+            .insert(peer, (session.into_memory(), self.memory_seq));
+        self.memory_order
+            .push_back((expires, peer, self.memory_seq));
     }
 
     fn rearm(&mut self, slot: u32) {
-        let Some(Some(s)) = self.sessions.get_mut(slot as usize) else { return };
+        let Some(Some(s)) = self.sessions.get_mut(slot as usize) else {
+            return;
+        };
         let next = s.next_deadline(&self.config);
-        if s.armed != next {
-            if let Some(old) = s.armed {
-                self.timers.remove(&(old, slot));
-            }
-            if let Some(t) = next {
+        // Lazy re-arming: a deadline that moves later (or goes away) leaves the earlier entry
+        // filed; when it fires, the session finds nothing due and is filed again under its real
+        // deadline. Only a deadline that moves earlier touches the timer set, so the common
+        // request/response cycle (deadline set, then cleared) costs no tree operations. A
+        // deadline is never late; at worst the adapter wakes once for nothing.
+        match (s.armed, next) {
+            (Some(old), Some(t)) if old <= t => {}
+            (Some(_), None) | (None, None) => {}
+            (old, Some(t)) => {
+                if let Some(old) = old {
+                    self.timers.remove(&(old, slot));
+                }
                 self.timers.insert((t, slot));
+                s.armed = Some(t);
             }
-            s.armed = next;
         }
     }
 
     fn stateless_reset(&mut self, peer: SocketAddr, slot: Option<u32>, mid: u16) {
-        let session = slot.map(|slot| SessionKey { slot, generation: self.generations[slot as usize] });
+        let session = slot.map(|slot| SessionKey {
+            slot,
+            generation: self.generations[slot as usize],
+        });
         let rst = self.out.encode_empty(MessageType::Reset, mid);
-        self.out.send(TransmitRecord { peer, session, message_id: mid }, rst);
+        self.out.send(
+            TransmitRecord {
+                peer,
+                session,
+                message_id: mid,
+            },
+            rst,
+        );
     }
 }

@@ -26,7 +26,12 @@ pub(crate) struct Liveness {
 
 impl Liveness {
     pub(crate) fn new(now: Instant, keepalive: Option<Keepalive>) -> Self {
-        Liveness { keepalive, watching_since: now, last_heard: now, heard_once: false }
+        Liveness {
+            keepalive,
+            watching_since: now,
+            last_heard: now,
+            heard_once: false,
+        }
     }
 
     /// A valid message arrived from the peer. Returns true the first time.

@@ -68,7 +68,11 @@ impl Outputs {
             // The adapter is not draining; treat the oldest as lost on the wire.
             self.transmits.pop_front();
         }
-        self.transmits.push_back(Transmit { id, destination: record.peer, payload });
+        self.transmits.push_back(Transmit {
+            id,
+            destination: record.peer,
+            payload,
+        });
         id
     }
 
@@ -103,14 +107,23 @@ impl Outputs {
         max: usize,
     ) -> Result<Datagram, Error> {
         self.scratch.clear();
-        let options = packet.options().flat_map(|(n, vs)| vs.iter().map(move |v| (*n, v.as_slice())));
+        let options = packet
+            .options()
+            .flat_map(|(n, vs)| vs.iter().map(move |v| (*n, v.as_slice())));
         let code = u8::from(packet.header.code);
-        codec::encode(&mut self.scratch, mtype, code, mid, token, options, &packet.payload).map_err(
-            |e| match e {
-                codec::EncodeError::TokenTooLong(_) => Error::TokenTooLong,
-                _ => Error::OptionTooLong,
-            },
-        )?;
+        codec::encode(
+            &mut self.scratch,
+            mtype,
+            code,
+            mid,
+            token,
+            options,
+            &packet.payload,
+        )
+        .map_err(|e| match e {
+            codec::EncodeError::TokenTooLong(_) => Error::TokenTooLong,
+            _ => Error::OptionTooLong,
+        })?;
         if self.scratch.len() > max {
             return Err(Error::MessageTooLarge(self.scratch.len()));
         }
@@ -118,9 +131,26 @@ impl Outputs {
     }
 
     /// Encodes a message the engine composes itself (no options).
-    pub(crate) fn encode_simple(&mut self, mtype: MessageType, code: u8, mid: u16, token: &[u8], payload: &[u8]) -> Datagram {
+    pub(crate) fn encode_simple(
+        &mut self,
+        mtype: MessageType,
+        code: u8,
+        mid: u16,
+        token: &[u8],
+        payload: &[u8],
+    ) -> Datagram {
         self.scratch.clear();
-        if codec::encode(&mut self.scratch, mtype, code, mid, token, core::iter::empty(), payload).is_err() {
+        if codec::encode(
+            &mut self.scratch,
+            mtype,
+            code,
+            mid,
+            token,
+            core::iter::empty(),
+            payload,
+        )
+        .is_err()
+        {
             // Unreachable for engine-built messages (tokens are ≤ 8 bytes, no options), but an
             // empty message is still a correct fallback rather than a panic.
             self.scratch.clear();
@@ -136,9 +166,30 @@ impl Outputs {
     }
 }
 
+/// Durations derived from the configuration once (their u128 arithmetic is costly on
+/// microcontrollers and they were recomputed per message).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Derived {
+    pub(crate) exchange_lifetime: crate::time::Duration,
+    pub(crate) non_lifetime: crate::time::Duration,
+    pub(crate) initial_spread: crate::time::Duration,
+}
+
+impl Derived {
+    pub(crate) fn new(config: &Config) -> Self {
+        let p = &config.transmission;
+        Derived {
+            exchange_lifetime: p.exchange_lifetime(),
+            non_lifetime: p.non_lifetime(),
+            initial_spread: p.max_initial_timeout().saturating_sub(p.ack_timeout),
+        }
+    }
+}
+
 /// Everything a session needs from its endpoint while it handles an input.
 pub(crate) struct Ctx<'a> {
     pub(crate) config: &'a Config,
+    pub(crate) derived: &'a Derived,
     pub(crate) rng: &'a mut Rng,
     pub(crate) out: &'a mut Outputs,
     pub(crate) next_id: &'a mut u64,

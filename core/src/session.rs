@@ -15,7 +15,9 @@ use crate::codec::{self, MessageView};
 use crate::config::{Config, Keepalive};
 use crate::dedup::Dedup;
 use crate::error::Error;
-use crate::event::{CloseReason, Event, ExchangeError, FailureReason, IncomingRequestId, RequestId};
+use crate::event::{
+    CloseReason, Event, ExchangeError, FailureReason, IncomingRequestId, RequestId,
+};
 use crate::liveness::Liveness;
 use crate::outputs::{Ctx, SessionKey, TransmitRecord};
 use crate::time::{Duration, Instant};
@@ -51,7 +53,10 @@ impl Token {
     pub(crate) fn from_slice(s: &[u8]) -> Option<Token> {
         let mut bytes = [0; 8];
         bytes.get_mut(..s.len())?.copy_from_slice(s);
-        Some(Token { len: s.len() as u8, bytes })
+        Some(Token {
+            len: s.len() as u8,
+            bytes,
+        })
     }
 
     fn random(ctx: &mut Ctx<'_>, len: u8) -> Token {
@@ -211,16 +216,26 @@ impl Session {
     }
 
     fn send(&mut self, ctx: &mut Ctx<'_>, mid: u16, bytes: Datagram) -> TransmitId {
-        let record = TransmitRecord { peer: self.peer, session: Some(self.key), message_id: mid };
+        let record = TransmitRecord {
+            peer: self.peer,
+            session: Some(self.key),
+            message_id: mid,
+        };
         ctx.out.send(record, bytes)
     }
 
     /// Sends a new CON and starts its retransmission timer with the randomized initial timeout
     /// of RFC 7252 §4.2.
-    fn send_con(&mut self, now: Instant, ctx: &mut Ctx<'_>, mid: u16, bytes: Datagram, purpose: ConPurpose) {
-        let p = &ctx.config.transmission;
-        let base = p.ack_timeout;
-        let spread = p.max_initial_timeout().saturating_sub(base);
+    fn send_con(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        mid: u16,
+        bytes: Datagram,
+        purpose: ConPurpose,
+    ) {
+        let base = ctx.config.transmission.ack_timeout;
+        let spread = ctx.derived.initial_spread;
         let timeout = base + Duration::from_micros(ctx.rng.up_to(spread.as_micros()));
         let last_transmit = self.send(ctx, mid, bytes.clone());
         self.cons.push(PendingCon {
@@ -237,7 +252,10 @@ impl Session {
     }
 
     pub(crate) fn is_idle(&self) -> bool {
-        self.cons.is_empty() && self.exchanges.is_empty() && self.queue.is_empty() && self.incoming.is_empty()
+        self.cons.is_empty()
+            && self.exchanges.is_empty()
+            && self.queue.is_empty()
+            && self.incoming.is_empty()
     }
 
     /// The earliest instant at which this session has something to do.
@@ -273,7 +291,9 @@ impl Session {
     }
 
     fn probe_outstanding(&self) -> bool {
-        self.cons.iter().any(|c| c.purpose == ConPurpose::Ping(None))
+        self.cons
+            .iter()
+            .any(|c| c.purpose == ConPurpose::Ping(None))
     }
 
     /// A valid message arrived from the peer.
@@ -288,7 +308,12 @@ impl Session {
     // ---------------------------------------------------------------- application calls
 
     /// Queues or sends a request. The packet's code and type were validated by the endpoint.
-    pub(crate) fn request(&mut self, now: Instant, ctx: &mut Ctx<'_>, packet: &Packet) -> Result<RequestId, Error> {
+    pub(crate) fn request(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        packet: &Packet,
+    ) -> Result<RequestId, Error> {
         let limits = &ctx.config.limits;
         if self.queue.len() >= limits.max_queued_requests {
             return Err(Error::QueueFull);
@@ -303,12 +328,28 @@ impl Session {
             t
         };
         let confirmable = packet.header.get_type() == MessageType::Confirmable;
-        let mtype = if confirmable { MessageType::Confirmable } else { MessageType::NonConfirmable };
+        let mtype = if confirmable {
+            MessageType::Confirmable
+        } else {
+            MessageType::NonConfirmable
+        };
         let mid = self.next_mid;
-        let bytes = ctx.out.encode_packet(packet, mtype, mid, token.as_slice(), ctx.config.max_message_size)?;
+        let bytes = ctx.out.encode_packet(
+            packet,
+            mtype,
+            mid,
+            token.as_slice(),
+            ctx.config.max_message_size,
+        )?;
         self.alloc_mid();
         let id = RequestId(new_id(ctx, self.key.slot));
-        self.queue.push_back(Queued { id, token, mid, confirmable, bytes });
+        self.queue.push_back(Queued {
+            id,
+            token,
+            mid,
+            confirmable,
+            bytes,
+        });
         self.last_activity = now;
         self.pump(now, ctx);
         Ok(id)
@@ -322,7 +363,10 @@ impl Session {
         let len = ctx.config.token_length;
         if len == 0 {
             // Empty tokens are told apart by sending only one such request at a time.
-            return Ok(Token { len: 0, bytes: [0; 8] });
+            return Ok(Token {
+                len: 0,
+                bytes: [0; 8],
+            });
         }
         for _ in 0..16 {
             let t = Token::random(ctx, len);
@@ -337,14 +381,20 @@ impl Session {
     fn pump(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
         loop {
             let outstanding = self.exchanges.iter().filter(|e| e.outstanding()).count();
-            if outstanding >= ctx.config.transmission.nstart || self.exchanges.len() >= ctx.config.limits.max_exchanges {
+            if outstanding >= ctx.config.transmission.nstart
+                || self.exchanges.len() >= ctx.config.limits.max_exchanges
+            {
                 return;
             }
-            let Some(head) = self.queue.front() else { return };
+            let Some(head) = self.queue.front() else {
+                return;
+            };
             if head.token.len == 0 && self.exchanges.iter().any(|e| e.token.len == 0) {
                 return;
             }
-            let Some(q) = self.queue.pop_front() else { return };
+            let Some(q) = self.queue.pop_front() else {
+                return;
+            };
             let mut exchange = ClientExchange {
                 id: q.id,
                 token: q.token,
@@ -379,8 +429,18 @@ impl Session {
 
     /// Answers an incoming request: piggybacked if the Empty ACK has not gone out yet, else a
     /// separate CON response; a NON request gets a NON response (RFC 7252 §5.2).
-    pub(crate) fn respond(&mut self, now: Instant, ctx: &mut Ctx<'_>, id: IncomingRequestId, response: &Packet) -> Result<(), Error> {
-        let index = self.incoming.iter().position(|i| i.id == id).ok_or(Error::UnknownRequest)?;
+    pub(crate) fn respond(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        id: IncomingRequestId,
+        response: &Packet,
+    ) -> Result<(), Error> {
+        let index = self
+            .incoming
+            .iter()
+            .position(|i| i.id == id)
+            .ok_or(Error::UnknownRequest)?;
         let inc = &self.incoming[index];
         let (mtype, mid) = if inc.confirmable && inc.ack_at.is_some() {
             (MessageType::Acknowledgement, inc.mid)
@@ -389,7 +449,13 @@ impl Session {
         } else {
             (MessageType::NonConfirmable, self.next_mid)
         };
-        let bytes = ctx.out.encode_packet(response, mtype, mid, inc.token.as_slice(), ctx.config.max_message_size)?;
+        let bytes = ctx.out.encode_packet(
+            response,
+            mtype,
+            mid,
+            inc.token.as_slice(),
+            ctx.config.max_message_size,
+        )?;
         let inc = self.incoming.swap_remove(index);
         self.last_activity = now;
         match mtype {
@@ -417,14 +483,26 @@ impl Session {
         } else if let Some(i) = self.exchanges.iter().position(|e| e.id == id) {
             self.exchanges.swap_remove(i);
             self.cons.retain(|c| c.purpose != ConPurpose::Request(id));
-        } else if let Some(i) = self.cons.iter().position(|c| c.purpose == ConPurpose::Ping(Some(id))) {
+        } else if let Some(i) = self
+            .cons
+            .iter()
+            .position(|c| c.purpose == ConPurpose::Ping(Some(id)))
+        {
             self.cons.swap_remove(i);
-            ctx.out.event(Event::PingFailed { id, peer, error: ExchangeError::Cancelled });
+            ctx.out.event(Event::PingFailed {
+                id,
+                peer,
+                error: ExchangeError::Cancelled,
+            });
             return true;
         } else {
             return false;
         }
-        ctx.out.event(Event::RequestFailed { id, peer, error: ExchangeError::Cancelled });
+        ctx.out.event(Event::RequestFailed {
+            id,
+            peer,
+            error: ExchangeError::Cancelled,
+        });
         self.pump(now, ctx);
         true
     }
@@ -448,7 +526,9 @@ impl Session {
             MessageType::Confirmable | MessageType::NonConfirmable if h.is_request() => {
                 self.on_request(now, ctx, msg);
             }
-            MessageType::Confirmable | MessageType::NonConfirmable => self.on_response(now, ctx, msg),
+            MessageType::Confirmable | MessageType::NonConfirmable => {
+                self.on_response(now, ctx, msg)
+            }
             // §4.2: an ACK carrying a request or a reserved class is rejected by ignoring it.
             MessageType::Acknowledgement if h.is_request() || h.is_reserved_class() => {}
             MessageType::Acknowledgement => self.on_ack(now, ctx, msg),
@@ -461,7 +541,10 @@ impl Session {
     /// Rejects a message (§4.2/§4.3): Reset for a CON, and for a NON too (allowed, and it
     /// tells the sender at once), nothing otherwise.
     fn reject(&mut self, ctx: &mut Ctx<'_>, mtype: MessageType, mid: u16) {
-        if matches!(mtype, MessageType::Confirmable | MessageType::NonConfirmable) {
+        if matches!(
+            mtype,
+            MessageType::Confirmable | MessageType::NonConfirmable
+        ) {
             let rst = ctx.out.encode_empty(MessageType::Reset, mid);
             self.send(ctx, mid, rst);
         }
@@ -469,11 +552,17 @@ impl Session {
 
     /// Returns true if `mid` was seen before (and re-sends the cached reply to a duplicate CON).
     fn duplicate(&mut self, ctx: &mut Ctx<'_>, mtype: MessageType, mid: u16) -> bool {
-        let Some(entry) = self.dedup.get(mid) else { return false };
+        let Some(entry) = self.dedup.get(mid) else {
+            return false;
+        };
         if mtype == MessageType::Confirmable {
             if let Some(reply) = entry.reply.clone() {
                 self.send(ctx, mid, reply);
-            } else if let Some(inc) = self.incoming.iter_mut().find(|i| i.mid == mid && i.ack_at.is_some()) {
+            } else if let Some(inc) = self
+                .incoming
+                .iter_mut()
+                .find(|i| i.mid == mid && i.ack_at.is_some())
+            {
                 // The peer retransmitted while the application is still working on it: each
                 // duplicate CON should be acknowledged (§4.5), so the Empty ACK goes out now and
                 // the answer becomes a separate response, which stops the retransmissions.
@@ -486,10 +575,18 @@ impl Session {
     }
 
     fn remember(&mut self, now: Instant, ctx: &mut Ctx<'_>, mtype: MessageType, mid: u16) {
-        let p = &ctx.config.transmission;
         let confirmable = mtype == MessageType::Confirmable;
-        let lifetime = if confirmable { p.exchange_lifetime() } else { p.non_lifetime() };
-        self.dedup.insert(mid, confirmable, now + lifetime, ctx.config.limits.max_dedup_entries);
+        let lifetime = if confirmable {
+            ctx.derived.exchange_lifetime
+        } else {
+            ctx.derived.non_lifetime
+        };
+        self.dedup.insert(
+            mid,
+            confirmable,
+            now + lifetime,
+            ctx.config.limits.max_dedup_entries,
+        );
     }
 
     /// Sends a reply to a CON and caches it for duplicates.
@@ -508,7 +605,10 @@ impl Session {
         self.last_activity = now;
         let confirmable = h.mtype == MessageType::Confirmable;
         let config = ctx.config;
-        if msg.unrecognized_critical(|n| is_known_critical(n, config)).is_some() {
+        if msg
+            .unrecognized_critical(|n| is_known_critical(n, config))
+            .is_some()
+        {
             // §5.4.1: 4.02 for a CON request; a NON request is rejected.
             if confirmable {
                 let ack = ctx.out.encode_simple(
@@ -524,28 +624,55 @@ impl Session {
             }
             return;
         }
-        let Some(token) = Token::from_slice(msg.token) else { return };
+        let Some(token) = Token::from_slice(msg.token) else {
+            return;
+        };
         if self.incoming.len() >= ctx.config.limits.max_pending_requests {
             // The application is not keeping up: answer for it rather than grow.
             if confirmable {
-                let ack = ctx.out.encode_simple(MessageType::Acknowledgement, SERVICE_UNAVAILABLE, mid, msg.token, b"");
+                let ack = ctx.out.encode_simple(
+                    MessageType::Acknowledgement,
+                    SERVICE_UNAVAILABLE,
+                    mid,
+                    msg.token,
+                    b"",
+                );
                 self.reply_cached(ctx, mid, ack);
             } else {
                 let own = self.alloc_mid();
-                let non = ctx.out.encode_simple(MessageType::NonConfirmable, SERVICE_UNAVAILABLE, own, msg.token, b"");
+                let non = ctx.out.encode_simple(
+                    MessageType::NonConfirmable,
+                    SERVICE_UNAVAILABLE,
+                    own,
+                    msg.token,
+                    b"",
+                );
                 self.send(ctx, own, non);
             }
             return;
         }
-        let p = &ctx.config.transmission;
         let (ack_at, lifetime) = if confirmable {
-            (Some(now + ctx.config.empty_ack_delay), p.exchange_lifetime())
+            (
+                Some(now + ctx.config.empty_ack_delay),
+                ctx.derived.exchange_lifetime,
+            )
         } else {
-            (None, p.non_lifetime())
+            (None, ctx.derived.non_lifetime)
         };
         let id = IncomingRequestId(new_id(ctx, self.key.slot));
-        self.incoming.push(Incoming { id, mid, token, confirmable, ack_at, expires: now + lifetime });
-        ctx.out.event(Event::Request { id, peer: self.peer, request: msg.to_packet() });
+        self.incoming.push(Incoming {
+            id,
+            mid,
+            token,
+            confirmable,
+            ack_at,
+            expires: now + lifetime,
+        });
+        ctx.out.event(Event::Request {
+            id,
+            peer: self.peer,
+            request: msg.to_packet(),
+        });
     }
 
     fn on_response(&mut self, now: Instant, ctx: &mut Ctx<'_>, msg: &MessageView<'_>) {
@@ -557,8 +684,13 @@ impl Session {
         self.remember(now, ctx, h.mtype, mid);
         let confirmable = h.mtype == MessageType::Confirmable;
         let config = ctx.config;
-        let index = self.exchanges.iter().position(|e| e.token.as_slice() == msg.token);
-        let acceptable = msg.unrecognized_critical(|n| is_known_critical(n, config)).is_none();
+        let index = self
+            .exchanges
+            .iter()
+            .position(|e| e.token.as_slice() == msg.token);
+        let acceptable = msg
+            .unrecognized_critical(|n| is_known_critical(n, config))
+            .is_none();
         let Some(index) = index.filter(|_| acceptable) else {
             // No matching exchange, or a critical option we cannot honour: reject (§4.2,
             // §5.3.2, §5.4.1), remembering the Reset for duplicates.
@@ -579,13 +711,19 @@ impl Session {
         // A response also acknowledges a CON request whose ACK was lost (§5.2.2).
         self.cons.retain(|c| c.purpose != ConPurpose::Request(e.id));
         self.last_activity = now;
-        ctx.out.event(Event::Response { id: e.id, peer: self.peer, response: msg.to_packet() });
+        ctx.out.event(Event::Response {
+            id: e.id,
+            peer: self.peer,
+            response: msg.to_packet(),
+        });
         self.pump(now, ctx);
     }
 
     fn on_ack(&mut self, now: Instant, ctx: &mut Ctx<'_>, msg: &MessageView<'_>) {
         let mid = msg.header.message_id;
-        let Some(ci) = self.cons.iter().position(|c| c.mid == mid) else { return };
+        let Some(ci) = self.cons.iter().position(|c| c.mid == mid) else {
+            return;
+        };
         match self.cons[ci].purpose {
             ConPurpose::Request(id) => {
                 let Some(ei) = self.exchanges.iter().position(|e| e.id == id) else {
@@ -603,7 +741,11 @@ impl Session {
                     let token_ok = self.exchanges[ei].token.as_slice() == msg.token;
                     // A piggybacked response with the wrong token or an unknown critical option
                     // is rejected by ignoring it (§4.2, §5.4.1); the CON keeps retransmitting.
-                    if token_ok && msg.unrecognized_critical(|n| is_known_critical(n, config)).is_none() {
+                    if token_ok
+                        && msg
+                            .unrecognized_critical(|n| is_known_critical(n, config))
+                            .is_none()
+                    {
                         self.complete(now, ctx, ei, msg);
                     }
                 }
@@ -615,7 +757,11 @@ impl Session {
                 // Some peers answer a ping with an Empty ACK instead of Reset; both prove life.
                 let c = self.cons.swap_remove(ci);
                 if let Some(id) = id {
-                    ctx.out.event(Event::Pong { id, peer: self.peer, rtt: now - c.first_sent });
+                    ctx.out.event(Event::Pong {
+                        id,
+                        peer: self.peer,
+                        rtt: now - c.first_sent,
+                    });
                 }
             }
         }
@@ -628,18 +774,36 @@ impl Session {
             match c.purpose {
                 ConPurpose::Request(id) => {
                     self.exchanges.retain(|e| e.id != id);
-                    ctx.out.event(Event::RequestFailed { id, peer, error: ExchangeError::Reset });
+                    ctx.out.event(Event::RequestFailed {
+                        id,
+                        peer,
+                        error: ExchangeError::Reset,
+                    });
                     self.pump(now, ctx);
                 }
-                ConPurpose::Response => log::debug!("{peer}: separate response rejected with Reset"),
+                ConPurpose::Response => {
+                    log::debug!("{peer}: separate response rejected with Reset")
+                }
                 ConPurpose::Ping(Some(id)) => {
-                    ctx.out.event(Event::Pong { id, peer, rtt: now - c.first_sent });
+                    ctx.out.event(Event::Pong {
+                        id,
+                        peer,
+                        rtt: now - c.first_sent,
+                    });
                 }
                 ConPurpose::Ping(None) => {}
             }
-        } else if let Some(ei) = self.exchanges.iter().position(|e| !e.confirmable && e.mid == mid) {
+        } else if let Some(ei) = self
+            .exchanges
+            .iter()
+            .position(|e| !e.confirmable && e.mid == mid)
+        {
             let e = self.exchanges.swap_remove(ei);
-            ctx.out.event(Event::RequestFailed { id: e.id, peer, error: ExchangeError::Reset });
+            ctx.out.event(Event::RequestFailed {
+                id: e.id,
+                peer,
+                error: ExchangeError::Reset,
+            });
             self.pump(now, ctx);
         }
     }
@@ -648,9 +812,20 @@ impl Session {
 
     /// The adapter could not send transmit `id` (message `mid`). The message counts as lost:
     /// its normal retransmission schedule stands, so a dead link never causes a busy loop.
-    pub(crate) fn on_send_failed(&mut self, now: Instant, ctx: &mut Ctx<'_>, id: TransmitId, mid: u16, kind: SendErrorKind) -> Option<Ending> {
+    pub(crate) fn on_send_failed(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        id: TransmitId,
+        mid: u16,
+        kind: SendErrorKind,
+    ) -> Option<Ending> {
         let peer = self.peer;
-        if let Some(ci) = self.cons.iter().position(|c| c.mid == mid && c.last_transmit == id) {
+        if let Some(ci) = self
+            .cons
+            .iter()
+            .position(|c| c.mid == mid && c.last_transmit == id)
+        {
             self.cons[ci].last_error = Some(kind);
             // A keepalive probe is never ended early: the next one would be due at once and
             // fail at once again (a busy loop on a path that rejects every send). It stays on
@@ -660,11 +835,19 @@ impl Session {
                 let c = self.cons.swap_remove(ci);
                 self.end_con(now, ctx, c.purpose, ExchangeError::SendFailed(kind));
             }
-        } else if let Some(ei) = self.exchanges.iter().position(|e| e.last_transmit == Some(id)) {
+        } else if let Some(ei) = self
+            .exchanges
+            .iter()
+            .position(|e| e.last_transmit == Some(id))
+        {
             self.exchanges[ei].last_error = Some(kind);
             if kind == SendErrorKind::TooBig {
                 let e = self.exchanges.swap_remove(ei);
-                ctx.out.event(Event::RequestFailed { id: e.id, peer, error: ExchangeError::SendFailed(kind) });
+                ctx.out.event(Event::RequestFailed {
+                    id: e.id,
+                    peer,
+                    error: ExchangeError::SendFailed(kind),
+                });
                 self.pump(now, ctx);
             }
         }
@@ -672,7 +855,9 @@ impl Session {
             self.unreachable_in_row += 1;
             if let Some(n) = ctx.config.fail_after_unreachable {
                 if self.unreachable_in_row >= n {
-                    return Some(Ending::Failed(FailureReason::Unreachable { failures: self.unreachable_in_row }));
+                    return Some(Ending::Failed(FailureReason::Unreachable {
+                        failures: self.unreachable_in_row,
+                    }));
                 }
             }
         }
@@ -685,7 +870,13 @@ impl Session {
     }
 
     /// A CON of ours is given up: tell whoever waited for it.
-    fn end_con(&mut self, now: Instant, ctx: &mut Ctx<'_>, purpose: ConPurpose, error: ExchangeError) {
+    fn end_con(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        purpose: ConPurpose,
+        error: ExchangeError,
+    ) {
         let peer = self.peer;
         match purpose {
             ConPurpose::Request(id) => {
@@ -706,7 +897,9 @@ impl Session {
         // Liveness first: a dead peer is reported whatever else is pending.
         if self.liveness.fail_at().is_some_and(|t| t <= now) {
             let silent_for = now - self.liveness.last_heard();
-            return Some(Ending::Failed(FailureReason::KeepaliveTimeout { silent_for }));
+            return Some(Ending::Failed(FailureReason::KeepaliveTimeout {
+                silent_for,
+            }));
         }
         self.retransmit(now, ctx);
         self.expire_exchanges(now, ctx);
@@ -717,7 +910,10 @@ impl Session {
             let bytes = ctx.out.encode_empty(MessageType::Confirmable, mid);
             self.send_con(now, ctx, mid, bytes, ConPurpose::Ping(None));
         }
-        if self.origin == Origin::Remote && self.is_idle() && self.last_activity + ctx.config.idle_timeout <= now {
+        if self.origin == Origin::Remote
+            && self.is_idle()
+            && self.last_activity + ctx.config.idle_timeout <= now
+        {
             return Some(Ending::Closed(CloseReason::Idle));
         }
         None
@@ -743,7 +939,9 @@ impl Session {
                 i += 1;
             } else {
                 let c = self.cons.swap_remove(i);
-                let error = c.last_error.map_or(ExchangeError::Timeout, ExchangeError::SendFailed);
+                let error = c
+                    .last_error
+                    .map_or(ExchangeError::Timeout, ExchangeError::SendFailed);
                 self.end_con(now, ctx, c.purpose, error);
             }
         }
@@ -754,8 +952,14 @@ impl Session {
         let mut ended = false;
         self.exchanges.retain(|e| {
             if e.response_deadline.is_some_and(|t| t <= now) {
-                let error = e.last_error.map_or(ExchangeError::Timeout, ExchangeError::SendFailed);
-                ctx.out.event(Event::RequestFailed { id: e.id, peer, error });
+                let error = e
+                    .last_error
+                    .map_or(ExchangeError::Timeout, ExchangeError::SendFailed);
+                ctx.out.event(Event::RequestFailed {
+                    id: e.id,
+                    peer,
+                    error,
+                });
                 ended = true;
                 false
             } else {
@@ -774,7 +978,11 @@ impl Session {
         while i < self.incoming.len() {
             let inc = &mut self.incoming[i];
             if inc.expires <= now {
-                log::debug!("{}: request {:?} never answered; forgotten", self.peer, inc.id);
+                log::debug!(
+                    "{}: request {:?} never answered; forgotten",
+                    self.peer,
+                    inc.id
+                );
                 self.incoming.swap_remove(i);
                 continue;
             }
@@ -796,10 +1004,18 @@ impl Session {
             Ending::Closed(_) => ExchangeError::SessionClosed,
         };
         for q in self.queue.drain(..) {
-            ctx.out.event(Event::RequestFailed { id: q.id, peer, error });
+            ctx.out.event(Event::RequestFailed {
+                id: q.id,
+                peer,
+                error,
+            });
         }
         for e in self.exchanges.drain(..) {
-            ctx.out.event(Event::RequestFailed { id: e.id, peer, error });
+            ctx.out.event(Event::RequestFailed {
+                id: e.id,
+                peer,
+                error,
+            });
         }
         for c in self.cons.drain(..) {
             if let ConPurpose::Ping(Some(id)) = c.purpose {
@@ -815,7 +1031,10 @@ impl Session {
 
     /// What must outlive the session (see [`PeerMemory`]).
     pub(crate) fn into_memory(self) -> PeerMemory {
-        PeerMemory { dedup: self.dedup, next_mid: self.next_mid }
+        PeerMemory {
+            dedup: self.dedup,
+            next_mid: self.next_mid,
+        }
     }
 
     /// State held, for tests and diagnostics: (CONs in flight, exchanges, queued, pending
@@ -869,4 +1088,3 @@ pub struct SessionFootprint {
     /// Message IDs remembered for deduplication.
     pub dedup_entries: usize,
 }
-

@@ -32,11 +32,15 @@ impl Duration {
     }
     /// A duration of `millis` milliseconds (saturating).
     pub const fn from_millis(millis: u64) -> Self {
-        Duration { micros: millis.saturating_mul(1_000) }
+        Duration {
+            micros: millis.saturating_mul(1_000),
+        }
     }
     /// A duration of `secs` seconds (saturating).
     pub const fn from_secs(secs: u64) -> Self {
-        Duration { micros: secs.saturating_mul(1_000_000) }
+        Duration {
+            micros: secs.saturating_mul(1_000_000),
+        }
     }
     /// Whole microseconds.
     pub const fn as_micros(self) -> u64 {
@@ -52,15 +56,21 @@ impl Duration {
     }
     /// `self + rhs`, or [`Duration::MAX`] on overflow.
     pub const fn saturating_add(self, rhs: Duration) -> Duration {
-        Duration { micros: self.micros.saturating_add(rhs.micros) }
+        Duration {
+            micros: self.micros.saturating_add(rhs.micros),
+        }
     }
     /// `self - rhs`, or [`Duration::ZERO`] if `rhs` is longer.
     pub const fn saturating_sub(self, rhs: Duration) -> Duration {
-        Duration { micros: self.micros.saturating_sub(rhs.micros) }
+        Duration {
+            micros: self.micros.saturating_sub(rhs.micros),
+        }
     }
     /// `self * factor`, saturating.
     pub const fn saturating_mul(self, factor: u64) -> Duration {
-        Duration { micros: self.micros.saturating_mul(factor) }
+        Duration {
+            micros: self.micros.saturating_mul(factor),
+        }
     }
 }
 
@@ -80,7 +90,9 @@ impl core::ops::Mul<u64> for Duration {
 
 impl From<core::time::Duration> for Duration {
     fn from(d: core::time::Duration) -> Self {
-        Duration { micros: u64::try_from(d.as_micros()).unwrap_or(u64::MAX) }
+        Duration {
+            micros: u64::try_from(d.as_micros()).unwrap_or(u64::MAX),
+        }
     }
 }
 
@@ -92,7 +104,12 @@ impl From<Duration> for core::time::Duration {
 
 impl fmt::Debug for Duration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{:06}s", self.micros / 1_000_000, self.micros % 1_000_000)
+        write!(
+            f,
+            "{}.{:06}s",
+            self.micros / 1_000_000,
+            self.micros % 1_000_000
+        )
     }
 }
 
@@ -119,11 +136,15 @@ impl Instant {
     }
     /// The instant `millis` milliseconds after the epoch.
     pub const fn from_millis(millis: u64) -> Self {
-        Instant { micros: millis.saturating_mul(1_000) }
+        Instant {
+            micros: millis.saturating_mul(1_000),
+        }
     }
     /// The instant `secs` seconds after the epoch.
     pub const fn from_secs(secs: u64) -> Self {
-        Instant { micros: secs.saturating_mul(1_000_000) }
+        Instant {
+            micros: secs.saturating_mul(1_000_000),
+        }
     }
     /// Microseconds since the epoch.
     pub const fn as_micros(self) -> u64 {
@@ -138,7 +159,9 @@ impl Instant {
 impl Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, rhs: Duration) -> Instant {
-        Instant { micros: self.micros.saturating_add(rhs.as_micros()) }
+        Instant {
+            micros: self.micros.saturating_add(rhs.as_micros()),
+        }
     }
 }
 
@@ -157,6 +180,11 @@ impl Sub<Instant> for Instant {
 
 impl fmt::Debug for Instant {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "@{}.{:06}s", self.micros / 1_000_000, self.micros % 1_000_000)
+        write!(
+            f,
+            "@{}.{:06}s",
+            self.micros / 1_000_000,
+            self.micros % 1_000_000
+        )
     }
 }

@@ -106,10 +106,10 @@ fn con_with_payload_marker_and_empty_payload_gets_reset() {
 #[test]
 fn con_with_reserved_option_nibbles_or_truncated_options_gets_reset() {
     let cases: [&[u8]; 4] = [
-        &[0x40, 0x01, 0, 9, 0xF1, 0x00],       // delta nibble 15 that is not a payload marker
-        &[0x40, 0x01, 0, 9, 0xBF],             // length nibble 15
+        &[0x40, 0x01, 0, 9, 0xF1, 0x00], // delta nibble 15 that is not a payload marker
+        &[0x40, 0x01, 0, 9, 0xBF],       // length nibble 15
         &[0x40, 0x01, 0, 9, 0xB5, b'a', b'b'], // Uri-Path claims 5 bytes, 2 present
-        &[0x40, 0x01, 0, 9, 0xD0],             // extended delta byte missing
+        &[0x40, 0x01, 0, 9, 0xD0],       // extended delta byte missing
     ];
     for bytes in cases {
         let (ep, t, e) = feed(bytes);
@@ -176,7 +176,11 @@ fn reset_that_is_not_empty_and_ack_carrying_a_request_are_ignored() {
 
 #[test]
 fn con_with_reserved_code_class_gets_reset() {
-    for code in [0x20u8 /* 1.00 */, 0xC0 /* 6.00 */, 0xE1 /* 7.01 */] {
+    for code in [
+        0x20u8, /* 1.00 */
+        0xC0,   /* 6.00 */
+        0xE1,   /* 7.01 */
+    ] {
         let (ep, t, e) = feed(&[0x40, code, 0, 3]);
         assert_reset_for(&t, 3);
         assert!(e.is_empty());
@@ -198,14 +202,27 @@ fn con_response_matching_no_exchange_gets_reset() {
 fn request_with_option(mtype: u8, mid: u16, number: u16) -> Vec<u8> {
     let ext = (number - 269).to_be_bytes();
     let [hi, lo] = mid.to_be_bytes();
-    vec![0x41 | mtype << 4, 0x01, hi, lo, 0x7A, 0xE1, ext[0], ext[1], b'x']
+    vec![
+        0x41 | mtype << 4,
+        0x01,
+        hi,
+        lo,
+        0x7A,
+        0xE1,
+        ext[0],
+        ext[1],
+        b'x',
+    ]
 }
 
 #[test]
 fn con_request_with_unrecognized_critical_option_gets_4_02_piggybacked() {
     let bytes = request_with_option(0, 0x1001, 2051); // odd: critical, and unknown
     let (mut ep, t, e) = feed(&bytes);
-    assert!(e.iter().all(|e| !matches!(e, Event::Request { .. })), "the application never sees it: {e:?}");
+    assert!(
+        e.iter().all(|e| !matches!(e, Event::Request { .. })),
+        "the application never sees it: {e:?}"
+    );
     assert_eq!(t.len(), 1);
     let ack = coap_engine::codec::parse(&t[0].payload).unwrap();
     assert_eq!(ack.header.mtype, MessageType::Acknowledgement);
@@ -234,7 +251,11 @@ fn unknown_elective_option_is_passed_to_the_application() {
     assert!(
         matches!(
             e.as_slice(),
-            [Event::SessionNew { .. }, Event::SessionEstablished { .. }, Event::Request { .. }]
+            [
+                Event::SessionNew { .. },
+                Event::SessionEstablished { .. },
+                Event::Request { .. }
+            ]
         ),
         "{e:?}"
     );
@@ -245,9 +266,9 @@ fn unknown_method_code_reaches_the_application_to_answer_4_05() {
     // 0.31 is a request code no RFC assigns; the application decides (RFC 7252 §5.8).
     let (_, t, e) = feed(&[0x40, 0x1F, 0, 8]);
     assert!(t.is_empty());
-    assert!(e
-        .iter()
-        .any(|e| matches!(e, Event::Request { request, .. } if u8::from(request.header.code) == 0x1F)));
+    assert!(e.iter().any(
+        |e| matches!(e, Event::Request { request, .. } if u8::from(request.header.code) == 0x1F)
+    ));
 }
 
 // ------------------------------------------------------------------ API misuse
@@ -259,8 +280,15 @@ fn request_with_a_response_code_is_refused_with_a_typed_error() {
     p.header.code = MessageClass::Response(ResponseType::Content);
     let err = ep.request(NOW, peer(), &p).unwrap_err();
     assert_eq!(err, Error::NotARequest);
-    assert!(err.to_string().contains("0.01-0.31"), "message says what to do: {err}");
-    assert_eq!(ep.session_count(), 0, "a failed call leaves no session behind");
+    assert!(
+        err.to_string().contains("0.01-0.31"),
+        "message says what to do: {err}"
+    );
+    assert_eq!(
+        ep.session_count(),
+        0,
+        "a failed call leaves no session behind"
+    );
     assert!(ep.poll_event().is_none());
 }
 
@@ -270,10 +298,16 @@ fn request_as_ack_or_with_long_token_is_refused() {
     let mut p = Packet::new();
     p.header.code = MessageClass::Request(RequestType::Get);
     p.header.set_type(MessageType::Acknowledgement);
-    assert_eq!(ep.request(NOW, peer(), &p).unwrap_err(), Error::InvalidMessageType);
+    assert_eq!(
+        ep.request(NOW, peer(), &p).unwrap_err(),
+        Error::InvalidMessageType
+    );
     p.header.set_type(MessageType::Confirmable);
     p.set_token(vec![1; 9]);
-    assert_eq!(ep.request(NOW, peer(), &p).unwrap_err(), Error::TokenTooLong);
+    assert_eq!(
+        ep.request(NOW, peer(), &p).unwrap_err(),
+        Error::TokenTooLong
+    );
 }
 
 #[test]
@@ -300,16 +334,26 @@ fn respond_to_unknown_request_or_with_request_code_is_refused() {
         .unwrap();
     let mut wrong = Packet::new();
     wrong.header.code = MessageClass::Request(RequestType::Get);
-    assert_eq!(ep.respond(NOW, id, &wrong).unwrap_err(), Error::NotAResponse);
+    assert_eq!(
+        ep.respond(NOW, id, &wrong).unwrap_err(),
+        Error::NotAResponse
+    );
     let mut ok = Packet::new();
     ok.header.code = MessageClass::Response(ResponseType::Content);
     ep.respond(NOW, id, &ok).unwrap();
-    assert_eq!(ep.respond(NOW, id, &ok).unwrap_err(), Error::UnknownRequest, "answered once only");
+    assert_eq!(
+        ep.respond(NOW, id, &ok).unwrap_err(),
+        Error::UnknownRequest,
+        "answered once only"
+    );
 }
 
 #[test]
 fn invalid_config_is_refused_with_the_field_named() {
-    let config = Config { token_length: 9, ..Config::default() };
+    let config = Config {
+        token_length: 9,
+        ..Config::default()
+    };
     let err = Endpoint::new(config, 0).err().unwrap();
     assert_eq!(err.field(), "token_length");
     assert!(err.to_string().contains("between 0 and 8"));

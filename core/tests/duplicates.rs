@@ -19,13 +19,19 @@ fn drain(ep: &mut Endpoint) -> (Vec<Transmit>, Vec<Event>) {
 #[test]
 fn duplicate_con_before_the_answer_gets_the_empty_ack_and_the_answer_turns_separate() {
     let peer: SocketAddr = "[::1]:41000".parse().unwrap();
-    let config = Config { empty_ack_delay: Duration::from_secs(5), ..Config::default() };
+    let config = Config {
+        empty_ack_delay: Duration::from_secs(5),
+        ..Config::default()
+    };
     let mut server = Endpoint::new(config, 3).unwrap();
     let request = [0x41, 0x01, 0x00, 0x10, 0xAA]; // CON GET, MID 0x10, token AA
 
     server.handle_datagram(Instant::ZERO, peer, &request);
     let (t, e) = drain(&mut server);
-    assert!(t.is_empty(), "the application has 5 s to answer piggybacked");
+    assert!(
+        t.is_empty(),
+        "the application has 5 s to answer piggybacked"
+    );
     let id = e
         .iter()
         .find_map(|e| match e {
@@ -47,7 +53,9 @@ fn duplicate_con_before_the_answer_gets_the_empty_ack_and_the_answer_turns_separ
     // The answer now goes as a separate CON response with the request's token.
     let mut response = Packet::new();
     response.header.code = MessageClass::Response(ResponseType::Content);
-    server.respond(Instant::from_millis(3_000), id, &response).unwrap();
+    server
+        .respond(Instant::from_millis(3_000), id, &response)
+        .unwrap();
     let (t, _) = drain(&mut server);
     let separate = codec::parse(&t[0].payload).unwrap();
     assert_eq!(separate.header.mtype, MessageType::Confirmable);
@@ -60,7 +68,11 @@ fn duplicate_con_before_the_answer_gets_the_empty_ack_and_the_answer_turns_separ
     server.handle_datagram(Instant::from_millis(3_500), peer, &request);
     let (t2, e2) = drain(&mut server);
     assert!(e2.is_empty());
-    assert_eq!(t2.len(), 1, "only the cached ACK: the separate response is not due yet");
+    assert_eq!(
+        t2.len(),
+        1,
+        "only the cached ACK: the separate response is not due yet"
+    );
     assert_eq!(&*t2[0].payload, &empty_ack[..]);
 }
 
