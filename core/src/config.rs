@@ -116,6 +116,11 @@ pub struct Limits {
     pub max_queued_requests: usize,
     /// Our requests in flight (sent, not yet answered) on one session, whatever NSTART says.
     pub max_exchanges: usize,
+    /// Our own Confirmable messages other than requests awaiting their ACK on one session:
+    /// application pings and separate responses. Beyond it [`Endpoint::ping`](crate::Endpoint::ping)
+    /// returns [`Error::QueueFull`](crate::Error::QueueFull) and a late answer is sent as a
+    /// Non-confirmable separate response (RFC 7252 §5.2.2). Keepalive probes are exempt.
+    pub max_confirmables: usize,
     /// Incoming requests waiting for the application's response on one session; a further
     /// request is answered by the engine with 5.03 Service Unavailable (RFC 7252 §5.9.3).
     pub max_pending_requests: usize,
@@ -140,6 +145,7 @@ impl Default for Limits {
             max_sessions: 4096,
             max_queued_requests: 64,
             max_exchanges: 64,
+            max_confirmables: 32,
             max_pending_requests: 32,
             max_dedup_entries: 256,
             max_remembered_peers: 4096,

@@ -359,8 +359,8 @@ impl Endpoint {
         };
         let (session, mut ctx) = self.split(slot);
         let result = session
-            .map(|s| s.ping(now, &mut ctx))
-            .ok_or(Error::UnknownSession);
+            .ok_or(Error::UnknownSession)
+            .and_then(|s| s.ping(now, &mut ctx));
         self.after_local_call(slot, fresh, peer, result.is_ok());
         result
     }

@@ -415,12 +415,24 @@ impl Session {
         }
     }
 
-    pub(crate) fn ping(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> RequestId {
+    /// Confirmables of ours other than requests (which `max_exchanges` bounds): pings and
+    /// separate responses.
+    fn other_confirmables(&self) -> usize {
+        self.cons
+            .iter()
+            .filter(|c| !matches!(c.purpose, ConPurpose::Request(_)))
+            .count()
+    }
+
+    pub(crate) fn ping(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Result<RequestId, Error> {
+        if self.other_confirmables() >= ctx.config.limits.max_confirmables {
+            return Err(Error::QueueFull);
+        }
         let id = RequestId(new_id(ctx, self.key.slot));
         let mid = self.alloc_mid();
         let bytes = ctx.out.encode_empty(MessageType::Confirmable, mid);
         self.send_con(now, ctx, mid, bytes, ConPurpose::Ping(Some(id)));
-        id
+        Ok(id)
     }
 
     pub(crate) fn set_keepalive(&mut self, now: Instant, keepalive: Option<Keepalive>) {
@@ -428,7 +440,9 @@ impl Session {
     }
 
     /// Answers an incoming request: piggybacked if the Empty ACK has not gone out yet, else a
-    /// separate CON response; a NON request gets a NON response (RFC 7252 §5.2).
+    /// separate CON response; a NON request gets a NON response (RFC 7252 §5.2). When
+    /// `max_confirmables` separate responses already await their ACK, a further one goes as
+    /// NON (which §5.2.2 allows), so a peer that never acknowledges cannot grow our state.
     pub(crate) fn respond(
         &mut self,
         now: Instant,
@@ -444,7 +458,8 @@ impl Session {
         let inc = &self.incoming[index];
         let (mtype, mid) = if inc.confirmable && inc.ack_at.is_some() {
             (MessageType::Acknowledgement, inc.mid)
-        } else if inc.confirmable {
+        } else if inc.confirmable && self.other_confirmables() < ctx.config.limits.max_confirmables
+        {
             (MessageType::Confirmable, self.next_mid)
         } else {
             (MessageType::NonConfirmable, self.next_mid)
@@ -611,12 +626,15 @@ impl Session {
         {
             // §5.4.1: 4.02 for a CON request; a NON request is rejected.
             if confirmable {
+                // The diagnostic payload (§5.5.2) is dropped if it would exceed the size limit.
+                let diagnostic: &[u8] = b"unrecognized critical option";
+                let fits = 5 + msg.token.len() + diagnostic.len() <= ctx.config.max_message_size;
                 let ack = ctx.out.encode_simple(
                     MessageType::Acknowledgement,
                     BAD_OPTION,
                     mid,
                     msg.token,
-                    b"unrecognized critical option",
+                    if fits { diagnostic } else { b"" },
                 );
                 self.reply_cached(ctx, mid, ack);
             } else {

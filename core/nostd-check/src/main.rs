@@ -35,6 +35,7 @@ fn config() -> Config {
             max_sessions: 4,
             max_queued_requests: 4,
             max_exchanges: 4,
+            max_confirmables: 4,
             max_pending_requests: 4,
             max_dedup_entries: 16,
             max_remembered_peers: 4,

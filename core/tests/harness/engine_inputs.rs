@@ -238,6 +238,7 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         max_sessions: 1 + usize::from(input.u8() % 4),
         max_queued_requests: usize::from(input.u8() % 4),
         max_exchanges: 1 + usize::from(input.u8() % 4),
+        max_confirmables: usize::from(input.u8() % 4),
         max_pending_requests: 1 + usize::from(input.u8() % 4),
         max_dedup_entries: 1 + usize::from(input.u8() % 8),
         max_remembered_peers: usize::from(input.u8() % 4),
@@ -729,6 +730,12 @@ impl Harness {
             assert!(
                 f.dedup_entries <= l.max_dedup_entries,
                 "{f:?} exceeds max_dedup_entries in {l:?}"
+            );
+            // Requests' CONs are bounded by max_exchanges, pings and separate responses by
+            // max_confirmables, and there is at most one keepalive probe.
+            assert!(
+                f.confirmables_in_flight <= l.max_exchanges + l.max_confirmables + 1,
+                "{f:?} exceeds the confirmable bound in {l:?}"
             );
         }
     }

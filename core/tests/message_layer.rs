@@ -1,5 +1,5 @@
-//! RFC 7252 §4.5: a duplicate Confirmable message is acknowledged and processed only once,
-//! also while the application has not answered yet.
+//! Message-layer details tested directly on one endpoint: RFC 7252 §4.5 (a duplicate
+//! Confirmable message is acknowledged and processed once) and the confirmable cap.
 
 use coap_engine::coap_lite::{MessageClass, MessageType, Packet, ResponseType};
 use coap_engine::{codec, Config, Duration, Endpoint, Event, Instant, Transmit};
@@ -79,4 +79,62 @@ fn duplicate_con_before_the_answer_gets_the_empty_ack_and_the_answer_turns_separ
 /// Empty ACK for Message ID 0x10: version 1, type ACK, TKL 0, code 0.00.
 fn empty_ack_for_0x10() -> [u8; 4] {
     [0x60, 0x00, 0x00, 0x10]
+}
+
+/// `Limits::max_confirmables`: pings beyond it are refused, and a late answer beyond it goes
+/// as a NON separate response, so a peer that never acknowledges cannot grow our state.
+#[test]
+fn confirmable_cap_refuses_pings_and_turns_separate_responses_non() {
+    let peer: SocketAddr = "[::1]:41001".parse().unwrap();
+    let mut config = Config::default();
+    config.limits.max_confirmables = 1;
+    let mut ep = Endpoint::new(config, 5).unwrap();
+
+    ep.ping(Instant::ZERO, peer).unwrap();
+    assert_eq!(
+        ep.ping(Instant::ZERO, peer),
+        Err(coap_engine::Error::QueueFull)
+    );
+    drain(&mut ep);
+
+    // Two CON requests the application answers late (after the Empty ACKs went out).
+    for (mid, token) in [(0x20u8, 0xB1u8), (0x21, 0xB2)] {
+        ep.handle_datagram(Instant::ZERO, peer, &[0x41, 0x01, 0x00, mid, token]);
+    }
+    let (_, events) = drain(&mut ep);
+    let ids: Vec<_> = events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Request { id, .. } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 2);
+    ep.handle_timeout(Instant::from_millis(1_500));
+    let (acks, _) = drain(&mut ep);
+    assert_eq!(acks.len(), 2, "an Empty ACK for each request");
+
+    let mut response = Packet::new();
+    response.header.code = MessageClass::Response(ResponseType::Content);
+    // The outstanding ping already fills the cap: both answers go Non-confirmable.
+    for id in ids {
+        ep.respond(Instant::from_millis(1_600), id, &response)
+            .unwrap();
+    }
+    let (t, _) = drain(&mut ep);
+    let types: Vec<_> = t
+        .iter()
+        .map(|t| codec::parse(&t.payload).unwrap().header.mtype)
+        .collect();
+    assert_eq!(
+        types,
+        [MessageType::NonConfirmable, MessageType::NonConfirmable]
+    );
+    assert_eq!(
+        ep.session_info(peer)
+            .unwrap()
+            .footprint
+            .confirmables_in_flight,
+        1
+    );
 }
