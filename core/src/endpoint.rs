@@ -311,16 +311,7 @@ impl Endpoint {
         if request.get_token().len() > 8 {
             return Err(Error::TokenTooLong);
         }
-        let (slot, fresh) = match self.lookup(peer) {
-            Some(slot) => (slot, false),
-            None => (self.create_session(now, peer, Origin::Local)?, true),
-        };
-        let (session, mut ctx) = self.split(slot);
-        let result = session
-            .ok_or(Error::UnknownSession)
-            .and_then(|s| s.request(now, &mut ctx, request));
-        self.after_local_call(slot, fresh, peer, result.is_ok());
-        result
+        self.with_local_session(now, peer, |s, ctx| s.request(now, ctx, request))
     }
 
     /// Answers incoming request `id` (from [`Event::Request`]): piggybacked on the ACK if the
@@ -353,16 +344,7 @@ impl Endpoint {
     /// back by NSTART: liveness probing is independent of the request pipeline.
     pub fn ping(&mut self, now: Instant, peer: SocketAddr) -> Result<RequestId, Error> {
         let now = self.advance(now);
-        let (slot, fresh) = match self.lookup(peer) {
-            Some(slot) => (slot, false),
-            None => (self.create_session(now, peer, Origin::Local)?, true),
-        };
-        let (session, mut ctx) = self.split(slot);
-        let result = session
-            .ok_or(Error::UnknownSession)
-            .and_then(|s| s.ping(now, &mut ctx));
-        self.after_local_call(slot, fresh, peer, result.is_ok());
-        result
+        self.with_local_session(now, peer, |s, ctx| s.ping(now, ctx))
     }
 
     /// Cancels one of our requests or pings; it ends with
@@ -550,6 +532,25 @@ impl Endpoint {
         self.sessions[slot as usize] = Some(session);
         self.by_peer.insert(peer, slot);
         Ok(slot)
+    }
+
+    /// Runs an application call on the session with `peer`, opening one if needed.
+    fn with_local_session<T>(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        call: impl FnOnce(&mut Session, &mut Ctx<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let (slot, fresh) = match self.lookup(peer) {
+            Some(slot) => (slot, false),
+            None => (self.create_session(now, peer, Origin::Local)?, true),
+        };
+        let (session, mut ctx) = self.split(slot);
+        let result = session
+            .ok_or(Error::UnknownSession)
+            .and_then(|s| call(s, &mut ctx));
+        self.after_local_call(slot, fresh, peer, result.is_ok());
+        result
     }
 
     /// A session opened for an application call is announced only if the call succeeded;
