@@ -75,7 +75,7 @@ fn version_other_than_1_is_silently_ignored_even_for_con() {
 fn con_with_token_length_9_to_15_gets_reset() {
     for tkl in 9u8..=15 {
         let mut bytes = vec![0x40 | tkl, 0x01, 0xAB, 0xCD];
-        bytes.extend(std::iter::repeat(0x11).take(tkl as usize));
+        bytes.extend(std::iter::repeat_n(0x11, tkl as usize));
         let (ep, t, e) = feed(&bytes);
         assert_reset_for(&t, 0xABCD);
         assert!(e.is_empty());

@@ -571,9 +571,7 @@ impl Sim {
 
     fn is_cut(&self, from: SocketAddr, to: SocketAddr, t: Instant) -> bool {
         self.cuts.iter().any(|c| {
-            c.window.contains(t)
-                && c.from.map_or(true, |f| f == from)
-                && c.to.map_or(true, |x| x == to)
+            c.window.contains(t) && c.from.is_none_or(|f| f == from) && c.to.is_none_or(|x| x == to)
         })
     }
 
@@ -708,7 +706,7 @@ impl Sim {
         let failure = self
             .failures
             .iter()
-            .find(|r| r.from == from && r.to.map_or(true, |x| x == to) && r.window.contains(now))
+            .find(|r| r.from == from && r.to.is_none_or(|x| x == to) && r.window.contains(now))
             .map(|r| r.kind);
         let fate = if let Some(kind) = failure {
             Fate::Failed(kind)

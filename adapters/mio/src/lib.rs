@@ -1,0 +1,616 @@
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+//! # coap-engine-mio
+//!
+//! Drives a sans-IO [`coap_engine::Endpoint`] from a non-blocking [`mio::net::UdpSocket`]:
+//! it reads the clock, moves datagrams, arms one timer and reports every `send_to` outcome
+//! back to the engine. All protocol logic stays in `coap-engine`.
+//!
+//! Two ways to use a [`Driver`]:
+//!
+//! - **In your own `mio::Poll`**: [`Driver::register`] it with a [`Token`] you choose, pass
+//!   its readiness events to [`Driver::handle_event`], call [`Driver::handle_timeout`] every
+//!   time `poll` returns, use [`Driver::next_timeout`] in your poll timeout, and drain
+//!   [`Driver::poll_event`].
+//! - **A blocking loop**: [`Driver::run`] with a [`Handler`] (a closure is one).
+//!
+//! Send outcomes become [`Endpoint::handle_send_result`] inputs: `ENETUNREACH`,
+//! `EHOSTUNREACH`, `ENETDOWN` → [`SendErrorKind::Unreachable`]; `ECONNREFUSED` →
+//! [`SendErrorKind::Refused`]; `EMSGSIZE` → [`SendErrorKind::TooBig`]; `WouldBlock` keeps the
+//! transmit and retries it once the socket is writable; anything else →
+//! [`SendErrorKind::Other`].
+//!
+//! ```no_run
+//! use std::ops::ControlFlow;
+//! use coap_engine::coap_lite::{MessageClass, Packet, ResponseType};
+//! use coap_engine::{Config, Event};
+//! use coap_engine_mio::Driver;
+//!
+//! let mut server = Driver::bind("127.0.0.1:5683".parse().unwrap(), Config::default())?;
+//! server.run(&mut |driver: &mut Driver, event: Event| {
+//!     if let Event::Request { id, .. } = event {
+//!         let mut response = Packet::new();
+//!         response.header.code = MessageClass::Response(ResponseType::Content);
+//!         response.payload = b"hello".to_vec();
+//!         let _ = driver.respond(id, &response);
+//!     }
+//!     ControlFlow::Continue(())
+//! })?;
+//! # Ok::<(), std::io::Error>(())
+//! ```
+
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io::{self, ErrorKind};
+use std::net::SocketAddr;
+use std::ops::ControlFlow;
+use std::time::{Duration as StdDuration, Instant as StdInstant};
+
+pub use coap_engine;
+pub use mio;
+
+use coap_engine::coap_lite::Packet;
+use coap_engine::{
+    Config, Endpoint, Error, Event, IncomingRequestId, Instant, RequestId, SendErrorKind, Transmit,
+};
+use mio::net::UdpSocket;
+use mio::{Events, Interest, Poll, Registry, Token};
+
+/// Datagrams read per readiness before the driver yields (the rest are read on the next
+/// [`Driver::handle_timeout`], which [`Driver::next_timeout`] then asks for at once).
+const READ_BUDGET: usize = 256;
+
+/// What to do with one outgoing datagram; returned by a [`Driver::set_send_filter`] hook.
+///
+/// ```
+/// use coap_engine::SendErrorKind;
+/// use coap_engine_mio::SendAction;
+/// let fail = SendAction::Fail(SendErrorKind::Unreachable);
+/// assert_ne!(fail, SendAction::Send);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendAction {
+    /// Send it normally.
+    Send,
+    /// Drop it silently, as if lost on the wire (the engine hears nothing about it).
+    Drop,
+    /// Do not send it, and report this failure to the engine as the send's result.
+    Fail(SendErrorKind),
+}
+
+type SendFilter = Box<dyn FnMut(&Transmit) -> SendAction + Send>;
+
+/// A CoAP endpoint on a non-blocking mio UDP socket. See the [crate docs](crate).
+pub struct Driver {
+    socket: UdpSocket,
+    endpoint: Endpoint,
+    epoch: StdInstant,
+    /// A transmit that hit `WouldBlock`, sent first once the socket is writable.
+    blocked: Option<Transmit>,
+    registration: Option<(Registry, Token)>,
+    writable_interest: bool,
+    read_pending: bool,
+    filter: Option<SendFilter>,
+    buf: Vec<u8>,
+}
+
+/// Application logic for [`Driver::run`]. Any `FnMut(&mut Driver, Event) -> ControlFlow<()>`
+/// closure is a handler.
+///
+/// ```
+/// use std::ops::ControlFlow;
+/// use coap_engine::Event;
+/// use coap_engine_mio::{Driver, Handler};
+///
+/// struct StopOnPong;
+/// impl Handler for StopOnPong {
+///     fn on_event(&mut self, _: &mut Driver, event: Event) -> ControlFlow<()> {
+///         match event {
+///             Event::Pong { .. } => ControlFlow::Break(()),
+///             _ => ControlFlow::Continue(()),
+///         }
+///     }
+/// }
+/// ```
+pub trait Handler {
+    /// One engine event; respond or make requests through `driver`. `Break` ends the loop.
+    fn on_event(&mut self, driver: &mut Driver, event: Event) -> ControlFlow<()>;
+
+    /// Called once per loop turn, before sleeping: do timed application work and return when
+    /// to be called again (`Continue(None)`: only after I/O or an engine deadline).
+    /// `Break` ends the loop. The default does nothing.
+    fn on_tick(&mut self, driver: &mut Driver) -> ControlFlow<(), Option<StdInstant>> {
+        let _ = driver;
+        ControlFlow::Continue(None)
+    }
+}
+
+impl<F: FnMut(&mut Driver, Event) -> ControlFlow<()>> Handler for F {
+    fn on_event(&mut self, driver: &mut Driver, event: Event) -> ControlFlow<()> {
+        self(driver, event)
+    }
+}
+
+/// A seed for [`Endpoint::new`] from std's per-process random hash keys and the clock.
+///
+/// ```
+/// let a = coap_engine_mio::random_seed();
+/// let b = coap_engine_mio::random_seed();
+/// assert_ne!(a, b);
+/// ```
+pub fn random_seed() -> u64 {
+    let mut h = RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.finish()
+}
+
+/// Maps a `send_to` error to the engine's send-result kind (`None` for `WouldBlock`, which
+/// is not a failure: retry when writable).
+///
+/// ```
+/// use std::io::{Error, ErrorKind};
+/// use coap_engine::SendErrorKind;
+/// use coap_engine_mio::classify_send_error;
+/// assert_eq!(classify_send_error(&Error::from(ErrorKind::ConnectionRefused)), Some(SendErrorKind::Refused));
+/// assert_eq!(classify_send_error(&Error::from(ErrorKind::WouldBlock)), None);
+/// ```
+pub fn classify_send_error(e: &io::Error) -> Option<SendErrorKind> {
+    match e.raw_os_error() {
+        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN) => {
+            return Some(SendErrorKind::Unreachable)
+        }
+        Some(libc::ECONNREFUSED) => return Some(SendErrorKind::Refused),
+        Some(libc::EMSGSIZE) => return Some(SendErrorKind::TooBig),
+        _ => {}
+    }
+    Some(match e.kind() {
+        ErrorKind::WouldBlock => return None,
+        ErrorKind::ConnectionRefused => SendErrorKind::Refused,
+        ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable | ErrorKind::NetworkDown => {
+            SendErrorKind::Unreachable
+        }
+        _ => SendErrorKind::Other,
+    })
+}
+
+impl Driver {
+    /// Binds a UDP socket on `addr` (IPv4 or IPv6; port 0 picks a free one) with an endpoint
+    /// seeded from [`random_seed`].
+    ///
+    /// ```
+    /// let driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// assert_ne!(driver.local_addr()?.port(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bind(addr: SocketAddr, config: Config) -> io::Result<Self> {
+        let endpoint = Endpoint::new(config, random_seed())
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(Self::from_parts(UdpSocket::bind(addr)?, endpoint))
+    }
+
+    /// Wraps an existing non-blocking socket and endpoint (e.g. one with a fixed seed).
+    ///
+    /// ```
+    /// use coap_engine::{Config, Endpoint};
+    /// use coap_engine_mio::{mio::net::UdpSocket, Driver};
+    /// let socket = UdpSocket::bind("[::1]:0".parse().unwrap());
+    /// # let Ok(socket) = socket else { return Ok(()) }; // no IPv6 here
+    /// let driver = Driver::from_parts(socket, Endpoint::new(Config::default(), 7).unwrap());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_parts(socket: UdpSocket, endpoint: Endpoint) -> Self {
+        Driver {
+            socket,
+            endpoint,
+            epoch: StdInstant::now(),
+            blocked: None,
+            registration: None,
+            writable_interest: false,
+            read_pending: false,
+            filter: None,
+            buf: vec![0; 65_535],
+        }
+    }
+
+    /// The socket's local address.
+    ///
+    /// ```
+    /// # let driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// println!("listening on {}", driver.local_addr()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.socket.local_addr()
+    }
+
+    /// The engine's current time (microseconds since this driver was created).
+    ///
+    /// ```
+    /// # let driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// assert!(driver.now() >= coap_engine::Instant::ZERO);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.epoch.elapsed().as_micros() as u64)
+    }
+
+    /// The engine, for inspection.
+    ///
+    /// ```
+    /// # let driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// assert_eq!(driver.endpoint().session_count(), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// The engine, for calls without a wrapper here (`cancel`, `open_session`,
+    /// `set_keepalive`, ...). Pass [`now`](Self::now), then call [`drive`](Self::drive).
+    ///
+    /// ```
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// let now = driver.now();
+    /// driver.endpoint_mut().open_session(now, "127.0.0.1:5683".parse().unwrap()).unwrap();
+    /// driver.drive();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn endpoint_mut(&mut self) -> &mut Endpoint {
+        &mut self.endpoint
+    }
+
+    /// Installs a hook consulted for every outgoing datagram: send it, drop it, or fail it
+    /// with a chosen kind (loss and failure injection, like libcoap's `-l`).
+    ///
+    /// ```
+    /// use coap_engine::SendErrorKind;
+    /// use coap_engine_mio::SendAction;
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// driver.set_send_filter(|_t| SendAction::Fail(SendErrorKind::Unreachable));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_send_filter(
+        &mut self,
+        filter: impl FnMut(&Transmit) -> SendAction + Send + 'static,
+    ) {
+        self.filter = Some(Box::new(filter));
+    }
+
+    /// Registers the socket in `registry` under `token` (readable; writable is added only
+    /// while a send is blocked).
+    ///
+    /// ```
+    /// use coap_engine_mio::mio::{Poll, Token};
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// let poll = Poll::new()?;
+    /// driver.register(poll.registry(), Token(7))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let interest = self.interest();
+        registry.register(&mut self.socket, token, interest)?;
+        self.writable_interest = self.blocked.is_some();
+        self.registration = Some((registry.try_clone()?, token));
+        Ok(())
+    }
+
+    /// Removes the socket from the registry it was registered in.
+    ///
+    /// ```
+    /// # use coap_engine_mio::mio::{Poll, Token};
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// # let poll = Poll::new()?;
+    /// driver.register(poll.registry(), Token(7))?;
+    /// driver.deregister()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn deregister(&mut self) -> io::Result<()> {
+        match self.registration.take() {
+            Some((registry, _)) => registry.deregister(&mut self.socket),
+            None => Ok(()),
+        }
+    }
+
+    /// How long the user's `Poll::poll` may sleep: until the engine's deadline, zero while
+    /// work is left over, `None` for no deadline.
+    ///
+    /// ```
+    /// # let driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// assert_eq!(driver.next_timeout(), None); // an idle endpoint has no deadline
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn next_timeout(&self) -> Option<StdDuration> {
+        if self.read_pending || (self.blocked.is_some() && self.registration.is_none()) {
+            return Some(StdDuration::ZERO);
+        }
+        if self.blocked.is_none() && self.endpoint.has_transmits() {
+            return Some(StdDuration::ZERO);
+        }
+        let deadline = self.endpoint.poll_timeout()?;
+        Some(StdDuration::from_micros(
+            deadline.as_micros().saturating_sub(self.now().as_micros()),
+        ))
+    }
+
+    /// Handles a mio readiness event for this driver's token: reads every waiting datagram
+    /// (until `WouldBlock`, within a budget), retries a blocked send when writable, and
+    /// sends what the engine produced. Then drain [`poll_event`](Self::poll_event).
+    ///
+    /// ```no_run
+    /// # use coap_engine_mio::mio::{Events, Poll, Token};
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// # let mut poll = Poll::new()?;
+    /// # driver.register(poll.registry(), Token(7))?;
+    /// let mut events = Events::with_capacity(64);
+    /// loop {
+    ///     poll.poll(&mut events, driver.next_timeout())?;
+    ///     for event in events.iter().filter(|e| e.token() == Token(7)) {
+    ///         driver.handle_event(event);
+    ///     }
+    ///     driver.handle_timeout();
+    ///     while let Some(event) = driver.poll_event() { /* ... */ }
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn handle_event(&mut self, event: &mio::event::Event) {
+        if event.is_writable() {
+            self.drive();
+        }
+        if event.is_readable() {
+            self.read_pending = true;
+            self.read();
+        }
+    }
+
+    /// Call whenever the user's `poll` returns (timeout or not): runs engine timers that are
+    /// due, continues reading if the read budget ran out, and sends pending transmits.
+    ///
+    /// ```
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// driver.handle_timeout(); // harmless when nothing is due
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn handle_timeout(&mut self) {
+        if self.read_pending {
+            self.read();
+        }
+        let now = self.now();
+        if self.endpoint.poll_timeout().is_some_and(|t| t <= now) {
+            self.endpoint.handle_timeout(now);
+        }
+        self.drive();
+    }
+
+    /// Sends everything the engine has queued, reporting each outcome to it. Call after
+    /// every direct [`endpoint_mut`](Self::endpoint_mut) call.
+    ///
+    /// ```
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// driver.drive();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn drive(&mut self) {
+        loop {
+            let (t, filtered) = match self.blocked.take() {
+                Some(t) => (t, false),
+                None => match self.endpoint.poll_transmit() {
+                    Some(t) => (t, true),
+                    None => break,
+                },
+            };
+            let action = match (&mut self.filter, filtered) {
+                (Some(filter), true) => filter(&t),
+                _ => SendAction::Send,
+            };
+            let result = match action {
+                SendAction::Drop => continue,
+                SendAction::Fail(kind) => Err(kind),
+                SendAction::Send => match self.socket.send_to(&t.payload, t.destination) {
+                    Ok(_) => Ok(()),
+                    Err(e) if e.kind() == ErrorKind::Interrupted => {
+                        self.blocked = Some(t);
+                        continue;
+                    }
+                    Err(e) => match classify_send_error(&e) {
+                        None => {
+                            self.blocked = Some(t);
+                            break;
+                        }
+                        Some(kind) => {
+                            log::debug!("send to {} failed: {e}", t.destination);
+                            Err(kind)
+                        }
+                    },
+                },
+            };
+            let now = self.now();
+            self.endpoint.handle_send_result(now, t.id, result);
+        }
+        self.update_interest();
+    }
+
+    /// The next engine event, if any. Drain after every input.
+    ///
+    /// ```
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// while let Some(event) = driver.poll_event() {
+    ///     println!("{event:?}");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.endpoint.poll_event()
+    }
+
+    /// Sends a request ([`Endpoint::request`]) and flushes it.
+    ///
+    /// ```
+    /// use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// let mut get = Packet::new();
+    /// get.header.code = MessageClass::Request(RequestType::Get);
+    /// let id = driver.request("127.0.0.1:5683".parse().unwrap(), &get).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn request(&mut self, peer: SocketAddr, request: &Packet) -> Result<RequestId, Error> {
+        let now = self.now();
+        let id = self.endpoint.request(now, peer, request);
+        self.drive();
+        id
+    }
+
+    /// Answers an incoming request ([`Endpoint::respond`]), now or later, and flushes.
+    ///
+    /// ```no_run
+    /// # use coap_engine::{Event, coap_lite::{Packet, MessageClass, ResponseType}};
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// if let Some(Event::Request { id, .. }) = driver.poll_event() {
+    ///     let mut response = Packet::new();
+    ///     response.header.code = MessageClass::Response(ResponseType::Content);
+    ///     driver.respond(id, &response).unwrap();
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn respond(&mut self, id: IncomingRequestId, response: &Packet) -> Result<(), Error> {
+        let now = self.now();
+        let result = self.endpoint.respond(now, id, response);
+        self.drive();
+        result
+    }
+
+    /// Sends a CoAP ping ([`Endpoint::ping`]) and flushes it.
+    ///
+    /// ```
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// let ping = driver.ping("127.0.0.1:5683".parse().unwrap()).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn ping(&mut self, peer: SocketAddr) -> Result<RequestId, Error> {
+        let now = self.now();
+        let id = self.endpoint.ping(now, peer);
+        self.drive();
+        id
+    }
+
+    /// Runs a blocking loop on a private `mio::Poll` until the handler breaks (or `poll`
+    /// fails), handing it every engine event. Handler calls on the driver flush themselves.
+    ///
+    /// ```no_run
+    /// use std::ops::ControlFlow;
+    /// use coap_engine::Event;
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// driver.ping("127.0.0.1:5683".parse().unwrap()).unwrap();
+    /// driver.run(&mut |_: &mut coap_engine_mio::Driver, event: Event| match event {
+    ///     Event::Pong { rtt, .. } => { println!("pong after {rtt:?}"); ControlFlow::Break(()) }
+    ///     Event::PingFailed { error, .. } => { eprintln!("{error}"); ControlFlow::Break(()) }
+    ///     _ => ControlFlow::Continue(()),
+    /// })?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn run<H: Handler + ?Sized>(&mut self, handler: &mut H) -> io::Result<()> {
+        let mut poll = Poll::new()?;
+        let mut events = Events::with_capacity(64);
+        let previous = self.registration.take();
+        if let Some((registry, _)) = &previous {
+            registry.deregister(&mut self.socket)?;
+        }
+        self.register(poll.registry(), Token(0))?;
+        self.drive();
+        let result = loop {
+            let wake = match handler.on_tick(self) {
+                ControlFlow::Break(()) => break Ok(()),
+                ControlFlow::Continue(wake) => wake,
+            };
+            self.drive();
+            match self.dispatch(handler) {
+                ControlFlow::Break(()) => break Ok(()),
+                // The handler may have scheduled work: tick again before sleeping.
+                ControlFlow::Continue(true) => continue,
+                ControlFlow::Continue(false) => {}
+            }
+            let app = wake.map(|w| w.saturating_duration_since(StdInstant::now()));
+            let timeout = match (self.next_timeout(), app) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Err(e) = poll.poll(&mut events, timeout) {
+                if e.kind() == ErrorKind::Interrupted {
+                    continue;
+                }
+                break Err(e);
+            }
+            for event in events.iter() {
+                self.handle_event(event);
+            }
+            self.handle_timeout();
+        };
+        self.deregister()?;
+        if let Some((registry, token)) = previous {
+            self.register(&registry, token)?;
+        }
+        result
+    }
+
+    /// Hands every queued event to the handler; `Continue(true)` if there was any.
+    fn dispatch<H: Handler + ?Sized>(&mut self, handler: &mut H) -> ControlFlow<(), bool> {
+        let mut any = false;
+        while let Some(event) = self.endpoint.poll_event() {
+            any = true;
+            handler.on_event(self, event)?;
+            self.drive();
+        }
+        ControlFlow::Continue(any)
+    }
+
+    fn read(&mut self) {
+        let mut errors = 0;
+        for _ in 0..READ_BUDGET {
+            match self.socket.recv_from(&mut self.buf) {
+                Ok((n, peer)) => {
+                    let now = self.now();
+                    self.endpoint.handle_datagram(now, peer, &self.buf[..n]);
+                    self.drive();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.read_pending = false;
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // An ICMP error queued on the socket; reading consumes it.
+                    log::debug!("recv_from failed: {e}");
+                    errors += 1;
+                    if errors > 16 {
+                        break;
+                    }
+                }
+            }
+        }
+    }
+
+    fn interest(&self) -> Interest {
+        if self.blocked.is_some() {
+            Interest::READABLE | Interest::WRITABLE
+        } else {
+            Interest::READABLE
+        }
+    }
+
+    fn update_interest(&mut self) {
+        let want = self.blocked.is_some();
+        if want == self.writable_interest {
+            return;
+        }
+        let interest = self.interest();
+        if let Some((registry, token)) = &self.registration {
+            match registry.reregister(&mut self.socket, *token, interest) {
+                Ok(()) => self.writable_interest = want,
+                Err(e) => log::warn!("reregister failed: {e}"),
+            }
+        }
+    }
+}

@@ -1,0 +1,501 @@
+//! `coap-client`: a CoAP client on the mio adapter with the flags of libcoap's example
+//! client (`coap-client-notls`).
+//!
+//! ```text
+//! coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type] [-N]
+//!             [-T token] [-O num,text]... [-K seconds] [-B seconds] [-w]
+//!             [-l list|loss%] [-Z list|fail%] [-v num] coap://host[:port]/path?query
+//! ```
+//!
+//! The response payload goes to stdout (or `-o file`) as received. Exit status: 0 on a 2.xx
+//! response; 1 on a 4.xx/5.xx response (the code on stderr, the payload still printed); 3
+//! when no response came (timeout, reset, send failure, keepalive failure: one line on
+//! stderr); 2 for bad flags or URIs.
+//!
+//! `-K seconds` opens the session before the request with `Keepalive { interval: K,
+//! timeout: K }`: a ping after K seconds of silence, a failure after K more. A path that
+//! dies while the client waits is then reported as "keepalive failure" within 2K seconds
+//! instead of after the response timeout.
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::ops::ControlFlow;
+use std::time::{Duration, Instant as StdInstant};
+
+use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
+use coap_engine::{Config, Event, ExchangeError, FailureReason, RequestId};
+use coap_engine_mio::{Driver, Handler};
+
+#[path = "../cli.rs"]
+mod cli;
+
+const PROG: &str = "coap-client";
+const HELP: &str = "\
+Usage: coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type] [-N]
+                   [-T token] [-O num,text]... [-K seconds] [-B seconds] [-w]
+                   [-l list|loss%] [-Z list|fail%] [-v num] URI
+	URI		coap://host[:port]/path?query (IPv6 literals as coap://[::1]/path)
+	-m method	get|post|put|delete|fetch|patch|ipatch (default get)
+	-e text		Payload text
+	-f file		Payload from file ('-' for stdin)
+	-o file		Write the response payload to file instead of stdout
+	-t type		Content format of the payload (number or text, link, xml, binary, json, cbor)
+	-A type		Accepted media type
+	-N		Send a Non-confirmable request
+	-T token	Token: text, or hex with a 0x prefix (up to 8 bytes)
+	-O num,text	Add option num with text (hex if it starts with 0x); repeatable
+	-K seconds	Keepalive: ping after this much silence, fail after as much again
+	-B seconds	Give up after this many seconds (default 90)
+	-w		Append a newline to the received data
+	-l list|loss%	Drop outgoing datagrams (list of numbers/ranges, or a probability)
+	-Z list|fail%	Like -l, but the send fails and the engine is told \"unreachable\"
+	-v num		Verbosity level (default 3, maximum 9)
+Exit status: 0 on 2.xx, 1 on 4.xx/5.xx, 3 when no response came, 2 on bad usage.";
+
+struct Request {
+    peer: SocketAddr,
+    packet: Packet,
+    keepalive: Option<Duration>,
+    give_up: Duration,
+    output: Option<String>,
+    newline: bool,
+    loss: Option<cli::Selector>,
+    fail: Option<cli::Selector>,
+}
+
+struct Client {
+    id: Option<RequestId>,
+    deadline: StdInstant,
+    give_up: Duration,
+    output: Option<String>,
+    newline: bool,
+    /// Exit status and the line for stderr, once decided.
+    outcome: Option<(i32, Option<String>)>,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let request = parse_args(args).unwrap_or_else(|e| cli::usage_error(PROG, e));
+    let (status, message) = run(request);
+    if let Some(m) = message {
+        eprintln!("{PROG}: {m}");
+    }
+    std::process::exit(status);
+}
+
+fn parse_args(args: Vec<String>) -> Result<Request, String> {
+    let (flags, positional) = cli::getopt(args, "m:e:f:o:t:A:NT:O:K:B:l:Z:v:s:b:wh")?;
+    let mut method = RequestType::Get;
+    let mut payload: Option<Vec<u8>> = None;
+    let mut options: Vec<(u16, Vec<u8>)> = Vec::new();
+    let mut token = None;
+    let mut non = false;
+    let mut verbosity = "3".to_string();
+    let mut r = Request {
+        peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+        packet: Packet::new(),
+        keepalive: None,
+        give_up: Duration::from_secs(90),
+        output: None,
+        newline: false,
+        loss: None,
+        fail: None,
+    };
+    for (flag, value) in flags {
+        match flag {
+            'm' => method = parse_method(&value)?,
+            'e' | 'f' if payload.is_some() => return Err("give at most one of -e and -f".into()),
+            'e' => payload = Some(value.into_bytes()),
+            'f' => {
+                let mut data = Vec::new();
+                let read = if value == "-" {
+                    std::io::stdin().read_to_end(&mut data).map(drop)
+                } else {
+                    std::fs::File::open(&value).and_then(|mut f| f.read_to_end(&mut data).map(drop))
+                };
+                read.map_err(|e| format!("-f {value}: {e}"))?;
+                payload = Some(data);
+            }
+            'o' => r.output = Some(value),
+            't' => options.push((
+                12,
+                cli::uint_option(cli::content_format('t', &value)?.into()),
+            )),
+            'A' => options.push((
+                17,
+                cli::uint_option(cli::content_format('A', &value)?.into()),
+            )),
+            'N' => non = true,
+            'T' => {
+                let t = bytes_or_hex(&value).map_err(|e| format!("-T: {e}"))?;
+                if t.len() > 8 {
+                    return Err(format!(
+                        "-T: a token has at most 8 bytes, {value:?} has {}",
+                        t.len()
+                    ));
+                }
+                token = Some(t);
+            }
+            'O' => {
+                let (num, text) = value
+                    .split_once(',')
+                    .ok_or_else(|| format!("-O needs num,text, not {value:?}"))?;
+                let num: u16 = num
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("-O: bad option number {num:?}"))?;
+                options.push((num, bytes_or_hex(text).map_err(|e| format!("-O: {e}"))?));
+            }
+            'K' => {
+                let k = cli::parse_seconds('K', &value)?;
+                r.keepalive = (!k.is_zero()).then_some(k);
+            }
+            'B' => {
+                r.give_up = cli::parse_seconds('B', &value)?;
+                if r.give_up.is_zero() {
+                    return Err("-B needs a number of seconds greater than 0".into());
+                }
+            }
+            'w' => r.newline = true,
+            'l' => r.loss = Some(cli::Selector::parse('l', &value)?),
+            'Z' => r.fail = Some(cli::Selector::parse('Z', &value)?),
+            'v' => verbosity = value,
+            's' => return Err("-s (observe) is not supported yet".into()),
+            'b' => return Err("-b (block-wise transfer) is not supported yet".into()),
+            'h' => {
+                println!("{HELP}");
+                std::process::exit(0);
+            }
+            _ => unreachable!("getopt returns only known flags"),
+        }
+    }
+    let uri = match positional.as_slice() {
+        [uri] => uri,
+        [] => return Err("missing URI (coap://host[:port]/path)".into()),
+        [_, extra, ..] => return Err(format!("unexpected argument {extra:?}")),
+    };
+    let uri = parse_uri(uri)?;
+    cli::init_logging(PROG, &verbosity)?;
+    r.peer = resolve(&uri.host, uri.port)?;
+
+    let p = &mut r.packet;
+    p.header.code = MessageClass::Request(method);
+    if non {
+        p.header.set_type(MessageType::NonConfirmable);
+    }
+    if let Some(t) = token {
+        p.set_token(t);
+    }
+    for segment in uri.path {
+        p.add_option(CoapOption::UriPath, segment);
+    }
+    for segment in uri.query {
+        p.add_option(CoapOption::UriQuery, segment);
+    }
+    for (num, value) in options {
+        p.add_option(CoapOption::from(num), value);
+    }
+    p.payload = payload.unwrap_or_default();
+    Ok(r)
+}
+
+fn run(r: Request) -> (i32, Option<String>) {
+    let config = Config {
+        keepalive: r.keepalive.map(cli::keepalive),
+        ..Config::default()
+    };
+    let local: SocketAddr = match r.peer {
+        SocketAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
+        SocketAddr::V6(_) => "[::]:0".parse().unwrap(),
+    };
+    let mut driver = match Driver::bind(local, config) {
+        Ok(d) => d,
+        Err(e) => return (3, Some(format!("cannot open a socket: {e}"))),
+    };
+    if r.loss.is_some() || r.fail.is_some() {
+        driver.set_send_filter(cli::send_filter(
+            r.loss,
+            r.fail,
+            coap_engine_mio::random_seed(),
+        ));
+    }
+    let mut client = Client {
+        id: None,
+        deadline: StdInstant::now() + r.give_up,
+        give_up: r.give_up,
+        output: r.output,
+        newline: r.newline,
+        outcome: None,
+    };
+    if r.keepalive.is_some() {
+        // Keepalive watches the session from now on, whatever happens to the request.
+        let now = driver.now();
+        if let Err(e) = driver.endpoint_mut().open_session(now, r.peer) {
+            return (3, Some(format!("cannot open a session: {e}")));
+        }
+    }
+    match driver.request(r.peer, &r.packet) {
+        Ok(id) => client.id = Some(id),
+        Err(e) => return (3, Some(format!("cannot send the request: {e}"))),
+    }
+    if let Err(e) = driver.run(&mut client) {
+        return (3, Some(format!("I/O error: {e}")));
+    }
+    client
+        .outcome
+        .unwrap_or((3, Some("stopped without an answer".into())))
+}
+
+impl Handler for Client {
+    fn on_event(&mut self, _driver: &mut Driver, event: Event) -> ControlFlow<()> {
+        match event {
+            Event::Response { id, response, .. } if Some(id) == self.id => {
+                let code = u8::from(response.header.code);
+                let (class, detail) = (code >> 5, code & 0x1f);
+                let mut data = response.payload;
+                if self.newline {
+                    data.push(b'\n');
+                }
+                let written = match &self.output {
+                    Some(path) => std::fs::write(path, &data),
+                    None => std::io::stdout()
+                        .write_all(&data)
+                        .and_then(|_| std::io::stdout().flush()),
+                };
+                self.outcome = Some(if let Err(e) = written {
+                    (3, Some(format!("cannot write the payload: {e}")))
+                } else if class == 2 {
+                    (0, None)
+                } else {
+                    (
+                        1,
+                        Some(format!("{class}.{detail:02} {}", code_name(class, detail))),
+                    )
+                });
+                ControlFlow::Break(())
+            }
+            Event::RequestFailed { id, peer, error } if Some(id) == self.id => {
+                let reason = match error {
+                    ExchangeError::SessionFailed(FailureReason::KeepaliveTimeout {
+                        silent_for,
+                    }) => {
+                        format!("keepalive failure: nothing heard from {peer} for {silent_for:?}")
+                    }
+                    ExchangeError::Timeout => format!("timeout: no response from {peer}"),
+                    ExchangeError::Reset => format!("reset: {peer} answered with Reset"),
+                    ExchangeError::SendFailed(kind) => format!("send failure: {kind}"),
+                    other => format!("request failed: {other}"),
+                };
+                self.outcome = Some((3, Some(reason)));
+                ControlFlow::Break(())
+            }
+            Event::SendFailed { peer, kind, .. } => {
+                log::info!("send to {peer} failed: {kind}");
+                ControlFlow::Continue(())
+            }
+            other => {
+                log::debug!("{other:?}");
+                ControlFlow::Continue(())
+            }
+        }
+    }
+
+    fn on_tick(&mut self, _driver: &mut Driver) -> ControlFlow<(), Option<StdInstant>> {
+        if StdInstant::now() >= self.deadline {
+            let s = self.give_up.as_secs_f64();
+            self.outcome = Some((3, Some(format!("timeout: no response within -B {s} s"))));
+            return ControlFlow::Break(());
+        }
+        ControlFlow::Continue(Some(self.deadline))
+    }
+}
+
+fn parse_method(m: &str) -> Result<RequestType, String> {
+    Ok(match m.to_ascii_lowercase().as_str() {
+        "get" => RequestType::Get,
+        "post" => RequestType::Post,
+        "put" => RequestType::Put,
+        "delete" => RequestType::Delete,
+        "fetch" => RequestType::Fetch,
+        "patch" => RequestType::Patch,
+        "ipatch" => RequestType::IPatch,
+        _ => {
+            return Err(format!(
+                "-m: unknown method {m:?} (get|post|put|delete|fetch|patch|ipatch)"
+            ))
+        }
+    })
+}
+
+/// Text as bytes, or hex after a `0x` prefix (libcoap's `-O` convention, also used for `-T`).
+fn bytes_or_hex(s: &str) -> Result<Vec<u8>, String> {
+    let Some(hex) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) else {
+        return Ok(s.as_bytes().to_vec());
+    };
+    if hex.len() % 2 != 0 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!("bad hex {s:?} (two hex digits per byte)"));
+    }
+    Ok((0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("checked hex"))
+        .collect())
+}
+
+#[derive(Debug)]
+struct Uri {
+    host: String,
+    port: u16,
+    path: Vec<Vec<u8>>,
+    query: Vec<Vec<u8>>,
+}
+
+/// `coap://host[:port]/path?query` (RFC 7252 §6.4): IPv6 literals in brackets, each path and
+/// query segment percent-decoded into one Uri-Path / Uri-Query option.
+fn parse_uri(s: &str) -> Result<Uri, String> {
+    let bad = |why: &str| format!("bad URI {s:?}: {why}");
+    let (scheme, rest) = s
+        .split_once("://")
+        .ok_or_else(|| bad("expected coap://host[:port]/path"))?;
+    match scheme.to_ascii_lowercase().as_str() {
+        "coap" => {}
+        "coaps" | "coap+tcp" | "coaps+tcp" | "coap+ws" | "coaps+ws" => {
+            return Err(format!("{scheme}:// is not supported yet (only coap://)"))
+        }
+        _ => return Err(bad("the scheme must be coap")),
+    }
+    let rest = rest.split('#').next().unwrap_or_default();
+    let end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, rest) = rest.split_at(end);
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
+        (host.to_string(), after)
+    } else {
+        match authority.split_once(':') {
+            Some((h, p)) => (h.to_string(), &authority[h.len()..][..p.len() + 1]),
+            None => (authority.to_string(), ""),
+        }
+    };
+    if host.is_empty() {
+        return Err(bad("no host"));
+    }
+    let port = match port {
+        "" => 5683,
+        p => p
+            .strip_prefix(':')
+            .and_then(|p| p.parse::<u16>().ok())
+            .filter(|p| *p != 0)
+            .ok_or_else(|| bad("bad port"))?,
+    };
+    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+    let path = path.strip_prefix('/').unwrap_or(path);
+    let decode = |seg: &str| percent_decode(seg).ok_or_else(|| bad("bad percent-encoding"));
+    let path = if path.is_empty() {
+        Vec::new()
+    } else {
+        path.split('/').map(decode).collect::<Result<_, _>>()?
+    };
+    let query = if query.is_empty() {
+        Vec::new()
+    } else {
+        query.split('&').map(decode).collect::<Result<_, _>>()?
+    };
+    Ok(Uri {
+        host,
+        port,
+        path,
+        query,
+    })
+}
+
+fn percent_decode(s: &str) -> Option<Vec<u8>> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
+                return None;
+            }
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    (host, port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| format!("cannot resolve host {host:?}"))
+}
+
+/// RFC 7252 §12.1.2 response code names.
+fn code_name(class: u8, detail: u8) -> &'static str {
+    match (class, detail) {
+        (4, 0) => "Bad Request",
+        (4, 1) => "Unauthorized",
+        (4, 2) => "Bad Option",
+        (4, 3) => "Forbidden",
+        (4, 4) => "Not Found",
+        (4, 5) => "Method Not Allowed",
+        (4, 6) => "Not Acceptable",
+        (4, 8) => "Request Entity Incomplete",
+        (4, 12) => "Precondition Failed",
+        (4, 13) => "Request Entity Too Large",
+        (4, 15) => "Unsupported Content-Format",
+        (5, 0) => "Internal Server Error",
+        (5, 1) => "Not Implemented",
+        (5, 2) => "Bad Gateway",
+        (5, 3) => "Service Unavailable",
+        (5, 4) => "Gateway Timeout",
+        (5, 5) => "Proxying Not Supported",
+        _ => "error response",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uris_parse_like_rfc7252() {
+        let u = parse_uri("coap://[::1]:5684/a%20b/c?x=1&y%3D2").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 5684));
+        assert_eq!(u.path, vec![b"a b".to_vec(), b"c".to_vec()]);
+        assert_eq!(u.query, vec![b"x=1".to_vec(), b"y=2".to_vec()]);
+        let u = parse_uri("coap://127.0.0.1").unwrap();
+        assert_eq!((u.port, u.path.len(), u.query.len()), (5683, 0, 0));
+        let u = parse_uri("COAP://h:1/?q").unwrap();
+        assert_eq!((u.host.as_str(), u.port, u.query.len()), ("h", 1, 1));
+        for bad in [
+            "http://x/",
+            "coap://",
+            "coap://[::1/x",
+            "coap://h:0/",
+            "coap://h:x/",
+            "coap://h/%zz",
+            "x",
+        ] {
+            assert!(parse_uri(bad).is_err(), "{bad}");
+        }
+        assert!(parse_uri("coaps://h/")
+            .unwrap_err()
+            .contains("not supported yet"));
+    }
+
+    #[test]
+    fn tokens_and_options_take_text_or_hex() {
+        assert_eq!(bytes_or_hex("ab").unwrap(), b"ab");
+        assert_eq!(bytes_or_hex("0x0aff").unwrap(), vec![0x0a, 0xff]);
+        assert!(bytes_or_hex("0xabc").is_err());
+    }
+}

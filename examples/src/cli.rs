@@ -1,0 +1,228 @@
+//! Shared by `coap-server` and `coap-client` (included with `#[path]`): libcoap-style option
+//! parsing, the `-l`/`-Z` datagram selectors, `-v` logging and small helpers.
+
+#![allow(dead_code)] // each binary uses a different subset
+
+use std::io::Write;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use coap_engine::{SendErrorKind, Transmit};
+use coap_engine_mio::SendAction;
+
+/// Prints `prog: message` on stderr and exits with status 2 (usage error).
+pub fn usage_error(prog: &str, message: impl std::fmt::Display) -> ! {
+    eprintln!("{prog}: {message} (try -h)");
+    std::process::exit(2)
+}
+
+/// Flags in order (`(letter, argument or "")`) and positional arguments.
+pub type Parsed = (Vec<(char, String)>, Vec<String>);
+
+/// getopt-style parsing: `spec` lists the flag letters, each followed by `:` if it takes an
+/// argument (`-p 5683` or `-p5683`). Returns the flags in order and the positional arguments.
+pub fn getopt(args: impl IntoIterator<Item = String>, spec: &str) -> Result<Parsed, String> {
+    let mut flags = Vec::new();
+    let mut positional = Vec::new();
+    let mut args = args.into_iter();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            positional.extend(args.by_ref());
+            break;
+        }
+        let Some(rest) = arg.strip_prefix('-').filter(|r| !r.is_empty()) else {
+            positional.push(arg);
+            continue;
+        };
+        for (i, c) in rest.char_indices() {
+            let Some(pos) = spec.find(c).filter(|_| c != ':') else {
+                return Err(format!("unknown option -{c}"));
+            };
+            if spec[pos + c.len_utf8()..].starts_with(':') {
+                let inline = &rest[i + c.len_utf8()..];
+                let value = if inline.is_empty() {
+                    args.next()
+                        .ok_or_else(|| format!("option -{c} needs an argument"))?
+                } else {
+                    inline.to_string()
+                };
+                flags.push((c, value));
+                break;
+            }
+            flags.push((c, String::new()));
+        }
+    }
+    Ok((flags, positional))
+}
+
+/// Parses a non-negative number of seconds (fractions allowed) for `flag`.
+pub fn parse_seconds(flag: char, value: &str) -> Result<std::time::Duration, String> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0 && *s < 1e9)
+        .map(std::time::Duration::from_secs_f64)
+        .ok_or_else(|| format!("-{flag} needs a number of seconds, not {value:?}"))
+}
+
+/// libcoap's `-l`/`-Z` argument: `N%` picks datagrams at random with that probability;
+/// `1,3,5-7` picks the 1st, 3rd, 5th to 7th datagram sent (counting from 1).
+pub enum Selector {
+    /// Probability in [0, 1].
+    Random(f64),
+    /// Inclusive ranges of datagram numbers.
+    List(Vec<(u64, u64)>),
+}
+
+impl Selector {
+    /// Parses a `-l`/`-Z` value.
+    pub fn parse(flag: char, value: &str) -> Result<Selector, String> {
+        let bad = || format!("-{flag} needs N% or a list like 1,2,5-7, not {value:?}");
+        if let Some(p) = value.strip_suffix('%') {
+            let p: f64 = p.trim().parse().map_err(|_| bad())?;
+            if !(0.0..=100.0).contains(&p) {
+                return Err(bad());
+            }
+            return Ok(Selector::Random(p / 100.0));
+        }
+        let mut ranges = Vec::new();
+        for part in value.split(',') {
+            let (a, b) = part.split_once('-').unwrap_or((part, part));
+            let a: u64 = a.trim().parse().map_err(|_| bad())?;
+            let b: u64 = b.trim().parse().map_err(|_| bad())?;
+            if a == 0 || b < a {
+                return Err(bad());
+            }
+            ranges.push((a, b));
+        }
+        Ok(Selector::List(ranges))
+    }
+}
+
+/// The send filter for `-l` (drop silently) and `-Z` (fail as unreachable); `-Z` is checked
+/// first. Datagrams are numbered from 1 in the order the engine asks for them.
+pub fn send_filter(
+    loss: Option<Selector>,
+    fail: Option<Selector>,
+    seed: u64,
+) -> impl FnMut(&Transmit) -> SendAction + Send + 'static {
+    let mut n = 0u64;
+    let mut rng = seed | 1;
+    move |_t| {
+        n += 1;
+        let mut hit = |s: &Option<Selector>| match s {
+            None => false,
+            Some(Selector::List(r)) => r.iter().any(|&(a, b)| (a..=b).contains(&n)),
+            Some(Selector::Random(p)) => {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                ((rng >> 11) as f64 / (1u64 << 53) as f64) < *p
+            }
+        };
+        if hit(&fail) {
+            log::info!("datagram {n}: send failure injected (-Z)");
+            SendAction::Fail(SendErrorKind::Unreachable)
+        } else if hit(&loss) {
+            log::info!("datagram {n}: dropped (-l)");
+            SendAction::Drop
+        } else {
+            SendAction::Send
+        }
+    }
+}
+
+static LEVEL: AtomicU8 = AtomicU8::new(3);
+
+struct StderrLogger(&'static str);
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= max_level(LEVEL.load(Ordering::Relaxed))
+    }
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "{} {}: {}",
+                self.0,
+                record.level(),
+                record.args()
+            );
+        }
+    }
+    fn flush(&self) {}
+}
+
+fn max_level(v: u8) -> log::LevelFilter {
+    // libcoap: 3 err, 4 warning, 5 notice, 6 info, 7 debug, 8+ more debug.
+    match v {
+        0..=3 => log::LevelFilter::Error,
+        4 => log::LevelFilter::Warn,
+        5 | 6 => log::LevelFilter::Info,
+        7 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    }
+}
+
+/// Installs a stderr logger for libcoap's `-v` level (default 3: errors only).
+pub fn init_logging(prog: &'static str, verbosity: &str) -> Result<(), String> {
+    let v: u8 = verbosity
+        .parse()
+        .ok()
+        .filter(|v| *v <= 9)
+        .ok_or_else(|| format!("-v needs a level from 0 to 9, not {verbosity:?}"))?;
+    LEVEL.store(v, Ordering::Relaxed);
+    let logger: &'static StderrLogger = Box::leak(Box::new(StderrLogger(prog)));
+    let _ = log::set_logger(logger);
+    log::set_max_level(max_level(v));
+    Ok(())
+}
+
+/// The libcoap keepalive choice of both binaries for `-K seconds`: ping after K seconds of
+/// silence, fail the session after K more.
+pub fn keepalive(k: std::time::Duration) -> coap_engine::Keepalive {
+    coap_engine::Keepalive {
+        interval: k.into(),
+        timeout: k.into(),
+    }
+}
+
+/// Content-format names accepted by `-t`/`-A` (libcoap's short names) or a number.
+pub fn content_format(flag: char, value: &str) -> Result<u16, String> {
+    let known = [
+        ("text", 0),
+        ("text/plain", 0),
+        ("link", 40),
+        ("link-format", 40),
+        ("application/link-format", 40),
+        ("xml", 41),
+        ("application/xml", 41),
+        ("binary", 42),
+        ("octet-stream", 42),
+        ("application/octet-stream", 42),
+        ("exi", 47),
+        ("json", 50),
+        ("application/json", 50),
+        ("cbor", 60),
+        ("application/cbor", 60),
+    ];
+    let lower = value.to_ascii_lowercase();
+    if let Some(&(_, n)) = known.iter().find(|(name, _)| *name == lower) {
+        return Ok(n);
+    }
+    value
+        .parse()
+        .map_err(|_| format!("-{flag}: unknown content format {value:?} (a number or text, link, xml, binary, exi, json, cbor)"))
+}
+
+/// The shortest big-endian encoding of an unsigned option value (RFC 7252 §3.2 `uint`).
+pub fn uint_option(v: u32) -> Vec<u8> {
+    let bytes = v.to_be_bytes();
+    let skip = bytes.iter().take_while(|b| **b == 0).count();
+    bytes[skip..].to_vec()
+}
+
+/// Decodes an option value for `/.well-known/core`-style display or RFC 7252 uint options.
+pub fn decode_uint(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0, |acc, b| (acc << 8) | u32::from(*b))
+}

@@ -1,0 +1,259 @@
+//! End to end: our `coap-client` against our `coap-server`, and each against libcoap's
+//! (`coap-server-notls`, `coap-client-notls` from the Debian package `libcoap3-bin`).
+//! Servers run on free loopback ports and are killed by a guard.
+
+use std::net::UdpSocket;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+const CLIENT: &str = env!("CARGO_BIN_EXE_coap-client");
+const SERVER: &str = env!("CARGO_BIN_EXE_coap-server");
+
+struct Server {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn libcoap(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!("{name} not found on PATH: install the Debian package libcoap3-bin")
+        })
+}
+
+/// Starts `program` with `args` plus `-A 127.0.0.1 -p PORT` on a free port and waits until
+/// it answers a CoAP ping (retrying on another port if the one picked was taken meanwhile).
+fn start(program: &str, args: &[&str]) -> Server {
+    for _ in 0..5 {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(program)
+            .args(args)
+            .args(["-A", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
+        let mut server = Server { child, port };
+        if answers_ping(port) {
+            return server;
+        }
+        let _ = server.child.kill();
+    }
+    panic!("{program} never answered a ping");
+}
+
+fn answers_ping(port: u16) -> bool {
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    for mid in 0..100u16 {
+        let [a, b] = mid.to_be_bytes();
+        let _ = probe.send_to(&[0x40, 0x00, a, b], ("127.0.0.1", port)); // Empty CON
+        if let Ok((n, _)) = probe.recv_from(&mut buf) {
+            if n >= 4 && buf[0] >> 4 & 3 == 3 {
+                return true; // Reset: the CoAP ping's answer
+            }
+        }
+    }
+    false
+}
+
+fn run(program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"))
+}
+
+fn client(args: &[&str]) -> Output {
+    run(CLIENT, args)
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn uri(server: &Server, path: &str) -> String {
+    format!("coap://127.0.0.1:{}/{path}", server.port)
+}
+
+#[track_caller]
+fn assert_status(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout: {}\nstderr: {}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn get_root() {
+    let s = start(SERVER, &[]);
+    let out = client(&[&uri(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("coap-engine"));
+}
+
+#[test]
+fn put_then_get_example_data_and_non() {
+    let s = start(SERVER, &[]);
+    let out = client(&[
+        "-m",
+        "put",
+        "-e",
+        "hello e2e",
+        "-t",
+        "text",
+        &uri(&s, "example_data"),
+    ]);
+    assert_status(&out, 0);
+    let out = client(&[&uri(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert_eq!(text(&out.stdout), "hello e2e");
+    let out = client(&["-N", &uri(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert_eq!(text(&out.stdout), "hello e2e");
+}
+
+#[test]
+fn async_answers_with_a_separate_response() {
+    let s = start(SERVER, &[]);
+    let out = client(&["-B", "10", &uri(&s, "async?1")]);
+    assert_status(&out, 0);
+    assert_eq!(text(&out.stdout), "done");
+}
+
+#[test]
+fn not_found_and_method_not_allowed_exit_1_with_the_code() {
+    let s = start(SERVER, &[]);
+    let out = client(&[&uri(&s, "nothing/here")]);
+    assert_status(&out, 1);
+    assert!(text(&out.stderr).contains("4.04 Not Found"));
+    let out = client(&["-m", "delete", &uri(&s, "time")]);
+    assert_status(&out, 1);
+    assert!(text(&out.stderr).contains("4.05"));
+}
+
+#[test]
+fn dynamic_resources_are_created_listed_and_deleted() {
+    let s = start(SERVER, &["-d", "1"]);
+    assert_status(&client(&["-m", "put", "-e", "x", &uri(&s, "a%20b")]), 0);
+    let out = client(&[&uri(&s, ".well-known/core")]);
+    assert!(text(&out.stdout).contains("</a b>"));
+    let full = client(&["-m", "put", "-e", "y", &uri(&s, "second")]);
+    assert_status(&full, 1);
+    assert!(text(&full.stderr).contains("4.06"));
+    assert_status(&client(&["-m", "delete", &uri(&s, "a%20b")]), 0);
+    assert_status(&client(&[&uri(&s, "a%20b")]), 1);
+}
+
+#[test]
+fn bad_flags_and_uris_exit_2_with_one_line() {
+    for args in [
+        &["http://127.0.0.1/"][..],
+        &["coap://[::1/x"],
+        &["coap://host:99999/"],
+        &["-x", "coap://127.0.0.1/"],
+        &["-m", "brew", "coap://127.0.0.1/"],
+        &["-s", "10", "coap://127.0.0.1/"],
+        &["-b", "64", "coap://127.0.0.1/"],
+        &["-T", "123456789", "coap://127.0.0.1/"],
+        &["-l", "150%", "coap://127.0.0.1/"],
+        &[],
+    ] {
+        let out = client(args);
+        assert_status(&out, 2);
+        assert_eq!(text(&out.stderr).lines().count(), 1, "{args:?}");
+    }
+    assert!(text(&client(&["-s", "1", "coap://127.0.0.1/"]).stderr).contains("not supported yet"));
+    assert_status(&run(SERVER, &["-p", "notaport"]), 2);
+    assert_status(&run(SERVER, &["-q"]), 2);
+}
+
+#[test]
+fn failing_sends_end_in_keepalive_failure() {
+    let s = start(SERVER, &[]);
+    // Every send fails as unreachable; keepalive (1 s + 1 s) declares the failure long
+    // before -B would give up.
+    let out = client(&["-Z", "100%", "-K", "1", "-B", "20", &uri(&s, "")]);
+    assert_status(&out, 3);
+    assert!(
+        text(&out.stderr).contains("keepalive failure"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+#[test]
+fn a_dropped_first_datagram_is_retransmitted() {
+    let s = start(SERVER, &["-l", "1"]);
+    let out = client(&["-l", "1", "-B", "20", &uri(&s, "")]);
+    assert_status(&out, 0);
+}
+
+#[test]
+fn our_client_against_libcoap_server() {
+    let s = start(libcoap("coap-server-notls").to_str().unwrap(), &[]);
+    let out = client(&[&uri(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("libcoap"));
+    let out = client(&[
+        "-m",
+        "put",
+        "-e",
+        "from coap-engine",
+        &uri(&s, "example_data"),
+    ]);
+    assert_status(&out, 0);
+    let out = client(&["-N", &uri(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert_eq!(text(&out.stdout), "from coap-engine");
+    let out = client(&["-B", "10", &uri(&s, "async?1")]);
+    assert_status(&out, 0);
+    assert_status(&client(&[&uri(&s, "missing")]), 1);
+}
+
+#[test]
+fn libcoap_client_against_our_server() {
+    let coap_client = libcoap("coap-client-notls");
+    let coap_client = coap_client.to_str().unwrap();
+    let s = start(SERVER, &[]);
+    let out = run(coap_client, &["-B", "10", &uri(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("coap-engine"));
+    let out = run(
+        coap_client,
+        &["-m", "put", "-e", "via libcoap", &uri(&s, "example_data")],
+    );
+    assert_status(&out, 0);
+    let out = run(coap_client, &["-N", "-B", "10", &uri(&s, "example_data")]);
+    assert!(text(&out.stdout).contains("via libcoap"));
+    let out = run(coap_client, &["-B", "10", &uri(&s, "async?1")]);
+    assert!(text(&out.stdout).contains("done"));
+    let out = run(coap_client, &["-B", "10", &uri(&s, ".well-known/core")]);
+    assert!(text(&out.stdout).contains("</example_data>"));
+    let out = run(coap_client, &["-B", "10", &uri(&s, "missing")]);
+    assert!(text(&out.stderr).contains("4.04"));
+}
