@@ -37,6 +37,8 @@
 //! within `max_sessions × per-session caps`.
 
 extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
 
 pub mod codec;
 mod config;

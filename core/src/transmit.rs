@@ -86,3 +86,60 @@ impl fmt::Display for SendErrorKind {
         })
     }
 }
+
+#[cfg(feature = "std")]
+impl SendErrorKind {
+    /// Classifies a socket's `send_to` error, for std adapters (feature `std`):
+    /// ENETUNREACH / EHOSTUNREACH / ENETDOWN → `Unreachable`, ECONNREFUSED → `Refused`,
+    /// EMSGSIZE → `TooBig`, anything else → `Other`. `None` for WouldBlock, which is not a
+    /// failure: keep the datagram and send it when the socket is writable.
+    ///
+    /// ```
+    /// use std::io::{Error, ErrorKind};
+    /// use coap_engine::SendErrorKind;
+    /// let unreachable = Error::from(ErrorKind::NetworkUnreachable);
+    /// assert_eq!(SendErrorKind::from_io_error(&unreachable), Some(SendErrorKind::Unreachable));
+    /// assert_eq!(SendErrorKind::from_io_error(&Error::from(ErrorKind::WouldBlock)), None);
+    /// ```
+    pub fn from_io_error(error: &std::io::Error) -> Option<SendErrorKind> {
+        use std::io::ErrorKind;
+        Some(match error.kind() {
+            ErrorKind::WouldBlock => return None,
+            ErrorKind::ConnectionRefused => SendErrorKind::Refused,
+            ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable | ErrorKind::NetworkDown => {
+                SendErrorKind::Unreachable
+            }
+            // std has no stable ErrorKind for EMSGSIZE yet.
+            _ if error.raw_os_error() == Some(EMSGSIZE) => SendErrorKind::TooBig,
+            _ => SendErrorKind::Other,
+        })
+    }
+}
+
+#[cfg(all(feature = "std", any(target_os = "linux", target_os = "android")))]
+const EMSGSIZE: i32 = 90;
+#[cfg(all(feature = "std", windows))]
+const EMSGSIZE: i32 = 10040; // WSAEMSGSIZE
+#[cfg(all(
+    feature = "std",
+    not(any(target_os = "linux", target_os = "android", windows))
+))]
+const EMSGSIZE: i32 = 40; // BSDs, macOS
+
+#[cfg(all(test, feature = "std", target_os = "linux"))]
+mod tests {
+    use super::SendErrorKind;
+    use std::io::Error;
+
+    #[test]
+    fn linux_errno_values_map_to_the_engine_kinds() {
+        let kind = |errno| SendErrorKind::from_io_error(&Error::from_raw_os_error(errno));
+        assert_eq!(kind(101), Some(SendErrorKind::Unreachable)); // ENETUNREACH
+        assert_eq!(kind(113), Some(SendErrorKind::Unreachable)); // EHOSTUNREACH
+        assert_eq!(kind(100), Some(SendErrorKind::Unreachable)); // ENETDOWN
+        assert_eq!(kind(111), Some(SendErrorKind::Refused)); // ECONNREFUSED
+        assert_eq!(kind(90), Some(SendErrorKind::TooBig)); // EMSGSIZE
+        assert_eq!(kind(11), None); // EAGAIN
+        assert_eq!(kind(1), Some(SendErrorKind::Other)); // EPERM
+    }
+}

@@ -148,35 +148,6 @@ pub fn random_seed() -> u64 {
     h.finish()
 }
 
-/// Maps a `send_to` error to the engine's send-result kind (`None` for `WouldBlock`, which
-/// is not a failure: retry when writable).
-///
-/// ```
-/// use std::io::{Error, ErrorKind};
-/// use coap_engine::SendErrorKind;
-/// use coap_engine_mio::classify_send_error;
-/// assert_eq!(classify_send_error(&Error::from(ErrorKind::ConnectionRefused)), Some(SendErrorKind::Refused));
-/// assert_eq!(classify_send_error(&Error::from(ErrorKind::WouldBlock)), None);
-/// ```
-pub fn classify_send_error(e: &io::Error) -> Option<SendErrorKind> {
-    match e.raw_os_error() {
-        Some(libc::ENETUNREACH | libc::EHOSTUNREACH | libc::ENETDOWN) => {
-            return Some(SendErrorKind::Unreachable)
-        }
-        Some(libc::ECONNREFUSED) => return Some(SendErrorKind::Refused),
-        Some(libc::EMSGSIZE) => return Some(SendErrorKind::TooBig),
-        _ => {}
-    }
-    Some(match e.kind() {
-        ErrorKind::WouldBlock => return None,
-        ErrorKind::ConnectionRefused => SendErrorKind::Refused,
-        ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable | ErrorKind::NetworkDown => {
-            SendErrorKind::Unreachable
-        }
-        _ => SendErrorKind::Other,
-    })
-}
-
 impl Driver {
     /// Binds a UDP socket on `addr` (IPv4 or IPv6; port 0 picks a free one) with an endpoint
     /// seeded from [`random_seed`].
@@ -415,7 +386,7 @@ impl Driver {
                         self.blocked = Some(t);
                         continue;
                     }
-                    Err(e) => match classify_send_error(&e) {
+                    Err(e) => match SendErrorKind::from_io_error(&e) {
                         None => {
                             self.blocked = Some(t);
                             break;

@@ -131,25 +131,6 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Classifies a socket send error the way the engine expects: ENETUNREACH / EHOSTUNREACH /
-/// ENETDOWN → `Unreachable`, ECONNREFUSED → `Refused`, EMSGSIZE → `TooBig`, others → `Other`.
-/// (WouldBlock never gets here: the driver waits until the socket is writable.)
-pub fn classify_send_error(e: &io::Error) -> SendErrorKind {
-    match e.kind() {
-        ErrorKind::ConnectionRefused => SendErrorKind::Refused,
-        ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable | ErrorKind::NetworkDown => {
-            SendErrorKind::Unreachable
-        }
-        _ if e.raw_os_error() == Some(EMSGSIZE) => SendErrorKind::TooBig,
-        _ => SendErrorKind::Other,
-    }
-}
-
-#[cfg(any(target_os = "linux", target_os = "android"))]
-const EMSGSIZE: i32 = 90;
-#[cfg(not(any(target_os = "linux", target_os = "android")))]
-const EMSGSIZE: i32 = 40; // BSDs, macOS
-
 type SendFilter = Arc<dyn Fn(SocketAddr, &[u8]) -> io::Result<()> + Send + Sync>;
 type Call = Box<dyn FnOnce(&mut Endpoint, Instant) -> Result<(), coap_engine::Error> + Send>;
 
@@ -194,7 +175,7 @@ impl Builder {
     }
 
     /// Installs a hook run before every send: returning `Err(e)` makes that send fail with `e`
-    /// instead of reaching the socket (classified by [`classify_send_error`] and reported to
+    /// instead of reaching the socket (classified by [`SendErrorKind::from_io_error`] and reported to
     /// the engine like a real failure). For tests and fault injection, e.g. flipping an
     /// `AtomicBool` to return `ErrorKind::NetworkUnreachable`.
     pub fn send_filter(
@@ -377,7 +358,7 @@ impl State {
         loop {
             while let Some(t) = self.endpoint.poll_transmit() {
                 if let Err(e) = send(socket, filter, &t).await {
-                    let kind = classify_send_error(&e);
+                    let kind = SendErrorKind::from_io_error(&e).unwrap_or(SendErrorKind::Other);
                     log::debug!("send to {} failed: {e} ({kind:?})", t.destination);
                     self.endpoint
                         .handle_send_result(self.now(), t.id, Err(kind));

@@ -294,19 +294,6 @@ fn driver_stops_when_every_handle_is_gone() {
     }));
 }
 
-#[cfg(target_os = "linux")]
-#[test]
-fn send_errors_are_classified_as_the_engine_expects() {
-    use coap_engine_smol::classify_send_error as classify;
-    let os = io::Error::from_raw_os_error;
-    assert_eq!(classify(&os(101)), SendErrorKind::Unreachable); // ENETUNREACH
-    assert_eq!(classify(&os(113)), SendErrorKind::Unreachable); // EHOSTUNREACH
-    assert_eq!(classify(&os(100)), SendErrorKind::Unreachable); // ENETDOWN
-    assert_eq!(classify(&os(111)), SendErrorKind::Refused); // ECONNREFUSED
-    assert_eq!(classify(&os(90)), SendErrorKind::TooBig); // EMSGSIZE
-    assert_eq!(classify(&os(1)), SendErrorKind::Other); // EPERM
-}
-
 #[test]
 fn unserved_requests_get_4_04_and_dropped_responders_5_00() {
     smol::block_on(within(10, async {
