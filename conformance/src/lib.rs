@@ -1,0 +1,575 @@
+//! Harness for the conformance suite (`tests/conformance.rs`): peers from libcoap 4.3.1
+//! (`coap-server-notls`, `coap-client-notls`, Debian package `libcoap3-bin`) and our
+//! `coap-server`/`coap-client` (crate `coap-engine-examples`, built once per run), started on
+//! free loopback ports, waited for, their output captured, and always stopped by a guard
+//! (also when a case panics). A [`Relay`] between client and server records every datagram,
+//! so each case checks the wire as well as exit codes and payloads.
+
+use std::io::Read;
+use std::net::{SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+pub use coap_engine::coap_lite::{MessageClass, MessageType, Packet};
+
+/// The Debian package that provides the libcoap peers.
+pub const LIBCOAP_PACKAGE: &str = "libcoap3-bin";
+
+/// The path of a libcoap binary on `PATH`; panics (the case fails, never skips) naming the
+/// package that provides it.
+pub fn libcoap(name: &str) -> PathBuf {
+    std::env::var_os("PATH")
+        .and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join(name))
+                .find(|p| p.is_file())
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not found on PATH: install the Debian package {LIBCOAP_PACKAGE} \
+                 (apt-get install {LIBCOAP_PACKAGE}); .ci/test installs it when missing"
+            )
+        })
+}
+
+/// `name vX.Y.Z` as the libcoap binary reports it (from its usage text).
+pub fn libcoap_version(name: &str) -> String {
+    static CACHE: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+    let mut cache = CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, v)) = cache.iter().find(|(n, _)| n == name) {
+        return v.clone();
+    }
+    let out = Command::new(libcoap(name))
+        .arg("-h") // libcoap prints its usage (with the version) for a bad -h
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {name}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = text
+        .lines()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with('v') && w[1..].starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .map(|v| format!("{name} {v}"))
+        .unwrap_or_else(|| format!("{name} (version unknown)"));
+    cache.push((name.to_string(), version.clone()));
+    version
+}
+
+/// Our example binaries (`coap-server`, `coap-client`), built once per test run with the
+/// cargo that runs the tests, in the same profile and target directory.
+pub fn ours(name: &str) -> PathBuf {
+    static DIR: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = DIR
+        .get_or_init(build_examples)
+        .as_ref()
+        .unwrap_or_else(|e| {
+            panic!("cannot build coap-engine-examples: {e}");
+        });
+    let path = dir.join(name);
+    assert!(path.is_file(), "{} missing after the build", path.display());
+    path
+}
+
+fn build_examples() -> Result<PathBuf, String> {
+    // target/<profile>/deps/<this test binary>
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("test binary outside a target directory")?
+        .to_path_buf();
+    let target_dir = profile_dir
+        .parent()
+        .ok_or("no target directory")?
+        .to_path_buf();
+    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--quiet", "-p", "coap-engine-examples", "--bins"])
+        .arg("--manifest-path")
+        .arg(&manifest)
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .stdin(Stdio::null());
+    match profile_dir.file_name().and_then(|n| n.to_str()) {
+        Some("debug") => {}
+        Some("release") => {
+            cmd.arg("--release");
+        }
+        Some(other) => {
+            cmd.args(["--profile", other]);
+        }
+        None => return Err("unnamed profile directory".into()),
+    }
+    let out = cmd.output().map_err(|e| format!("cannot run cargo: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "cargo build failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(profile_dir)
+}
+
+/// A loopback UDP port free at the time of the call.
+pub fn free_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("bind a loopback UDP socket")
+        .port()
+}
+
+/// Output of a child process collected by reader threads (no pipe ever fills up).
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn collect(mut from: impl Read + Send + 'static) -> (Captured, JoinHandle<()>) {
+        let c = Captured::default();
+        let sink = c.0.clone();
+        let thread = std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .extend(&buf[..n]);
+            }
+        });
+        (c, thread)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+/// How a server is known to be ready.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Ready {
+    /// It answers a CoAP ping (Empty CON → RST) from a probe socket.
+    Ping,
+    /// Its UDP port is bound (seen in /proc/net/udp); nothing is sent to it, so a `-l list`
+    /// counts the case's own datagrams from 1.
+    Bound,
+}
+
+/// A server process on 127.0.0.1; killed and reaped on drop.
+pub struct Server {
+    child: Child,
+    pub port: u16,
+    pub program: String,
+    stdout: Captured,
+    stderr: Captured,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Starts `program args -A 127.0.0.1 -p PORT` on a free port and waits until it is ready
+    /// (retrying on another port if the one picked was taken meanwhile).
+    pub fn start(program: &Path, args: &[&str], ready: Ready) -> Server {
+        let name = program.display().to_string();
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            if ready == Ready::Bound && port_bound(port) {
+                continue; // taken again meanwhile: Bound could not tell who holds it
+            }
+            let mut child = Command::new(program)
+                .args(args)
+                .args(["-A", "127.0.0.1", "-p", &port.to_string()])
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+            let (stdout, r1) = Captured::collect(child.stdout.take().unwrap());
+            let (stderr, r2) = Captured::collect(child.stderr.take().unwrap());
+            let mut server = Server {
+                child,
+                port,
+                program: name.clone(),
+                stdout,
+                stderr,
+                readers: vec![r1, r2],
+            };
+            let ok = match ready {
+                Ready::Ping => answers_ping(&mut server.child, port),
+                Ready::Bound => bound(&mut server.child, port),
+            };
+            if ok {
+                return server;
+            }
+            last = server.output();
+            // dropped: killed; try another port
+        }
+        panic!("{name} never became ready on a free port; its output:\n{last}");
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn uri(&self, path: &str) -> String {
+        format!("coap://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// Everything the server wrote so far (stdout, then stderr).
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout.text(), self.stderr.text())
+    }
+
+    /// Whether the server process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+    }
+}
+
+fn exited(child: &mut Child) -> bool {
+    !matches!(child.try_wait(), Ok(None))
+}
+
+fn answers_ping(child: &mut Child, port: u16) -> bool {
+    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
+    probe
+        .set_read_timeout(Some(Duration::from_millis(50)))
+        .unwrap();
+    let mut buf = [0u8; 64];
+    for mid in 0..100u16 {
+        if exited(child) {
+            return false;
+        }
+        let [a, b] = mid.to_be_bytes();
+        let _ = probe.send_to(&[0x40, 0x00, a, b], ("127.0.0.1", port)); // Empty CON
+        if let Ok((n, _)) = probe.recv_from(&mut buf) {
+            if n >= 4 && buf[0] >> 4 & 3 == 3 {
+                return true; // Reset: the answer to a CoAP ping
+            }
+        }
+    }
+    false
+}
+
+/// Whether a UDP socket is bound to `port` (IPv4 or IPv6), per /proc/net/udp{,6}.
+fn port_bound(port: u16) -> bool {
+    let suffix = format!(":{port:04X}");
+    ["/proc/net/udp", "/proc/net/udp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .is_some_and(|a| a.ends_with(&suffix))
+            })
+        })
+    })
+}
+
+fn bound(child: &mut Child, port: u16) -> bool {
+    for _ in 0..250 {
+        if exited(child) {
+            return false;
+        }
+        if port_bound(port) {
+            // A server that lost the race for the port exits at once: make sure it is ours.
+            std::thread::sleep(Duration::from_millis(50));
+            return !exited(child);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// A finished client run.
+pub struct Run {
+    pub program: String,
+    pub args: Vec<String>,
+    /// `None` when the harness killed it at its time limit.
+    pub status: Option<ExitStatus>,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Run {
+    pub fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    /// Everything the run printed, for failure messages.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} {:?}\nstatus: {:?} after {:?}\n--- stdout\n{}\n--- stderr\n{}",
+            self.program, self.args, self.status, self.elapsed, self.stdout, self.stderr
+        )
+    }
+
+    #[track_caller]
+    pub fn expect_code(&self, code: i32) -> &Self {
+        assert_eq!(self.code(), Some(code), "{}", self.describe());
+        self
+    }
+}
+
+/// Kills a child on drop unless it was reaped.
+struct Reap(Option<Child>);
+impl Drop for Reap {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Runs a client to completion, killing it after `limit`.
+pub fn run(program: &Path, args: &[&str], limit: Duration) -> Run {
+    run_command(Command::new(program), program, args, limit)
+}
+
+/// [`run`] with a prepared command (e.g. `ip netns exec NS program`).
+pub fn run_command(mut cmd: Command, program: &Path, args: &[&str], limit: Duration) -> Run {
+    let start = Instant::now();
+    let mut child = cmd
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let (stdout, r1) = Captured::collect(child.stdout.take().unwrap());
+    let (stderr, r2) = Captured::collect(child.stderr.take().unwrap());
+    let mut guard = Reap(Some(child));
+    let status = loop {
+        let child = guard.0.as_mut().unwrap();
+        if let Some(s) = child.try_wait().expect("wait for a client") {
+            guard.0 = None;
+            break Some(s);
+        }
+        if start.elapsed() > limit {
+            drop(guard); // kill
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = start.elapsed();
+    let _ = r1.join();
+    let _ = r2.join();
+    Run {
+        program: program.display().to_string(),
+        args: args.iter().map(|s| s.to_string()).collect(),
+        status,
+        stdout: stdout.text(),
+        stderr: stderr.text(),
+        elapsed,
+    }
+}
+
+/// One datagram seen by a [`Relay`].
+#[derive(Clone, Debug)]
+pub struct Datagram {
+    /// Client → server (else server → client).
+    pub to_server: bool,
+    pub bytes: Vec<u8>,
+    pub at: Instant,
+}
+
+impl Datagram {
+    pub fn packet(&self) -> Packet {
+        Packet::from_bytes(&self.bytes)
+            .unwrap_or_else(|e| panic!("unparsable datagram {:02x?}: {e:?}", self.bytes))
+    }
+
+    pub fn is_empty_message(&self) -> bool {
+        self.bytes.len() == 4 && self.bytes[1] == 0
+    }
+}
+
+/// A UDP relay on 127.0.0.1 in front of a server: the client talks to the relay's port, every
+/// datagram both ways is forwarded and recorded. Stops on drop.
+pub struct Relay {
+    pub port: u16,
+    log: Arc<Mutex<Vec<Datagram>>>,
+    synced: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Relay {
+    pub fn new(server: SocketAddr) -> Relay {
+        let front = UdpSocket::bind("127.0.0.1:0").expect("relay front socket");
+        let back = UdpSocket::bind("127.0.0.1:0").expect("relay back socket");
+        back.connect(server).expect("relay connect");
+        let tick = Some(Duration::from_millis(10));
+        front.set_read_timeout(tick).unwrap();
+        back.set_read_timeout(tick).unwrap();
+        let port = front.local_addr().unwrap().port();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
+        let (front_tx, back_rx) = (front.try_clone().unwrap(), back.try_clone().unwrap());
+        let synced = Arc::new(AtomicU64::new(0));
+        let up = {
+            let (log, stop, client) = (log.clone(), stop.clone(), client.clone());
+            let synced = synced.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((n, from)) = front.recv_from(&mut buf) {
+                        if let Some(seq) = buf[..n].strip_prefix(SYNC_MAGIC) {
+                            if let Ok(seq) = <[u8; 8]>::try_from(seq) {
+                                synced.fetch_max(u64::from_be_bytes(seq), Ordering::SeqCst);
+                            }
+                            continue;
+                        }
+                        *client.lock().unwrap() = Some(from);
+                        record(&log, true, &buf[..n]);
+                        let _ = back.send(&buf[..n]);
+                    }
+                }
+            })
+        };
+        let down = {
+            let (log, stop) = (log.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok(n) = back_rx.recv(&mut buf) {
+                        record(&log, false, &buf[..n]);
+                        if let Some(to) = *client.lock().unwrap() {
+                            let _ = front_tx.send_to(&buf[..n], to);
+                        }
+                    }
+                }
+            })
+        };
+        Relay {
+            port,
+            log,
+            synced,
+            stop,
+            threads: vec![up, down],
+        }
+    }
+
+    pub fn uri(&self, path: &str) -> String {
+        format!("coap://127.0.0.1:{}/{path}", self.port)
+    }
+
+    /// The datagrams seen so far, in order: everything a client sent before this call is
+    /// included (see [`Relay::sync`]).
+    pub fn datagrams(&self) -> Vec<Datagram> {
+        self.sync();
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the relay has handled every datagram that reached its client-side socket
+    /// before this call, so a client that sent its last ACK and exited at once is fully
+    /// recorded: a marker (not CoAP: version 3) is queued behind them and waited for.
+    /// Server → client datagrams need no such wait: the relay records them before forwarding,
+    /// so whatever a client received is already recorded.
+    pub fn sync(&self) {
+        let want = self.synced.load(Ordering::SeqCst) + 1;
+        let probe = UdpSocket::bind("127.0.0.1:0").expect("relay sync socket");
+        let mut marker = SYNC_MAGIC.to_vec();
+        marker.extend_from_slice(&want.to_be_bytes());
+        probe
+            .send_to(&marker, ("127.0.0.1", self.port))
+            .expect("relay sync send");
+        let give_up = Instant::now() + Duration::from_secs(10);
+        while self.synced.load(Ordering::SeqCst) < want {
+            assert!(Instant::now() < give_up, "relay did not sync within 10 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    /// Forgets what was recorded so far.
+    pub fn clear(&self) {
+        self.sync();
+        self.log.lock().unwrap().clear();
+    }
+
+    /// One line per datagram, for failure messages.
+    pub fn trace(&self) -> String {
+        let start = self.datagrams().first().map(|d| d.at);
+        self.datagrams()
+            .iter()
+            .map(|d| {
+                let t = start.map_or(0.0, |s| d.at.duration_since(s).as_secs_f64());
+                let dir = if d.to_server { "C->S" } else { "S->C" };
+                format!("{t:7.3}s {dir} {}\n", describe(&d.bytes))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Starts the relay's sync marker: version bits 3, never a CoAP message.
+const SYNC_MAGIC: &[u8] = b"\xffrelay-sync:";
+
+fn record(log: &Mutex<Vec<Datagram>>, to_server: bool, bytes: &[u8]) {
+    log.lock().unwrap().push(Datagram {
+        to_server,
+        bytes: bytes.to_vec(),
+        at: Instant::now(),
+    });
+}
+
+/// `CON GET mid=0x1234 token=[..] opts payload` for a datagram (or its bytes if unparsable).
+pub fn describe(bytes: &[u8]) -> String {
+    match Packet::from_bytes(bytes) {
+        Ok(p) => {
+            let t = match p.header.get_type() {
+                MessageType::Confirmable => "CON",
+                MessageType::NonConfirmable => "NON",
+                MessageType::Acknowledgement => "ACK",
+                MessageType::Reset => "RST",
+            };
+            let opts: Vec<String> = p
+                .options()
+                .flat_map(|(n, vs)| {
+                    vs.iter()
+                        .map(move |v| format!("{n}:{}", String::from_utf8_lossy(v)))
+                })
+                .collect();
+            format!(
+                "{t} {} mid={:#06x} token={:02x?} [{}] {:?}",
+                p.header.code,
+                p.header.message_id,
+                p.get_token(),
+                opts.join(", "),
+                String::from_utf8_lossy(&p.payload)
+            )
+        }
+        Err(e) => format!("{bytes:02x?} ({e:?})"),
+    }
+}
