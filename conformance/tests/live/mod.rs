@@ -1,5 +1,5 @@
-//! LIVE_02 for real: two network namespaces created by the case, joined by a veth pair
-//! (addresses only inside them), a server in one, a client with `-K 1` in the other; mid-session
+//! LIVE_01–04 for real (LIVE_01/03/04 in `more_cases`, further down). LIVE_02: two network
+//! namespaces created by the case, joined by a veth pair (addresses only inside them), a server in one, a client with `-K 1` in the other; mid-session
 //! the client's link goes down, so its `sendto()` fails with ENETUNREACH. Needs root and
 //! iproute2 (`ip`): the case fails, never skips, without them.
 //!
@@ -49,11 +49,13 @@ pub fn cases() -> Vec<Case> {
 
 fn ip(args: &[&str]) {
     let out = Command::new("ip").args(args).output().unwrap_or_else(|e| {
-        panic!("LIVE_02 needs root and iproute2 (Debian package iproute2): cannot run `ip`: {e}")
+        panic!(
+            "the LIVE cases need root and iproute2 (Debian package iproute2): cannot run `ip`: {e}"
+        )
     });
     assert!(
         out.status.success(),
-        "`ip {}` failed (LIVE_02 needs root and iproute2): {}",
+        "`ip {}` failed (the LIVE cases need root and iproute2): {}",
         args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
@@ -270,6 +272,532 @@ fn libcoap_client_our_server() -> String {
         count("failed to send"),
         count("session disconnected"),
         keepalive_event.unwrap_or_else(|| "none".into()),
+        if gave_up { "yes" } else { "no" }
+    )
+}
+
+/// A process started in a namespace whose stdout and stderr lines are recorded with their arrival time.
+struct Logged {
+    lines: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+}
+
+impl Logged {
+    fn snapshot(&self) -> Vec<(Instant, String)> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn text(&self) -> String {
+        self.snapshot().into_iter().map(|(_, l)| l + "\n").collect()
+    }
+}
+
+impl Netns {
+    /// Like `start_server`, but the server's stderr is recorded line by line with arrival
+    /// times; returns the log and the server's pid (`ip netns exec` execs the program).
+    fn start_server_logged(&mut self, program: &Path, args: &[&str]) -> (Logged, u32) {
+        use std::io::BufRead;
+        let mut child = Netns::exec(&self.server_ns, program)
+            .args(args)
+            .args(["-A", SERVER_ADDR, "-p", "5683"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        let pid = child.id();
+        let stderr = child.stderr.take().expect("piped stderr");
+        let stdout = child.stdout.take().expect("piped stdout");
+        self.children.push(child);
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        fn pump(
+            from: impl std::io::Read + Send + 'static,
+            sink: std::sync::Arc<std::sync::Mutex<Vec<(Instant, String)>>>,
+        ) {
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(from).lines() {
+                    let Ok(line) = line else { break };
+                    sink.lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push((Instant::now(), line));
+                }
+            });
+        }
+        pump(stderr, lines.clone());
+        pump(stdout, lines.clone());
+        let client = ours("coap-client");
+        let uri = format!("coap://{SERVER_ADDR}/");
+        for _ in 0..50 {
+            let r = run_command(
+                Netns::exec(&self.client_ns, &client),
+                &client,
+                &["-B", "1", &uri],
+                Duration::from_secs(5),
+            );
+            if r.code() == Some(0) {
+                return (Logged { lines }, pid);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("{} never answered across the veth pair", program.display());
+    }
+
+    /// Starts `program args` in the client namespace (output discarded; killed on drop).
+    fn spawn_client(&mut self, program: &Path, args: &[&str]) {
+        let child = Netns::exec(&self.client_ns, program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", program.display()));
+        self.children.push(child);
+    }
+
+    fn cut_client_link(&self) -> Instant {
+        ip(&["-n", &self.client_ns, "link", "set", "cva", "down"]);
+        Instant::now()
+    }
+}
+
+fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// SIGCONTs a frozen process on drop (the Netns guard then kills it).
+struct Thaw(u32);
+
+impl Drop for Thaw {
+    fn drop(&mut self) {
+        signal(self.0, "-CONT");
+    }
+}
+
+pub fn more_cases() -> Vec<Case> {
+    vec![
+        Case {
+            id: "LIVE_01",
+            dir: Dir::OursToLibcoap,
+            checks: "netns + veth, server frozen (SIGSTOP) mid-session, packets vanish: our coap-client -K 1 reports keepalive failure within interval+timeout and exits non-zero",
+            run: live01_ours_client,
+            record_only: false,
+        },
+        Case {
+            id: "LIVE_01",
+            dir: Dir::LibcoapToOurs,
+            checks: "same scenario with coap-client-notls -K 1 -B 6 against our frozen coap-server: libcoap's behaviour recorded",
+            run: live01_libcoap_client,
+            record_only: true,
+        },
+        Case {
+            id: "LIVE_03",
+            dir: Dir::OursToLibcoap,
+            checks: "netns + veth, server frozen (SIGSTOP) before a CON request, which is retransmitted unanswered: our coap-client -K 2 reports keepalive failure within interval+timeout of opening the session (nothing heard) and exits non-zero",
+            run: live03_ours_client,
+            record_only: false,
+        },
+        Case {
+            id: "LIVE_03",
+            dir: Dir::LibcoapToOurs,
+            checks: "same scenario with coap-client-notls -K 2 -B 8 against our frozen coap-server: libcoap's behaviour recorded",
+            run: live03_libcoap_client,
+            record_only: true,
+        },
+        Case {
+            id: "LIVE_04",
+            dir: Dir::LibcoapToOurs,
+            checks: "netns + veth, our coap-server -K 1; coap-client-notls's link goes down mid-session: our server drops the session within interval+timeout",
+            run: live04_our_server,
+            record_only: false,
+        },
+        Case {
+            id: "LIVE_04",
+            dir: Dir::OursToLibcoap,
+            checks: "same scenario with coap-server-notls (no keepalive flag) and our coap-client vanishing: libcoap's behaviour recorded",
+            run: live04_libcoap_server,
+            record_only: true,
+        },
+    ]
+}
+
+/// Runs `program args` in the client namespace and freezes the server `CUT_AFTER` later;
+/// returns the run and the time from the freeze to the client's exit.
+fn run_and_freeze(net: &Netns, pid: u32, program: &Path, args: &[&str]) -> (Run, Duration) {
+    let freezer = std::thread::spawn(move || {
+        std::thread::sleep(CUT_AFTER);
+        signal(pid, "-STOP");
+        Instant::now()
+    });
+    let r = run_command(
+        Netns::exec(&net.client_ns, program),
+        program,
+        args,
+        Duration::from_secs(20),
+    );
+    let end = Instant::now();
+    let frozen = freezer.join().expect("SIGSTOP");
+    (r, end.saturating_duration_since(frozen))
+}
+
+fn live01_ours_client() -> String {
+    let mut net = Netns::new();
+    let (_log, pid) = net.start_server_logged(&libcoap("coap-server-notls"), &[]);
+    let _thaw = Thaw(pid);
+    let client = ours("coap-client");
+    let k = KEEPALIVE_S.to_string();
+    let uri = format!("coap://{SERVER_ADDR}/async?60");
+    let (r, after) = run_and_freeze(&net, pid, &client, &["-K", &k, "-B", "30", "-v", "6", &uri]);
+    let d = r.describe();
+    assert!(
+        r.status.is_some(),
+        "our client did not exit within 20 s\n{d}"
+    );
+    assert_eq!(
+        r.code(),
+        Some(3),
+        "exit status 3 (no response) expected\n{d}"
+    );
+    assert!(r.stderr.contains("keepalive failure"), "{d}");
+    assert!(
+        r.elapsed >= CUT_AFTER,
+        "the session must survive until the freeze\n{d}"
+    );
+    assert!(
+        after <= BOUND + SLACK,
+        "keepalive failure {after:?} after the freeze > bound {BOUND:?} + {SLACK:?}\n{d}"
+    );
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("keepalive failure"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    format!(
+        "exit 3 {:.2} s after the server was frozen (bound {} s from the last packet heard); stderr: `{line}`",
+        after.as_secs_f64(),
+        BOUND.as_secs()
+    )
+}
+
+fn live01_libcoap_client() -> String {
+    let mut net = Netns::new();
+    let (_log, pid) = net.start_server_logged(&ours("coap-server"), &[]);
+    let _thaw = Thaw(pid);
+    let client = libcoap("coap-client-notls");
+    let k = KEEPALIVE_S.to_string();
+    let uri = format!("coap://{SERVER_ADDR}/async?60");
+    let (r, after) = run_and_freeze(&net, pid, &client, &["-K", &k, "-B", "6", "-v", "7", &uri]);
+    let d = r.describe();
+    if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
+        eprintln!("{d}");
+    }
+    assert!(
+        r.status.is_some(),
+        "coap-client-notls still running after 20 s\n{d}"
+    );
+    assert!(
+        r.elapsed >= CUT_AFTER,
+        "libcoap's client ended before the freeze\n{d}"
+    );
+    let out = format!("{}{}", r.stdout, r.stderr);
+    let keepalive_event = out
+        .lines()
+        .find(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("keepalive") && (l.contains("fail") || l.contains("timeout"))
+        })
+        .map(|l| format!("`{}`", l.trim()));
+    let gave_up = out.lines().any(|l| l.trim_end().ends_with("INFO timeout"));
+    let disconnected = out
+        .lines()
+        .find(|l| l.contains("session disconnected"))
+        .and_then(|l| l.split(" : ").last())
+        .map(|l| format!("`{}`", l.trim()));
+    let error = out
+        .lines()
+        .find(|l| l.contains(" ERR "))
+        .and_then(|l| l.split(" ERR ").last())
+        .map(|l| format!("`{}`", l.trim()));
+    format!(
+        "coap-client-notls exit status {}, {:.2} s after the server was frozen; keepalive failure reported: {}; \
+         internal disconnect logged: {}; error printed: {}; ended by -B 6 (\"timeout\"): {}",
+        r.code().map_or("none (killed)".into(), |c| c.to_string()),
+        after.as_secs_f64(),
+        keepalive_event.unwrap_or_else(|| "none".into()),
+        disconnected.unwrap_or_else(|| "none".into()),
+        error.unwrap_or_else(|| "none".into()),
+        if gave_up { "yes" } else { "no" }
+    )
+}
+
+/// The peer (`addr:port`) of the first `/async` request the server logged.
+fn async_peer(log: &Logged) -> Option<String> {
+    log.snapshot().into_iter().find_map(|(_, l)| {
+        let rest = l.split_once(": ")?.1;
+        let rest = rest.strip_prefix("INFO: ").unwrap_or(rest);
+        rest.contains("/async")
+            .then(|| rest.split_whitespace().next().map(str::to_string))
+            .flatten()
+    })
+}
+
+fn live04_our_server() -> String {
+    let mut net = Netns::new();
+    let k = KEEPALIVE_S.to_string();
+    let (log, _pid) = net.start_server_logged(&ours("coap-server"), &["-K", &k, "-v", "6"]);
+    let client = libcoap("coap-client-notls");
+    let uri = format!("coap://{SERVER_ADDR}/async?60");
+    net.spawn_client(&client, &["-B", "30", &uri]);
+    std::thread::sleep(CUT_AFTER);
+    let peer = async_peer(&log)
+        .unwrap_or_else(|| panic!("the server never logged the /async request\n{}", log.text()));
+    let cut = net.cut_client_link();
+    let failed_line = format!("{peer}: session failed");
+    let deadline = cut + BOUND + SLACK + Duration::from_secs(2);
+    let failed = loop {
+        if let Some(hit) = log
+            .snapshot()
+            .into_iter()
+            .find(|(_, l)| l.contains(&failed_line))
+        {
+            break Some(hit);
+        }
+        if Instant::now() > deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let text = log.text();
+    let (at, line) = failed.unwrap_or_else(|| {
+        panic!("our server never reported `{failed_line}` after the link went down\n{text}")
+    });
+    assert!(
+        at >= cut,
+        "the session failed before the client vanished\n{text}"
+    );
+    let after = at - cut;
+    assert!(
+        after <= BOUND + SLACK,
+        "session dropped {after:?} after the link went down > bound {BOUND:?} + {SLACK:?}\n{text}"
+    );
+    format!(
+        "session dropped {:.2} s after the client's link went down (bound {} s from the last packet heard); stderr: `{}`",
+        after.as_secs_f64(),
+        BOUND.as_secs(),
+        line.trim()
+    )
+}
+
+fn live04_libcoap_server() -> String {
+    let mut net = Netns::new();
+    let (log, _pid) = net.start_server_logged(&libcoap("coap-server-notls"), &["-v", "7"]);
+    let client = ours("coap-client");
+    let uri = format!("coap://{SERVER_ADDR}/async?60");
+    net.spawn_client(&client, &["-B", "30", &uri]);
+    std::thread::sleep(CUT_AFTER);
+    let cut = net.cut_client_link();
+    let watch = BOUND + SLACK + Duration::from_secs(2);
+    std::thread::sleep(watch);
+    let snap = log.snapshot();
+    let before_cut = snap
+        .iter()
+        .filter(|(t, l)| *t < cut && l.contains(CLIENT_ADDR))
+        .count();
+    assert!(
+        before_cut > 0,
+        "coap-server-notls -v 7 logged nothing about the client before the cut\n{}",
+        log.text()
+    );
+    let after: Vec<String> = snap
+        .into_iter()
+        .filter(|(t, _)| *t >= cut)
+        .map(|(_, l)| l)
+        .collect();
+    let released = after.iter().find(|l| {
+        let l = l.to_ascii_lowercase();
+        l.contains("session")
+            && (l.contains("free")
+                || l.contains("release")
+                || l.contains("disconnect")
+                || l.contains("clos"))
+    });
+    format!(
+        "coap-server-notls (no keepalive option; -v 7 logged {before_cut} lines about the client's session before the cut) \
+         logged {} line(s) in the {:.1} s after the client's link went down; session released: {}",
+        after.len(),
+        watch.as_secs_f64(),
+        released.map_or("no".to_string(), |l| format!("`{}`", l.trim()))
+    )
+}
+
+/// (packets, bytes) received on the server end of the veth pair (device counters: kept by
+/// the kernel on arrival, also while the server is frozen).
+fn rx(ns: &str) -> (u64, u64) {
+    let out = Command::new("ip")
+        .args(["-n", ns, "-s", "link", "show", "cvb"])
+        .output()
+        .expect("ip -s link show");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut lines = text.lines();
+    lines
+        .by_ref()
+        .find(|l| l.trim_start().starts_with("RX:"))
+        .expect("RX counters");
+    let v: Vec<u64> = lines
+        .next()
+        .expect("RX values")
+        .split_whitespace()
+        .map(|n| n.parse().expect("counter"))
+        .collect();
+    (v[1], v[0])
+}
+
+/// Runs `program args` in the client namespace against the frozen server; samples the
+/// server's receive counters before, 1.5 s in (only the first transmission of the request has
+/// arrived: the first retransmission comes after ACK_TIMEOUT ≥ 2 s) and at the end. Returns
+/// the run and what arrived after the first transmission, as counts of (retransmissions of
+/// the request's frame, 46-byte Empty CON pings, 42-byte ARP frames): the one split of the
+/// frame and byte counts that fits, or `None` when none or several do.
+fn run_frozen(net: &Netns, program: &Path, args: &[&str]) -> (Run, Option<(u64, u64, u64)>) {
+    // IPv6 on the veth pair (router solicitations, MLD reports) would add frames.
+    for (ns, dev) in [(&net.client_ns, "cva"), (&net.server_ns, "cvb")] {
+        let _ = Command::new("ip")
+            .args(["netns", "exec", ns, "sysctl", "-q", "-w"])
+            .arg(format!("net.ipv6.conf.{dev}.disable_ipv6=1"))
+            .status();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let ns = net.server_ns.clone();
+    let before = rx(&ns);
+    let sampler = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(1500));
+        rx(&ns)
+    });
+    let r = run_command(
+        Netns::exec(&net.client_ns, program),
+        program,
+        args,
+        Duration::from_secs(20),
+    );
+    let at_1s = sampler.join().expect("rx sampler");
+    let end = rx(&net.server_ns);
+    let first = (at_1s.0 - before.0, at_1s.1 - before.1);
+    let later = (end.0 - at_1s.0, end.1 - at_1s.1);
+    if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
+        eprintln!("rx before {before:?} first {first:?} later {later:?}");
+    }
+    // Ethernet 14 + IPv4 20 + UDP 8 + CoAP: a request has at least 5 bytes, a ping 4.
+    const PING: u64 = 46;
+    const ARP: u64 = 42;
+    let size = first.1;
+    if first.0 != 1 || size <= PING {
+        return (r, None);
+    }
+    let n = later.0;
+    let mut fits = Vec::new();
+    for re in 0..=n {
+        for ping in 0..=n - re {
+            let arp = n - re - ping;
+            if re * size + ping * PING + arp * ARP == later.1 {
+                fits.push((re, ping, arp));
+            }
+        }
+    }
+    (r, (fits.len() == 1).then(|| fits[0]))
+}
+
+/// LIVE_03: interval + timeout for `-K 2`; the first retransmission of the CON request
+/// (ACK_TIMEOUT 2 s × 1..1.5) falls inside it.
+const K03: u64 = 2;
+const BOUND03: Duration = Duration::from_secs(2 * K03);
+
+fn live03_ours_client() -> String {
+    let mut net = Netns::new();
+    let (_log, pid) = net.start_server_logged(&libcoap("coap-server-notls"), &[]);
+    let _thaw = Thaw(pid);
+    signal(pid, "-STOP");
+    let client = ours("coap-client");
+    let k = K03.to_string();
+    let uri = format!("coap://{SERVER_ADDR}/");
+    let (r, frames) = run_frozen(&net, &client, &["-K", &k, "-B", "30", "-v", "9", &uri]);
+    let d = r.describe();
+    if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
+        eprintln!("{d}");
+    }
+    assert!(
+        r.status.is_some(),
+        "our client did not exit within 20 s\n{d}"
+    );
+    assert_eq!(
+        r.code(),
+        Some(3),
+        "exit status 3 (no response) expected\n{d}"
+    );
+    assert!(r.stderr.contains("keepalive failure"), "{d}");
+    let (retransmissions, pings, arps) = frames.unwrap_or_else(|| {
+        panic!("the frames that reached the frozen server do not add up (see CONFORMANCE_VERBOSE=1)\n{d}")
+    });
+    assert!(
+        retransmissions >= 1,
+        "the request must have been retransmitted before the keepalive failure\n{d}"
+    );
+    assert!(
+        r.elapsed <= BOUND03 + SLACK,
+        "keepalive failure after {:?} > bound {BOUND03:?} + {SLACK:?}\n{d}",
+        r.elapsed
+    );
+    let line = r
+        .stderr
+        .lines()
+        .find(|l| l.contains("keepalive failure"))
+        .unwrap_or_default()
+        .trim()
+        .to_string();
+    format!(
+        "exit 3 {:.2} s after the client started (bound {} s; nothing was ever heard; the CON request reached the frozen server, then {retransmissions} retransmission(s) of it, {pings} ping(s), {arps} ARP frame(s)); stderr: `{line}`",
+        r.elapsed.as_secs_f64(),
+        BOUND03.as_secs()
+    )
+}
+
+fn live03_libcoap_client() -> String {
+    let mut net = Netns::new();
+    let (_log, pid) = net.start_server_logged(&ours("coap-server"), &[]);
+    let _thaw = Thaw(pid);
+    signal(pid, "-STOP");
+    let client = libcoap("coap-client-notls");
+    let k = K03.to_string();
+    let uri = format!("coap://{SERVER_ADDR}/");
+    let (r, frames) = run_frozen(&net, &client, &["-K", &k, "-B", "8", "-v", "7", &uri]);
+    let frames = frames.map_or("not attributable".to_string(), |(re, p, a)| {
+        format!("{re} retransmission(s), {p} ping(s), {a} ARP frame(s)")
+    });
+    let d = r.describe();
+    if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
+        eprintln!("{d}");
+    }
+    assert!(
+        r.status.is_some(),
+        "coap-client-notls still running after 20 s\n{d}"
+    );
+    let out = format!("{}{}", r.stdout, r.stderr);
+    let retransmits = out.matches("retransmission #").count();
+    let pings = out.lines().filter(|l| l.contains("t:CON c:0.00")).count();
+    let disconnected = out
+        .lines()
+        .find(|l| l.contains("session disconnected"))
+        .and_then(|l| l.split(" : ").last())
+        .map(|l| format!("`{}`", l.trim()));
+    let gave_up = out.lines().any(|l| l.trim_end().ends_with("INFO timeout"));
+    format!(
+        "coap-client-notls exit status {} after {:.2} s; {retransmits} retransmission(s) of the request logged, {pings} ping(s) logged (after the request, the frozen server received {frames}); \
+         internal disconnect logged: {}; ended by -B 8 (\"timeout\"): {}",
+        r.code().map_or("none (killed)".into(), |c| c.to_string()),
+        r.elapsed.as_secs_f64(),
+        disconnected.unwrap_or_else(|| "none".into()),
         if gave_up { "yes" } else { "no" }
     )
 }
