@@ -137,6 +137,13 @@ pub struct Limits {
     pub max_queued_transmits: usize,
     /// Recent transmits whose send result can still be reported; older reports are ignored.
     pub tracked_transmits: usize,
+    /// Clients' observations of our resources held on one session (RFC 7641 §4.1). A
+    /// registration beyond it is answered as a plain GET: the response carries no Observe
+    /// option, which tells the client it is not observing (§3.1).
+    pub max_observers: usize,
+    /// Observers of one resource, over all sessions; beyond it registrations are answered as
+    /// plain GETs too.
+    pub max_observers_per_resource: usize,
 }
 
 impl Default for Limits {
@@ -151,6 +158,8 @@ impl Default for Limits {
             max_remembered_peers: 4096,
             max_queued_transmits: 4096,
             tracked_transmits: 4096,
+            max_observers: 16,
+            max_observers_per_resource: 4096,
         }
     }
 }

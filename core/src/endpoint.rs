@@ -10,6 +10,7 @@ use crate::codec;
 use crate::config::{Config, ConfigError, Keepalive};
 use crate::error::Error;
 use crate::event::{CloseReason, Event, IncomingRequestId, RequestId};
+use crate::observe::{Observation, Registry, ResourceId};
 use crate::outputs::{Ctx, Derived, Outputs, SessionKey, TransmitRecord};
 use crate::rng::Rng;
 use crate::session::{slot_of, Ending, Origin, PeerMemory, Session, SessionFootprint};
@@ -101,6 +102,8 @@ pub struct Endpoint {
     /// Expiry order of `memory`: (expires, peer, generation of the entry).
     memory_order: VecDeque<(Instant, SocketAddr, u64)>,
     memory_seq: u64,
+    /// Which sessions observe which of our resources (RFC 7641).
+    observe: Registry,
 }
 
 /// What the engine knows about one session, from [`Endpoint::session_info`].
@@ -141,6 +144,7 @@ impl Endpoint {
             memory: BTreeMap::new(),
             memory_order: VecDeque::new(),
             memory_seq: 0,
+            observe: Registry::default(),
         })
     }
 
@@ -297,6 +301,76 @@ impl Endpoint {
         peer: SocketAddr,
         request: &Packet,
     ) -> Result<RequestId, Error> {
+        let now = self.check_request(now, request)?;
+        self.with_local_session(now, peer, |s, ctx| s.request(now, ctx, request, None))
+    }
+
+    /// Observes a resource (RFC 7641): sends `request` (a GET or FETCH; its Observe option is
+    /// set to 0, register) and keeps the exchange open. Every fresh 2.xx notification,
+    /// the first response included, arrives as [`Event::Notification`] with the returned id;
+    /// late, reordered ones are dropped by the rule of RFC 7641 §3.4. When Max-Age passes
+    /// without a notification the engine re-registers (§3.3.1). The observation ends with
+    /// exactly one terminal event:
+    /// - [`Event::Response`]: a response without Observe or not 2.xx (the server would not
+    ///   or no longer will notify, e.g. 4.04 after a DELETE), or the answer to
+    ///   [`deregister`](Self::deregister);
+    /// - [`Event::RequestFailed`]: no answer, Reset, [`cancel`](Self::cancel) (the next
+    ///   notification is then rejected with Reset, §3.6), or the session failed (keepalive).
+    ///
+    /// ```
+    /// use coap_engine::{Config, Endpoint, Instant};
+    /// use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType};
+    ///
+    /// let mut client = Endpoint::new(Config::default(), 7).unwrap();
+    /// let mut get = Packet::new();
+    /// get.header.code = MessageClass::Request(RequestType::Get);
+    /// get.add_option(CoapOption::UriPath, b"time".to_vec());
+    /// let id = client.observe(Instant::ZERO, "127.0.0.1:5683".parse().unwrap(), &get).unwrap();
+    /// let sent = client.poll_transmit().unwrap();
+    /// assert_eq!(sent.payload[4..].len() > 0, true); // a GET with Observe = 0 is on its way
+    /// # let _ = id;
+    /// ```
+    pub fn observe(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        request: &Packet,
+    ) -> Result<RequestId, Error> {
+        let now = self.check_request(now, request)?;
+        if !matches!(u8::from(request.header.code), 1 | 5) {
+            return Err(Error::NotObservable);
+        }
+        let mut request = request.clone();
+        request.set_observe_value(0);
+        let observation = alloc::boxed::Box::new(Observation {
+            request: request.clone(),
+            last: None,
+            reregister_at: None,
+            deregistering: false,
+        });
+        self.with_local_session(now, peer, |s, ctx| {
+            s.request(now, ctx, &request, Some(observation))
+        })
+    }
+
+    /// Ends observation `id` by deregistering (RFC 7641 §3.6): a GET with Observe = 1 and the
+    /// registration's token and options. Notifications that still arrive are acknowledged
+    /// but not delivered; the observation's terminal event is the answer to this GET
+    /// ([`Event::Response`]) or [`Event::RequestFailed`] if none comes. To end one without
+    /// telling the server, use [`cancel`](Self::cancel).
+    pub fn deregister(&mut self, now: Instant, id: RequestId) -> Result<(), Error> {
+        let now = self.advance(now);
+        let slot = slot_of(id.0);
+        let (session, mut ctx) = self.split(slot);
+        let result = session
+            .ok_or(Error::UnknownRequest)
+            .and_then(|s| s.deregister(now, &mut ctx, id));
+        self.rearm(slot);
+        result
+    }
+
+    /// Checks what every request must be; moves time to `now`.
+    fn check_request(&mut self, now: Instant, request: &Packet) -> Result<Instant, Error> {
         let now = self.advance(now);
         let code = u8::from(request.header.code);
         if code >> 5 != 0 || code == 0 {
@@ -311,7 +385,7 @@ impl Endpoint {
         if request.get_token().len() > 8 {
             return Err(Error::TokenTooLong);
         }
-        self.with_local_session(now, peer, |s, ctx| s.request(now, ctx, request))
+        Ok(now)
     }
 
     /// Answers incoming request `id` (from [`Event::Request`]): piggybacked on the ACK if the
@@ -334,9 +408,87 @@ impl Endpoint {
         let (session, mut ctx) = self.split(slot);
         let result = session
             .ok_or(Error::UnknownRequest)
-            .and_then(|s| s.respond(now, &mut ctx, id, response));
+            .and_then(|s| s.respond(now, &mut ctx, id, response, None));
+        self.rearm(slot);
+        result.map(|_| ())
+    }
+
+    /// Answers incoming request `id` like [`respond`](Self::respond) and, if it is a
+    /// registration (a GET or FETCH with Observe = 0, RFC 7641 §3.1) and `response` is 2.xx,
+    /// adds its sender as an observer of `resource`: the response gets an Observe option,
+    /// and [`notify`](Self::notify) reaches the observer from then on. Returns whether the
+    /// observer was added; it is not when the request was no registration, the response is
+    /// not 2.xx, or [`Limits::max_observers`](crate::Limits::max_observers) /
+    /// `max_observers_per_resource` is reached (the response then goes without Observe,
+    /// which tells the client, §4.1). A registration with a token the client already
+    /// observes with refreshes that entry (§4.1). Observers leave with
+    /// [`Event::ObserverRemoved`].
+    pub fn respond_observe(
+        &mut self,
+        now: Instant,
+        id: IncomingRequestId,
+        resource: ResourceId,
+        response: &Packet,
+    ) -> Result<bool, Error> {
+        let now = self.advance(now);
+        let class = u8::from(response.header.code) >> 5;
+        if !(2..=5).contains(&class) {
+            return Err(Error::NotAResponse);
+        }
+        let slot = slot_of(id.0);
+        let (session, mut ctx) = self.split(slot);
+        let result = session
+            .ok_or(Error::UnknownRequest)
+            .and_then(|s| s.respond(now, &mut ctx, id, response, Some(resource)));
         self.rearm(slot);
         result
+    }
+
+    /// Sends `notification` (a response: code, options and payload; the engine sets type,
+    /// Message ID, token and the Observe sequence number) to every observer of `resource`,
+    /// and returns how many there were (RFC 7641 §4.2).
+    ///
+    /// Notifications are Non-confirmable unless `confirmable` is set, except that each
+    /// observer gets a Confirmable one at least every 24 hours and while a previous
+    /// Confirmable notification to it is still unacknowledged, which the new one replaces
+    /// (§4.5, §4.5.2). An observer whose Confirmable notification is never acknowledged, or
+    /// who answers one with Reset, is removed. A notification that is not 2.xx is the last:
+    /// it is sent without Observe and ends every observation of `resource` (§3.2).
+    pub fn notify(
+        &mut self,
+        now: Instant,
+        resource: ResourceId,
+        notification: &Packet,
+        confirmable: bool,
+    ) -> Result<usize, Error> {
+        let now = self.advance(now);
+        let class = u8::from(notification.header.code) >> 5;
+        if !(2..=5).contains(&class) {
+            return Err(Error::NotAResponse);
+        }
+        let mut notification = notification.clone();
+        if class == 2 {
+            notification.set_observe_value(self.observe.next_seq());
+        } else {
+            notification.clear_option(coap_lite::CoapOption::Observe);
+        }
+        let mut sent = 0;
+        for key in self.observe.sessions(resource) {
+            if self.generations.get(key.slot as usize) != Some(&key.generation) {
+                continue;
+            }
+            let (session, mut ctx) = self.split(key.slot);
+            if let Some(s) = session {
+                sent += s.notify(now, &mut ctx, resource, &notification, confirmable);
+            }
+            self.rearm(key.slot);
+        }
+        Ok(sent)
+    }
+
+    /// How many clients observe `resource`.
+    pub fn observers(&self, resource: ResourceId) -> usize {
+        self.observe.count(resource)
     }
 
     /// Sends a CoAP ping (an Empty Confirmable message, RFC 7252 §4.3) to `peer`, opening a
@@ -498,6 +650,7 @@ impl Endpoint {
             rng: &mut self.rng,
             out: &mut self.out,
             next_id: &mut self.next_id,
+            observe: &mut self.observe,
         };
         (session, ctx)
     }

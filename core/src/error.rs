@@ -28,6 +28,8 @@ pub enum Error {
     UnknownRequest,
     /// No such session.
     UnknownSession,
+    /// Only GET and FETCH requests can observe a resource (RFC 7641 §2).
+    NotObservable,
 }
 
 impl fmt::Display for Error {
@@ -44,6 +46,7 @@ impl fmt::Display for Error {
             Error::QueueFull => f.write_str("request queue for this peer is full; wait for responses or raise limits.max_queued_requests"),
             Error::UnknownRequest => f.write_str("unknown incoming request: already answered, expired, or its session ended"),
             Error::UnknownSession => f.write_str("no session with that peer"),
+            Error::NotObservable => f.write_str("only GET and FETCH requests can observe a resource (RFC 7641)"),
         }
     }
 }

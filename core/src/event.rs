@@ -5,6 +5,7 @@ use core::net::SocketAddr;
 
 use coap_lite::Packet;
 
+use crate::observe::{ObserverRemoval, ResourceId};
 use crate::time::Duration;
 use crate::transmit::{SendErrorKind, TransmitId};
 
@@ -130,6 +131,31 @@ pub enum Event {
         peer: SocketAddr,
         /// The response as received.
         response: Packet,
+    },
+    /// A notification of one of our observations (from
+    /// [`Endpoint::observe`](crate::Endpoint::observe)): the registration's first 2.xx
+    /// response and every later one that is fresh by RFC 7641 §3.4 (reordered, older
+    /// notifications are dropped). Not terminal: the observation ends with one
+    /// [`Event::Response`] (a response without Observe, e.g. a 4.04 or the answer to
+    /// [`Endpoint::deregister`](crate::Endpoint::deregister)) or [`Event::RequestFailed`]
+    /// (timeout, reset, cancel, session failure).
+    Notification {
+        /// The observation.
+        id: RequestId,
+        /// Who sent it.
+        peer: SocketAddr,
+        /// The notification as received (its Observe option holds the sequence number).
+        response: Packet,
+    },
+    /// A client stopped observing one of our resources (registered with
+    /// [`Endpoint::respond_observe`](crate::Endpoint::respond_observe)).
+    ObserverRemoved {
+        /// The client.
+        peer: SocketAddr,
+        /// The resource it observed.
+        resource: ResourceId,
+        /// Why.
+        reason: ObserverRemoval,
     },
     /// One of our requests ended without a response (terminal for `id`).
     RequestFailed {

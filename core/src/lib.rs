@@ -47,6 +47,7 @@ mod endpoint;
 mod error;
 mod event;
 mod liveness;
+mod observe;
 mod outputs;
 mod rng;
 mod session;
@@ -58,6 +59,7 @@ pub use config::{Config, ConfigError, Keepalive, Limits, TransmissionParameters}
 pub use endpoint::{Endpoint, SessionInfo};
 pub use error::Error;
 pub use event::{CloseReason, Event, ExchangeError, FailureReason, IncomingRequestId, RequestId};
+pub use observe::{ObserverRemoval, ResourceId};
 pub use session::SessionFootprint;
 pub use time::{Duration, Instant};
 pub use transmit::{Datagram, SendErrorKind, Transmit, TransmitId};

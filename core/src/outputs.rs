@@ -193,4 +193,5 @@ pub(crate) struct Ctx<'a> {
     pub(crate) rng: &'a mut Rng,
     pub(crate) out: &'a mut Outputs,
     pub(crate) next_id: &'a mut u64,
+    pub(crate) observe: &'a mut crate::observe::Registry,
 }

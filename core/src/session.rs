@@ -19,6 +19,7 @@ use crate::event::{
     CloseReason, Event, ExchangeError, FailureReason, IncomingRequestId, RequestId,
 };
 use crate::liveness::Liveness;
+use crate::observe::{self, Observation, Observer, ObserverRemoval, RecentMids, ResourceId};
 use crate::outputs::{Ctx, SessionKey, TransmitRecord};
 use crate::time::{Duration, Instant};
 use crate::transmit::{Datagram, SendErrorKind, TransmitId};
@@ -77,6 +78,8 @@ enum ConPurpose {
     Response,
     /// A ping: the application's (with its id) or a keepalive probe (None).
     Ping(Option<RequestId>),
+    /// A notification to the observer with this token (RFC 7641 §4.5).
+    Notification(Token),
 }
 
 /// A Confirmable message in retransmission (RFC 7252 §4.2).
@@ -107,6 +110,8 @@ struct ClientExchange {
     /// A NON request's send failure (a CON's is kept on its `PendingCon`).
     last_error: Option<SendErrorKind>,
     last_transmit: Option<TransmitId>,
+    /// Set for an observation (RFC 7641): the exchange outlives its first response.
+    observe: Option<alloc::boxed::Box<Observation>>,
 }
 
 impl ClientExchange {
@@ -125,6 +130,7 @@ struct Queued {
     mid: u16,
     confirmable: bool,
     bytes: Datagram,
+    observe: Option<alloc::boxed::Box<Observation>>,
 }
 
 /// A request from the peer awaiting the application's response.
@@ -137,6 +143,8 @@ struct Incoming {
     /// When the Empty ACK goes out if the application has not answered (CON only).
     ack_at: Option<Instant>,
     expires: Instant,
+    /// The Observe option of a GET or FETCH: 0 registers, 1 deregisters (RFC 7641 §2).
+    observe: Option<u32>,
 }
 
 pub(crate) struct Session {
@@ -152,6 +160,8 @@ pub(crate) struct Session {
     queue: VecDeque<Queued>,
     incoming: Vec<Incoming>,
     dedup: Dedup,
+    /// Clients' observations of our resources (RFC 7641 §4.1).
+    observers: Vec<Observer>,
     pub(crate) liveness: Liveness,
     unreachable_in_row: u32,
     /// The deadline under which this session is filed in the endpoint's timer set.
@@ -203,6 +213,7 @@ impl Session {
             queue: VecDeque::new(),
             incoming: Vec::new(),
             dedup,
+            observers: Vec::new(),
             liveness: Liveness::new(now, ctx.config.keepalive),
             unreachable_in_row: 0,
             armed: None,
@@ -256,6 +267,7 @@ impl Session {
             && self.exchanges.is_empty()
             && self.queue.is_empty()
             && self.incoming.is_empty()
+            && self.observers.is_empty()
     }
 
     /// The earliest instant at which this session has something to do.
@@ -267,6 +279,9 @@ impl Session {
         }
         for e in &self.exchanges {
             if let Some(t) = e.response_deadline {
+                consider(t);
+            }
+            if let Some(t) = e.observe.as_ref().and_then(|o| o.reregister_at) {
                 consider(t);
             }
         }
@@ -313,6 +328,7 @@ impl Session {
         now: Instant,
         ctx: &mut Ctx<'_>,
         packet: &Packet,
+        observe: Option<alloc::boxed::Box<Observation>>,
     ) -> Result<RequestId, Error> {
         let limits = &ctx.config.limits;
         if self.queue.len() >= limits.max_queued_requests {
@@ -349,6 +365,7 @@ impl Session {
             mid,
             confirmable,
             bytes,
+            observe,
         });
         self.last_activity = now;
         self.pump(now, ctx);
@@ -404,6 +421,7 @@ impl Session {
                 response_deadline: None,
                 last_error: None,
                 last_transmit: None,
+                observe: q.observe,
             };
             if q.confirmable {
                 self.send_con(now, ctx, q.mid, q.bytes, ConPurpose::Request(q.id));
@@ -449,13 +467,34 @@ impl Session {
         ctx: &mut Ctx<'_>,
         id: IncomingRequestId,
         response: &Packet,
-    ) -> Result<(), Error> {
+        observe: Option<ResourceId>,
+    ) -> Result<bool, Error> {
         let index = self
             .incoming
             .iter()
             .position(|i| i.id == id)
             .ok_or(Error::UnknownRequest)?;
         let inc = &self.incoming[index];
+        // A registration is accepted only for a 2.xx answer and within the observer caps;
+        // otherwise the response goes out without Observe, so the client knows (RFC 7641 §3.1).
+        let register = observe.filter(|&resource| {
+            let known = self.observers.iter().any(|o| o.token == inc.token);
+            let limits = &ctx.config.limits;
+            inc.observe == Some(0)
+                && u8::from(response.header.code) >> 5 == 2
+                && (known || self.observers.len() < limits.max_observers)
+                && (known || ctx.observe.count(resource) < limits.max_observers_per_resource)
+        });
+        let with_observe;
+        let response = match register {
+            Some(_) => {
+                let mut p = response.clone();
+                p.set_observe_value(ctx.observe.next_seq());
+                with_observe = p;
+                &with_observe
+            }
+            None => response,
+        };
         let (mtype, mid) = if inc.confirmable && inc.ack_at.is_some() {
             (MessageType::Acknowledgement, inc.mid)
         } else if inc.confirmable && self.other_confirmables() < ctx.config.limits.max_confirmables
@@ -487,7 +526,136 @@ impl Session {
                 self.send(ctx, mid, bytes);
             }
         }
-        Ok(())
+        if let Some(resource) = register {
+            self.add_observer(now, ctx, resource, inc.token, mid);
+        }
+        Ok(register.is_some())
+    }
+
+    /// Adds (or refreshes) the observer with `token`: one entry per endpoint and token
+    /// (RFC 7641 §4.1); the same token registered for another resource replaces the old entry.
+    fn add_observer(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        resource: ResourceId,
+        token: Token,
+        mid: u16,
+    ) {
+        if let Some(o) = self.observers.iter_mut().find(|o| o.token == token) {
+            if o.resource == resource {
+                o.confirmed = now;
+                o.recent.push(mid);
+                return;
+            }
+            self.remove_observer(ctx, token, ObserverRemoval::Replaced);
+        }
+        let mut recent = RecentMids::default();
+        recent.push(mid);
+        self.observers.push(Observer {
+            resource,
+            token,
+            confirmed: now,
+            recent,
+        });
+        ctx.observe.add(resource, self.key);
+    }
+
+    /// Removes the observer with `token`, if any, and tells the application.
+    fn remove_observer(&mut self, ctx: &mut Ctx<'_>, token: Token, reason: ObserverRemoval) {
+        if let Some(i) = self.observers.iter().position(|o| o.token == token) {
+            let o = self.observers.swap_remove(i);
+            ctx.observe.remove(o.resource, self.key);
+            ctx.out.event(Event::ObserverRemoved {
+                peer: self.peer,
+                resource: o.resource,
+                reason,
+            });
+        }
+    }
+
+    /// Sends `notification` (its Observe option already set, or absent for a final non-2.xx
+    /// one) to every observer of `resource` on this session. Non-confirmable unless
+    /// `confirmable`, a Confirmable one is still in flight (RFC 7641 §4.5.2 replaces it), or the
+    /// observer has not confirmed its interest for 24 hours (§4.5). A final notification ends
+    /// the observations. Returns how many observers were notified.
+    pub(crate) fn notify(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        resource: ResourceId,
+        notification: &Packet,
+        confirmable: bool,
+    ) -> usize {
+        let last = u8::from(notification.header.code) >> 5 != 2;
+        let mut sent = 0;
+        let tokens: Vec<Token> = self
+            .observers
+            .iter()
+            .filter(|o| o.resource == resource)
+            .map(|o| o.token)
+            .collect();
+        for token in tokens {
+            let in_flight = self
+                .cons
+                .iter()
+                .position(|c| c.purpose == ConPurpose::Notification(token));
+            let Some(o) = self.observers.iter().find(|o| o.token == token) else {
+                continue;
+            };
+            let con =
+                confirmable || in_flight.is_some() || now >= o.confirmed + observe::CON_INTERVAL;
+            let mtype = if con {
+                MessageType::Confirmable
+            } else {
+                MessageType::NonConfirmable
+            };
+            let mid = self.next_mid;
+            let bytes = match ctx.out.encode_packet(
+                notification,
+                mtype,
+                mid,
+                token.as_slice(),
+                ctx.config.max_message_size,
+            ) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    log::debug!("{}: notification not sent: {e}", self.peer);
+                    continue;
+                }
+            };
+            self.alloc_mid();
+            match in_flight {
+                // §4.5.2: the new notification takes the old one's place and carries on with
+                // its retransmission counter and timeout.
+                Some(ci) => {
+                    let transmit = self.send(ctx, mid, bytes.clone());
+                    let c = &mut self.cons[ci];
+                    c.mid = mid;
+                    c.bytes = bytes;
+                    c.next_at = now + c.timeout;
+                    c.last_transmit = transmit;
+                    c.last_error = None;
+                }
+                None if con => {
+                    self.send_con(now, ctx, mid, bytes, ConPurpose::Notification(token));
+                }
+                None => {
+                    self.send(ctx, mid, bytes);
+                }
+            }
+            if let Some(o) = self.observers.iter_mut().find(|o| o.token == token) {
+                o.recent.push(mid);
+            }
+            sent += 1;
+            if last {
+                self.remove_observer(ctx, token, ObserverRemoval::ErrorResponse);
+            }
+        }
+        if sent > 0 {
+            self.last_activity = now;
+        }
+        sent
     }
 
     /// Ends one of our requests or pings early. Returns false if it is not pending here.
@@ -677,6 +845,14 @@ impl Session {
         } else {
             (None, ctx.derived.non_lifetime)
         };
+        // Observe means something on GET and FETCH only (RFC 7641 §2, RFC 8132 §2.4).
+        let observe = match h.code {
+            1 | 5 => msg.option(observe::OBSERVE).and_then(observe::value),
+            _ => None,
+        };
+        if observe == Some(1) {
+            self.remove_observer(ctx, token, ObserverRemoval::Deregistered);
+        }
         let id = IncomingRequestId(new_id(ctx, self.key.slot));
         self.incoming.push(Incoming {
             id,
@@ -685,6 +861,7 @@ impl Session {
             confirmable,
             ack_at,
             expires: now + lifetime,
+            observe,
         });
         ctx.out.event(Event::Request {
             id,
@@ -723,8 +900,12 @@ impl Session {
         self.complete(now, ctx, index, msg);
     }
 
-    /// Delivers a response to exchange `index` and frees its slot.
+    /// Delivers a response to exchange `index` and frees its slot (unless it is a notification
+    /// that keeps an observation going).
     fn complete(&mut self, now: Instant, ctx: &mut Ctx<'_>, index: usize, msg: &MessageView<'_>) {
+        if self.exchanges[index].observe.is_some() && self.notification(now, ctx, index, msg) {
+            return;
+        }
         let e = self.exchanges.swap_remove(index);
         // A response also acknowledges a CON request whose ACK was lost (§5.2.2).
         self.cons.retain(|c| c.purpose != ConPurpose::Request(e.id));
@@ -735,6 +916,145 @@ impl Session {
             response: msg.to_packet(),
         });
         self.pump(now, ctx);
+    }
+
+    /// A response to observation `index`. A 2.xx with an Observe option is a notification:
+    /// delivered if fresh (RFC 7641 §3.4), and the observation goes on (returns true).
+    /// Anything else ends it and is delivered as the final response (returns false).
+    fn notification(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        index: usize,
+        msg: &MessageView<'_>,
+    ) -> bool {
+        let seq = msg.option(observe::OBSERVE).and_then(observe::value);
+        let success = msg.header.code_class() == 2;
+        let peer = self.peer;
+        let e = &mut self.exchanges[index];
+        let id = e.id;
+        let Some(obs) = e.observe.as_mut() else {
+            return false;
+        };
+        let Some(seq) = seq.filter(|_| success) else {
+            return false;
+        };
+        if obs.deregistering {
+            // Notifications still in flight when we deregistered are acknowledged but no
+            // longer delivered; the answer to the deregistration (without Observe) ends it.
+            return true;
+        }
+        e.acked = true;
+        e.response_deadline = None;
+        if obs
+            .last
+            .is_none_or(|(v1, t1)| observe::fresh(v1, t1, seq, now))
+        {
+            obs.last = Some((seq, now));
+            let max_age = observe::max_age(msg.option(observe::MAX_AGE));
+            obs.reregister_at = Some(now + max_age + observe::REREGISTER_MARGIN);
+            ctx.out.event(Event::Notification {
+                id,
+                peer,
+                response: msg.to_packet(),
+            });
+        }
+        // The (re-)registration is answered, piggybacked or not.
+        self.cons.retain(|c| c.purpose != ConPurpose::Request(id));
+        self.last_activity = now;
+        self.pump(now, ctx);
+        true
+    }
+
+    /// Re-sends observation `index`'s request with Observe = `value` (0 re-registers, 1
+    /// deregisters) and a new Message ID, under the same token (RFC 7641 §3.3.1, §3.6).
+    fn resend_observe(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        index: usize,
+        value: u32,
+    ) -> Result<(), Error> {
+        let e = &self.exchanges[index];
+        let Some(obs) = e.observe.as_ref() else {
+            return Err(Error::UnknownRequest);
+        };
+        let mut request = obs.request.clone();
+        request.set_observe_value(value);
+        let mtype = if e.confirmable {
+            MessageType::Confirmable
+        } else {
+            MessageType::NonConfirmable
+        };
+        let mid = self.next_mid;
+        let bytes = ctx.out.encode_packet(
+            &request,
+            mtype,
+            mid,
+            e.token.as_slice(),
+            ctx.config.max_message_size,
+        )?;
+        let (id, confirmable) = (e.id, e.confirmable);
+        self.alloc_mid();
+        self.cons.retain(|c| c.purpose != ConPurpose::Request(id));
+        let transmit = if confirmable {
+            self.send_con(now, ctx, mid, bytes, ConPurpose::Request(id));
+            None
+        } else {
+            Some(self.send(ctx, mid, bytes))
+        };
+        let e = &mut self.exchanges[index];
+        e.mid = mid;
+        e.last_error = None;
+        e.last_transmit = transmit;
+        // Bounded either way: an answer (or an ACK, which restarts it) must come in time.
+        e.response_deadline = Some(now + ctx.config.response_timeout);
+        self.last_activity = now;
+        Ok(())
+    }
+
+    /// Re-registers observations whose Max-Age lapsed without a fresh notification.
+    fn reregister(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        for i in 0..self.exchanges.len() {
+            let Some(obs) = self.exchanges[i].observe.as_mut() else {
+                continue;
+            };
+            if obs.reregister_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            obs.reregister_at = None;
+            // The answer starts a new baseline: the server may have restarted its numbering.
+            obs.last = None;
+            if let Err(e) = self.resend_observe(now, ctx, i, 0) {
+                log::debug!("{}: re-registration not sent: {e}", self.peer);
+            }
+        }
+    }
+
+    /// Deregisters observation `id` with a GET carrying Observe = 1 (RFC 7641 §3.6); the
+    /// answer to it is the observation's final [`Event::Response`].
+    pub(crate) fn deregister(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        id: RequestId,
+    ) -> Result<(), Error> {
+        if self.queue.iter().any(|q| q.id == id && q.observe.is_some()) {
+            // Never sent: there is nothing to deregister at the server.
+            self.cancel(ctx, id, now);
+            return Ok(());
+        }
+        let index = self
+            .exchanges
+            .iter()
+            .position(|e| e.id == id && e.observe.as_ref().is_some_and(|o| !o.deregistering))
+            .ok_or(Error::UnknownRequest)?;
+        self.resend_observe(now, ctx, index, 1)?;
+        if let Some(obs) = self.exchanges[index].observe.as_mut() {
+            obs.deregistering = true;
+            obs.reregister_at = None;
+        }
+        Ok(())
     }
 
     fn on_ack(&mut self, now: Instant, ctx: &mut Ctx<'_>, msg: &MessageView<'_>) {
@@ -770,6 +1090,12 @@ impl Session {
             }
             ConPurpose::Response => {
                 self.cons.swap_remove(ci);
+            }
+            ConPurpose::Notification(token) => {
+                self.cons.swap_remove(ci);
+                if let Some(o) = self.observers.iter_mut().find(|o| o.token == token) {
+                    o.confirmed = now;
+                }
             }
             ConPurpose::Ping(id) => {
                 // Some peers answer a ping with an Empty ACK instead of Reset; both prove life.
@@ -810,7 +1136,18 @@ impl Session {
                     });
                 }
                 ConPurpose::Ping(None) => {}
+                ConPurpose::Notification(token) => {
+                    self.remove_observer(ctx, token, ObserverRemoval::Reset);
+                }
             }
+        } else if let Some(token) = self
+            .observers
+            .iter()
+            .find(|o| o.recent.contains(mid))
+            .map(|o| o.token)
+        {
+            // A Reset to a Non-confirmable notification (or to the registration's response).
+            self.remove_observer(ctx, token, ObserverRemoval::Reset);
         } else if let Some(ei) = self
             .exchanges
             .iter()
@@ -905,6 +1242,9 @@ impl Session {
             ConPurpose::Ping(Some(id)) => ctx.out.event(Event::PingFailed { id, peer, error }),
             ConPurpose::Ping(None) => {} // the keepalive deadline decides, not the probe
             ConPurpose::Response => log::debug!("{peer}: separate response never acknowledged"),
+            ConPurpose::Notification(token) => {
+                self.remove_observer(ctx, token, ObserverRemoval::NotAcknowledged);
+            }
         }
     }
 
@@ -921,6 +1261,7 @@ impl Session {
         }
         self.retransmit(now, ctx);
         self.expire_exchanges(now, ctx);
+        self.reregister(now, ctx);
         self.serve_pending(now, ctx);
         self.dedup.expire(now);
         if !self.probe_outstanding() && self.liveness.probe_at().is_some_and(|t| t <= now) {
@@ -1041,6 +1382,14 @@ impl Session {
             }
         }
         self.incoming.clear();
+        for o in self.observers.drain(..) {
+            ctx.observe.remove(o.resource, self.key);
+            ctx.out.event(Event::ObserverRemoved {
+                peer,
+                resource: o.resource,
+                reason: ObserverRemoval::SessionEnded,
+            });
+        }
         ctx.out.event(match ending {
             Ending::Failed(reason) => Event::SessionFailed { peer, reason },
             Ending::Closed(reason) => Event::SessionClosed { peer, reason },
@@ -1064,6 +1413,7 @@ impl Session {
             queued_requests: self.queue.len(),
             pending_requests: self.incoming.len(),
             dedup_entries: self.dedup.len(),
+            observers: self.observers.len(),
         }
     }
 
@@ -1105,4 +1455,6 @@ pub struct SessionFootprint {
     pub pending_requests: usize,
     /// Message IDs remembered for deduplication.
     pub dedup_entries: usize,
+    /// Clients observing our resources on this session (RFC 7641).
+    pub observers: usize,
 }

@@ -103,6 +103,9 @@ fn harness_reaches_every_outcome() {
         ("failed sessions", c.sessions_failed),
         ("closed sessions", c.sessions_closed),
         ("accepted responds", c.responds_ok),
+        ("notifications", c.notifications),
+        ("observers added", c.observers_added),
+        ("observers removed", c.observers_removed),
     ] {
         assert!(n > 0, "the harness never produced any {what}: {c:?}");
     }

@@ -41,6 +41,8 @@ fn config() -> Config {
             max_remembered_peers: 4,
             max_queued_transmits: 8,
             tracked_transmits: 8,
+            max_observers: 2,
+            ..Limits::default()
         },
         ..Config::default()
     }

@@ -30,8 +30,11 @@ use coap_engine::coap_lite::{MessageClass, MessageType, Packet};
 use coap_engine::codec::{self, FormatError};
 use coap_engine::{
     Config, Duration, Endpoint, Event, IncomingRequestId, Instant, Keepalive, Limits, RequestId,
-    SendErrorKind, TransmissionParameters, TransmitId,
+    ResourceId, SendErrorKind, TransmissionParameters, TransmitId,
 };
+
+/// Resources the harness makes observable: few, so observers of one resource pile up.
+const RESOURCES: u8 = 3;
 
 /// Most inputs one run applies, so a long fuzz input cannot make one execution slow.
 pub const MAX_STEPS: usize = 400;
@@ -244,6 +247,8 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         max_remembered_peers: usize::from(input.u8() % 4),
         max_queued_transmits: 1 + usize::from(input.u8() % 16),
         tracked_transmits: 1 + usize::from(input.u8() % 16),
+        max_observers: usize::from(input.u8() % 3),
+        max_observers_per_resource: 1 + usize::from(input.u8() % 3),
     };
     Config {
         transmission,
@@ -277,6 +282,9 @@ pub struct Coverage {
     pub sessions_closed: usize,
     pub responds_ok: usize,
     pub busy_timeouts: usize,
+    pub notifications: usize,
+    pub observers_added: usize,
+    pub observers_removed: usize,
 }
 
 impl Coverage {
@@ -295,6 +303,9 @@ impl Coverage {
         self.sessions_closed += o.sessions_closed;
         self.responds_ok += o.responds_ok;
         self.busy_timeouts += o.busy_timeouts;
+        self.notifications += o.notifications;
+        self.observers_added += o.observers_added;
+        self.observers_removed += o.observers_removed;
     }
 }
 
@@ -418,9 +429,26 @@ impl Harness {
             }
             _ => {
                 let to = peer(input.u8());
-                match input.u8() % 4 {
+                match input.u8() % 6 {
                     0 => {
                         let _ = self.ep.close_session(at, to);
+                    }
+                    4 => {
+                        let mut packet = Packet::new();
+                        packet.header.code = MessageClass::from(match input.u8() % 8 {
+                            0 => input.u8(),
+                            _ => response_code(input),
+                        });
+                        packet.payload = vec![0x0b; usize::from(input.u8()) * 2];
+                        let resource = ResourceId(u64::from(input.u8() % RESOURCES));
+                        let _ = self.ep.notify(at, resource, &packet, input.u8() % 2 == 0);
+                    }
+                    5 => {
+                        if let Some(&id) =
+                            self.ids.get(usize::from(input.u8()) % (self.ids.len() + 1))
+                        {
+                            let _ = self.ep.deregister(at, id);
+                        }
                     }
                     1 => {
                         let _ = self.ep.open_session(at, to);
@@ -471,8 +499,15 @@ impl Harness {
         };
         let (mid, token) = (view.header.message_id, view.token.to_vec());
         let new_mid = self.message_id(input);
-        let code = response_code(input);
-        let options = options(input);
+        let mut code = response_code(input);
+        let mut options = options(input);
+        if view.option(6).is_some() && input.u8() % 4 != 0 {
+            // An answer to an observation: mostly a notification with a sequence number.
+            code = codec::code(2, 5);
+            options.retain(|(n, _)| *n != 6);
+            options.push((6, vec![input.u8()]));
+            options.sort_by_key(|(n, _)| *n);
+        }
         let payload = input.chunk(8).to_vec();
         let mut bytes = match input.u8() % 8 {
             0 => build_message(MessageType::Acknowledgement, 0, mid, &[], &[], &[]),
@@ -569,7 +604,15 @@ impl Harness {
         }
         // Sometimes larger than the configured max_message_size.
         packet.payload = vec![0x42; usize::from(input.u8()) * 4];
-        if let Ok(id) = self.ep.request(at, to, &packet) {
+        let issued = if input.u8() % 4 == 0 {
+            if input.u8() % 4 != 0 {
+                packet.header.code = MessageClass::from(codec::code(0, 1));
+            }
+            self.ep.observe(at, to, &packet)
+        } else {
+            self.ep.request(at, to, &packet)
+        };
+        if let Ok(id) = issued {
             self.issue(id);
         }
     }
@@ -589,7 +632,15 @@ impl Harness {
             packet.add_option(number.into(), value);
         }
         packet.payload = vec![0x17; usize::from(input.u8()) * 2];
-        if self.ep.respond(at, id, &packet).is_ok() {
+        let answered = if input.u8() % 2 == 0 {
+            let resource = ResourceId(u64::from(input.u8() % RESOURCES));
+            self.ep
+                .respond_observe(at, id, resource, &packet)
+                .map(|added| self.cov.observers_added += usize::from(added))
+        } else {
+            self.ep.respond(at, id, &packet)
+        };
+        if answered.is_ok() {
             self.cov.responds_ok += 1;
         }
     }
@@ -687,6 +738,19 @@ impl Harness {
                     self.cov.sessions_closed += 1;
                     None
                 }
+                Event::Notification { id, .. } => {
+                    assert!(self.issued.contains(&id), "notification for unknown {id:?}");
+                    assert!(
+                        !self.ended.contains(&id),
+                        "notification after the end of {id:?}"
+                    );
+                    self.cov.notifications += 1;
+                    None
+                }
+                Event::ObserverRemoved { .. } => {
+                    self.cov.observers_removed += 1;
+                    None
+                }
                 _ => None,
             };
             if let Some(id) = terminal {
@@ -710,6 +774,7 @@ impl Harness {
             l.max_sessions
         );
         assert_eq!(self.ep.peers().count(), count);
+        let mut observers = 0;
         for p in 0..PEERS {
             let Some(info) = self.ep.session_info(peer(p)) else {
                 continue;
@@ -734,9 +799,27 @@ impl Harness {
             // Requests' CONs are bounded by max_exchanges, pings and separate responses by
             // max_confirmables, and there is at most one keepalive probe.
             assert!(
-                f.confirmables_in_flight <= l.max_exchanges + l.max_confirmables + 1,
+                f.observers <= l.max_observers,
+                "{f:?} exceeds max_observers in {l:?}"
+            );
+            // ... and notifications by one per observer (a new one replaces the old).
+            assert!(
+                f.confirmables_in_flight
+                    <= l.max_exchanges + l.max_confirmables + 1 + l.max_observers,
                 "{f:?} exceeds the confirmable bound in {l:?}"
             );
+            observers += f.observers;
+        }
+        // The registry indexing observers by resource agrees with the sessions holding them.
+        let indexed: usize = (0..RESOURCES)
+            .map(|r| self.ep.observers(ResourceId(u64::from(r))))
+            .sum();
+        assert_eq!(
+            indexed, observers,
+            "observer registry out of step with sessions"
+        );
+        for r in 0..RESOURCES {
+            assert!(self.ep.observers(ResourceId(u64::from(r))) <= l.max_observers_per_resource);
         }
     }
 }
@@ -758,7 +841,16 @@ fn options(input: &mut Bytes<'_>) -> Vec<(u16, Vec<u8>)> {
     let count = input.u8() % 4;
     (0..count.saturating_sub(1))
         .map(|_| {
-            let number = input.pick(&[3u16, 9, 11, 11, 12, 15, 2, 60, 1000, 65001]);
+            let number = input.pick(&[3u16, 6, 6, 9, 11, 11, 12, 15, 2, 60, 1000, 65001]);
+            if number == 6 {
+                // Observe: mostly register (empty, i.e. 0) or deregister (1).
+                let value = match input.u8() % 4 {
+                    0 | 1 => Vec::new(),
+                    2 => vec![1],
+                    _ => input.chunk(4).to_vec(),
+                };
+                return (number, value);
+            }
             let len = usize::from(input.u8() % 6);
             (number, input.take(len).to_vec())
         })
