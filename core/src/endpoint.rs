@@ -26,7 +26,9 @@ use crate::transmit::{SendErrorKind, Transmit, TransmitId};
 /// - [`handle_send_result`](Self::handle_send_result): a transmit could not be sent (successes need no report).
 /// - application calls: [`request`](Self::request), [`respond`](Self::respond),
 ///   [`ping`](Self::ping), [`cancel`](Self::cancel), [`open_session`](Self::open_session),
-///   [`close_session`](Self::close_session), [`set_keepalive`](Self::set_keepalive).
+///   [`close_session`](Self::close_session), [`set_keepalive`](Self::set_keepalive); for
+///   RFC 7641, [`observe`](Self::observe), [`deregister`](Self::deregister),
+///   [`respond_observe`](Self::respond_observe) and [`notify`](Self::notify).
 ///
 /// Every input takes `now`; time never goes backwards inside the engine (an earlier `now` is
 /// treated as the latest seen), and every input first runs whatever timers are already due,

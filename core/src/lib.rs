@@ -30,6 +30,17 @@
 //! The contract holds for both roles: a server with keepalive discovers a vanished client and
 //! drops its state.
 //!
+//! ## Observing resources (RFC 7641)
+//!
+//! A client calls [`Endpoint::observe`] and receives every fresh notification as
+//! [`Event::Notification`]; the observation ends with one terminal event like any request
+//! (the server's final response, a failure, [`Endpoint::cancel`] or
+//! [`Endpoint::deregister`]), and with its session when keepalive declares the server dead.
+//! A server answers a registration with [`Endpoint::respond_observe`] and pushes new
+//! representations with [`Endpoint::notify`]; observers that go away (Reset, unacknowledged
+//! Confirmable notification, deregistration, keepalive failure of their session) are
+//! reported as [`Event::ObserverRemoved`], so a dead client is never notified forever.
+//!
 //! ## Bounded memory
 //!
 //! Every per-peer structure has a cap in [`Limits`], and each cap's behaviour when reached is
