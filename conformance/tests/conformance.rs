@@ -228,7 +228,8 @@ fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
             let (req, resp) = single_exchange(&relay, &r, RequestType::Put, con);
             assert_eq!(req.payload, b"conformance put");
             // RFC 7252 §5.8.3: 2.01 Created if the PUT created it, else 2.04 Changed.
-            // libcoap's /example_data starts empty and answers its first PUT with 2.01.
+            // libcoap's /example_data has nothing stored at first (a GET then gets a
+            // generated body) and answers its first PUT with 2.01.
             let first = code(&resp);
             assert!(
                 matches!(first.as_str(), "2.01" | "2.04"),
@@ -1392,8 +1393,9 @@ const OBSERVATIONS: &str = "
 
 - **libcoap's `-T` is a starting value**: `coap-client-notls -T tok12345` sends `tok12346` (the
   token is incremented before the first request); our `coap-client -T` sends the token as given.
-- **PUT to libcoap's `/example_data`** answers 2.01 Created the first time (the resource starts
-  empty) and 2.04 Changed after; both are right per RFC 7252 §5.8.3.
+- **PUT to libcoap's `/example_data`** answers 2.01 Created the first time (nothing is stored
+  yet: until then a GET gets a generated 1500-byte body, sent block-wise, see CORE_21) and
+  2.04 Changed after; both are right per RFC 7252 §5.8.3.
 - **libcoap's `/time`** returns the Unix time only when the whole query is exactly `ticks`; our
   server looks for a `ticks` Uri-Query option among several.
 - **POST creating a resource (CORE_04/08/18/19)**: with `-d`, both servers create the target
@@ -1405,9 +1407,9 @@ const OBSERVATIONS: &str = "
   GET `locq` is 4.04 and the Location given is the way back. Our 2.01/2.04 also carry the
   new representation's ETag (§5.10.6.1).
 - **Accept (CORE_20)**: `coap-server-notls` 4.3.1 ignores Accept: `/example_data` holding
-  text/plain is answered 2.05 to Accept application/json too. RFC 7252 §5.10.4 decides:
-  \"If the preferred Content-Format cannot be returned, then a 4.06 (Not Acceptable) MUST be
-  sent as a response\", which our server does. libcoap also leaves out Content-Format when
+  text/plain is answered 2.05 to Accept application/json too. RFC 7252 §5.10.4 decides: if
+  the preferred Content-Format cannot be returned, a 4.06 Not Acceptable MUST be sent (unless
+  another error code takes precedence), which our server does. libcoap also leaves out Content-Format when
   the representation is text/plain (even after a PUT that gave Content-Format 0).
 - **ETag (CORE_21)**: libcoap's server sends an ETag only with a block-wise (Block2)
   response, a tag per transfer that grows by one with every GET of the same unchanged
@@ -1419,8 +1421,8 @@ const OBSERVATIONS: &str = "
 - **If-Match / If-None-Match (CORE_22/23)**: libcoap's server ignores both: a PUT with an
   If-Match that matches nothing answers 2.04 and replaces the data, an empty If-Match on a
   path with no resource creates it (2.01), and a second PUT with If-None-Match overwrites
-  (2.04). RFC 7252 §5.10.8.1 and §5.10.8.2 decide: when the condition does not hold, \"the
-  server MUST NOT perform the requested method\" and \"MUST respond with the 4.12
+  (2.04). RFC 7252 §5.10.8 decides: when the condition of either option does not hold,
+  \"the server MUST NOT perform the requested method\" and \"MUST respond with the 4.12
   (Precondition Failed) Response Code\", which our server does.
 - **/.well-known/core filtering (LINK_02–09)**: both servers filter as RFC 6690 §4.1 says
   (exact value, prefix with `*`, `href`). On an empty result libcoap answers 2.05 with
