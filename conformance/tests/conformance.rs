@@ -30,7 +30,9 @@ use coap_engine_conformance::{
 };
 use coap_engine_mio::Driver;
 
+mod links;
 mod live;
+mod options;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
@@ -226,7 +228,8 @@ fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
             let (req, resp) = single_exchange(&relay, &r, RequestType::Put, con);
             assert_eq!(req.payload, b"conformance put");
             // RFC 7252 §5.8.3: 2.01 Created if the PUT created it, else 2.04 Changed.
-            // libcoap's /example_data starts empty and answers its first PUT with 2.01.
+            // libcoap's /example_data has nothing stored at first (a GET then gets a
+            // generated body) and answers its first PUT with 2.01.
             let first = code(&resp);
             assert!(
                 matches!(first.as_str(), "2.01" | "2.04"),
@@ -317,14 +320,20 @@ fn method_libcoap_to_ours(method: &'static str, con: bool) -> String {
             "2.04, then GET returns the new payload".to_string()
         }
         "post" => {
-            // Our coap-server has no resource accepting POST: the exchange is checked, and
-            // the answer must be 4.05 Method Not Allowed (RFC 7252 §5.9.2.6).
-            let r = call(&["-m", "post", "-e", "posted", &relay.uri("example_data")]);
+            // Like libcoap's -d: POST to a path with no resource creates it (RFC 7252
+            // §5.8.2), answering 2.01 with its URI in Location-Path.
+            let r = call(&["-m", "post", "-e", "posted", &relay.uri("created-by-post")]);
             r.expect_code(0);
             let (req, resp) = single_exchange(&relay, &r, RequestType::Post, con);
             assert_eq!(req.payload, b"posted");
-            assert_code(&resp, "4.05", &ctx(&relay, &r));
-            "4.05 (our coap-server has no POST resource; exchange and token checked)".to_string()
+            let c = ctx(&relay, &r);
+            assert_code(&resp, "2.01", &c);
+            let loc: Vec<Vec<u8>> = resp
+                .get_option(CoapOption::LocationPath)
+                .map(|l| l.iter().cloned().collect())
+                .unwrap_or_default();
+            assert_eq!(loc, [b"created-by-post".to_vec()], "Location-Path\n{c}");
+            "2.01 Created with Location-Path \"created-by-post\" (our coap-server -d)".to_string()
         }
         "delete" => {
             let r = libcoap_client(&["-m", "put", "-e", "doomed", &relay.uri("to-delete")]);
@@ -708,31 +717,6 @@ fn queries_libcoap_to_ours() -> String {
         String::from_utf8_lossy(&responses(&relay).last().expect("answered").payload).into_owned();
     assert!(r.stdout.contains(payload.trim()), "{}", ctx(&relay, &r));
     check_ticks(&relay, &r, &payload)
-}
-
-// ---------------------------------------------------------------------------------------------
-// CORE_18: POST answered with Location-Path
-
-fn location_ours_to_libcoap() -> String {
-    let server = libcoap_server(&["-d", "10"]);
-    let relay = Relay::new(server.addr());
-    let r = our_client(&["-m", "post", "-e", "located", &relay.uri("loc1")]);
-    r.expect_code(0);
-    let c = ctx(&relay, &r);
-    let (_, resp) = single_exchange(&relay, &r, RequestType::Post, true);
-    assert_code(&resp, "2.01", &c);
-    let loc: Vec<Vec<u8>> = resp
-        .get_option(CoapOption::LocationPath)
-        .unwrap_or_else(|| panic!("no Location-Path\n{c}"))
-        .iter()
-        .cloned()
-        .collect();
-    assert_eq!(loc, vec![b"loc1".to_vec()], "{c}");
-    relay.clear();
-    let r = our_client(&[&relay.uri("loc1")]);
-    r.expect_code(0);
-    assert_eq!(r.stdout, "located", "{}", ctx(&relay, &r));
-    "2.01 with Location-Path \"loc1\" (libcoap -d); GET at that location returns the payload".into()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1167,12 +1151,10 @@ fn cases() -> Vec<Case> {
             "GET /async?N, NON: later NON response",
             || separate_libcoap_to_ours(false, None)
         ),
-        case!(
-            "CORE_18",
-            OursToLibcoap,
-            "POST creating a resource: 2.01 with Location-Path",
-            location_ours_to_libcoap
-        ),
+    ]
+    .into_iter()
+    .chain(options::cases())
+    .chain(vec![
         case!(
             "CORE_31",
             OursToLibcoap,
@@ -1197,6 +1179,9 @@ fn cases() -> Vec<Case> {
             "GET /.well-known/core: link format",
             link_libcoap_to_ours
         ),
+    ])
+    .chain(links::cases())
+    .chain(vec![
         case!(
             "CORE_15",
             OursToLibcoap,
@@ -1233,8 +1218,7 @@ fn cases() -> Vec<Case> {
             "lossy: server -l 2 drops the separate response; retransmitted",
             || lossy_separate(false)
         ),
-    ]
-    .into_iter()
+    ])
     .chain(live::cases())
     .chain(live::more_cases())
     .collect()
@@ -1409,13 +1393,45 @@ const OBSERVATIONS: &str = "
 
 - **libcoap's `-T` is a starting value**: `coap-client-notls -T tok12345` sends `tok12346` (the
   token is incremented before the first request); our `coap-client -T` sends the token as given.
-- **PUT to libcoap's `/example_data`** answers 2.01 Created the first time (the resource starts
-  empty) and 2.04 Changed after; both are right per RFC 7252 §5.8.3.
+- **PUT to libcoap's `/example_data`** answers 2.01 Created the first time (nothing is stored
+  yet: until then a GET gets a generated 1500-byte body, sent block-wise, see CORE_21) and
+  2.04 Changed after; both are right per RFC 7252 §5.8.3.
 - **libcoap's `/time`** returns the Unix time only when the whole query is exactly `ticks`; our
   server looks for a `ticks` Uri-Query option among several.
-- **Our `coap-server` has no POST resource** (4.05 for POST, 2.01 without Location-Path for PUT
-  creating a dynamic resource); libcoap's `-d` creates on POST with Location-Path. A tool
-  limitation, not an engine one (the engine carries any options the application sets).
+- **POST creating a resource (CORE_04/08/18/19)**: with `-d`, both servers create the target
+  resource and answer 2.01 with its path in Location-Path options and the request's Uri-Query
+  options echoed as Location-Query; a second POST there answers 2.04 and replaces it.
+  libcoap's dynamic resources are found by path alone (GET `locq` without the query returns
+  the resource made by POST `locq?first=1&second=2`); ours take the query as part of the
+  URI, since Uri-Path and Uri-Query together name the resource (RFC 7252 §5.10.1), so there
+  GET `locq` is 4.04 and the Location given is the way back. Our 2.01/2.04 also carry the
+  new representation's ETag (§5.10.6.1).
+- **Accept (CORE_20)**: `coap-server-notls` 4.3.1 ignores Accept: `/example_data` holding
+  text/plain is answered 2.05 to Accept application/json too. RFC 7252 §5.10.4 decides: if
+  the preferred Content-Format cannot be returned, a 4.06 Not Acceptable MUST be sent (unless
+  another error code takes precedence), which our server does. libcoap also leaves out Content-Format when
+  the representation is text/plain (even after a PUT that gave Content-Format 0).
+- **ETag (CORE_21)**: libcoap's server sends an ETag only with a block-wise (Block2)
+  response, a tag per transfer that grows by one with every GET of the same unchanged
+  representation, and answers a GET carrying an ETag with 2.05 and the payload, never 2.03;
+  a small representation gets no ETag. §5.10.6.2 makes 2.03 Valid optional (\"a server can
+  issue a 2.03\"), so this is allowed, but a client can never revalidate. Our server tags
+  `/example_data` and created resources with a hash of the representation and answers a
+  GET naming the current tag with 2.03, the ETag and no payload (§5.9.1.3).
+- **If-Match / If-None-Match (CORE_22/23)**: libcoap's server ignores both: a PUT with an
+  If-Match that matches nothing answers 2.04 and replaces the data, an empty If-Match on a
+  path with no resource creates it (2.01), and a second PUT with If-None-Match overwrites
+  (2.04). RFC 7252 §5.10.8 decides: when the condition of either option does not hold,
+  \"the server MUST NOT perform the requested method\" and \"MUST respond with the 4.12
+  (Precondition Failed) Response Code\", which our server does.
+- **/.well-known/core filtering (LINK_02–09)**: both servers filter as RFC 6690 §4.1 says
+  (exact value, prefix with `*`, `href`). On an empty result libcoap answers 2.05 with
+  neither payload nor Content-Format; ours sends Content-Format 40 with the empty payload (an
+  empty link list is a valid RFC 6690 §2 document). By hand (not a case): libcoap also
+  matches `href=time` (it strips the pattern's `/`) where ours, comparing with the
+  URI-reference `/time` byte for byte as §4.1 says, does not; and libcoap takes several
+  Uri-Query options as one filter string (`?rt=ticks&ct=0` finds nothing), where ours
+  applies each (RFC 6690 defines one filter per request).
 - **Our server's Empty ACK comes after `Config::empty_ack_delay` (1 s)**: a response ready at the
   same moment may be piggybacked instead, so the separate-response cases ask our server for
   `/async?2` (libcoap's server sends its Empty ACK at once, `/async?1` suffices).
@@ -1440,9 +1456,6 @@ const NOT_COVERED: &str = "
 | ID | direction | reason |
 | --- | --- | --- |
 | CORE_12 | libcoap → ours | `coap-client-notls` 4.3.1 always sends a token: `-T \"\"` still sends `{01}`. The engine in-process covers an empty token against our server (row `engine → ours`). |
-| CORE_18 | libcoap → ours | Our `coap-server` has no resource that creates on POST (dynamic resources are created by PUT, 2.01 without Location-Path). libcoap's server with `-d` answers POST with 2.01 + Location-Path (seen in CORE_04). |
-| CORE_19 | both | Neither server answers with Location-Query. |
-| CORE_20–23 | both | Not yet written (Accept, ETag, If-Match, If-None-Match). |
-| LINK_02–09 | both | Our server does not filter /.well-known/core yet. |
+| LINK_04 | both | Neither server has a link with several rt values: libcoap's example resources have at most one (`/time`: rt=\"ticks\"), its `-d` resources get only ct and title, and ours carry the same attributes. Matching one value of a space-separated rt/if list is unit-tested in `examples/src/link_format.rs`. |
 | LIVE_01–04 | both | Observations: observe has not landed. LIVE_04 checks that our server reports the session failed (`coap-server -v 6` logs `session failed`; the engine frees the session's state with it); the example server's own timer for the pending `/async` response is not observed. LIVE_03 freezes the server before the request, so nothing was ever heard: the bound is measured from the client's start. |
 ";

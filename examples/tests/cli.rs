@@ -170,6 +170,109 @@ fn dynamic_resources_are_created_listed_and_deleted() {
 }
 
 #[test]
+fn post_creates_a_resource_at_its_location() {
+    let s = start(SERVER, &["-d", "2"]);
+    let out = client(&["-v", "6", "-m", "post", "-e", "made", &uri(&s, "new?x=1")]);
+    assert_status(&out, 0);
+    assert!(
+        text(&out.stderr).contains("2.01 Created; Location: /new?x=1;"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = client(&[&uri(&s, "new?x=1")]);
+    assert_status(&out, 0);
+    assert_eq!(text(&out.stdout), "made");
+    // The query is part of the resource's URI (RFC 7252 §5.10.1).
+    assert_status(&client(&[&uri(&s, "new")]), 1);
+    let out = client(&["-v", "6", "-m", "post", "-e", "again", &uri(&s, "new?x=1")]);
+    assert!(text(&out.stderr).contains("2.04 Changed"));
+    assert_eq!(text(&client(&[&uri(&s, "new?x=1")]).stdout), "again");
+    let out = client(&["-m", "post", "-e", "x", &uri(&s, "example_data")]);
+    assert_status(&out, 1);
+    assert!(text(&out.stderr).contains("4.05"));
+}
+
+/// The ETag our client logs at -v 6 for a GET of `path`.
+fn etag_of(s: &Server, path: &str) -> String {
+    let out = client(&["-v", "6", &uri(s, path)]);
+    assert_status(&out, 0);
+    let err = text(&out.stderr);
+    err.split("ETag: ")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .unwrap_or_else(|| panic!("no ETag logged: {err}"))
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn etags_validate_and_make_requests_conditional() {
+    let s = start(SERVER, &["-d", "1"]);
+    let data = uri(&s, "example_data");
+    let etag = etag_of(&s, "example_data");
+    let etag_opt = format!("4,{etag}");
+    let out = client(&["-v", "6", "-O", "4,0x00", "-O", &etag_opt, &data]);
+    assert_status(&out, 0);
+    assert!(text(&out.stderr).contains("2.03 Valid"));
+    assert!(out.stdout.is_empty(), "2.03 has no payload");
+    // If-Match with the current ETag: done; with the old one afterwards: 4.12.
+    let if_match = format!("1,{etag}");
+    assert_status(
+        &client(&["-m", "put", "-e", "v2", "-O", &if_match, &data]),
+        0,
+    );
+    assert_ne!(etag_of(&s, "example_data"), etag);
+    let out = client(&["-m", "put", "-e", "v3", "-O", &if_match, &data]);
+    assert_status(&out, 1);
+    assert!(text(&out.stderr).contains("4.12 Precondition Failed"));
+    assert_eq!(text(&client(&[&data]).stdout), "v2");
+    // An old ETag no longer validates.
+    let out = client(&["-v", "6", "-O", &etag_opt, &data]);
+    assert!(text(&out.stderr).contains("2.05 Content"));
+    // Empty If-Match: the resource must exist. If-None-Match: it must not.
+    assert_status(&client(&["-m", "put", "-e", "v4", "-O", "1,", &data]), 0);
+    assert_status(&client(&["-m", "put", "-e", "v5", "-O", "5,", &data]), 1);
+    assert_status(
+        &client(&["-m", "put", "-e", "n", "-O", "1,", &uri(&s, "n")]),
+        1,
+    );
+    assert_status(
+        &client(&["-m", "put", "-e", "n", "-O", "5,", &uri(&s, "n")]),
+        0,
+    );
+    assert_status(
+        &client(&["-m", "put", "-e", "m", "-O", "5,", &uri(&s, "n")]),
+        1,
+    );
+    assert_eq!(text(&client(&[&uri(&s, "n")]).stdout), "n");
+}
+
+#[test]
+fn accept_selects_the_content_format_or_4_06() {
+    let s = start(SERVER, &[]);
+    assert_status(&client(&["-A", "text", &uri(&s, "example_data")]), 0);
+    let out = client(&["-A", "json", &uri(&s, "example_data")]);
+    assert_status(&out, 1);
+    assert!(text(&out.stderr).contains("4.06 Not Acceptable"));
+    assert_status(&client(&["-A", "link", &uri(&s, ".well-known/core")]), 0);
+    assert_status(&client(&["-A", "text", &uri(&s, ".well-known/core")]), 1);
+}
+
+#[test]
+fn well_known_core_is_filtered_by_query() {
+    let s = start(SERVER, &[]);
+    let get = |q: &str| text(&client(&[&uri(&s, &format!(".well-known/core?{q}"))]).stdout);
+    assert_eq!(
+        get("rt=ticks"),
+        "</time>;if=\"clock\";rt=\"ticks\";title=\"Internal Clock\";ct=0"
+    );
+    assert!(get("href=/ex*").starts_with("</example_data>"));
+    assert!(!get("href=/ex*").contains("</time>"));
+    assert_eq!(get("sz=*"), "");
+    assert_eq!(get("rt=*"), get("rt=ticks"));
+}
+
+#[test]
 fn bad_flags_and_uris_exit_2_with_one_line() {
     for args in [
         &["http://127.0.0.1/"][..],

@@ -252,6 +252,14 @@ impl Handler for Client {
             Event::Response { id, response, .. } if Some(id) == self.id => {
                 let code = u8::from(response.header.code);
                 let (class, detail) = (code >> 5, code & 0x1f);
+                // What a user needs to go on from here (libcoap's client shows the whole
+                // response at -v 6): where a created resource is, its ETag for If-Match or
+                // a 2.03 revalidation, its Content-Format.
+                log::info!(
+                    "{class}.{detail:02} {}{}",
+                    code_name(class, detail),
+                    response_options(&response)
+                );
                 let mut data = response.payload;
                 if self.newline {
                     data.push(b'\n');
@@ -438,9 +446,65 @@ fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("cannot resolve host {host:?}"))
 }
 
+/// `; Location: /a/b?x=1; ETag: 0x..; Content-Format: N` for the options a response carries
+/// (Location-Path and Location-Query joined into one relative URI, RFC 7252 §5.10.7).
+fn response_options(p: &Packet) -> String {
+    let values = |o: CoapOption| -> Vec<Vec<u8>> {
+        p.get_option(o)
+            .map(|l| l.iter().cloned().collect())
+            .unwrap_or_default()
+    };
+    let mut out = String::new();
+    let (path, query) = (
+        values(CoapOption::LocationPath),
+        values(CoapOption::LocationQuery),
+    );
+    if !path.is_empty() || !query.is_empty() {
+        out.push_str("; Location: ");
+        for s in &path {
+            out.push('/');
+            out.push_str(&percent_encode(s, b"&"));
+        }
+        for (i, q) in query.iter().enumerate() {
+            out.push(if i == 0 { '?' } else { '&' });
+            out.push_str(&percent_encode(q, b"/?"));
+        }
+    }
+    if let Some(etag) = values(CoapOption::ETag).first() {
+        let hex: String = etag.iter().map(|b| format!("{b:02x}")).collect();
+        out.push_str(&format!("; ETag: 0x{hex}"));
+    }
+    if let Some(cf) = values(CoapOption::ContentFormat).first() {
+        out.push_str(&format!("; Content-Format: {}", cli::decode_uint(cf)));
+    }
+    out
+}
+
+/// Percent-encodes all but RFC 3986's unreserved characters, the sub-delims other than `&`,
+/// `:`, `@` and `extra`: `&` for a path segment, `/?` for a query (the sets of RFC 7252
+/// §6.5 steps 8–9).
+fn percent_encode(bytes: &[u8], extra: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|&b| {
+            if b.is_ascii_alphanumeric() || b"-._~!$'()*+,;=:@".contains(&b) || extra.contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
 /// RFC 7252 §12.1.2 response code names.
 fn code_name(class: u8, detail: u8) -> &'static str {
     match (class, detail) {
+        (2, 1) => "Created",
+        (2, 2) => "Deleted",
+        (2, 3) => "Valid",
+        (2, 4) => "Changed",
+        (2, 5) => "Content",
+        (2, 31) => "Continue",
         (4, 0) => "Bad Request",
         (4, 1) => "Unauthorized",
         (4, 2) => "Bad Option",
@@ -458,6 +522,7 @@ fn code_name(class: u8, detail: u8) -> &'static str {
         (5, 3) => "Service Unavailable",
         (5, 4) => "Gateway Timeout",
         (5, 5) => "Proxying Not Supported",
+        (2, _) => "success",
         _ => "error response",
     }
 }
@@ -497,5 +562,24 @@ mod tests {
         assert_eq!(bytes_or_hex("ab").unwrap(), b"ab");
         assert_eq!(bytes_or_hex("0x0aff").unwrap(), vec![0x0a, 0xff]);
         assert!(bytes_or_hex("0xabc").is_err());
+    }
+
+    #[test]
+    fn response_options_show_location_etag_and_format() {
+        let mut p = Packet::new();
+        assert_eq!(response_options(&p), "");
+        p.add_option(CoapOption::LocationPath, b"a b".to_vec());
+        p.add_option(CoapOption::LocationPath, b"x&y".to_vec());
+        p.add_option(CoapOption::LocationQuery, b"k=v/w".to_vec());
+        p.add_option(CoapOption::LocationQuery, b"c&d".to_vec());
+        p.add_option(CoapOption::ETag, vec![0x0b, 0xad]);
+        p.add_option(CoapOption::ContentFormat, vec![50]);
+        assert_eq!(
+            response_options(&p),
+            "; Location: /a%20b/x&y?k=v/w&c%26d; ETag: 0x0bad; Content-Format: 50"
+        );
+        let mut q = Packet::new();
+        q.add_option(CoapOption::LocationQuery, b"only".to_vec());
+        assert_eq!(response_options(&q), "; Location: ?only");
     }
 }

@@ -8,9 +8,19 @@
 //!
 //! Resources: `/` (text), `/time` (current UTC time; `?ticks` for seconds since the Unix
 //! epoch), `/async?N` (a separate response after N seconds: the engine sends the Empty ACK
-//! after `empty_ack_delay`), `/.well-known/core` (RFC 6690), `/example_data` (GET; PUT
-//! replaces it), and resources created by PUT on unknown paths when `-d max` allows
-//! (2.01 Created; DELETE removes them; 4.06 once `max` exist, like libcoap).
+//! after `empty_ack_delay`), `/.well-known/core` (RFC 6690, filtered by `?name=pattern`
+//! queries as in RFC 6690 §4.1: `rt=ticks`, `if=cl*`, `href=/ex*`, `ct=40`, ...),
+//! `/example_data` (GET; PUT replaces it), and, when `-d max` allows, resources created on
+//! unknown paths (a path with a query names its own resource, RFC 7252 §5.10.1): by PUT
+//! (2.01 Created) or by POST (2.01 with the new URI in Location-Path and Location-Query
+//! options, as libcoap's `-d` does); PUT or POST replace them (2.04), DELETE removes them;
+//! 4.06 once `max` exist, like libcoap.
+//!
+//! `/example_data` and the created resources carry an ETag (a hash of the representation):
+//! a GET naming the current one in an ETag option is answered 2.03 Valid without payload,
+//! and If-Match / If-None-Match make any method conditional (4.12 Precondition Failed,
+//! RFC 7252 §5.10.8). Every GET honours Accept: 4.06 Not Acceptable unless the
+//! representation has that Content-Format (§5.10.4).
 //!
 //! `-K seconds` turns on keepalive for every client session: a ping after K seconds of
 //! silence, and the session fails (its state freed) after K more: `Keepalive { interval: K,
@@ -27,6 +37,10 @@ use coap_engine_mio::{Driver, Handler};
 
 #[path = "../cli.rs"]
 mod cli;
+#[path = "../link_format.rs"]
+mod link_format;
+
+use link_format::Link;
 
 const PROG: &str = "coap-server";
 const ROOT_TEXT: &str = "This is a test server made with coap-engine (a sans-IO CoAP engine)\n\
@@ -39,7 +53,8 @@ Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max]
 	-v num		Verbosity level (default 3, maximum 9; 6 logs every request)
 	-K seconds	Keepalive for client sessions: ping after this much silence, fail the
 			session after as much again
-	-d max		Allow dynamic creation of up to max resources by PUT; past it 4.06
+	-d max		Allow dynamic creation of up to max resources by PUT or POST (POST
+			answers with Location-Path/-Query); past it 4.06
 	-l list		Drop outgoing datagrams: a comma separated list of numbers or ranges
 	-l loss%	Drop outgoing datagrams randomly with this probability
 	-Z list|fail%	Like -l, but the send fails and the engine is told \"unreachable\"
@@ -48,6 +63,32 @@ Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max]
 struct Resource {
     data: Vec<u8>,
     format: Option<u16>,
+}
+
+impl Resource {
+    fn from_request(request: &Packet) -> Resource {
+        Resource {
+            data: request.payload.clone(),
+            format: format_of(request),
+        }
+    }
+
+    /// The entity-tag of the representation (RFC 7252 §5.10.6): a 64-bit FNV-1a hash of its
+    /// Content-Format and payload, so it changes whenever the representation does and stays
+    /// the same across restarts of the server.
+    fn etag(&self) -> Vec<u8> {
+        let format = match self.format {
+            Some(f) => [1, (f >> 8) as u8, f as u8],
+            None => [0; 3],
+        };
+        let hash = format
+            .iter()
+            .chain(&self.data)
+            .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+                (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+            });
+        hash.to_be_bytes().to_vec()
+    }
 }
 
 struct Server {
@@ -227,15 +268,28 @@ fn format_of(p: &Packet) -> Option<u16> {
         .map(|v| cli::decode_uint(v) as u16)
 }
 
+/// What a request's path names.
+enum Target {
+    Root,
+    Time,
+    Async,
+    WellKnown,
+    ExampleData,
+    /// A resource created by PUT or POST (`-d`), existing or not; the key is its path plus
+    /// `?query` when it has one, since Uri-Path and Uri-Query together name the target
+    /// resource (RFC 7252 §5.10.1).
+    Dynamic(String),
+}
+
 impl Server {
     fn answer(&mut self, request: &Packet, path: &str) -> Answer {
-        use RequestType::{Delete, Get, Put};
+        use RequestType::{Delete, Get, Post, Put};
         let MessageClass::Request(method) = request.header.code else {
             return empty(ResponseType::MethodNotAllowed);
         };
         if !matches!(
             method,
-            Get | RequestType::Post
+            Get | Post
                 | Put
                 | Delete
                 | RequestType::Fetch
@@ -244,99 +298,213 @@ impl Server {
         ) {
             return empty(ResponseType::MethodNotAllowed); // an unknown method code
         }
-        match (method, path) {
-            (Get, "") => Answer::Now(response(
-                ResponseType::Content,
-                Some(0),
-                ROOT_TEXT.as_bytes().to_vec(),
-            )),
-            (Get, "time") => {
+        let query = segments(request, CoapOption::UriQuery);
+        let target = match path {
+            "" => Target::Root,
+            "time" => Target::Time,
+            "async" => Target::Async,
+            ".well-known/core" => Target::WellKnown,
+            "example_data" => Target::ExampleData,
+            _ if query.is_empty() => Target::Dynamic(path.to_string()),
+            _ => Target::Dynamic(format!("{path}?{}", query.join("&"))),
+        };
+        let stored = match &target {
+            Target::ExampleData => Some(&self.example_data),
+            Target::Dynamic(key) => self.dynamic.get(key),
+            _ => None,
+        };
+        let exists = stored.is_some() || !matches!(target, Target::Dynamic(_));
+        let etag = stored.map(Resource::etag);
+        let allowed = match (&target, method) {
+            (Target::Root | Target::Time | Target::Async | Target::WellKnown, Get) => true,
+            (Target::ExampleData, Get | Put) => true,
+            (Target::Dynamic(_), Get | Put | Post | Delete) if exists => true,
+            // Creation, like libcoap's -d: PUT at the request URI (RFC 7252 §5.8.3), POST
+            // creating the target resource (§5.8.2).
+            (Target::Dynamic(_), Put | Post) => self.max_dynamic > 0,
+            _ => false,
+        };
+        if !allowed {
+            return empty(if exists {
+                ResponseType::MethodNotAllowed
+            } else {
+                ResponseType::NotFound
+            });
+        }
+        if !exists && self.dynamic.len() >= self.max_dynamic {
+            return empty(ResponseType::NotAcceptable); // full, as libcoap answers
+        }
+        // The method would succeed, so the preconditions decide (RFC 7252 §5.10.8).
+        if !preconditions_hold(request, exists, etag.as_deref()) {
+            return empty(ResponseType::PreconditionFailed);
+        }
+        match (target, method) {
+            (Target::Root, _) => content(request, Some(0), ROOT_TEXT.as_bytes().to_vec(), None),
+            (Target::Time, _) => {
                 let now = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                let query = segments(request, CoapOption::UriQuery);
                 let text = if query.iter().any(|q| q == "ticks") {
                     now.to_string()
                 } else {
                     utc_time(now)
                 };
-                Answer::Now(response(ResponseType::Content, Some(0), text.into_bytes()))
+                content(request, Some(0), text.into_bytes(), None)
             }
-            (Get, "async") => {
-                let query = segments(request, CoapOption::UriQuery);
-                match query.first().map(|q| q.parse::<u64>()) {
-                    None => Answer::Now(response(ResponseType::Content, Some(0), b"done".to_vec())),
-                    Some(Ok(n)) if n <= 3600 => Answer::Later(Duration::from_secs(n)),
-                    Some(_) => Answer::Now(response(
-                        ResponseType::BadRequest,
-                        Some(0),
-                        b"async?N needs a delay of 0 to 3600 seconds".to_vec(),
-                    )),
-                }
-            }
-            (Get, ".well-known/core") => {
-                let mut links = String::from(
-                    "</>;title=\"General Info\";ct=0,</time>;if=\"clock\";rt=\"ticks\";\
-                     title=\"Internal Clock\";ct=0,</async>;ct=0,\
-                     </example_data>;title=\"Example Data\";ct=0",
-                );
-                for (name, r) in &self.dynamic {
-                    links.push_str(&format!(",</{name}>"));
-                    if let Some(ct) = r.format {
-                        links.push_str(&format!(";ct={ct}"));
+            (Target::Async, _) => match query.first().map(|q| q.parse::<u64>()) {
+                None => content(request, Some(0), b"done".to_vec(), None),
+                Some(Ok(n)) if n <= 3600 => {
+                    // The separate response will be text/plain: refuse now what it cannot
+                    // satisfy.
+                    if !acceptable(request, Some(0)) {
+                        return empty(ResponseType::NotAcceptable);
                     }
+                    Answer::Later(Duration::from_secs(n))
                 }
-                Answer::Now(response(
-                    ResponseType::Content,
-                    Some(40),
-                    links.into_bytes(),
-                ))
+                Some(_) => Answer::Now(response(
+                    ResponseType::BadRequest,
+                    Some(0),
+                    b"async?N needs a delay of 0 to 3600 seconds".to_vec(),
+                )),
+            },
+            (Target::WellKnown, _) => {
+                let links = link_format::filtered(&self.links(), &query);
+                content(request, Some(40), links.into_bytes(), None)
             }
-            (Get, "example_data") => {
+            (Target::ExampleData, Get) => {
                 let r = &self.example_data;
-                Answer::Now(response(ResponseType::Content, r.format, r.data.clone()))
+                content(request, r.format, r.data.clone(), etag)
             }
-            (Put, "example_data") => {
-                self.example_data = Resource {
-                    data: request.payload.clone(),
-                    format: format_of(request),
-                };
-                empty(ResponseType::Changed)
+            (Target::ExampleData, _) => {
+                self.example_data = Resource::from_request(request);
+                Answer::Now(stored_response(ResponseType::Changed, &self.example_data))
             }
-            (_, "" | "time" | "async" | ".well-known/core" | "example_data") => {
-                empty(ResponseType::MethodNotAllowed)
+            (Target::Dynamic(key), Get) => {
+                let r = &self.dynamic[&key];
+                content(request, r.format, r.data.clone(), etag)
             }
-            (Get, p) if self.dynamic.contains_key(p) => {
-                let r = &self.dynamic[p];
-                Answer::Now(response(ResponseType::Content, r.format, r.data.clone()))
-            }
-            (Put, p) if self.dynamic.contains_key(p) => {
-                let resource = Resource {
-                    data: request.payload.clone(),
-                    format: format_of(request),
-                };
-                self.dynamic.insert(p.to_string(), resource);
-                empty(ResponseType::Changed)
-            }
-            (Delete, p) if self.dynamic.contains_key(p) => {
-                self.dynamic.remove(p);
+            (Target::Dynamic(key), Delete) => {
+                self.dynamic.remove(&key);
                 empty(ResponseType::Deleted)
             }
-            (_, p) if self.dynamic.contains_key(p) => empty(ResponseType::MethodNotAllowed),
-            (Put, p) if self.max_dynamic > 0 => {
-                if self.dynamic.len() >= self.max_dynamic {
-                    return empty(ResponseType::NotAcceptable);
-                }
-                let resource = Resource {
-                    data: request.payload.clone(),
-                    format: format_of(request),
+            (Target::Dynamic(key), _) => {
+                let resource = Resource::from_request(request);
+                // A POST to an existing dynamic resource replaces it, as libcoap's does
+                // (§5.8.2 leaves the function of POST to the server).
+                let code = if exists {
+                    ResponseType::Changed
+                } else {
+                    ResponseType::Created
                 };
-                self.dynamic.insert(p.to_string(), resource);
-                empty(ResponseType::Created)
+                let mut p = stored_response(code, &resource);
+                if !exists && method == Post {
+                    // §5.8.2: the URI of the new resource in Location-Path and
+                    // Location-Query options: the request's own path and query.
+                    let options = |o| request.get_option(o).into_iter().flatten();
+                    for s in options(CoapOption::UriPath) {
+                        p.add_option(CoapOption::LocationPath, s.clone());
+                    }
+                    for q in options(CoapOption::UriQuery) {
+                        p.add_option(CoapOption::LocationQuery, q.clone());
+                    }
+                }
+                self.dynamic.insert(key, resource);
+                Answer::Now(p)
             }
-            _ => empty(ResponseType::NotFound),
         }
     }
+
+    /// `/.well-known/core`, with attributes like libcoap's example server (which also marks
+    /// `/time` and `/example_data` `obs`; observe is not served here yet).
+    fn links(&self) -> Vec<Link> {
+        let with_ct = |link: Link, format: Option<u16>| match format {
+            Some(ct) => link.token("ct", ct),
+            None => link,
+        };
+        let mut links = vec![
+            Link::new("/")
+                .quoted("title", "General Info")
+                .token("ct", 0),
+            Link::new("/time")
+                .quoted("if", "clock")
+                .quoted("rt", "ticks")
+                .quoted("title", "Internal Clock")
+                .token("ct", 0),
+            Link::new("/async").token("ct", 0),
+            with_ct(
+                Link::new("/example_data").quoted("title", "Example Data"),
+                self.example_data.format,
+            ),
+        ];
+        for (name, r) in &self.dynamic {
+            links.push(with_ct(Link::new(format!("/{name}")), r.format).quoted("title", "Dynamic"));
+        }
+        links
+    }
+}
+
+/// RFC 7252 §5.10.8: If-Match holds when the resource exists and one of its values is the
+/// current ETag, or is empty (then any current representation will do); If-None-Match
+/// holds when the resource does not exist.
+fn preconditions_hold(request: &Packet, exists: bool, etag: Option<&[u8]>) -> bool {
+    if let Some(values) = request.get_option(CoapOption::IfMatch) {
+        if !exists
+            || !values
+                .iter()
+                .any(|v| v.is_empty() || Some(v.as_slice()) == etag)
+        {
+            return false;
+        }
+    }
+    !(exists && request.get_option(CoapOption::IfNoneMatch).is_some())
+}
+
+/// RFC 7252 §5.10.4: with an Accept option, only a representation in that Content-Format
+/// will do. One without a known Content-Format cannot be promised to match.
+fn acceptable(request: &Packet, format: Option<u16>) -> bool {
+    match request
+        .get_option(CoapOption::Accept)
+        .and_then(|l| l.front())
+    {
+        Some(v) => format.is_some_and(|f| u32::from(f) == cli::decode_uint(v)),
+        None => true,
+    }
+}
+
+/// The answer to a GET: 4.06 if the Accept option asks for another Content-Format; 2.03
+/// Valid with the ETag and no payload if one of the request's ETags is the current one
+/// (§5.10.6.2, §5.9.1.3); else 2.05 with the representation (and its ETag, if it has one).
+fn content(
+    request: &Packet,
+    format: Option<u16>,
+    payload: Vec<u8>,
+    etag: Option<Vec<u8>>,
+) -> Answer {
+    if !acceptable(request, format) {
+        return empty(ResponseType::NotAcceptable);
+    }
+    let Some(etag) = etag else {
+        return Answer::Now(response(ResponseType::Content, format, payload));
+    };
+    let valid = request
+        .get_option(CoapOption::ETag)
+        .is_some_and(|l| l.iter().any(|v| *v == etag));
+    let mut p = if valid {
+        response(ResponseType::Valid, None, Vec::new())
+    } else {
+        response(ResponseType::Content, format, payload)
+    };
+    p.add_option(CoapOption::ETag, etag);
+    Answer::Now(p)
+}
+
+/// 2.01/2.04 after a PUT or POST stored `r`, with the new representation's ETag: without
+/// Location-* options it tags the target's representation, with them the one at the
+/// location, which is the same here (§5.10.6.1). A client can use it in If-Match at once.
+fn stored_response(code: ResponseType, r: &Resource) -> Packet {
+    let mut p = response(code, None, Vec::new());
+    p.add_option(CoapOption::ETag, r.etag());
+    p
 }
 
 /// `Mon DD HH:MM:SS` in UTC, the format of libcoap's `/time`.
