@@ -52,6 +52,18 @@ pub enum ExchangeError {
     SessionClosed,
     /// The application cancelled it.
     Cancelled,
+    /// The response body, reassembled from Block2 blocks (RFC 7959), would exceed
+    /// [`Blockwise::max_body_size`](crate::Blockwise::max_body_size), or the server announced
+    /// (Size2) that it would.
+    BodyTooLarge,
+    /// The server answered a block-wise request with a block that was not the one asked for
+    /// (wrong number or offset, or a non-final block of the wrong size, RFC 7959 §2.3): the
+    /// body could not be put together safely.
+    UnexpectedBlock,
+    /// The resource changed (its ETag did) while its blocks were being fetched, again after
+    /// the engine started over from the first block (RFC 7959 §2.4): no consistent body was
+    /// obtained, and blocks of two representations are never mixed.
+    RepresentationChanged,
 }
 
 impl fmt::Display for ExchangeError {
@@ -63,6 +75,15 @@ impl fmt::Display for ExchangeError {
             ExchangeError::SessionFailed(reason) => write!(f, "session failed: {reason}"),
             ExchangeError::SessionClosed => f.write_str("session closed"),
             ExchangeError::Cancelled => f.write_str("cancelled"),
+            ExchangeError::BodyTooLarge => {
+                f.write_str("response body exceeds blockwise.max_body_size")
+            }
+            ExchangeError::UnexpectedBlock => {
+                f.write_str("the peer answered with a block that was not asked for")
+            }
+            ExchangeError::RepresentationChanged => {
+                f.write_str("the resource kept changing (ETag) during a block-wise transfer")
+            }
         }
     }
 }

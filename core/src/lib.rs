@@ -54,7 +54,7 @@ mod time;
 mod transmit;
 
 pub use coap_lite;
-pub use config::{Config, ConfigError, Keepalive, Limits, TransmissionParameters};
+pub use config::{Blockwise, Config, ConfigError, Keepalive, Limits, TransmissionParameters};
 pub use endpoint::{Endpoint, SessionInfo};
 pub use error::Error;
 pub use event::{CloseReason, Event, ExchangeError, FailureReason, IncomingRequestId, RequestId};

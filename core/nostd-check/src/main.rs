@@ -41,6 +41,7 @@ fn config() -> Config {
             max_remembered_peers: 4,
             max_queued_transmits: 8,
             tracked_transmits: 8,
+            max_block_transfers: 1,
         },
         ..Config::default()
     }

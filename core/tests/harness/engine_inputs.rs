@@ -29,8 +29,8 @@ use std::net::SocketAddr;
 use coap_engine::coap_lite::{MessageClass, MessageType, Packet};
 use coap_engine::codec::{self, FormatError};
 use coap_engine::{
-    Config, Duration, Endpoint, Event, IncomingRequestId, Instant, Keepalive, Limits, RequestId,
-    SendErrorKind, TransmissionParameters, TransmitId,
+    Blockwise, Config, Duration, Endpoint, Event, IncomingRequestId, Instant, Keepalive, Limits,
+    RequestId, SendErrorKind, TransmissionParameters, TransmitId,
 };
 
 /// Most inputs one run applies, so a long fuzz input cannot make one execution slow.
@@ -244,6 +244,18 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         max_remembered_peers: usize::from(input.u8() % 4),
         max_queued_transmits: 1 + usize::from(input.u8() % 16),
         tracked_transmits: 1 + usize::from(input.u8() % 16),
+        max_block_transfers: 0,
+    };
+    // Block-wise settings derive from bytes already read, so that an input (and every saved
+    // fuzz corpus) decodes into the same sequence as before they existed.
+    let limits = Limits {
+        max_block_transfers: limits.max_pending_requests % 3,
+        ..limits
+    };
+    let blockwise = Blockwise {
+        block_size: 16 << (limits.max_dedup_entries % 7),
+        early_negotiation: limits.max_confirmables % 2 == 1,
+        max_body_size: 64 << (limits.max_queued_transmits % 8),
     };
     Config {
         transmission,
@@ -255,6 +267,7 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         idle_timeout: Duration::from_secs(u64::from(input.u8() % 30)),
         max_message_size: 16 + usize::from(input.u8()) * 4,
         extra_critical_options,
+        blockwise,
         limits,
     }
 }

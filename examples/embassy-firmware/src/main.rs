@@ -164,6 +164,7 @@ fn config() -> Config {
             max_remembered_peers: 4,
             max_queued_transmits: 8,
             tracked_transmits: 8,
+            max_block_transfers: 1,
         },
         max_message_size: 1152,
         ..Config::default()
