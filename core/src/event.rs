@@ -134,7 +134,10 @@ pub enum CloseReason {
 #[non_exhaustive]
 pub enum Event {
     /// A request arrived; answer it with [`Endpoint::respond`](crate::Endpoint::respond).
-    /// The engine has already deduplicated it, so each request is seen once.
+    /// The engine has already deduplicated it, so each request is seen once, and reassembled
+    /// a body sent in Block1 blocks (RFC 7959), so `request` carries the whole body (without
+    /// Block1 and Size1). A request for a further block of a response (Block2 with a block
+    /// number above 0) is delivered like any other: answer it with the whole representation.
     Request {
         /// Handle for the answer.
         id: IncomingRequestId,
@@ -143,7 +146,9 @@ pub enum Event {
         /// The request as received (type, Message ID and token included).
         request: Packet,
     },
-    /// The response to one of our requests (terminal for `id`).
+    /// The response to one of our requests (terminal for `id`). A success body sent in Block2
+    /// blocks (RFC 7959) has been reassembled: `response` is the last block's message with
+    /// the whole body, without Block1 and Block2 options.
     Response {
         /// The request it answers.
         id: RequestId,

@@ -40,6 +40,7 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod block;
 pub mod codec;
 mod config;
 mod dedup;

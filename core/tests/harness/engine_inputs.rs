@@ -744,6 +744,10 @@ impl Harness {
                 f.dedup_entries <= l.max_dedup_entries,
                 "{f:?} exceeds max_dedup_entries in {l:?}"
             );
+            assert!(
+                f.block_transfers <= l.max_block_transfers,
+                "{f:?} exceeds max_block_transfers in {l:?}"
+            );
             // Requests' CONs are bounded by max_exchanges, pings and separate responses by
             // max_confirmables, and there is at most one keepalive probe.
             assert!(
@@ -766,12 +770,14 @@ fn response_code(input: &mut Bytes<'_>) -> u8 {
     ])
 }
 
-/// 0–2 options: known and unknown, critical and elective, small and large numbers.
+/// 0–2 options: known and unknown, critical and elective, small and large numbers, and the
+/// Block options of RFC 7959 with values of 0–5 bytes (so also malformed ones: longer than 3
+/// bytes, or SZX 7).
 fn options(input: &mut Bytes<'_>) -> Vec<(u16, Vec<u8>)> {
     let count = input.u8() % 4;
     (0..count.saturating_sub(1))
         .map(|_| {
-            let number = input.pick(&[3u16, 9, 11, 11, 12, 15, 2, 60, 1000, 65001]);
+            let number = input.pick(&[3u16, 9, 11, 23, 12, 15, 27, 60, 1000, 65001]);
             let len = usize::from(input.u8() % 6);
             (number, input.take(len).to_vec())
         })
