@@ -144,6 +144,12 @@ pub struct Limits {
     /// Observers of one resource, over all sessions; beyond it registrations are answered as
     /// plain GETs too.
     pub max_observers_per_resource: usize,
+    /// Request bodies being reassembled from Block1 blocks (RFC 7959 §2.5) on one session. A
+    /// further transfer's first block is answered with 4.13 Request Entity Too Large (which
+    /// §2.9.3 allows "at any time" a server lacks the resources to store blocks) until one
+    /// completes or expires; 0 refuses every multi-block request body. A partial body is
+    /// dropped EXCHANGE_LIFETIME after its latest block.
+    pub max_block_transfers: usize,
 }
 
 impl Default for Limits {
@@ -160,6 +166,60 @@ impl Default for Limits {
             tracked_transmits: 4096,
             max_observers: 16,
             max_observers_per_resource: 4096,
+            max_block_transfers: 4,
+        }
+    }
+}
+
+/// Block-wise transfers (RFC 7959), which the engine carries out for the application in both
+/// roles, so that bodies larger than one datagram need no application code:
+///
+/// - as a client, a response with a Block2 option is reassembled (the further blocks are
+///   requested by the engine) and delivered as one [`Event::Response`](crate::Event::Response)
+///   with the whole body; a request body larger than `block_size` (or too large for
+///   [`Config::max_message_size`]) is sent in Block1 blocks;
+/// - as a server, a request body sent in Block1 blocks is reassembled before the application
+///   sees one [`Event::Request`](crate::Event::Request), and a response larger than the block
+///   the client asked for (or than `block_size`, or than `max_message_size`) is cut into the
+///   block the request asked for, statelessly: the application answers every block request
+///   with the whole representation.
+///
+/// ```
+/// use coap_engine::{Blockwise, Config};
+/// let config = Config {
+///     blockwise: Blockwise { block_size: 256, max_body_size: 16 * 1024, ..Blockwise::default() },
+///     ..Config::default()
+/// };
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blockwise {
+    /// Our preferred block size in bytes: a power of two from 16 to 1024 (SZX 0–6, RFC 7959
+    /// §2.2; default 1024). Request bodies are sent in blocks of at most this size, responses
+    /// are cut into blocks of at most this size, and when a server answers with larger blocks
+    /// the next request asks for this size instead (late negotiation, §2.4). Blocks are made
+    /// smaller still when a message would otherwise exceed [`Config::max_message_size`].
+    pub block_size: usize,
+    /// Ask for `block_size` blocks in the first request already (early negotiation, RFC 7959
+    /// §2.4) rather than waiting for a server to answer with blocks (default false, because
+    /// Block2 is a critical option: a server that does not implement RFC 7959 rejects a request
+    /// carrying it with 4.02 Bad Option). A request whose packet carries its own Block2 option
+    /// with block number 0 negotiates that option's size early, whatever this says.
+    pub early_negotiation: bool,
+    /// The largest body the engine reassembles, in bytes (default 64 KiB): a response body
+    /// beyond it ends the request with
+    /// [`ExchangeError::BodyTooLarge`](crate::ExchangeError::BodyTooLarge) (at once if the
+    /// server announces a larger Size2), and a request body beyond it is answered with 4.13
+    /// Request Entity Too Large carrying this value in Size1 (RFC 7959 §2.9.3).
+    pub max_body_size: usize,
+}
+
+impl Default for Blockwise {
+    fn default() -> Self {
+        Blockwise {
+            block_size: 1024,
+            early_negotiation: false,
+            max_body_size: 64 * 1024,
         }
     }
 }
@@ -203,13 +263,16 @@ pub struct Config {
     /// nothing pending is closed with [`CloseReason::Idle`](crate::CloseReason::Idle)
     /// (default 300 s; keep it ≥ EXCHANGE_LIFETIME so deduplication state outlives it).
     pub idle_timeout: Duration,
-    /// Largest message the engine will build (default 1152 bytes, RFC 7252 §4.6).
+    /// Largest message the engine will build (default 1152 bytes, RFC 7252 §4.6). Request and
+    /// response bodies that do not fit go block-wise (see [`Blockwise`]).
     pub max_message_size: usize,
     /// Critical option numbers the application understands beyond those of RFC 7252, 7641,
     /// 7959 and 8613 (Uri-*, Location-*, ETag, If-*, Content-Format, Accept, Max-Age, Proxy-*,
     /// Size1/2, Observe, Block1/2, OSCORE, No-Response). Requests with any other critical
     /// option are answered with 4.02 Bad Option (RFC 7252 §5.4.1).
     pub extra_critical_options: Vec<u16>,
+    /// Block-wise transfers (RFC 7959).
+    pub blockwise: Blockwise,
     /// Resource caps.
     pub limits: Limits,
 }
@@ -227,6 +290,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(300),
             max_message_size: 1152,
             extra_critical_options: Vec::new(),
+            blockwise: Blockwise::default(),
             limits: Limits::default(),
         }
     }
@@ -291,6 +355,13 @@ impl Config {
         }
         if self.max_message_size < 16 {
             return err("max_message_size", "at least 16 bytes");
+        }
+        let b = self.blockwise.block_size;
+        if !(16..=1024).contains(&b) || !b.is_power_of_two() {
+            return err(
+                "blockwise.block_size",
+                "a power of two from 16 to 1024 (RFC 7959 §2.2)",
+            );
         }
         let l = &self.limits;
         if l.max_sessions == 0 || l.max_sessions > 1 << 24 {

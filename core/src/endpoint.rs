@@ -296,7 +296,8 @@ impl Endpoint {
     /// Non-confirmable; the engine assigns the Message ID, and a random token unless the
     /// packet carries one. The request goes out at once, or waits in the peer's queue while
     /// NSTART requests are outstanding. It ends in exactly one of [`Event::Response`] or
-    /// [`Event::RequestFailed`].
+    /// [`Event::RequestFailed`]. A body too large for one message is sent block-wise, and a
+    /// response in blocks is delivered whole (see [`Blockwise`](crate::Blockwise)).
     pub fn request(
         &mut self,
         now: Instant,
@@ -394,7 +395,10 @@ impl Endpoint {
     /// engine has not yet sent an Empty ACK, otherwise as a separate Confirmable response that
     /// is retransmitted until acknowledged; a Non-confirmable request gets a Non-confirmable
     /// response. The engine sets type, Message ID and token; the packet's code must be a
-    /// response code.
+    /// response code. Give the whole representation: if it is larger than the block the request
+    /// asked for (or than the block size, or than `max_message_size`), the engine sends just
+    /// that block (RFC 7959 §2.4), and answers each further block request the application
+    /// answers the same way.
     pub fn respond(
         &mut self,
         now: Instant,

@@ -16,7 +16,9 @@ pub enum Error {
     TokenTooLong,
     /// Another request to the same peer is using this token.
     TokenInUse,
-    /// The encoded message would exceed `Config::max_message_size` (size in bytes).
+    /// The encoded message would exceed `Config::max_message_size` (size in bytes). A large
+    /// request body goes block-wise instead (RFC 7959), so for a request this means that its
+    /// options leave no room even for 16-byte blocks.
     MessageTooLarge(usize),
     /// An option value is too long to encode.
     OptionTooLong,

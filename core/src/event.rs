@@ -53,6 +53,18 @@ pub enum ExchangeError {
     SessionClosed,
     /// The application cancelled it.
     Cancelled,
+    /// The response body, reassembled from Block2 blocks (RFC 7959), would exceed
+    /// [`Blockwise::max_body_size`](crate::Blockwise::max_body_size), or the server announced
+    /// (Size2) that it would.
+    BodyTooLarge,
+    /// The server answered a block-wise request with a block that was not the one asked for
+    /// (wrong number or offset, or a non-final block of the wrong size, RFC 7959 §2.3): the
+    /// body could not be put together safely.
+    UnexpectedBlock,
+    /// The resource changed (its ETag did) while its blocks were being fetched, again after
+    /// the engine started over from the first block (RFC 7959 §2.4): no consistent body was
+    /// obtained, and blocks of two representations are never mixed.
+    RepresentationChanged,
 }
 
 impl fmt::Display for ExchangeError {
@@ -64,6 +76,15 @@ impl fmt::Display for ExchangeError {
             ExchangeError::SessionFailed(reason) => write!(f, "session failed: {reason}"),
             ExchangeError::SessionClosed => f.write_str("session closed"),
             ExchangeError::Cancelled => f.write_str("cancelled"),
+            ExchangeError::BodyTooLarge => {
+                f.write_str("response body exceeds blockwise.max_body_size")
+            }
+            ExchangeError::UnexpectedBlock => {
+                f.write_str("the peer answered with a block that was not asked for")
+            }
+            ExchangeError::RepresentationChanged => {
+                f.write_str("the resource kept changing (ETag) during a block-wise transfer")
+            }
         }
     }
 }
@@ -114,7 +135,10 @@ pub enum CloseReason {
 #[non_exhaustive]
 pub enum Event {
     /// A request arrived; answer it with [`Endpoint::respond`](crate::Endpoint::respond).
-    /// The engine has already deduplicated it, so each request is seen once.
+    /// The engine has already deduplicated it, so each request is seen once, and reassembled
+    /// a body sent in Block1 blocks (RFC 7959), so `request` carries the whole body (without
+    /// Block1 and Size1). A request for a further block of a response (Block2 with a block
+    /// number above 0) is delivered like any other: answer it with the whole representation.
     Request {
         /// Handle for the answer.
         id: IncomingRequestId,
@@ -123,7 +147,9 @@ pub enum Event {
         /// The request as received (type, Message ID and token included).
         request: Packet,
     },
-    /// The response to one of our requests (terminal for `id`).
+    /// The response to one of our requests (terminal for `id`). A success body sent in Block2
+    /// blocks (RFC 7959) has been reassembled: `response` is the last block's message with
+    /// the whole body, without Block1 and Block2 options.
     Response {
         /// The request it answers.
         id: RequestId,

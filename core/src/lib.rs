@@ -41,16 +41,40 @@
 //! Confirmable notification, deregistration, keepalive failure of their session) are
 //! reported as [`Event::ObserverRemoved`], so a dead client is never notified forever.
 //!
+//! ## Block-wise transfers (RFC 7959)
+//!
+//! Bodies larger than one datagram are the engine's business, in both roles, configured by
+//! [`Blockwise`]:
+//!
+//! - **client**: a request body larger than the block size (or than
+//!   [`Config::max_message_size`]) goes in Block1 blocks, each answered 2.31 Continue, the
+//!   server's smaller block size adopted on the way; a response in Block2 blocks is fetched
+//!   block by block and delivered as **one** [`Event::Response`] with the whole body. The
+//!   request keeps one [`RequestId`], one exchange slot and ends in exactly one terminal event
+//!   whatever happens mid-transfer (cancel, timeout, session failure), with
+//!   [`ExchangeError::BodyTooLarge`], [`ExchangeError::UnexpectedBlock`] and
+//!   [`ExchangeError::RepresentationChanged`] for what can go wrong only block-wise;
+//! - **server**: a request body arriving in Block1 blocks is reassembled before the
+//!   application sees **one** [`Event::Request`]; a response larger than the block the client
+//!   asked for is cut statelessly into that block (with Size2 and an ETag), so the application
+//!   simply answers every request with the whole representation.
+//!
+//! A request that carries its own Block1 option, or Block2 with a block number other than 0,
+//! is left alone: the application is doing block-wise itself.
+//!
 //! ## Bounded memory
 //!
 //! Every per-peer structure has a cap in [`Limits`], and each cap's behaviour when reached is
 //! documented there; the number of sessions is capped too. Whatever peers send, state stays
-//! within `max_sessions × per-session caps`.
+//! within `max_sessions × per-session caps`; a body being reassembled block-wise is capped by
+//! [`Blockwise::max_body_size`] (at most [`Limits::max_block_transfers`] of them per session
+//! as a server, one per exchange as a client).
 
 extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod block;
 pub mod codec;
 mod config;
 mod dedup;
@@ -66,7 +90,7 @@ mod time;
 mod transmit;
 
 pub use coap_lite;
-pub use config::{Config, ConfigError, Keepalive, Limits, TransmissionParameters};
+pub use config::{Blockwise, Config, ConfigError, Keepalive, Limits, TransmissionParameters};
 pub use endpoint::{Endpoint, SessionInfo};
 pub use error::Error;
 pub use event::{CloseReason, Event, ExchangeError, FailureReason, IncomingRequestId, RequestId};

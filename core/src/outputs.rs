@@ -130,6 +130,31 @@ impl Outputs {
         Ok(Datagram::from_slice(&self.scratch))
     }
 
+    /// Encodes a message from its parts (options in ascending number order), enforcing `max`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn encode_parts<'o>(
+        &mut self,
+        mtype: MessageType,
+        code: u8,
+        mid: u16,
+        token: &[u8],
+        options: impl Iterator<Item = (u16, &'o [u8])>,
+        payload: &[u8],
+        max: usize,
+    ) -> Result<Datagram, Error> {
+        self.scratch.clear();
+        codec::encode(&mut self.scratch, mtype, code, mid, token, options, payload).map_err(
+            |e| match e {
+                codec::EncodeError::TokenTooLong(_) => Error::TokenTooLong,
+                _ => Error::OptionTooLong,
+            },
+        )?;
+        if self.scratch.len() > max {
+            return Err(Error::MessageTooLarge(self.scratch.len()));
+        }
+        Ok(Datagram::from_slice(&self.scratch))
+    }
+
     /// Encodes a message the engine composes itself (no options).
     pub(crate) fn encode_simple(
         &mut self,

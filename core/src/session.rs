@@ -5,12 +5,14 @@
 //! and owns everything the engine knows about that peer, so that failing or closing it frees
 //! all of it at once and ends every pending exchange with exactly one terminal event.
 
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use coap_lite::{MessageType, Packet};
 
+use crate::block::{self, ClientTransfer, Reassembly, ServerBlocks};
 use crate::codec::{self, MessageView};
 use crate::config::{Config, Keepalive};
 use crate::dedup::Dedup;
@@ -112,6 +114,10 @@ struct ClientExchange {
     last_transmit: Option<TransmitId>,
     /// Set for an observation (RFC 7641): the exchange outlives its first response.
     observe: Option<alloc::boxed::Box<Observation>>,
+    /// The request's first transmission, from which further Block2 requests are derived.
+    request: Datagram,
+    /// A block-wise transfer (RFC 7959) in progress.
+    block: Option<Box<ClientTransfer>>,
 }
 
 impl ClientExchange {
@@ -131,6 +137,7 @@ struct Queued {
     confirmable: bool,
     bytes: Datagram,
     observe: Option<alloc::boxed::Box<Observation>>,
+    block: Option<Box<ClientTransfer>>,
 }
 
 /// A request from the peer awaiting the application's response.
@@ -145,6 +152,8 @@ struct Incoming {
     expires: Instant,
     /// The Observe option of a GET or FETCH: 0 registers, 1 deregisters (RFC 7641 §2).
     observe: Option<u32>,
+    /// What its response needs block-wise (RFC 7959).
+    block: ServerBlocks,
 }
 
 pub(crate) struct Session {
@@ -162,6 +171,8 @@ pub(crate) struct Session {
     dedup: Dedup,
     /// Clients' observations of our resources (RFC 7641 §4.1).
     observers: Vec<Observer>,
+    /// Request bodies being reassembled from Block1 blocks (RFC 7959 §2.5).
+    blocks: Reassembly,
     pub(crate) liveness: Liveness,
     unreachable_in_row: u32,
     /// The deadline under which this session is filed in the endpoint's timer set.
@@ -214,6 +225,7 @@ impl Session {
             incoming: Vec::new(),
             dedup,
             observers: Vec::new(),
+            blocks: Reassembly::default(),
             liveness: Liveness::new(now, ctx.config.keepalive),
             unreachable_in_row: 0,
             armed: None,
@@ -268,6 +280,7 @@ impl Session {
             && self.queue.is_empty()
             && self.incoming.is_empty()
             && self.observers.is_empty()
+            && self.blocks.is_empty()
     }
 
     /// The earliest instant at which this session has something to do.
@@ -289,6 +302,9 @@ impl Session {
             consider(i.ack_at.map_or(i.expires, |a| a.min(i.expires)));
         }
         if let Some(t) = self.dedup.next_expiry() {
+            consider(t);
+        }
+        if let Some(t) = self.blocks.next_expiry() {
             consider(t);
         }
         if let Some(t) = self.liveness.fail_at() {
@@ -350,13 +366,8 @@ impl Session {
             MessageType::NonConfirmable
         };
         let mid = self.next_mid;
-        let bytes = ctx.out.encode_packet(
-            packet,
-            mtype,
-            mid,
-            token.as_slice(),
-            ctx.config.max_message_size,
-        )?;
+        let (bytes, block) =
+            block::first_request(ctx.out, ctx.config, packet, mtype, mid, token.as_slice())?;
         self.alloc_mid();
         let id = RequestId(new_id(ctx, self.key.slot));
         self.queue.push_back(Queued {
@@ -366,6 +377,7 @@ impl Session {
             confirmable,
             bytes,
             observe,
+            block,
         });
         self.last_activity = now;
         self.pump(now, ctx);
@@ -396,6 +408,7 @@ impl Session {
 
     /// Sends queued requests while NSTART and the exchange cap allow.
     fn pump(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        self.unpark(now, ctx);
         loop {
             let outstanding = self.exchanges.iter().filter(|e| e.outstanding()).count();
             if outstanding >= ctx.config.transmission.nstart
@@ -422,6 +435,8 @@ impl Session {
                 last_error: None,
                 last_transmit: None,
                 observe: q.observe,
+                request: q.bytes.clone(),
+                block: q.block,
             };
             if q.confirmable {
                 self.send_con(now, ctx, q.mid, q.bytes, ConPurpose::Request(q.id));
@@ -495,6 +510,9 @@ impl Session {
             }
             None => response,
         };
+        let shaped =
+            block::shape_response(ctx.config, &inc.block, inc.token.len as usize, response);
+        let response = shaped.as_ref().unwrap_or(response);
         let (mtype, mid) = if inc.confirmable && inc.ack_at.is_some() {
             (MessageType::Acknowledgement, inc.mid)
         } else if inc.confirmable && self.other_confirmables() < ctx.config.limits.max_confirmables
@@ -813,6 +831,9 @@ impl Session {
         let Some(token) = Token::from_slice(msg.token) else {
             return;
         };
+        let Some((request, block)) = self.block_request(now, ctx, msg) else {
+            return; // answered by the engine (2.31 Continue, or a block-wise error)
+        };
         if self.incoming.len() >= ctx.config.limits.max_pending_requests {
             // The application is not keeping up: answer for it rather than grow.
             if confirmable {
@@ -862,11 +883,12 @@ impl Session {
             ack_at,
             expires: now + lifetime,
             observe,
+            block,
         });
         ctx.out.event(Event::Request {
             id,
             peer: self.peer,
-            request: msg.to_packet(),
+            request: request.unwrap_or_else(|| msg.to_packet()),
         });
     }
 
@@ -885,7 +907,8 @@ impl Session {
             .position(|e| e.token.as_slice() == msg.token);
         let acceptable = msg
             .unrecognized_critical(|n| is_known_critical(n, config))
-            .is_none();
+            .is_none()
+            && block::well_formed(msg);
         let Some(index) = index.filter(|_| acceptable) else {
             // No matching exchange, or a critical option we cannot honour: reject (§4.2,
             // §5.3.2, §5.4.1), remembering the Reset for duplicates.
@@ -906,6 +929,9 @@ impl Session {
         if self.exchanges[index].observe.is_some() && self.notification(now, ctx, index, msg) {
             return;
         }
+        let Some(response) = self.block_response(now, ctx, index, msg) else {
+            return; // a block-wise transfer goes on, broke off, or this block was stale
+        };
         let e = self.exchanges.swap_remove(index);
         // A response also acknowledges a CON request whose ACK was lost (§5.2.2).
         self.cons.retain(|c| c.purpose != ConPurpose::Request(e.id));
@@ -913,7 +939,7 @@ impl Session {
         ctx.out.event(Event::Response {
             id: e.id,
             peer: self.peer,
-            response: msg.to_packet(),
+            response,
         });
         self.pump(now, ctx);
     }
@@ -1007,8 +1033,9 @@ impl Session {
         e.mid = mid;
         e.last_error = None;
         e.last_transmit = transmit;
-        // Bounded either way: an answer (or an ACK, which restarts it) must come in time.
-        e.response_deadline = Some(now + ctx.config.response_timeout);
+        // A CON is bounded by its retransmissions (its Empty ACK starts the response timeout);
+        // a NON by the response timeout.
+        e.response_deadline = (!confirmable).then(|| now + ctx.config.response_timeout);
         self.last_activity = now;
         Ok(())
     }
@@ -1083,6 +1110,7 @@ impl Session {
                         && msg
                             .unrecognized_critical(|n| is_known_critical(n, config))
                             .is_none()
+                        && block::well_formed(msg)
                     {
                         self.complete(now, ctx, ei, msg);
                     }
@@ -1160,6 +1188,145 @@ impl Session {
                 error: ExchangeError::Reset,
             });
             self.pump(now, ctx);
+        }
+    }
+
+    // ---------------------------------------------------------------- block-wise (RFC 7959)
+
+    /// What a response to exchange `index` means block-wise (see `block::on_response`): the
+    /// response to deliver, or None when the transfer goes on (the next block is sent, or
+    /// waits for an NSTART slot), broke off (the request has failed), or the block was stale.
+    fn block_response(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        index: usize,
+        msg: &MessageView<'_>,
+    ) -> Option<Packet> {
+        let piggybacked = msg.header.mtype == MessageType::Acknowledgement;
+        let e = &mut self.exchanges[index];
+        match block::on_response(&mut e.block, ctx.config, &e.request, msg, piggybacked) {
+            block::Step::Deliver(response) => Some(response),
+            block::Step::Ignore => None,
+            block::Step::Next => {
+                self.next_block(now, ctx, index);
+                None
+            }
+            block::Step::Fail(error) => {
+                self.fail_transfer(now, ctx, index, error);
+                None
+            }
+        }
+    }
+
+    /// Encodes the next block request of exchange `index` and parks it; `pump` sends it as
+    /// soon as NSTART allows (at once, unless other requests took the slot meanwhile).
+    fn next_block(&mut self, now: Instant, ctx: &mut Ctx<'_>, index: usize) {
+        let e = &mut self.exchanges[index];
+        let id = e.id;
+        // The answered block's CON (if its ACK was lost) needs no more retransmissions.
+        self.cons.retain(|c| c.purpose != ConPurpose::Request(id));
+        let mid = self.next_mid;
+        let e = &mut self.exchanges[index];
+        let Some(transfer) = e.block.as_mut() else {
+            return;
+        };
+        match transfer.encode_next(ctx.out, ctx.config, mid, e.token.as_slice()) {
+            Ok(bytes) => {
+                transfer.parked = Some((mid, bytes));
+                // Not outstanding and no deadline while parked.
+                e.acked = true;
+                e.response_deadline = None;
+                self.alloc_mid();
+                self.last_activity = now;
+                self.pump(now, ctx);
+            }
+            Err(_) => {
+                let error = ExchangeError::SendFailed(SendErrorKind::TooBig);
+                self.fail_transfer(now, ctx, index, error);
+            }
+        }
+    }
+
+    /// Sends parked block requests while NSTART allows: a transfer's next block goes before
+    /// queued requests, which are younger.
+    fn unpark(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        while let Some(i) = self
+            .exchanges
+            .iter()
+            .position(|e| e.block.as_ref().is_some_and(|t| t.parked.is_some()))
+        {
+            let outstanding = self.exchanges.iter().filter(|e| e.outstanding()).count();
+            if outstanding >= ctx.config.transmission.nstart {
+                return;
+            }
+            let e = &mut self.exchanges[i];
+            let Some((mid, bytes)) = e.block.as_mut().and_then(|t| t.parked.take()) else {
+                return;
+            };
+            e.mid = mid;
+            e.acked = false;
+            e.last_error = None;
+            e.last_transmit = None;
+            e.response_deadline = None;
+            if e.confirmable {
+                let id = e.id;
+                self.send_con(now, ctx, mid, bytes, ConPurpose::Request(id));
+            } else {
+                e.response_deadline = Some(now + ctx.config.response_timeout);
+                let transmit = self.send(ctx, mid, bytes);
+                self.exchanges[i].last_transmit = Some(transmit);
+            }
+        }
+    }
+
+    /// Ends exchange `index` mid-transfer with `error`.
+    fn fail_transfer(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        index: usize,
+        error: ExchangeError,
+    ) {
+        let e = self.exchanges.swap_remove(index);
+        self.cons.retain(|c| c.purpose != ConPurpose::Request(e.id));
+        self.last_activity = now;
+        ctx.out.event(Event::RequestFailed {
+            id: e.id,
+            peer: self.peer,
+            error,
+        });
+        self.pump(now, ctx);
+    }
+
+    /// The Block options of an incoming request (see `Reassembly::on_request`): the request
+    /// to give the application (None: as received) and what its response needs, or None when
+    /// the engine has answered it (2.31 Continue for a non-final Block1 block, or an error).
+    fn block_request(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        msg: &MessageView<'_>,
+    ) -> Option<(Option<Packet>, ServerBlocks)> {
+        let expires = now + ctx.derived.exchange_lifetime;
+        let mid = msg.header.message_id;
+        match self.blocks.on_request(ctx.config, expires, msg) {
+            block::Inbound::Deliver(request, info) => Some((request, info)),
+            block::Inbound::Answer(answer) => {
+                if msg.header.mtype == MessageType::Confirmable {
+                    let ack = answer.encode(ctx.out, MessageType::Acknowledgement, mid, msg.token);
+                    self.reply_cached(ctx, mid, ack);
+                } else {
+                    let own = self.alloc_mid();
+                    let non = answer.encode(ctx.out, MessageType::NonConfirmable, own, msg.token);
+                    self.send(ctx, own, non);
+                }
+                None
+            }
+            block::Inbound::Reject => {
+                self.reject(ctx, msg.header.mtype, mid);
+                None
+            }
         }
     }
 
@@ -1264,6 +1431,7 @@ impl Session {
         self.reregister(now, ctx);
         self.serve_pending(now, ctx);
         self.dedup.expire(now);
+        self.blocks.expire(now);
         if !self.probe_outstanding() && self.liveness.probe_at().is_some_and(|t| t <= now) {
             let mid = self.alloc_mid();
             let bytes = ctx.out.encode_empty(MessageType::Confirmable, mid);
@@ -1308,7 +1476,7 @@ impl Session {
 
     fn expire_exchanges(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
         let peer = self.peer;
-        let mut ended = false;
+        let mut ended = Vec::new();
         self.exchanges.retain(|e| {
             if e.response_deadline.is_some_and(|t| t <= now) {
                 let error = e
@@ -1319,13 +1487,16 @@ impl Session {
                     peer,
                     error,
                 });
-                ended = true;
+                ended.push(e.id);
                 false
             } else {
                 true
             }
         });
-        if ended {
+        if !ended.is_empty() {
+            // Nothing of an ended exchange may go on (a CON of it could fail again later).
+            self.cons
+                .retain(|c| !matches!(c.purpose, ConPurpose::Request(id) if ended.contains(&id)));
             self.pump(now, ctx);
         }
     }
@@ -1414,6 +1585,7 @@ impl Session {
             pending_requests: self.incoming.len(),
             dedup_entries: self.dedup.len(),
             observers: self.observers.len(),
+            block_transfers: self.blocks.len(),
         }
     }
 
@@ -1457,4 +1629,8 @@ pub struct SessionFootprint {
     pub dedup_entries: usize,
     /// Clients observing our resources on this session (RFC 7641).
     pub observers: usize,
+    /// Request bodies being reassembled from Block1 blocks (RFC 7959), at most
+    /// [`Limits::max_block_transfers`](crate::Limits::max_block_transfers). (Our own requests
+    /// in a block-wise transfer are counted in `exchanges`.)
+    pub block_transfers: usize,
 }

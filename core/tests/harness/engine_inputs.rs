@@ -29,8 +29,8 @@ use std::net::SocketAddr;
 use coap_engine::coap_lite::{MessageClass, MessageType, Packet};
 use coap_engine::codec::{self, FormatError};
 use coap_engine::{
-    Config, Duration, Endpoint, Event, IncomingRequestId, Instant, Keepalive, Limits, RequestId,
-    ResourceId, SendErrorKind, TransmissionParameters, TransmitId,
+    Blockwise, Config, Duration, Endpoint, Event, IncomingRequestId, Instant, Keepalive, Limits,
+    RequestId, ResourceId, SendErrorKind, TransmissionParameters, TransmitId,
 };
 
 /// Resources the harness makes observable: few, so observers of one resource pile up.
@@ -249,6 +249,18 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         tracked_transmits: 1 + usize::from(input.u8() % 16),
         max_observers: usize::from(input.u8() % 3),
         max_observers_per_resource: 1 + usize::from(input.u8() % 3),
+        max_block_transfers: 0,
+    };
+    // Block-wise settings derive from bytes already read, so that an input (and every saved
+    // fuzz corpus) decodes into the same sequence as before they existed.
+    let limits = Limits {
+        max_block_transfers: limits.max_pending_requests % 3,
+        ..limits
+    };
+    let blockwise = Blockwise {
+        block_size: 16 << (limits.max_dedup_entries % 7),
+        early_negotiation: limits.max_confirmables % 2 == 1,
+        max_body_size: 64 << (limits.max_queued_transmits % 8),
     };
     Config {
         transmission,
@@ -260,6 +272,7 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         idle_timeout: Duration::from_secs(u64::from(input.u8() % 30)),
         max_message_size: 16 + usize::from(input.u8()) * 4,
         extra_critical_options,
+        blockwise,
         limits,
     }
 }
@@ -796,6 +809,10 @@ impl Harness {
                 f.dedup_entries <= l.max_dedup_entries,
                 "{f:?} exceeds max_dedup_entries in {l:?}"
             );
+            assert!(
+                f.block_transfers <= l.max_block_transfers,
+                "{f:?} exceeds max_block_transfers in {l:?}"
+            );
             // Requests' CONs are bounded by max_exchanges, pings and separate responses by
             // max_confirmables, and there is at most one keepalive probe.
             assert!(
@@ -836,12 +853,14 @@ fn response_code(input: &mut Bytes<'_>) -> u8 {
     ])
 }
 
-/// 0–2 options: known and unknown, critical and elective, small and large numbers.
+/// 0–2 options: known and unknown, critical and elective, small and large numbers, and the
+/// Block options of RFC 7959 with values of 0–5 bytes (so also malformed ones: longer than 3
+/// bytes, or SZX 7).
 fn options(input: &mut Bytes<'_>) -> Vec<(u16, Vec<u8>)> {
     let count = input.u8() % 4;
     (0..count.saturating_sub(1))
         .map(|_| {
-            let number = input.pick(&[3u16, 6, 6, 9, 11, 11, 12, 15, 2, 60, 1000, 65001]);
+            let number = input.pick(&[3u16, 6, 6, 9, 11, 23, 12, 15, 27, 60, 1000, 65001]);
             if number == 6 {
                 // Observe: mostly register (empty, i.e. 0) or deregister (1).
                 let value = match input.u8() % 4 {

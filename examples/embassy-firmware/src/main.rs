@@ -165,6 +165,7 @@ fn config() -> Config {
             max_queued_transmits: 8,
             tracked_transmits: 8,
             max_observers: 2,
+            max_block_transfers: 1,
             ..Limits::default()
         },
         max_message_size: 1152,
