@@ -1,17 +1,23 @@
 //! The mio driver over real sockets: loopback request/response (IPv4, IPv6), WouldBlock-free
 //! bulk traffic, an injected send failure and a route removed inside a network namespace the
-//! test creates, each ending in a keepalive failure within the liveness bound.
+//! test creates, each ending in a keepalive failure within the liveness bound; and, in another
+//! namespace whose loopback is rate-limited, sends that hit WouldBlock and go out once the
+//! socket is writable again.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
 use std::process::Command;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
-use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
-use coap_engine::{
-    Config, Duration, Endpoint, Event, ExchangeError, FailureReason, Keepalive, SendErrorKind,
+use coap_engine::coap_lite::{
+    CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType,
 };
-use coap_engine_mio::mio::{Events, Poll, Token};
+use coap_engine::{
+    Config, Duration, Endpoint, Event, ExchangeError, FailureReason, Keepalive, Limits,
+    SendErrorKind, TransmissionParameters,
+};
+use coap_engine_mio::mio::{Events, Interest, Poll, Token};
 use coap_engine_mio::{Driver, SendAction};
 
 const SERVER: Token = Token(1);
@@ -340,4 +346,128 @@ fn netns_child() {
     client.deregister().unwrap();
     ip(&["addr", "del", &format!("{NETNS_ADDR}/32"), "dev", "lo"]);
     expect_keepalive_failure(&mut client, peer, FAST);
+}
+
+const WOULD_BLOCK_ENV: &str = "COAP_MIO_TEST_WOULD_BLOCK";
+/// Requests sent in one burst: about 400 KB of datagrams, several times what the client
+/// socket's default send buffer (212,992 bytes, kernel overhead included) holds.
+const BURST: usize = 400;
+
+/// The WouldBlock → WRITABLE path for real. In a network namespace this test creates, `lo`
+/// gets a token-bucket qdisc (500 KB/s): datagrams wait in it, charged to the sending socket,
+/// so a burst fills the client's send buffer and `send_to` returns WouldBlock. The driver
+/// must keep the blocked transmit, ask mio for WRITABLE, and send it (then the rest) when
+/// the queue drains, losing nothing and reporting no failure. The requests are
+/// Non-confirmable, so a lost one would never be retransmitted: the receiver getting every
+/// one of them, exactly once, proves nothing was dropped.
+#[test]
+fn would_block_sends_wait_for_writable_and_all_go_out() {
+    if std::env::var_os(WOULD_BLOCK_ENV).is_some() {
+        return would_block_child();
+    }
+    let name = format!("coapmiowb{}", std::process::id());
+    ip(&["netns", "add", &name]);
+    let _guard = Netns(name.clone());
+    ip(&["-n", &name, "link", "set", "lo", "up"]);
+    let tbf = "tc qdisc add dev lo root tbf rate 4mbit burst 16kb limit 4mb";
+    ip(&["netns", "exec", &name]
+        .into_iter()
+        .chain(tbf.split(' '))
+        .collect::<Vec<_>>());
+    let out = Command::new("ip")
+        .args(["netns", "exec", &name])
+        .arg(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "would_block_sends_wait_for_writable_and_all_go_out",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(WOULD_BLOCK_ENV, &name)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "child in netns failed:\n{text}");
+    assert!(text.contains("1 passed"), "child ran no test:\n{text}");
+}
+
+fn would_block_child() {
+    let mut poll = Poll::new().unwrap();
+    let mut events = Events::with_capacity(64);
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let mut receiver = coap_engine_mio::mio::net::UdpSocket::bind(any).unwrap();
+    poll.registry()
+        .register(&mut receiver, SERVER, Interest::READABLE)
+        .unwrap();
+    let config = Config {
+        transmission: TransmissionParameters {
+            nstart: BURST,
+            ..TransmissionParameters::default()
+        },
+        limits: Limits {
+            max_exchanges: BURST,
+            ..Limits::default()
+        },
+        ..Config::default()
+    };
+    let mut client = Driver::bind(any, config).unwrap();
+    client.register(poll.registry(), CLIENT).unwrap();
+    let to = receiver.local_addr().unwrap();
+    for i in 0..BURST {
+        let mut post = get(&i.to_string());
+        post.header.code = MessageClass::Request(RequestType::Post);
+        post.header.set_type(MessageType::NonConfirmable);
+        post.payload = vec![0x55; 1000];
+        client.request(to, &post).unwrap();
+    }
+    // `drive` stops only at WouldBlock: requests still in the engine mean the socket refused.
+    assert!(
+        client.endpoint().has_transmits(),
+        "the burst never hit WouldBlock, so this test exercised nothing"
+    );
+
+    let (mut seen, mut writable_events) = (BTreeSet::new(), 0);
+    let mut buf = [0u8; 2048];
+    let give_up = StdInstant::now() + StdDuration::from_secs(10);
+    while seen.len() < BURST {
+        assert!(
+            StdInstant::now() < give_up,
+            "{} of {BURST} requests arrived in 10 s",
+            seen.len()
+        );
+        // No `handle_timeout`: nothing in the engine is due (a NON request waits 93 s for its
+        // response), so only the driver's WRITABLE event can make it send again.
+        poll.poll(&mut events, Some(StdDuration::from_millis(100)))
+            .unwrap();
+        for event in events.iter() {
+            if event.token() == CLIENT {
+                writable_events += usize::from(event.is_writable());
+                client.handle_event(event);
+                continue;
+            }
+            while let Ok((n, _)) = receiver.recv_from(&mut buf) {
+                let request = Packet::from_bytes(&buf[..n]).unwrap();
+                let path = request.get_option(CoapOption::UriPath).unwrap();
+                let i: usize = String::from_utf8_lossy(path.front().unwrap())
+                    .parse()
+                    .unwrap();
+                assert!(seen.insert(i), "request {i} arrived twice");
+            }
+        }
+        while let Some(event) = client.poll_event() {
+            assert!(
+                !matches!(
+                    event,
+                    Event::SendFailed { .. } | Event::RequestFailed { .. }
+                ),
+                "a blocked send must be retried, not failed: {event:?}"
+            );
+        }
+    }
+    assert!(writable_events > 0, "sent without a WRITABLE event");
+    assert!(!client.endpoint().has_transmits());
 }

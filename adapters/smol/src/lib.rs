@@ -9,9 +9,10 @@
 //! engine. All protocol logic (retransmission, deduplication, separate responses, keepalive)
 //! lives in the engine; the handles here are channels to the driver, cheap to clone.
 //!
-//! - [`Client`]: [`request`](Client::request) resolves to the response or a typed [`Error`]
-//!   (timeout, reset, session/keepalive failure, send failure, cancelled); dropping the future
-//!   cancels the request. [`ping`](Client::ping) resolves to the round-trip time.
+//! - [`Client`]: [`request`](Client::request) resolves to the response or a typed [`Error`]:
+//!   the engine's own [`ExchangeError`] (timeout, reset, session/keepalive failure, send
+//!   failure, ...), a refused call, or a stopped driver; dropping the future cancels the
+//!   request. [`ping`](Client::ping) resolves to the round-trip time.
 //! - [`Incoming`]: the server side, a stream of [`IncomingRequest`]s each with a
 //!   [`Responder`] that may answer at any time: if the application is slow the engine sends the
 //!   Empty ACK itself and the answer goes out as a separate response. [`Incoming::serve`] runs
@@ -22,11 +23,12 @@
 //!
 //! ```
 //! use coap_engine::coap_lite::{MessageClass, Packet, RequestType, ResponseType};
+//! use coap_engine::Config;
 //! use coap_engine_smol::Driver;
 //!
 //! smol::block_on(async {
 //!     // A server on an ephemeral loopback port, answering every request with "hi".
-//!     let server = Driver::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+//!     let server = Driver::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
 //!     let server_addr = server.local_addr().unwrap();
 //!     let incoming = server.incoming();
 //!     let _server_task = server.spawn();
@@ -39,7 +41,7 @@
 //!     .detach();
 //!
 //!     // A client on another socket.
-//!     let client_driver = Driver::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+//!     let client_driver = Driver::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
 //!     let client = client_driver.client();
 //!     let _client_task = client_driver.spawn();
 //!     let mut get = Packet::new();
@@ -55,15 +57,15 @@ use std::hash::{BuildHasher, Hasher};
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Instant as StdInstant;
+use std::time::{Duration as StdDuration, Instant as StdInstant};
 
+pub use coap_engine;
 use coap_engine::coap_lite::{MessageClass, Packet, ResponseType};
 use coap_engine::{
-    Config, Duration, Endpoint, Event, ExchangeError, FailureReason, IncomingRequestId, Instant,
-    Keepalive, RequestId, SendErrorKind, Transmit,
+    Config, Endpoint, Event, ExchangeError, IncomingRequestId, Instant, Keepalive, RequestId,
+    SendErrorKind,
 };
 use smol::channel::{self, Receiver, Sender, WeakSender};
 use smol::future::FutureExt as _;
@@ -78,22 +80,15 @@ pub const EVENT_CAPACITY: usize = 1024;
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Error {
-    /// No acknowledgement after all retransmissions, or no response in time.
-    Timeout,
-    /// The peer answered with Reset.
-    Reset,
-    /// The session failed while the exchange was pending: keepalive timeout
-    /// ([`FailureReason::KeepaliveTimeout`]) or consecutive unreachable sends.
-    SessionFailed(FailureReason),
-    /// The session was closed while the exchange was pending.
-    SessionClosed,
-    /// The message could not be sent (see [`SendErrorKind`]).
-    SendFailed(SendErrorKind),
-    /// The exchange was cancelled.
-    Cancelled,
-    /// Another exchange error the engine may add in the future.
+    /// The request or ping ended without an answer, as the engine reports it:
+    /// [`ExchangeError::Timeout`], [`Reset`](ExchangeError::Reset),
+    /// [`SessionFailed`](ExchangeError::SessionFailed) (keepalive failure or consecutive
+    /// unreachable sends), [`SendFailed`](ExchangeError::SendFailed),
+    /// [`SessionClosed`](ExchangeError::SessionClosed) or
+    /// [`Cancelled`](ExchangeError::Cancelled).
     Exchange(ExchangeError),
-    /// The engine refused the call (not a request, queue full, unknown session, ...).
+    /// The engine refused the call (not a request, queue full, unknown session, ...); nothing
+    /// was sent.
     Rejected(coap_engine::Error),
     /// The driver task has stopped.
     DriverStopped,
@@ -101,27 +96,13 @@ pub enum Error {
 
 impl From<ExchangeError> for Error {
     fn from(e: ExchangeError) -> Self {
-        match e {
-            ExchangeError::Timeout => Error::Timeout,
-            ExchangeError::Reset => Error::Reset,
-            ExchangeError::SessionFailed(reason) => Error::SessionFailed(reason),
-            ExchangeError::SessionClosed => Error::SessionClosed,
-            ExchangeError::SendFailed(kind) => Error::SendFailed(kind),
-            ExchangeError::Cancelled => Error::Cancelled,
-            other => Error::Exchange(other),
-        }
+        Error::Exchange(e)
     }
 }
 
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::Timeout => ExchangeError::Timeout.fmt(f),
-            Error::Reset => ExchangeError::Reset.fmt(f),
-            Error::SessionFailed(r) => ExchangeError::SessionFailed(*r).fmt(f),
-            Error::SessionClosed => ExchangeError::SessionClosed.fmt(f),
-            Error::SendFailed(k) => ExchangeError::SendFailed(*k).fmt(f),
-            Error::Cancelled => ExchangeError::Cancelled.fmt(f),
             Error::Exchange(e) => e.fmt(f),
             Error::Rejected(e) => write!(f, "rejected: {e}"),
             Error::DriverStopped => f.write_str("the CoAP driver task has stopped"),
@@ -131,124 +112,101 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-type SendFilter = Arc<dyn Fn(SocketAddr, &[u8]) -> io::Result<()> + Send + Sync>;
-type Call = Box<dyn FnOnce(&mut Endpoint, Instant) -> Result<(), coap_engine::Error> + Send>;
-
-enum Answer {
-    Response(Packet),
-    Pong(Duration),
-}
-
-enum Cmd {
-    /// A request (or, without a packet, a ping) under the client's key for cancelling it.
-    Exchange(
-        u64,
-        SocketAddr,
-        Option<Packet>,
-        Sender<Result<Answer, Error>>,
-    ),
-    Cancel(u64),
-    Call(Call, Option<Sender<Result<(), coap_engine::Error>>>),
-}
-
-/// Configures a [`Driver`] before binding its socket.
-pub struct Builder {
-    config: Config,
-    seed: Option<u64>,
-    send_filter: Option<SendFilter>,
-}
-
-impl Builder {
-    /// A builder with the engine configuration `config`.
-    pub fn new(config: Config) -> Self {
-        Builder {
-            config,
-            seed: None,
-            send_filter: None,
-        }
-    }
-
-    /// Seeds the engine's randomness (Message IDs, tokens, jitter); by default a random seed.
-    pub fn seed(mut self, seed: u64) -> Self {
-        self.seed = Some(seed);
-        self
-    }
-
-    /// Installs a hook run before every send: returning `Err(e)` makes that send fail with `e`
-    /// instead of reaching the socket (classified by [`SendErrorKind::from_io_error`] and reported to
-    /// the engine like a real failure). For tests and fault injection, e.g. flipping an
-    /// `AtomicBool` to return `ErrorKind::NetworkUnreachable`.
-    pub fn send_filter(
-        mut self,
-        filter: impl Fn(SocketAddr, &[u8]) -> io::Result<()> + Send + Sync + 'static,
-    ) -> Self {
-        self.send_filter = Some(Arc::new(filter));
-        self
-    }
-
-    /// Binds the UDP socket and creates the driver (which does nothing until
-    /// [`Driver::run`] or [`Driver::spawn`]).
-    pub fn bind(self, addr: SocketAddr) -> io::Result<Driver> {
-        let socket = Async::<UdpSocket>::bind(addr)?;
-        let seed = self.seed.unwrap_or_else(|| {
-            std::collections::hash_map::RandomState::new()
-                .build_hasher()
-                .finish()
-        });
-        let endpoint = Endpoint::new(self.config, seed)
-            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
-        let (cmd_tx, cmd_rx) = channel::unbounded();
-        let (incoming_tx, incoming_rx) = channel::unbounded();
-        let (events_tx, events_rx) = channel::bounded(EVENT_CAPACITY);
-        let state = State {
-            endpoint,
-            epoch: StdInstant::now(),
-            responders: Sender::downgrade(&cmd_tx),
-            incoming_tx,
-            events_tx,
-            by_key: HashMap::new(),
-            pending: HashMap::new(),
-        };
-        let client = Client {
-            cmds: cmd_tx,
-            next_key: Arc::default(),
-        };
-        let filter = self.send_filter;
-        Ok(Driver {
-            socket,
-            state,
-            filter,
-            client,
-            cmd_rx,
-            incoming_rx,
-            events_rx,
-        })
-    }
-}
+type SendFilter = Box<dyn FnMut(SocketAddr, &[u8]) -> io::Result<()> + Send>;
+/// Work for the driver task: a closure run on its state. Every handle call is one.
+type Cmd = Box<dyn FnOnce(&mut State, Instant) + Send>;
 
 /// Owns the socket and the engine. Take the handles you need ([`client`](Self::client),
 /// [`incoming`](Self::incoming), [`events`](Self::events)), then run it with
 /// [`run`](Self::run) or [`spawn`](Self::spawn). It stops when every [`Client`], [`Incoming`]
 /// and [`Responder`] has been dropped (or when its task is dropped).
 pub struct Driver {
-    socket: Async<UdpSocket>,
     state: State,
-    filter: Option<SendFilter>,
-    client: Client,
     cmd_rx: Receiver<Cmd>,
-    incoming_rx: Receiver<IncomingRequest>,
-    events_rx: Receiver<Event>,
+    client: Client,
+    incoming: Incoming,
+    events: Events,
 }
 
 impl Driver {
-    /// Binds `addr` with the default [`Config`]; see [`Builder`] for more.
-    pub fn bind(addr: SocketAddr) -> io::Result<Driver> {
-        Builder::new(Config::default()).bind(addr)
+    /// Binds a UDP socket on `addr` (port 0 picks a free one) with an engine configured by
+    /// `config` and randomly seeded. The driver does nothing until [`run`](Self::run) or
+    /// [`spawn`](Self::spawn).
+    pub fn bind(addr: SocketAddr, config: Config) -> io::Result<Driver> {
+        let seed = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let endpoint = Endpoint::new(config, seed)
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(Self::from_parts(Async::<UdpSocket>::bind(addr)?, endpoint))
+    }
+
+    /// Wraps an existing socket and engine: a fixed seed for a reproducible run, or a socket
+    /// set up beforehand (buffer sizes, ...).
+    ///
+    /// A request to a peer that never answers ends in the engine's own [`ExchangeError`]:
+    /// ```
+    /// use std::net::UdpSocket;
+    /// use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
+    /// use coap_engine::{Config, Duration, Endpoint, ExchangeError, TransmissionParameters};
+    /// use coap_engine_smol::{Driver, Error};
+    ///
+    /// let transmission = TransmissionParameters {
+    ///     ack_timeout: Duration::from_millis(50),
+    ///     max_retransmit: 1,
+    ///     ..Default::default()
+    /// };
+    /// let config = Config { transmission, ..Config::default() };
+    /// let endpoint = Endpoint::new(config, 7).unwrap(); // fixed seed
+    /// let socket = smol::Async::<UdpSocket>::bind(([127, 0, 0, 1], 0)).unwrap();
+    /// let driver = Driver::from_parts(socket, endpoint);
+    /// let (client, _task) = (driver.client(), driver.spawn());
+    /// let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    /// let mut get = Packet::new();
+    /// get.header.code = MessageClass::Request(RequestType::Get);
+    /// let result = smol::block_on(client.request(silent.local_addr().unwrap(), get));
+    /// assert_eq!(result, Err(Error::Exchange(ExchangeError::Timeout)));
+    /// ```
+    pub fn from_parts(socket: Async<UdpSocket>, endpoint: Endpoint) -> Driver {
+        let (cmds, cmd_rx) = channel::unbounded();
+        let (incoming_tx, incoming_rx) = channel::unbounded();
+        let (events_tx, events_rx) = channel::bounded(EVENT_CAPACITY);
+        let state = State {
+            socket,
+            endpoint,
+            epoch: StdInstant::now(),
+            filter: None,
+            responders: cmds.downgrade(),
+            incoming_tx,
+            events_tx,
+            pending: HashMap::new(),
+        };
+        Driver {
+            state,
+            cmd_rx,
+            incoming: Incoming {
+                rx: incoming_rx,
+                _cmds: cmds.clone(),
+            },
+            events: Events(Box::pin(events_rx)),
+            client: Client { cmds },
+        }
+    }
+
+    /// Installs a hook run before every send: returning `Err(e)` makes that send fail with `e`
+    /// instead of reaching the socket (classified by [`SendErrorKind::from_io_error`] and
+    /// reported to the engine like a real failure). For tests and fault injection, e.g.
+    /// flipping an `AtomicBool` to return `ErrorKind::NetworkUnreachable`.
+    pub fn set_send_filter(
+        &mut self,
+        filter: impl FnMut(SocketAddr, &[u8]) -> io::Result<()> + Send + 'static,
+    ) {
+        self.state.filter = Some(Box::new(filter));
     }
 
     /// The socket's local address (with the actual port when bound to port 0).
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.socket.get_ref().local_addr()
+        self.state.socket.get_ref().local_addr()
     }
 
     /// A client handle.
@@ -256,19 +214,16 @@ impl Driver {
         self.client.clone()
     }
 
-    /// The incoming-request stream (server side). If none is taken before the driver runs,
-    /// incoming requests are answered 4.04 Not Found.
+    /// The incoming-request stream (server side). While no clone of it is alive, incoming
+    /// requests are answered 4.04 Not Found.
     pub fn incoming(&self) -> Incoming {
-        Incoming {
-            rx: self.incoming_rx.clone(),
-            _cmds: self.client.cmds.clone(),
-        }
+        self.incoming.clone()
     }
 
     /// The session event stream. Events go to one of the clones that are alive; if none is
     /// taken before the driver runs, they are discarded.
     pub fn events(&self) -> Events {
-        Events(Box::pin(self.events_rx.clone()))
+        self.events.clone()
     }
 
     /// Spawns [`run`](Self::run) on smol's global executor. Dropping the returned task stops
@@ -281,38 +236,31 @@ impl Driver {
     /// fails to receive in a way that cannot be retried.
     pub async fn run(self) -> io::Result<()> {
         let Driver {
-            socket,
             mut state,
-            filter,
-            client,
             cmd_rx,
-            incoming_rx,
-            events_rx,
+            client,
+            incoming,
+            events,
         } = self;
-        // Drop our own handle and receivers, so that closed streams are noticed.
-        drop((client, incoming_rx, events_rx));
-        state.epoch = StdInstant::now();
+        drop((client, incoming, events)); // only the application's handles keep it running
         let mut buf = vec![0u8; 65_535];
         loop {
-            state.drain(&socket, filter.as_ref()).await;
-            let deadline = state.endpoint.poll_timeout();
-            let epoch = state.epoch;
-            let cmd = async { Wake::Cmd(cmd_rx.recv().await.ok()) };
-            let recv = async { Wake::Datagram(socket.recv_from(&mut buf).await) };
-            let timer = async {
-                match deadline {
-                    Some(t) => {
-                        Timer::at(epoch + std::time::Duration::from_micros(t.as_micros())).await;
-                    }
-                    None => std::future::pending::<()>().await,
-                }
-                Wake::Timeout
+            state.drain().await;
+            let timer = match state.endpoint.poll_timeout() {
+                Some(t) => Timer::at(state.epoch + StdDuration::from_micros(t.as_micros())),
+                None => Timer::never(),
             };
-            let wake = cmd.or(recv).or(timer).await;
+            let wake = async { Wake::Cmd(cmd_rx.recv().await.ok()) }
+                .or(async { Wake::Datagram(state.socket.recv_from(&mut buf).await) })
+                .or(async {
+                    timer.await;
+                    Wake::Timeout
+                })
+                .await;
             let now = state.now();
             match wake {
                 Wake::Cmd(None) => return Ok(()),
-                Wake::Cmd(Some(cmd)) => state.command(now, cmd),
+                Wake::Cmd(Some(cmd)) => cmd(&mut state, now),
                 Wake::Datagram(Ok((n, peer))) => {
                     state.endpoint.handle_datagram(now, peer, &buf[..n])
                 }
@@ -338,14 +286,18 @@ enum Wake {
     Timeout,
 }
 
+/// Everything the driver task owns.
 struct State {
+    socket: Async<UdpSocket>,
     endpoint: Endpoint,
     epoch: StdInstant,
+    filter: Option<SendFilter>,
+    /// For the [`Responder`]s it hands out; weak, or the driver would keep itself running.
     responders: WeakSender<Cmd>,
     incoming_tx: Sender<IncomingRequest>,
     events_tx: Sender<Event>,
-    by_key: HashMap<u64, RequestId>,
-    pending: HashMap<RequestId, (u64, Sender<Result<Answer, Error>>)>,
+    /// Requests and pings whose future is waiting for their terminal event.
+    pending: HashMap<RequestId, Sender<Result<Event, Error>>>,
 }
 
 impl State {
@@ -354,10 +306,22 @@ impl State {
     }
 
     /// The drain rule: transmits (reporting failures), then events, until both are empty.
-    async fn drain(&mut self, socket: &Async<UdpSocket>, filter: Option<&SendFilter>) {
+    async fn drain(&mut self) {
         loop {
             while let Some(t) = self.endpoint.poll_transmit() {
-                if let Err(e) = send(socket, filter, &t).await {
+                let mut sent = match &mut self.filter {
+                    Some(filter) => filter(t.destination, &t.payload),
+                    None => Ok(()),
+                };
+                if sent.is_ok() {
+                    // `Async::send_to` waits until the socket is writable (no WouldBlock).
+                    sent = self
+                        .socket
+                        .send_to(&t.payload, t.destination)
+                        .await
+                        .map(drop);
+                }
+                if let Err(e) = sent {
                     let kind = SendErrorKind::from_io_error(&e).unwrap_or(SendErrorKind::Other);
                     log::debug!("send to {} failed: {e} ({kind:?})", t.destination);
                     self.endpoint
@@ -373,16 +337,14 @@ impl State {
         }
     }
 
+    /// Hands an event to the future waiting for it, to [`Incoming`] or to [`Events`].
     fn route(&mut self, event: Event) {
         let (id, outcome) = match event {
-            Event::Response { id, response, .. } => (id, Ok(Answer::Response(response))),
-            Event::Pong { id, rtt, .. } if self.pending.contains_key(&id) => {
-                (id, Ok(Answer::Pong(rtt)))
-            }
-            Event::RequestFailed { id, error, .. } | Event::PingFailed { id, error, .. } => {
-                (id, Err(Error::from(error)))
-            }
             Event::Request { id, peer, request } => return self.incoming(id, peer, request),
+            Event::Response { id, .. } | Event::Pong { id, .. } => (id, Ok(event)),
+            Event::RequestFailed { id, error, .. } | Event::PingFailed { id, error, .. } => {
+                (id, Err(Error::Exchange(error)))
+            }
             other => {
                 if let Err(e) = self.events_tx.try_send(other) {
                     if e.is_full() {
@@ -392,78 +354,35 @@ impl State {
                 return;
             }
         };
-        if let Some((key, reply)) = self.pending.remove(&id) {
-            self.by_key.remove(&key);
+        // Absent when its future was dropped (cancelled): nobody is waiting.
+        if let Some(reply) = self.pending.remove(&id) {
             let _ = reply.try_send(outcome);
         }
     }
 
     fn incoming(&mut self, id: IncomingRequestId, peer: SocketAddr, request: Packet) {
-        if let Some(cmds) = self.responders.upgrade() {
-            let responder = Responder {
-                id,
-                cmds,
-                answered: false,
-            };
-            let item = IncomingRequest {
-                peer,
-                request,
-                responder,
-            };
-            match self.incoming_tx.try_send(item) {
-                Ok(()) => return,
-                Err(e) => e.into_inner().responder.answered = true,
-            }
-        }
-        let now = self.now();
-        let _ = self
-            .endpoint
-            .respond(now, id, &response(ResponseType::NotFound));
-    }
-
-    fn command(&mut self, now: Instant, cmd: Cmd) {
-        match cmd {
-            Cmd::Exchange(key, peer, request, reply) => {
-                let started = match &request {
-                    Some(packet) => self.endpoint.request(now, peer, packet),
-                    None => self.endpoint.ping(now, peer),
+        match self.responders.upgrade() {
+            Some(cmds) if self.incoming_tx.receiver_count() > 0 => {
+                let responder = Responder {
+                    id,
+                    cmds,
+                    answered: false,
                 };
-                match started {
-                    Ok(id) => {
-                        self.by_key.insert(key, id);
-                        self.pending.insert(id, (key, reply));
-                    }
-                    Err(e) => drop(reply.try_send(Err(Error::Rejected(e)))),
-                }
+                let _ = self.incoming_tx.try_send(IncomingRequest {
+                    peer,
+                    request,
+                    responder,
+                });
             }
-            Cmd::Cancel(key) => {
-                if let Some(id) = self.by_key.get(&key) {
-                    let _ = self.endpoint.cancel(now, *id);
-                }
-            }
-            Cmd::Call(call, reply) => {
-                let result = call(&mut self.endpoint, now);
-                if let Some(reply) = reply {
-                    let _ = reply.try_send(result);
-                }
-            }
+            _ => drop(
+                self.endpoint
+                    .respond(self.now(), id, &code(ResponseType::NotFound)),
+            ),
         }
     }
 }
 
-async fn send(
-    socket: &Async<UdpSocket>,
-    filter: Option<&SendFilter>,
-    t: &Transmit,
-) -> io::Result<()> {
-    if let Some(filter) = filter {
-        filter(t.destination, &t.payload)?;
-    }
-    // `Async::send_to` waits until the socket is writable and retries on WouldBlock.
-    socket.send_to(&t.payload, t.destination).await.map(drop)
-}
-
-fn response(code: ResponseType) -> Packet {
+fn code(code: ResponseType) -> Packet {
     let mut packet = Packet::new();
     packet.header.code = MessageClass::Response(code);
     packet
@@ -473,24 +392,24 @@ fn response(code: ResponseType) -> Packet {
 #[derive(Clone)]
 pub struct Client {
     cmds: Sender<Cmd>,
-    next_key: Arc<AtomicU64>,
 }
 
 impl Client {
     /// Sends `request` to `peer` (Confirmable unless the packet says Non-confirmable) and
     /// resolves to the response. Dropping the future cancels the request in the engine.
     pub async fn request(&self, peer: SocketAddr, request: Packet) -> Result<Packet, Error> {
-        match self.exchange(peer, Some(request)).await? {
-            Answer::Response(packet) => Ok(packet),
-            Answer::Pong(_) => unreachable!("a request is answered by a response"),
+        let event = self.exchange(move |e, now| e.request(now, peer, &request));
+        match event.await? {
+            Event::Response { response, .. } => Ok(response),
+            other => unreachable!("a request ended with {other:?}"),
         }
     }
 
     /// Sends a CoAP ping (Empty CON) to `peer` and resolves to the round-trip time.
-    pub async fn ping(&self, peer: SocketAddr) -> Result<std::time::Duration, Error> {
-        match self.exchange(peer, None).await? {
-            Answer::Pong(rtt) => Ok(rtt.into()),
-            Answer::Response(_) => unreachable!("a ping is answered by a pong"),
+    pub async fn ping(&self, peer: SocketAddr) -> Result<StdDuration, Error> {
+        match self.exchange(move |e, now| e.ping(now, peer)).await? {
+            Event::Pong { rtt, .. } => Ok(rtt.into()),
+            other => unreachable!("a ping ended with {other:?}"),
         }
     }
 
@@ -499,7 +418,8 @@ impl Client {
         call(&self.cmds, move |e, now| e.open_session(now, peer)).await
     }
 
-    /// Closes the session with `peer`; its pending requests end with [`Error::SessionClosed`].
+    /// Closes the session with `peer`; its pending requests end with
+    /// [`ExchangeError::SessionClosed`].
     pub async fn close_session(&self, peer: SocketAddr) -> Result<(), Error> {
         call(&self.cmds, move |e, now| e.close_session(now, peer)).await
     }
@@ -516,18 +436,23 @@ impl Client {
         .await
     }
 
-    async fn exchange(&self, peer: SocketAddr, request: Option<Packet>) -> Result<Answer, Error> {
-        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+    /// Starts a request or ping in the driver and waits for its terminal event (a failure
+    /// comes as `Err`).
+    async fn exchange(
+        &self,
+        start: impl FnOnce(&mut Endpoint, Instant) -> Result<RequestId, coap_engine::Error>
+            + Send
+            + 'static,
+    ) -> Result<Event, Error> {
         let (reply, rx) = channel::bounded(1);
-        let cmd = Cmd::Exchange(key, peer, request, reply);
+        let cmd: Cmd = Box::new(move |s, now| match start(&mut s.endpoint, now) {
+            Ok(id) => drop(s.pending.insert(id, reply)),
+            Err(e) => drop(reply.try_send(Err(Error::Rejected(e)))),
+        });
         self.cmds.try_send(cmd).map_err(|_| Error::DriverStopped)?;
-        let mut guard = CancelOnDrop {
-            key,
-            cmds: &self.cmds,
-            armed: true,
-        };
+        let cancel_on_drop = CancelOnDrop(&self.cmds, &rx);
         let result = rx.recv().await.unwrap_or(Err(Error::DriverStopped));
-        guard.armed = false;
+        std::mem::forget(cancel_on_drop);
         result
     }
 }
@@ -538,26 +463,28 @@ async fn call(
     f: impl FnOnce(&mut Endpoint, Instant) -> Result<(), coap_engine::Error> + Send + 'static,
 ) -> Result<(), Error> {
     let (tx, rx) = channel::bounded(1);
-    cmds.try_send(Cmd::Call(Box::new(f), Some(tx)))
-        .map_err(|_| Error::DriverStopped)?;
-    rx.recv()
-        .await
-        .map_err(|_| Error::DriverStopped)?
-        .map_err(Error::Rejected)
+    let cmd: Cmd = Box::new(move |s, now| drop(tx.try_send(f(&mut s.endpoint, now))));
+    cmds.try_send(cmd).map_err(|_| Error::DriverStopped)?;
+    let result = rx.recv().await.map_err(|_| Error::DriverStopped)?;
+    result.map_err(Error::Rejected)
 }
 
-/// Cancels a request whose future is dropped before it resolved.
-struct CancelOnDrop<'a> {
-    key: u64,
-    cmds: &'a Sender<Cmd>,
-    armed: bool,
-}
+/// Dropped with a request's future before it resolved: closes its answer channel, and the
+/// driver cancels every pending exchange whose channel is closed.
+struct CancelOnDrop<'a, T>(&'a Sender<Cmd>, &'a Receiver<T>);
 
-impl Drop for CancelOnDrop<'_> {
+impl<T> Drop for CancelOnDrop<'_, T> {
     fn drop(&mut self) {
-        if self.armed {
-            let _ = self.cmds.try_send(Cmd::Cancel(self.key));
-        }
+        self.1.close();
+        let _ = self.0.try_send(Box::new(|s, now| {
+            s.pending.retain(|&id, reply| {
+                let gone = reply.is_closed();
+                if gone {
+                    let _ = s.endpoint.cancel(now, id);
+                }
+                !gone
+            })
+        }));
     }
 }
 
@@ -594,10 +521,11 @@ impl Drop for Responder {
     fn drop(&mut self) {
         if !self.answered {
             let id = self.id;
-            let call: Call = Box::new(move |e, now| {
-                e.respond(now, id, &response(ResponseType::InternalServerError))
-            });
-            let _ = self.cmds.try_send(Cmd::Call(call, None));
+            let _ = self.cmds.try_send(Box::new(move |s, now| {
+                let _ = s
+                    .endpoint
+                    .respond(now, id, &code(ResponseType::InternalServerError));
+            }));
         }
     }
 }
@@ -612,7 +540,7 @@ impl Drop for Responder {
 /// use coap_engine_smol::Driver;
 ///
 /// smol::block_on(async {
-///     let server = Driver::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+///     let server = Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
 ///     let (addr, incoming, _task) = (server.local_addr().unwrap(), server.incoming(), server.spawn());
 ///     smol::spawn(async move {
 ///         while let Some(req) = incoming.next().await {
@@ -624,7 +552,7 @@ impl Drop for Responder {
 ///     })
 ///     .detach();
 ///
-///     let client = Driver::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+///     let client = Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default()).unwrap();
 ///     let (client, _task) = (client.client(), client.spawn());
 ///     let mut get = Packet::new();
 ///     get.header.code = MessageClass::Request(RequestType::Get);
@@ -668,9 +596,9 @@ impl Incoming {
 }
 
 /// The session event stream: [`Event::SessionNew`], [`Event::SessionEstablished`],
-/// [`Event::SessionFailed`], [`Event::SessionClosed`], [`Event::SendFailed`] (and pongs of
-/// pings not sent through a [`Client`]). Responses and requests go to their futures and to
-/// [`Incoming`] instead. Bounded by [`EVENT_CAPACITY`].
+/// [`Event::SessionFailed`], [`Event::SessionClosed`], [`Event::SendFailed`]. Responses,
+/// pongs and failures of requests and pings go to their futures (and are dropped with a
+/// future that was dropped), requests to [`Incoming`]. Bounded by [`EVENT_CAPACITY`].
 pub struct Events(Pin<Box<Receiver<Event>>>);
 
 impl Clone for Events {

@@ -10,9 +10,10 @@ use coap_engine::coap_lite::{
     CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType,
 };
 use coap_engine::{
-    Config, Duration, Event, FailureReason, Keepalive, SendErrorKind, TransmissionParameters,
+    Config, Duration, Event, ExchangeError, FailureReason, Keepalive, SendErrorKind,
+    TransmissionParameters,
 };
-use coap_engine_smol::{Builder, Client, Driver, Error, Events};
+use coap_engine_smol::{Client, Driver, Error, Events};
 use smol::future::FutureExt as _;
 use smol::Timer;
 
@@ -45,7 +46,7 @@ fn server(addr: &str) -> (SocketAddr, smol::Task<io::Result<()>>) {
         empty_ack_delay: Duration::from_millis(50),
         ..Config::default()
     };
-    let driver = Builder::new(config).bind(addr.parse().unwrap()).unwrap();
+    let driver = Driver::bind(addr.parse().unwrap(), config).unwrap();
     let local = driver.local_addr().unwrap();
     smol::spawn(driver.incoming().serve(|_peer, request| async move {
         let path = path_of(&request);
@@ -61,13 +62,16 @@ fn server(addr: &str) -> (SocketAddr, smol::Task<io::Result<()>>) {
     (local, driver.spawn())
 }
 
-fn client_with(addr: &str, builder: Builder) -> (Client, Events, smol::Task<io::Result<()>>) {
-    let driver = builder.bind(addr.parse().unwrap()).unwrap();
+fn client_of(driver: Driver) -> (Client, Events, smol::Task<io::Result<()>>) {
     (driver.client(), driver.events(), driver.spawn())
 }
 
+fn client_with(addr: &str, config: Config) -> (Client, Events, smol::Task<io::Result<()>>) {
+    client_of(Driver::bind(addr.parse().unwrap(), config).unwrap())
+}
+
 fn client(addr: &str) -> (Client, Events, smol::Task<io::Result<()>>) {
-    client_with(addr, Builder::new(Config::default()))
+    client_with(addr, Config::default())
 }
 
 fn round_trip(local: &str) {
@@ -166,9 +170,9 @@ fn fast_retransmit() -> Config {
 fn silent_peer_times_out() {
     smol::block_on(within(10, async {
         let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (client, _events, _task) = client_with("127.0.0.1:0", Builder::new(fast_retransmit()));
+        let (client, _events, _task) = client_with("127.0.0.1:0", fast_retransmit());
         let result = client.request(silent.local_addr().unwrap(), get("x")).await;
-        assert_eq!(result, Err(Error::Timeout));
+        assert_eq!(result, Err(Error::Exchange(ExchangeError::Timeout)));
     }));
 }
 
@@ -176,13 +180,16 @@ fn silent_peer_times_out() {
 fn dropping_the_request_future_cancels_it() {
     smol::block_on(within(10, async {
         let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let (client, _events, _task) = client_with("127.0.0.1:0", Builder::new(fast_retransmit()));
+        let (client, _events, _task) = client_with("127.0.0.1:0", fast_retransmit());
         let request = client.request(silent.local_addr().unwrap(), get("x"));
         let gave_up = async {
             Timer::after(StdDuration::from_millis(20)).await;
-            Err(Error::Cancelled)
+            Err(Error::Exchange(ExchangeError::Cancelled))
         };
-        assert_eq!(request.or(gave_up).await, Err(Error::Cancelled));
+        assert_eq!(
+            request.or(gave_up).await,
+            Err(Error::Exchange(ExchangeError::Cancelled))
+        );
         // Cancelled before the first retransmission (≥ 50 ms): only one datagram ever arrives.
         Timer::after(StdDuration::from_millis(300)).await;
         silent.set_nonblocking(true).unwrap();
@@ -242,14 +249,15 @@ fn failing_sends_end_in_a_keepalive_failure_within_the_bound() {
         };
         let fail = Arc::new(AtomicBool::new(false));
         let flag = fail.clone();
-        let builder = Builder::new(config).send_filter(move |_, _| {
+        let mut driver = Driver::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+        driver.set_send_filter(move |_, _| {
             if flag.load(Ordering::SeqCst) {
                 Err(io::ErrorKind::NetworkUnreachable.into())
             } else {
                 Ok(())
             }
         });
-        let (client, events, _task) = client_with("127.0.0.1:0", builder);
+        let (client, events, _task) = client_of(driver);
         client.request(server_addr, get("hello")).await.unwrap();
 
         fail.store(true, Ordering::SeqCst); // last_heard is before this instant
@@ -258,7 +266,9 @@ fn failing_sends_end_in_a_keepalive_failure_within_the_bound() {
         assert!(
             matches!(
                 result,
-                Err(Error::SessionFailed(FailureReason::KeepaliveTimeout { .. }))
+                Err(Error::Exchange(ExchangeError::SessionFailed(
+                    FailureReason::KeepaliveTimeout { .. }
+                )))
             ),
             "{result:?}"
         );
@@ -286,7 +296,7 @@ fn failing_sends_end_in_a_keepalive_failure_within_the_bound() {
 #[test]
 fn driver_stops_when_every_handle_is_gone() {
     smol::block_on(within(10, async {
-        let driver = Driver::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let driver = Driver::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
         let client = driver.client();
         let task = driver.spawn();
         drop(client);
@@ -299,7 +309,7 @@ fn unserved_requests_get_4_04_and_dropped_responders_5_00() {
     smol::block_on(within(10, async {
         let (client, _events, _task) = client("127.0.0.1:0");
         // An endpoint whose incoming stream nobody took: every request gets 4.04.
-        let no_server = Driver::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let no_server = Driver::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
         let (addr, _keep) = (no_server.local_addr().unwrap(), no_server.client());
         let _no_server = no_server.spawn();
         let response = client.request(addr, get("x")).await.unwrap();
@@ -308,7 +318,7 @@ fn unserved_requests_get_4_04_and_dropped_responders_5_00() {
             MessageClass::Response(ResponseType::NotFound)
         );
         // A server that drops its responders unanswered: 5.00.
-        let rude = Driver::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let rude = Driver::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
         let (addr, incoming) = (rude.local_addr().unwrap(), rude.incoming());
         let _rude = rude.spawn();
         smol::spawn(async move { while incoming.next().await.is_some() {} }).detach();

@@ -12,8 +12,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
-use coap_engine::{Config, Duration, Event, FailureReason, Keepalive, SendErrorKind};
-use coap_engine_smol::{Builder, Driver, Error};
+use coap_engine::{
+    Config, Duration, Event, ExchangeError, FailureReason, Keepalive, SendErrorKind,
+};
+use coap_engine_smol::{Driver, Error};
 use smol::future::FutureExt as _;
 
 const ROLE: &str = "COAP_SMOL_NETNS_ROLE";
@@ -119,7 +121,7 @@ fn netns_role() {
 
 fn server() {
     smol::block_on(async {
-        let driver = Driver::bind(SERVER.parse().unwrap()).unwrap();
+        let driver = Driver::bind(SERVER.parse().unwrap(), Config::default()).unwrap();
         let incoming = driver.incoming();
         let _task = driver.spawn();
         println!("SERVER READY");
@@ -145,9 +147,7 @@ fn client() {
     };
     let server: SocketAddr = SERVER.parse().unwrap();
     let run = async {
-        let driver = Builder::new(config)
-            .bind("0.0.0.0:0".parse().unwrap())
-            .unwrap();
+        let driver = Driver::bind("0.0.0.0:0".parse().unwrap(), config).unwrap();
         let (client, events, _task) = (driver.client(), driver.events(), driver.spawn());
         let mut get = Packet::new();
         get.header.code = MessageClass::Request(RequestType::Get);
@@ -161,7 +161,9 @@ fn client() {
         assert!(
             matches!(
                 result,
-                Err(Error::SessionFailed(FailureReason::KeepaliveTimeout { .. }))
+                Err(Error::Exchange(ExchangeError::SessionFailed(
+                    FailureReason::KeepaliveTimeout { .. }
+                )))
             ),
             "{result:?}"
         );

@@ -1,224 +1,568 @@
 //! `coap-bench`: loopback throughput of our `coap-server` against libcoap's
-//! `coap-server-notls`. A load generator on the engine's client side (mio driver) keeps W
-//! Confirmable GETs in flight from each of P client sockets for D seconds and reports
-//! responses/s and p50/p99 latency; the two servers run on other ports in the same run,
-//! measured alternately, R rounds each (medians reported).
+//! `coap-server-notls`. The load generator is the engine's client side: P simulated clients,
+//! each a `coap_engine::Endpoint` with its own loopback address (127.10.x.y), keep W
+//! Confirmable GETs in flight each for D seconds; it reports responses/s, p50/p99 latency and
+//! the CPU used by the server and by the generator. The two servers are measured alternately,
+//! R rounds each (medians reported), each run against a freshly started server process.
 //!
 //! ```text
 //! cargo build --release -p coap-engine-examples
-//! target/release/coap-bench [-P 16] [-W 4] [-D 3] [-R 3] [-p path/to/coap-server]
+//! target/release/coap-bench [-P 16,2000] [-W 4,1] [-D 3] [-R 3] [-p path/to/coap-server]
 //! ```
-//! Only 127.0.0.1 is used; every run is bounded in time and the servers are killed at exit.
+//!
+//! `-P` and `-W` take comma-separated lists that pair up (a single value pairs with every
+//! value of the other list): each round measures every (P, W) pair against both servers, so
+//! the change of rate from the first pair to each other one is a ratio measured within one
+//! run, and reported as the median of the per-round ratios.
+//!
+//! So that the generator costs little per round trip, all clients share one UDP socket
+//! (Linux only): each datagram leaves with an `IP_PKTINFO` naming its client's address, a
+//! reply is routed to its client by the address it was sent to, and datagrams move 64 per
+//! `sendmmsg`/`recvmmsg`. Clients start 64 per millisecond rather than all at once; the
+//! measurement starts 0.2 s after the last one started.
+//!
+//! When the server is the slower side, the requests in flight queue in its socket. A default
+//! receive buffer (212,992 bytes) holds about 256 of these requests; beyond that the kernel
+//! drops them, and their clients wait 2–3 s to retransmit. So at P×W well above 256 most
+//! clients are waiting at any moment, and the rate is that of the server with a few hundred
+//! active clients and P sessions. The tool reports the drops at the server's socket
+//! (`/proc/net/udp`) and the requests still unanswered 1.5 s after a run.
+//!
+//! Only 127.x.y.z addresses are used; every run is bounded in time and its server is killed
+//! after it.
 
-use std::collections::HashMap;
-use std::net::{SocketAddr, UdpSocket};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
-
-use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
-use coap_engine::{Config, Event, RequestId};
-use coap_engine_mio::mio::{Events, Poll, Token};
-use coap_engine_mio::Driver;
-
+#[cfg(target_os = "linux")]
 #[path = "../cli.rs"]
 mod cli;
+#[cfg(target_os = "linux")]
+#[path = "../mmsg.rs"]
+mod mmsg;
 
-const PROG: &str = "coap-bench";
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    eprintln!("coap-bench: needs Linux (IP_PKTINFO, sendmmsg, recvmmsg)");
+    std::process::exit(1);
+}
 
-struct Server(Child);
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+#[cfg(target_os = "linux")]
+fn main() {
+    bench::main()
+}
+
+#[cfg(target_os = "linux")]
+mod bench {
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+    use std::process::{Child, Command, Stdio};
+    use std::time::{Duration, Instant};
+
+    use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
+    use coap_engine::{Config, Endpoint, Event, Limits, RequestId, TransmissionParameters};
+
+    use crate::cli;
+    use crate::mmsg::{MultiSocket, RecvBatch, SendBatch};
+
+    const PROG: &str = "coap-bench";
+    /// Client `i` sends from `CLIENT_BASE + 1 + i` (127.10.0.1, 127.10.0.2, ...).
+    const CLIENT_BASE: u32 = u32::from_be_bytes([127, 10, 0, 0]);
+    /// Clients started per millisecond, rather than all at once.
+    const RAMP_PER_MS: usize = 64;
+    /// Time after the last client started before the measurement window opens.
+    const WARM_UP: Duration = Duration::from_millis(200);
+    /// How often every client's engine timers (retransmissions, ≥ 2 s away) are checked: a
+    /// sweep touches all P engines, so it is kept rare.
+    const SWEEP: Duration = Duration::from_millis(50);
+    /// How long a run waits for its last answers before giving up on what is left.
+    const WIND_DOWN: Duration = Duration::from_millis(1500);
+
+    /// A server process, killed when dropped.
+    struct Server {
+        child: Child,
+        addr: SocketAddrV4,
     }
-}
 
-fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+    impl Drop for Server {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
 
-fn spawn(program: &str, port: u16) -> Server {
-    let child = Command::new(program)
-        .args(["-A", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap_or_else(|e| {
-            eprintln!("{PROG}: cannot start {program}: {e}");
-            std::process::exit(1)
-        });
-    std::thread::sleep(Duration::from_millis(300));
-    Server(child)
-}
-
-struct Result {
-    rate: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn load(server: SocketAddr, p: usize, w: usize, secs: f64) -> Result {
-    let mut poll = Poll::new().unwrap();
-    let mut events = Events::with_capacity(1024);
-    let config = Config {
-        transmission: coap_engine::TransmissionParameters {
-            nstart: w,
-            ..Default::default()
-        },
-        ..Config::default()
-    };
-    let mut get = Packet::new();
-    get.header.code = MessageClass::Request(RequestType::Get);
-    let mut clients: Vec<Driver> = (0..p)
-        .map(|i| {
-            let mut d = Driver::bind("127.0.0.1:0".parse().unwrap(), config.clone()).unwrap();
-            d.register(poll.registry(), Token(i)).unwrap();
-            d
+    fn spawn(program: &str) -> Result<Server, String> {
+        let port = UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .map_err(|e| format!("no free port: {e}"))?
+            .port();
+        let child = Command::new(program)
+            .args(["-A", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
+        std::thread::sleep(Duration::from_millis(300));
+        Ok(Server {
+            child,
+            addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
         })
-        .collect();
-    let mut sent: HashMap<(usize, RequestId), Instant> = HashMap::new();
-    for (i, c) in clients.iter_mut().enumerate() {
-        for _ in 0..w {
-            let id = c.request(server, &get).unwrap();
-            sent.insert((i, id), Instant::now());
-        }
     }
-    let start = Instant::now();
-    let end = start + Duration::from_secs_f64(secs);
-    let mut latencies = Vec::new();
-    let mut failures = 0;
-    let mut last_sweep = Instant::now();
-    while Instant::now() < end {
-        let timeout = end.saturating_duration_since(Instant::now());
-        poll.poll(&mut events, Some(timeout.min(Duration::from_millis(50))))
-            .unwrap();
-        let mut ready: Vec<usize> = Vec::new();
-        for event in events.iter() {
-            clients[event.token().0].handle_event(event);
-            ready.push(event.token().0);
+
+    /// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
+    fn cpu_time(pid: &str) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let ticks: u64 = rest
+            .split_whitespace()
+            .skip(11)
+            .take(2)
+            .filter_map(|v| v.parse::<u64>().ok())
+            .sum();
+        Duration::from_millis(ticks * 10) // USER_HZ is 100 on Linux
+    }
+
+    /// Datagrams the kernel dropped at the IPv4 UDP socket bound to `addr` (its receive
+    /// buffer was full), from the `drops` column of `/proc/net/udp`.
+    fn socket_drops(addr: SocketAddrV4) -> u64 {
+        let local = format!(
+            "{:08X}:{:04X}",
+            u32::from(*addr.ip()).swap_bytes(),
+            addr.port()
+        );
+        let table = std::fs::read_to_string("/proc/net/udp").unwrap_or_default();
+        table
+            .lines()
+            .filter(|line| line.split_whitespace().nth(1) == Some(local.as_str()))
+            .filter_map(|line| line.split_whitespace().last()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    /// One simulated client: its engine and the send times of its requests in flight.
+    struct Client {
+        endpoint: Endpoint,
+        in_flight: Vec<(RequestId, Instant)>,
+    }
+
+    /// What one run measured.
+    struct Run {
+        rate: f64,
+        p50: Duration,
+        p99: Duration,
+        /// Requests that ended in an error.
+        failures: u64,
+        /// Requests still unanswered (being retransmitted) 1.5 s after the run; cancelled.
+        unanswered: u64,
+        /// Datagrams dropped at the server's socket (receive buffer full) during the run.
+        server_drops: u64,
+        server_cpu: f64,
+        generator_cpu: f64,
+    }
+
+    /// Counters of the run in progress.
+    struct Tally {
+        /// The measurement window, once open.
+        window: Option<(Instant, Instant)>,
+        /// Whether answered clients send their next request.
+        running: bool,
+        latencies: Vec<u32>,
+        failures: u64,
+    }
+
+    struct Generator {
+        socket: MultiSocket,
+        clients: Vec<Client>,
+        recv: RecvBatch,
+        send: SendBatch,
+        epoch: Instant,
+        get: Packet,
+        send_errors: usize,
+    }
+
+    fn source(i: usize) -> Ipv4Addr {
+        Ipv4Addr::from(CLIENT_BASE + 1 + i as u32)
+    }
+
+    fn client_index(addr: Ipv4Addr) -> Option<usize> {
+        (u32::from(addr).checked_sub(CLIENT_BASE + 1)).map(|i| i as usize)
+    }
+
+    impl Generator {
+        fn new(clients: usize, nstart: usize) -> Result<Generator, String> {
+            let socket = MultiSocket::bind(4 << 20, Duration::from_millis(5))
+                .map_err(|e| format!("cannot open the client socket: {e}"))?;
+            let config = Config {
+                transmission: TransmissionParameters {
+                    nstart,
+                    ..TransmissionParameters::default()
+                },
+                limits: Limits {
+                    max_exchanges: nstart.max(Limits::default().max_exchanges),
+                    ..Limits::default()
+                },
+                ..Config::default()
+            };
+            let seed = coap_engine_mio::random_seed();
+            let clients = (0..clients)
+                .map(|i| {
+                    let endpoint = Endpoint::new(config.clone(), seed.wrapping_add(i as u64))
+                        .map_err(|e| format!("bad client config: {e}"))?;
+                    let in_flight = Vec::with_capacity(nstart);
+                    Ok(Client {
+                        endpoint,
+                        in_flight,
+                    })
+                })
+                .collect::<Result<_, String>>()?;
+            let mut get = Packet::new();
+            get.header.code = MessageClass::Request(RequestType::Get);
+            Ok(Generator {
+                socket,
+                clients,
+                recv: RecvBatch::new(),
+                send: SendBatch::default(),
+                epoch: Instant::now(),
+                get,
+                send_errors: 0,
+            })
         }
-        // Timers (retransmissions) are swept every 50 ms; otherwise only ready sockets.
-        if last_sweep.elapsed() >= Duration::from_millis(50) {
-            last_sweep = Instant::now();
-            ready = (0..p).collect();
+
+        fn engine_now(&self, t: Instant) -> coap_engine::Instant {
+            coap_engine::Instant::from_micros(t.duration_since(self.epoch).as_micros() as u64)
         }
-        for i in ready {
-            let c = &mut clients[i];
-            c.handle_timeout();
-            while let Some(event) = c.poll_event() {
-                let done = match event {
-                    Event::Response { id, .. } => {
-                        if let Some(t) = sent.remove(&(i, id)) {
-                            latencies.push(t.elapsed());
-                        }
-                        true
-                    }
-                    Event::RequestFailed { id, .. } => {
-                        sent.remove(&(i, id));
-                        failures += 1;
-                        true
-                    }
-                    _ => false,
-                };
-                if done && Instant::now() < end {
-                    if let Ok(id) = c.request(server, &get) {
-                        sent.insert((i, id), Instant::now());
-                    }
+
+        /// Sends a GET from client `i` to `server`.
+        fn issue(&mut self, i: usize, server: SocketAddr, tally: &mut Tally) {
+            let t = Instant::now();
+            let now = self.engine_now(t);
+            let client = &mut self.clients[i];
+            match client.endpoint.request(now, server, &self.get) {
+                Ok(id) => client.in_flight.push((id, t)),
+                Err(e) => {
+                    tally.failures += 1;
+                    eprintln!("{PROG}: request from client {i} refused: {e}");
                 }
             }
         }
-    }
-    let elapsed = start.elapsed().as_secs_f64();
-    if failures > 0 {
-        eprintln!("{PROG}: {failures} requests failed");
-    }
-    latencies.sort();
-    let pct = |q: f64| {
-        latencies
-            .get(((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1)))
-            .copied()
-            .unwrap_or_default()
-    };
-    Result {
-        rate: latencies.len() as f64 / elapsed,
-        p50: pct(0.5),
-        p99: pct(0.99),
-    }
-}
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
+        /// Handles client `i`'s events (answers start its next request while running) and
+        /// queues its transmits.
+        fn service(&mut self, i: usize, server: SocketAddr, tally: &mut Tally) {
+            while let Some(event) = self.clients[i].endpoint.poll_event() {
+                let (id, ok) = match event {
+                    Event::Response { id, .. } => (id, true),
+                    Event::RequestFailed { id, .. } => (id, false),
+                    _ => continue,
+                };
+                let client = &mut self.clients[i];
+                let Some(k) = client.in_flight.iter().position(|(r, _)| *r == id) else {
+                    continue; // cancelled at the end of an earlier run
+                };
+                let (_, sent) = client.in_flight.swap_remove(k);
+                let t = Instant::now();
+                if !ok {
+                    tally.failures += 1;
+                } else if tally
+                    .window
+                    .is_some_and(|(start, end)| t >= start && t < end)
+                {
+                    tally
+                        .latencies
+                        .push(t.duration_since(sent).as_micros() as u32);
+                }
+                if tally.running {
+                    self.issue(i, server, tally);
+                }
+            }
+            let source = source(i);
+            while let Some(t) = self.clients[i].endpoint.poll_transmit() {
+                if let SocketAddr::V4(destination) = t.destination {
+                    self.send.push(source, destination, t.payload);
+                }
+            }
+        }
 
-fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (flags, _) = cli::getopt(args, "P:W:D:R:p:").unwrap_or_else(|e| cli::usage_error(PROG, e));
-    let (mut p, mut w, mut d, mut r) = (16usize, 4usize, 3.0f64, 3usize);
-    let mut ours = std::env::current_exe()
-        .unwrap()
-        .with_file_name("coap-server")
-        .to_string_lossy()
-        .into_owned();
-    for (flag, value) in flags {
-        let num = || {
-            value
-                .parse::<f64>()
-                .ok()
-                .filter(|v| *v > 0.0 && *v <= 100_000.0)
-                .unwrap_or_else(|| cli::usage_error(PROG, format!("-{flag}: bad number")))
+        /// Runs clients `0..p` with `w` requests each in flight against `server`.
+        fn load(&mut self, server: &Server, p: usize, w: usize, secs: f64) -> Result<Run, String> {
+            let peer = SocketAddr::V4(server.addr);
+            let pid = server.child.id().to_string();
+            let mut tally = Tally {
+                window: None,
+                running: true,
+                latencies: Vec::with_capacity(1 << 20),
+                failures: 0,
+            };
+            let (mut started, mut ramped_at) = (0, None);
+            let run_start = Instant::now();
+            let mut cpu_at_start = (Duration::ZERO, Duration::ZERO);
+            let drops_before = socket_drops(server.addr);
+            let mut last_sweep = Instant::now();
+            let mut wind_down_until = None;
+            loop {
+                let now = Instant::now();
+                if tally.window.is_none() && ramped_at.is_some_and(|t| now >= t + WARM_UP) {
+                    tally.window = Some((now, now + Duration::from_secs_f64(secs)));
+                    cpu_at_start = (cpu_time(&pid), cpu_time("self"));
+                }
+                if let Some((_, end)) = tally.window {
+                    if now >= end && tally.running {
+                        tally.running = false;
+                        wind_down_until = Some(now + WIND_DOWN);
+                    }
+                }
+                if let Some(until) = wind_down_until {
+                    let idle = self.clients[..p].iter().all(|c| c.in_flight.is_empty());
+                    if idle || now >= until {
+                        break;
+                    }
+                }
+                // Start clients at a bounded pace, W requests each.
+                let due = (now.duration_since(run_start).as_micros() as usize / 1000 + 1)
+                    .saturating_mul(RAMP_PER_MS);
+                let until = due.min(p).max(started);
+                for i in started..until {
+                    for _ in 0..w {
+                        self.issue(i, peer, &mut tally);
+                    }
+                    self.service(i, peer, &mut tally);
+                }
+                started = until;
+                if started == p && ramped_at.is_none() {
+                    ramped_at = Some(now);
+                }
+                if now.duration_since(last_sweep) >= SWEEP {
+                    last_sweep = now;
+                    let enow = self.engine_now(now);
+                    for i in 0..p {
+                        let endpoint = &mut self.clients[i].endpoint;
+                        if endpoint.poll_timeout().is_some_and(|t| t <= enow) {
+                            endpoint.handle_timeout(enow);
+                            self.service(i, peer, &mut tally);
+                        }
+                    }
+                }
+                self.send_errors += self.socket.send(&mut self.send);
+                let n = self
+                    .socket
+                    .recv(&mut self.recv)
+                    .map_err(|e| format!("receive: {e}"))?;
+                for k in 0..n {
+                    let (local, from, bytes) = self.recv.get(k);
+                    let Some(i) = local.and_then(client_index).filter(|&i| i < p) else {
+                        continue;
+                    };
+                    if from != server.addr {
+                        continue;
+                    }
+                    let enow = self.engine_now(Instant::now());
+                    self.clients[i].endpoint.handle_datagram(enow, peer, bytes);
+                    self.service(i, peer, &mut tally);
+                }
+            }
+            let (start, end) = tally
+                .window
+                .expect("the window opened before the run ended");
+            let elapsed = end.duration_since(start).as_secs_f64();
+            let server_cpu = (cpu_time(&pid) - cpu_at_start.0).as_secs_f64();
+            let generator_cpu = (cpu_time("self") - cpu_at_start.1).as_secs_f64();
+            // Requests still unanswered (lost, or the server is stuck) end here.
+            let enow = self.engine_now(Instant::now());
+            let mut unanswered = 0;
+            for client in &mut self.clients[..p] {
+                unanswered += client.in_flight.len() as u64;
+                client.in_flight.clear();
+                // The server is stopped after each run: forget it (ending what is in flight).
+                let _ = client.endpoint.close_session(enow, peer);
+                while client.endpoint.poll_event().is_some() {}
+                while client.endpoint.poll_transmit().is_some() {}
+            }
+            let mut latencies = tally.latencies;
+            latencies.sort_unstable();
+            let pct = |q: f64| {
+                let i =
+                    ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+                Duration::from_micros(latencies.get(i).copied().unwrap_or_default().into())
+            };
+            Ok(Run {
+                rate: latencies.len() as f64 / elapsed,
+                p50: pct(0.5),
+                p99: pct(0.99),
+                failures: tally.failures,
+                unanswered,
+                server_drops: socket_drops(server.addr) - drops_before,
+                // CPU time is sampled in 10 ms ticks: a rough share of one core.
+                server_cpu: server_cpu / elapsed,
+                generator_cpu: generator_cpu / elapsed,
+            })
+        }
+    }
+
+    fn median(mut v: Vec<f64>) -> f64 {
+        v.sort_by(f64::total_cmp);
+        let mid = v.len() / 2;
+        if v.len() % 2 == 0 {
+            (v[mid - 1] + v[mid]) / 2.0
+        } else {
+            v[mid]
+        }
+    }
+
+    fn list(flag: char, value: &str) -> Vec<usize> {
+        value
+            .split(',')
+            .map(|v| {
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=60_000).contains(n))
+                    .unwrap_or_else(|| {
+                        cli::usage_error(
+                            PROG,
+                            format!("-{flag}: {v:?} is not a number in 1..60000"),
+                        )
+                    })
+            })
+            .collect()
+    }
+
+    pub fn main() {
+        let code = match run() {
+            Ok(true) => 0,
+            Ok(false) => 1,
+            Err(e) => {
+                eprintln!("{PROG}: {e}");
+                1
+            }
         };
-        match flag {
-            'P' => p = num() as usize,
-            'W' => w = num() as usize,
-            'D' => d = num().min(60.0),
-            'R' => r = num() as usize,
-            'p' => ours = value,
-            _ => unreachable!(),
-        }
+        // Only now: the servers were killed when `run` returned.
+        std::process::exit(code)
     }
-    let targets = [
-        ("coap-engine coap-server", ours.as_str()),
-        ("libcoap coap-server-notls", "coap-server-notls"),
-    ];
-    let servers: Vec<(Server, SocketAddr)> = targets
-        .iter()
-        .map(|(_, prog)| {
-            let port = free_port();
-            (spawn(prog, port), SocketAddr::from(([127, 0, 0, 1], port)))
-        })
-        .collect();
-    let mut results: Vec<Vec<Result>> = vec![Vec::new(), Vec::new()];
-    for round in 0..r {
-        for (k, (_, addr)) in servers.iter().enumerate() {
-            let res = load(*addr, p, w, d);
+
+    /// Parses the flags, starts both servers and measures; whether every request succeeded.
+    fn run() -> Result<bool, String> {
+        let args: Vec<String> = std::env::args().skip(1).collect();
+        let (flags, _) =
+            cli::getopt(args, "P:W:D:R:p:").unwrap_or_else(|e| cli::usage_error(PROG, e));
+        let (mut ps, mut ws, mut d, mut r) = (vec![16], vec![4], 3.0f64, 3usize);
+        let mut ours = std::env::current_exe()
+            .unwrap()
+            .with_file_name("coap-server")
+            .to_string_lossy()
+            .into_owned();
+        for (flag, value) in flags {
+            let num = |max: f64| {
+                value
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| *v > 0.0 && *v <= max)
+                    .unwrap_or_else(|| cli::usage_error(PROG, format!("-{flag}: bad number")))
+            };
+            match flag {
+                'P' => ps = list('P', &value),
+                'W' => ws = list('W', &value),
+                'D' => d = num(60.0),
+                'R' => r = num(100.0) as usize,
+                'p' => ours = value,
+                _ => unreachable!(),
+            }
+        }
+        let pairs: Vec<(usize, usize)> = match (ps.len(), ws.len()) {
+            (a, b) if a == b => ps.into_iter().zip(ws).collect(),
+            (1, _) => ws.into_iter().map(|w| (ps[0], w)).collect(),
+            (_, 1) => ps.into_iter().map(|p| (p, ws[0])).collect(),
+            _ => cli::usage_error(PROG, "-P and -W lists must have the same length"),
+        };
+        let max_p = pairs.iter().map(|&(p, _)| p).max().unwrap_or(1);
+        let max_w = pairs.iter().map(|&(_, w)| w).max().unwrap_or(1);
+        let servers = [
+            ("coap-engine coap-server", ours.as_str()),
+            ("libcoap coap-server-notls", "coap-server-notls"),
+        ];
+        let mut generator = Generator::new(max_p, max_w)?;
+        // results[pair][server][round]
+        let mut results: Vec<Vec<Vec<Run>>> = pairs
+            .iter()
+            .map(|_| servers.iter().map(|_| Vec::new()).collect())
+            .collect();
+        for round in 0..r {
+            for (k, &(p, w)) in pairs.iter().enumerate() {
+                for (s, &(name, program)) in servers.iter().enumerate() {
+                    // A fresh server per run: no run inherits another's sessions.
+                    let run = generator.load(&spawn(program)?, p, w, d)?;
+                    let mut trouble = String::new();
+                    if run.failures > 0 {
+                        trouble += &format!("  {} requests failed", run.failures);
+                    }
+                    if run.server_drops > 0 {
+                        trouble += &format!("  server socket dropped {}", run.server_drops);
+                    }
+                    if run.unanswered > 0 {
+                        trouble += &format!("  {} still unanswered after it", run.unanswered);
+                    }
+                    eprintln!(
+                        "round {round}: P={p} W={w} {:<26} {:>9.0} resp/s  p50 {:?}  p99 {:?}  \
+                         cpu: server {:.0} %, generator {:.0} %{trouble}",
+                        name,
+                        run.rate,
+                        run.p50,
+                        run.p99,
+                        run.server_cpu * 100.0,
+                        run.generator_cpu * 100.0,
+                    );
+                    results[k][s].push(run);
+                }
+            }
+        }
+        if generator.send_errors > 0 {
             eprintln!(
-                "round {round}: {:<26} {:>9.0} resp/s  p50 {:?}  p99 {:?}",
-                targets[k].0, res.rate, res.p50, res.p99
+                "{PROG}: {} datagrams could not be sent",
+                generator.send_errors
             );
-            results[k].push(res);
         }
+        for (k, &(p, w)) in pairs.iter().enumerate() {
+            println!("\nP={p} W={w} D={d}s, medians of {r} runs");
+            println!("| server | responses/s | p50 | p99 | server CPU | generator CPU |");
+            println!("| --- | --- | --- | --- | --- | --- |");
+            for (s, server) in servers.iter().enumerate() {
+                let runs = &results[k][s];
+                let m = |f: &dyn Fn(&Run) -> f64| median(runs.iter().map(f).collect());
+                println!(
+                    "| {} | {:.0} | {:.0} µs | {:.0} µs | {:.0} % | {:.0} % |",
+                    server.0,
+                    m(&|x| x.rate),
+                    m(&|x| x.p50.as_secs_f64() * 1e6),
+                    m(&|x| x.p99.as_secs_f64() * 1e6),
+                    m(&|x| x.server_cpu * 100.0),
+                    m(&|x| x.generator_cpu * 100.0),
+                );
+            }
+            let ratio = median(
+                (0..r)
+                    .map(|i| results[k][0][i].rate / results[k][1][i].rate.max(1e-9))
+                    .collect(),
+            );
+            println!("ratio (ours / libcoap, median of per-round ratios): {ratio:.2}");
+        }
+        for (k, &(p, w)) in pairs.iter().enumerate().skip(1) {
+            let (p0, w0) = pairs[0];
+            println!(
+                "\nrate at P={p} W={w} relative to P={p0} W={w0} (median of per-round ratios):"
+            );
+            for (s, server) in servers.iter().enumerate() {
+                let change = median(
+                    (0..r)
+                        .map(|i| results[k][s][i].rate / results[0][s][i].rate.max(1e-9))
+                        .collect(),
+                );
+                println!(
+                    "  {:<26} {change:.2} ({:+.1} %)",
+                    server.0,
+                    (change - 1.0) * 100.0
+                );
+            }
+        }
+        let all = results.iter().flatten().flatten();
+        let failures: u64 = all.map(|x| x.failures).sum();
+        if failures > 0 {
+            eprintln!("{PROG}: {failures} requests failed");
+        }
+        Ok(failures == 0)
     }
-    println!("P={p} W={w} D={d}s, medians of {r} runs");
-    println!("| server | responses/s | p50 | p99 |");
-    println!("| --- | --- | --- | --- |");
-    let mut rates = Vec::new();
-    for (k, res) in results.iter().enumerate() {
-        let rate = median(res.iter().map(|x| x.rate).collect());
-        let p50 = median(res.iter().map(|x| x.p50.as_secs_f64() * 1e6).collect());
-        let p99 = median(res.iter().map(|x| x.p99.as_secs_f64() * 1e6).collect());
-        println!(
-            "| {} | {rate:.0} | {p50:.0} µs | {p99:.0} µs |",
-            targets[k].0
-        );
-        rates.push(rate);
-    }
-    println!(
-        "ratio (ours / libcoap): {:.2}",
-        rates[0] / rates[1].max(1e-9)
-    );
 }

@@ -45,13 +45,13 @@ async fn handle(request: Packet) -> Packet {
 
 fn main() {
     let result = smol::block_on(async {
-        let server = Driver::bind("127.0.0.1:0".parse().unwrap())?;
+        let server = Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
         let server_addr = server.local_addr()?;
         smol::spawn(server.incoming().serve(|_peer, request| handle(request))).detach();
         let _server = server.spawn();
         println!("server listening on coap://{server_addr}/ (/hello, /slow)");
 
-        let client_driver = Driver::bind("127.0.0.1:0".parse().unwrap())?;
+        let client_driver = Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
         let (client, events) = (client_driver.client(), client_driver.events());
         let _client = client_driver.spawn();
 
