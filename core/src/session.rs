@@ -118,6 +118,21 @@ struct ClientExchange {
     request: Datagram,
     /// A block-wise transfer (RFC 7959) in progress.
     block: Option<Box<ClientTransfer>>,
+    /// Set on an exchange the engine started itself to fetch the rest of a notification's
+    /// body (RFC 7959 §2.6); its outcome feeds that observation, never the application.
+    fetch: Option<Fetch>,
+}
+
+/// The notification a fetch completes: for which observation, its sequence number and when
+/// its first block arrived.
+#[derive(Clone, Copy, Debug)]
+struct Fetch {
+    observation: RequestId,
+    seq: u32,
+    at: Instant,
+    /// The first block's ETag: a body that ends with another one is a newer representation,
+    /// whose own notification is on its way (RFC 7959 §2.6).
+    etag: Option<Token>,
 }
 
 impl ClientExchange {
@@ -437,6 +452,7 @@ impl Session {
                 observe: q.observe,
                 request: q.bytes.clone(),
                 block: q.block,
+                fetch: None,
             };
             if q.confirmable {
                 self.send_con(now, ctx, q.mid, q.bytes, ConPurpose::Request(q.id));
@@ -629,8 +645,16 @@ impl Session {
                 MessageType::NonConfirmable
             };
             let mid = self.next_mid;
-            let bytes = match ctx.out.encode_packet(
+            // A large representation goes as its first block; the client fetches the rest
+            // with ordinary GETs, which the application answers in full (RFC 7959 §2.6).
+            let shaped = block::shape_response(
+                ctx.config,
+                &block::ServerBlocks::default(),
+                token.len as usize,
                 notification,
+            );
+            let bytes = match ctx.out.encode_packet(
+                shaped.as_ref().unwrap_or(notification),
                 mtype,
                 mid,
                 token.as_slice(),
@@ -684,6 +708,7 @@ impl Session {
         } else if let Some(i) = self.exchanges.iter().position(|e| e.id == id) {
             self.exchanges.swap_remove(i);
             self.cons.retain(|c| c.purpose != ConPurpose::Request(id));
+            self.drop_fetches(id);
         } else if let Some(i) = self
             .cons
             .iter()
@@ -936,12 +961,133 @@ impl Session {
         // A response also acknowledges a CON request whose ACK was lost (§5.2.2).
         self.cons.retain(|c| c.purpose != ConPurpose::Request(e.id));
         self.last_activity = now;
-        ctx.out.event(Event::Response {
-            id: e.id,
-            peer: self.peer,
+        match e.fetch {
+            Some(fetch) => self.fetched(ctx, fetch, response),
+            None => ctx.out.event(Event::Response {
+                id: e.id,
+                peer: self.peer,
+                response,
+            }),
+        }
+        self.pump(now, ctx);
+    }
+
+    /// The whole body of a notification that came in blocks has arrived: deliver it, if its
+    /// observation still wants it and nothing newer was delivered meanwhile.
+    fn fetched(&mut self, ctx: &mut Ctx<'_>, fetch: Fetch, mut response: Packet) {
+        let peer = self.peer;
+        let etag = response
+            .get_first_option(coap_lite::CoapOption::ETag)
+            .and_then(|v| Token::from_slice(v));
+        if etag != fetch.etag {
+            return;
+        }
+        let Some(obs) = self
+            .exchanges
+            .iter_mut()
+            .find(|e| e.id == fetch.observation)
+            .and_then(|e| e.observe.as_mut())
+            .filter(|o| !o.deregistering)
+        else {
+            return;
+        };
+        if obs
+            .last
+            .is_some_and(|(v1, t1)| !observe::fresh(v1, t1, fetch.seq, fetch.at))
+        {
+            return;
+        }
+        obs.last = Some((fetch.seq, fetch.at));
+        // The blocks were fetched without Observe; the notification's number goes back on.
+        response.set_observe_value(fetch.seq);
+        ctx.out.event(Event::Notification {
+            id: fetch.observation,
+            peer,
             response,
         });
-        self.pump(now, ctx);
+    }
+
+    /// Starts fetching the rest of a notification whose first block is `msg` (RFC 7959
+    /// §2.6): GET requests for the further blocks, without Observe and under a token of their
+    /// own (the observation's token stays the registration's). A newer notification replaces
+    /// a fetch still running; without room for another exchange the notification is dropped,
+    /// and the next one is fetched.
+    fn start_fetch(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        observation: RequestId,
+        seq: u32,
+        msg: &MessageView<'_>,
+    ) {
+        self.drop_fetches(observation);
+        let peer = self.peer;
+        if self.exchanges.len() >= ctx.config.limits.max_exchanges || ctx.config.token_length == 0 {
+            log::debug!("{peer}: no room to fetch a notification's blocks; dropped");
+            return;
+        }
+        let Ok(token) = self.fresh_token(ctx) else {
+            return;
+        };
+        let Some(e) = self.exchanges.iter().find(|e| e.id == observation) else {
+            return;
+        };
+        let Some(obs) = e.observe.as_ref() else {
+            return;
+        };
+        let mut request = obs.request.clone();
+        request.clear_option(coap_lite::CoapOption::Observe);
+        let mtype = if e.confirmable {
+            MessageType::Confirmable
+        } else {
+            MessageType::NonConfirmable
+        };
+        // Only the template of the block requests: never sent as such.
+        let Ok(template) = ctx
+            .out
+            .encode_packet(&request, mtype, 0, token.as_slice(), usize::MAX)
+        else {
+            return;
+        };
+        let mut fetcher = ClientExchange {
+            id: RequestId(new_id(ctx, self.key.slot) | RequestId::INTERNAL),
+            token,
+            mid: 0,
+            confirmable: e.confirmable,
+            acked: true,
+            response_deadline: None,
+            last_error: None,
+            last_transmit: None,
+            observe: None,
+            request: template,
+            block: None,
+            fetch: Some(Fetch {
+                observation,
+                seq,
+                at: now,
+                etag: msg.option(block::ETAG).and_then(Token::from_slice),
+            }),
+        };
+        if let block::Step::Next =
+            block::on_response(&mut fetcher.block, ctx.config, &fetcher.request, msg, false)
+        {
+            self.exchanges.push(fetcher);
+            self.next_block(now, ctx, self.exchanges.len() - 1);
+        }
+    }
+
+    /// Ends the fetches running for `observation` (their outcome is no longer wanted).
+    fn drop_fetches(&mut self, observation: RequestId) {
+        let mut dropped = Vec::new();
+        self.exchanges.retain(|e| {
+            let mine = e.fetch.is_some_and(|f| f.observation == observation);
+            if mine {
+                dropped.push(e.id);
+            }
+            !mine
+        });
+        self.cons
+            .retain(|c| !matches!(c.purpose, ConPurpose::Request(id) if dropped.contains(&id)));
     }
 
     /// A response to observation `index`. A 2.xx with an Observe option is a notification:
@@ -972,21 +1118,40 @@ impl Session {
         }
         e.acked = true;
         e.response_deadline = None;
-        if obs
-            .last
-            .is_none_or(|(v1, t1)| observe::fresh(v1, t1, seq, now))
-        {
-            obs.last = Some((seq, now));
+        // Newer than what was delivered, and than a notification whose blocks are being
+        // fetched (RFC 7641 §3.4).
+        let fetching = self
+            .exchanges
+            .iter()
+            .find_map(|e| e.fetch.filter(|f| f.observation == id));
+        let fresh = |last: Option<(u32, Instant)>| {
+            last.is_none_or(|(v1, t1)| observe::fresh(v1, t1, seq, now))
+        };
+        let Some(obs) = self.exchanges[index].observe.as_mut() else {
+            return false;
+        };
+        let mut fetch = false;
+        if fresh(obs.last) && fresh(fetching.map(|f| (f.seq, f.at))) {
             let max_age = observe::max_age(msg.option(observe::MAX_AGE));
             obs.reregister_at = Some(now + max_age + observe::REREGISTER_MARGIN);
-            ctx.out.event(Event::Notification {
-                id,
-                peer,
-                response: msg.to_packet(),
-            });
+            let block2 = msg.option(block::BLOCK2).map(block::Block::decode);
+            if block2.is_some_and(|b| b.is_ok_and(|b| b.more)) {
+                // Only the first block of a larger body: fetch the rest (RFC 7959 §2.6).
+                fetch = true;
+            } else {
+                obs.last = Some((seq, now));
+                ctx.out.event(Event::Notification {
+                    id,
+                    peer,
+                    response: msg.to_packet(),
+                });
+            }
         }
         // The (re-)registration is answered, piggybacked or not.
         self.cons.retain(|c| c.purpose != ConPurpose::Request(id));
+        if fetch {
+            self.start_fetch(now, ctx, id, seq, msg);
+        }
         self.last_activity = now;
         self.pump(now, ctx);
         true
