@@ -250,7 +250,7 @@ pub struct Config {
     pub empty_ack_delay: Duration,
     /// How long a client waits for a response once no retransmission is pending: for a NON
     /// request from its sending, for a CON request from its Empty ACK (default
-    /// MAX_TRANSMIT_WAIT, 93 s).
+    /// MAX_TRANSMIT_WAIT, 93 s). Must be greater than zero.
     pub response_timeout: Duration,
     /// Keepalive applied to every session (None: off). Can be changed per session with
     /// [`Endpoint::set_keepalive`](crate::Endpoint::set_keepalive).
@@ -352,6 +352,11 @@ impl Config {
         }
         if self.fail_after_unreachable == Some(0) {
             return err("fail_after_unreachable", "None or at least 1");
+        }
+        if self.response_timeout == Duration::ZERO {
+            // A request would expire at the instant it is sent, and each expiry would make
+            // the next queued request due at once: no deadline would ever lie ahead.
+            return err("response_timeout", "greater than zero");
         }
         if self.max_message_size < 16 {
             return err("max_message_size", "at least 16 bytes");

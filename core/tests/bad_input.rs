@@ -361,3 +361,15 @@ fn invalid_config_is_refused_with_the_field_named() {
     assert_eq!(err.field(), "token_length");
     assert!(err.to_string().contains("between 0 and 8"));
 }
+
+/// Found by fuzzing: with a zero response timeout a NON request expired the instant it was
+/// sent and made the next queued one due at once, so a deadline never lay ahead.
+#[test]
+fn zero_response_timeout_is_refused() {
+    let config = Config {
+        response_timeout: coap_engine::Duration::ZERO,
+        ..Config::default()
+    };
+    let err = Endpoint::new(config, 0).err().unwrap();
+    assert_eq!(err.field(), "response_timeout");
+}

@@ -266,7 +266,7 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         transmission,
         token_length: input.u8() % 9,
         empty_ack_delay: Duration::from_millis(u64::from(input.u8() % 4) * 300),
-        response_timeout: Duration::from_millis(u64::from(input.u8()) * 50),
+        response_timeout: Duration::from_millis(1 + u64::from(input.u8()) * 50),
         keepalive,
         fail_after_unreachable,
         idle_timeout: Duration::from_secs(u64::from(input.u8() % 30)),
