@@ -650,4 +650,10 @@ pub const OBSERVATIONS: &str = "\
   - By hand, not a case: libcoap's `-b` takes any size and rounds it down to a power of two
     (`-b 48` asks for 32, `-b 2000` for 1024); our `-b` refuses anything but 16, 32, ..., 1024
     (the sizes of §2.2) with exit status 2.
+- **ETag on a block-wise GET that carries an ETag (CORE_21)**: when the request has an ETag
+  option, libcoap's server tags block 0 (with a new tag) and none of the later blocks. RFC 7959
+  §2.4 says the server SHOULD include an ETag Option in each response; our client (the engine)
+  takes the block without it for another representation, starts over from block 0 twice and
+  then fails with \"the resource kept changing (ETag)\" (exit 3). libcoap's own client takes the
+  blocks.
 ";
