@@ -378,6 +378,29 @@ fn a_10_kib_put_is_stored_and_read_back_byte_exact() {
 }
 
 #[test]
+fn a_body_over_64_kib_gets_4_13_with_the_limit() {
+    let s = start(SERVER, &[]);
+    let file = Scratch::new("huge.bin", 70_000);
+    let out = client(&[
+        "-v",
+        "6",
+        "-m",
+        "put",
+        "-f",
+        file.path(),
+        &uri(&s, "example_data"),
+    ]);
+    assert_status(&out, 1);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("4.13 Request Entity Too Large; Size1: 65536"),
+        "{err}"
+    );
+    // Nothing was stored.
+    assert_eq!(client(&[&uri(&s, "example_data")]).stdout.len(), 1500);
+}
+
+#[test]
 fn echoed_posts_come_back_whole() {
     let s = start(SERVER, &["-d", "1", "-e"]);
     let file = Scratch::new("echo.bin", 3000);

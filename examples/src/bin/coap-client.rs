@@ -22,7 +22,8 @@
 //! bodies larger than it go in Block1 blocks of that size, and the first request asks for
 //! response blocks of that size already (early negotiation, RFC 7959 §2.4), as libcoap's `-b`
 //! does. `-b num,size` with `num` > 0 asks for that one block of the response only (a
-//! Block2 option the engine leaves to us) and prints it.
+//! Block2 option the engine leaves to us) and prints it. `-v 6` shows a response's Block2,
+//! Size2 and Size1 (the server's limit, with 4.13 Request Entity Too Large) when it has them.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -532,6 +533,13 @@ fn response_options(p: &Packet) -> String {
         let more = if v & 8 != 0 { "M" } else { "_" };
         out.push_str(&format!("; Block2: {}/{more}/{}", v >> 4, 16 << (v & 7)));
     }
+    // Size2: the whole body's size (with one block); Size1: the largest request body the
+    // server takes (with 4.13, RFC 7959 §2.9.3).
+    for (o, name) in [(CoapOption::Size2, "Size2"), (CoapOption::Size1, "Size1")] {
+        if let Some(v) = values(o).first() {
+            out.push_str(&format!("; {name}: {}", cli::decode_uint(v)));
+        }
+    }
     out
 }
 
@@ -658,6 +666,10 @@ mod tests {
         assert_eq!(response_options(&q), "; Location: ?only");
         let mut b = Packet::new();
         b.add_option(CoapOption::Block2, vec![0x2a]);
-        assert_eq!(response_options(&b), "; Block2: 2/M/64");
+        b.add_option(CoapOption::Size2, vec![0x05, 0xdc]);
+        assert_eq!(response_options(&b), "; Block2: 2/M/64; Size2: 1500");
+        let mut t = Packet::new();
+        t.add_option(CoapOption::Size1, vec![0x01, 0x00, 0x00]);
+        assert_eq!(response_options(&t), "; Size1: 65536");
     }
 }
