@@ -30,6 +30,7 @@ use coap_engine_conformance::{
 };
 use coap_engine_mio::Driver;
 
+mod block;
 mod links;
 mod live;
 mod options;
@@ -1181,6 +1182,7 @@ fn cases() -> Vec<Case> {
         ),
     ])
     .chain(links::cases())
+    .chain(block::cases())
     .chain(vec![
         case!(
             "CORE_15",
@@ -1383,6 +1385,7 @@ fn write_report(rows: &[Row], complete: bool) {
         ));
     }
     s.push_str(OBSERVATIONS);
+    s.push_str(block::OBSERVATIONS);
     s.push_str(NOT_COVERED);
     std::fs::write(&path, s).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     println!("wrote {}", path.display());

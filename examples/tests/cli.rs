@@ -281,7 +281,7 @@ fn bad_flags_and_uris_exit_2_with_one_line() {
         &["-x", "coap://127.0.0.1/"],
         &["-m", "brew", "coap://127.0.0.1/"],
         &["-s", "10", "coap://127.0.0.1/"],
-        &["-b", "64", "coap://127.0.0.1/"],
+        &["-b", "48", "coap://127.0.0.1/"],
         &["-T", "123456789", "coap://127.0.0.1/"],
         &["-l", "150%", "coap://127.0.0.1/"],
         &[],
@@ -293,6 +293,143 @@ fn bad_flags_and_uris_exit_2_with_one_line() {
     assert!(text(&client(&["-s", "1", "coap://127.0.0.1/"]).stderr).contains("not supported yet"));
     assert_status(&run(SERVER, &["-p", "notaport"]), 2);
     assert_status(&run(SERVER, &["-q"]), 2);
+}
+
+/// The body libcoap's example server generates for `/example_data`, which ours serves too
+/// until the first PUT: a letter every ten bytes, the digits 1-9 between.
+fn libcoap_example_data() -> Vec<u8> {
+    (0..1500u32)
+        .map(|i| match i % 10 {
+            0 => b'a' + (i / 10 % 26) as u8,
+            d => b'0' + d as u8,
+        })
+        .collect()
+}
+
+/// A file of bytes of every value in the temporary directory, removed on drop.
+struct Scratch {
+    path: PathBuf,
+    data: Vec<u8>,
+}
+
+impl Scratch {
+    fn new(name: &str, len: usize) -> Scratch {
+        let path = std::env::temp_dir().join(format!("coap-cli-{}-{name}", std::process::id()));
+        let data: Vec<u8> = (0..len as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(&path, &data).unwrap();
+        Scratch { path, data }
+    }
+
+    fn path(&self) -> &str {
+        self.path.to_str().unwrap()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[test]
+fn example_data_is_fetched_block_wise_byte_exact() {
+    let s = start(SERVER, &[]);
+    let want = libcoap_example_data();
+    let out = client(&["-v", "6", &uri(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert_eq!(out.stdout, want, "{}", text(&out.stderr));
+    // -b 64: the same body in 64-byte blocks, asked for from the first request on.
+    let out = client(&["-b", "64", &uri(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert_eq!(out.stdout, want);
+    // -b 2,64: block 2 only, as received.
+    let out = client(&["-v", "6", "-b", "2,64", &uri(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert_eq!(out.stdout, &want[128..192]);
+    assert!(
+        text(&out.stderr).contains("Block2: 2/M/64"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = client(&["-b", "5,256", &uri(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert_eq!(out.stdout, &want[1280..]);
+}
+
+#[test]
+fn a_10_kib_put_is_stored_and_read_back_byte_exact() {
+    let s = start(SERVER, &["-d", "1"]);
+    let scratch = Scratch::new("put.bin", 10_000);
+    let (file, data) = (scratch.path(), &scratch.data);
+    let out = client(&["-m", "put", "-f", file, &uri(&s, "example_data")]);
+    assert_status(&out, 0);
+    let out = client(&[&uri(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert_eq!(out.stdout.len(), data.len());
+    assert!(out.stdout == *data, "the body read back differs");
+    // In 64-byte blocks both ways, to a resource POST creates.
+    let out = client(&["-b", "64", "-m", "post", "-f", file, &uri(&s, "big")]);
+    assert_status(&out, 0);
+    let out = client(&["-b", "64", &uri(&s, "big")]);
+    assert_status(&out, 0);
+    assert!(out.stdout == *data, "the body read back differs");
+}
+
+#[test]
+fn a_body_over_64_kib_gets_4_13_with_the_limit() {
+    let s = start(SERVER, &[]);
+    let file = Scratch::new("huge.bin", 70_000);
+    let out = client(&[
+        "-v",
+        "6",
+        "-m",
+        "put",
+        "-f",
+        file.path(),
+        &uri(&s, "example_data"),
+    ]);
+    assert_status(&out, 1);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("4.13 Request Entity Too Large; Size1: 65536"),
+        "{err}"
+    );
+    // Nothing was stored.
+    assert_eq!(client(&[&uri(&s, "example_data")]).stdout.len(), 1500);
+}
+
+#[test]
+fn echoed_posts_come_back_whole() {
+    let s = start(SERVER, &["-d", "1", "-e"]);
+    let file = Scratch::new("echo.bin", 3000);
+    let out = client(&["-m", "post", "-f", file.path(), &uri(&s, "echoed")]);
+    assert_status(&out, 0);
+    assert!(out.stdout == file.data, "the echoed body differs");
+    let out = client(&[&uri(&s, "echoed")]);
+    assert!(out.stdout == file.data, "the stored body differs");
+}
+
+#[test]
+fn bad_block_sizes_exit_2_with_one_line() {
+    for b in [
+        "8",
+        "48",
+        "2048",
+        "0",
+        "x",
+        "1,",
+        ",64",
+        "-1,64",
+        "1048576,64",
+    ] {
+        let out = client(&["-b", b, "coap://127.0.0.1/"]);
+        assert_status(&out, 2);
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "-b {b}: {err}");
+        assert!(err.contains("-b"), "-b {b}: {err}");
+    }
 }
 
 #[test]

@@ -3,11 +3,12 @@
 //!
 //! ```text
 //! coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type] [-N]
-//!             [-T token] [-O num,text]... [-K seconds] [-B seconds] [-w]
+//!             [-b [num,]size] [-T token] [-O num,text]... [-K seconds] [-B seconds] [-w]
 //!             [-l list|loss%] [-Z list|fail%] [-v num] coap://host[:port]/path?query
 //! ```
 //!
-//! The response payload goes to stdout (or `-o file`) as received. Exit status: 0 on a 2.xx
+//! The response payload goes to stdout (or `-o file`) as received: a block-wise (RFC 7959)
+//! response whole, once the engine has reassembled it. Exit status: 0 on a 2.xx
 //! response; 1 on a 4.xx/5.xx response (the code on stderr, the payload still printed); 3
 //! when no response came (timeout, reset, send failure, keepalive failure: one line on
 //! stderr); 2 for bad flags or URIs.
@@ -16,6 +17,13 @@
 //! timeout: K }`: a ping after K seconds of silence, a failure after K more. A path that
 //! dies while the client waits is then reported as "keepalive failure" within 2K seconds
 //! instead of after the response timeout.
+//!
+//! `-b size` (a power of two from 16 to 1024) is the block size of both directions: request
+//! bodies larger than it go in Block1 blocks of that size, and the first request asks for
+//! response blocks of that size already (early negotiation, RFC 7959 §2.4), as libcoap's `-b`
+//! does. `-b num,size` with `num` > 0 asks for that one block of the response only (a
+//! Block2 option the engine leaves to us) and prints it. `-v 6` shows a response's Block2,
+//! Size2 and Size1 (the server's limit, with 4.13 Request Entity Too Large) when it has them.
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
@@ -32,7 +40,7 @@ mod cli;
 const PROG: &str = "coap-client";
 const HELP: &str = "\
 Usage: coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type] [-N]
-                   [-T token] [-O num,text]... [-K seconds] [-B seconds] [-w]
+                   [-b [num,]size] [-T token] [-O num,text]... [-K seconds] [-B seconds] [-w]
                    [-l list|loss%] [-Z list|fail%] [-v num] URI
 	URI		coap://host[:port]/path?query (IPv6 literals as coap://[::1]/path)
 	-m method	get|post|put|delete|fetch|patch|ipatch (default get)
@@ -42,6 +50,8 @@ Usage: coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type]
 	-t type		Content format of the payload (number or text, link, xml, binary, json, cbor)
 	-A type		Accepted media type
 	-N		Send a Non-confirmable request
+	-b [num,]size	Block size (16, 32, ... 1024) for request bodies and, asked for from
+			the first request on, responses; with num > 0 get only block num
 	-T token	Token: text, or hex with a 0x prefix (up to 8 bytes)
 	-O num,text	Add option num with text (hex if it starts with 0x); repeatable
 	-K seconds	Keepalive: ping after this much silence, fail after as much again
@@ -61,6 +71,8 @@ struct Request {
     newline: bool,
     loss: Option<cli::Selector>,
     fail: Option<cli::Selector>,
+    /// `-b [num,]size`: (block number, block size in bytes).
+    block: Option<(u32, usize)>,
 }
 
 struct Client {
@@ -100,6 +112,7 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
         newline: false,
         loss: None,
         fail: None,
+        block: None,
     };
     for (flag, value) in flags {
         match flag {
@@ -161,7 +174,7 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
             'Z' => r.fail = Some(cli::Selector::parse('Z', &value)?),
             'v' => verbosity = value,
             's' => return Err("-s (observe) is not supported yet".into()),
-            'b' => return Err("-b (block-wise transfer) is not supported yet".into()),
+            'b' => r.block = Some(parse_block(&value)?),
             'h' => {
                 println!("{HELP}");
                 std::process::exit(0);
@@ -195,15 +208,51 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
     for (num, value) in options {
         p.add_option(CoapOption::from(num), value);
     }
+    if let Some((num, size)) = r.block.filter(|(num, _)| *num > 0) {
+        // One block of the response: the engine sends a request with its own Block2 (NUM >
+        // 0) as it is and delivers the response as received (RFC 7959 §2.4).
+        let szx = size.trailing_zeros() - 4;
+        p.add_option(CoapOption::Block2, cli::uint_option(num << 4 | szx));
+    }
     p.payload = payload.unwrap_or_default();
     Ok(r)
 }
 
+/// libcoap's `-b [num,]size`: a block size that is a power of two from 16 to 1024 (SZX 0-6,
+/// RFC 7959 §2.2) and an optional block number (20 bits).
+fn parse_block(value: &str) -> Result<(u32, usize), String> {
+    let (num, size) = match value.split_once(',') {
+        Some((num, size)) => {
+            let num = num
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| *n < 1 << 20)
+                .ok_or_else(|| format!("-b: bad block number {num:?} (0 to 1048575)"))?;
+            (num, size)
+        }
+        None => (0, value),
+    };
+    let size = size
+        .trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|s| s.is_power_of_two() && (16..=1024).contains(s))
+        .ok_or_else(|| {
+            format!("-b: the block size must be 16, 32, 64, 128, 256, 512 or 1024, not {size:?}")
+        })?;
+    Ok((num, size))
+}
+
 fn run(r: Request) -> (i32, Option<String>) {
-    let config = Config {
+    let mut config = Config {
         keepalive: r.keepalive.map(cli::keepalive),
         ..Config::default()
     };
+    if let Some((_, size)) = r.block {
+        config.blockwise.block_size = size;
+        config.blockwise.early_negotiation = true;
+    }
     let local: SocketAddr = match r.peer {
         SocketAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
         SocketAddr::V6(_) => "[::]:0".parse().unwrap(),
@@ -477,6 +526,20 @@ fn response_options(p: &Packet) -> String {
     if let Some(cf) = values(CoapOption::ContentFormat).first() {
         out.push_str(&format!("; Content-Format: {}", cli::decode_uint(cf)));
     }
+    // Only a response to `-b num,size` keeps its Block2 (the engine takes it off the whole
+    // bodies it reassembles).
+    if let Some(b) = values(CoapOption::Block2).first() {
+        let v = cli::decode_uint(b);
+        let more = if v & 8 != 0 { "M" } else { "_" };
+        out.push_str(&format!("; Block2: {}/{more}/{}", v >> 4, 16 << (v & 7)));
+    }
+    // Size2: the whole body's size (with one block); Size1: the largest request body the
+    // server takes (with 4.13, RFC 7959 §2.9.3).
+    for (o, name) in [(CoapOption::Size2, "Size2"), (CoapOption::Size1, "Size1")] {
+        if let Some(v) = values(o).first() {
+            out.push_str(&format!("; {name}: {}", cli::decode_uint(v)));
+        }
+    }
     out
 }
 
@@ -565,6 +628,26 @@ mod tests {
     }
 
     #[test]
+    fn block_flags_take_libcoaps_num_and_size() {
+        assert_eq!(parse_block("64").unwrap(), (0, 64));
+        assert_eq!(parse_block("2,16").unwrap(), (2, 16));
+        assert_eq!(parse_block("1024").unwrap(), (0, 1024));
+        for bad in [
+            "",
+            "8",
+            "48",
+            "2048",
+            "x",
+            "1,",
+            ",64",
+            "-1,64",
+            "1048576,64",
+        ] {
+            assert!(parse_block(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn response_options_show_location_etag_and_format() {
         let mut p = Packet::new();
         assert_eq!(response_options(&p), "");
@@ -581,5 +664,12 @@ mod tests {
         let mut q = Packet::new();
         q.add_option(CoapOption::LocationQuery, b"only".to_vec());
         assert_eq!(response_options(&q), "; Location: ?only");
+        let mut b = Packet::new();
+        b.add_option(CoapOption::Block2, vec![0x2a]);
+        b.add_option(CoapOption::Size2, vec![0x05, 0xdc]);
+        assert_eq!(response_options(&b), "; Block2: 2/M/64; Size2: 1500");
+        let mut t = Packet::new();
+        t.add_option(CoapOption::Size1, vec![0x01, 0x00, 0x00]);
+        assert_eq!(response_options(&t), "; Size1: 65536");
     }
 }

@@ -2,7 +2,7 @@
 //! server (`coap-server-notls`).
 //!
 //! ```text
-//! coap-server [-A address] [-p port] [-v level] [-K seconds] [-d max]
+//! coap-server [-A address] [-p port] [-v level] [-K seconds] [-d max] [-e]
 //!             [-l list|loss%] [-Z list|fail%]
 //! ```
 //!
@@ -10,17 +10,27 @@
 //! epoch), `/async?N` (a separate response after N seconds: the engine sends the Empty ACK
 //! after `empty_ack_delay`), `/.well-known/core` (RFC 6690, filtered by `?name=pattern`
 //! queries as in RFC 6690 §4.1: `rt=ticks`, `if=cl*`, `href=/ex*`, `ct=40`, ...),
-//! `/example_data` (GET; PUT replaces it), and, when `-d max` allows, resources created on
-//! unknown paths (a path with a query names its own resource, RFC 7252 §5.10.1): by PUT
-//! (2.01 Created) or by POST (2.01 with the new URI in Location-Path and Location-Query
-//! options, as libcoap's `-d` does); PUT or POST replace them (2.04), DELETE removes them;
-//! 4.06 once `max` exist, like libcoap.
+//! `/example_data` (GET; PUT replaces it; at first it holds the 1500 bytes libcoap's example
+//! server generates, `a123456789b123456789...`, text/plain, so a GET of it is block-wise),
+//! and, when `-d max` allows, resources created on unknown paths (a path with a query names
+//! its own resource, RFC 7252 §5.10.1): by PUT (2.01 Created) or by POST (2.01 with the new
+//! URI in Location-Path and Location-Query options, as libcoap's `-d` does); PUT or POST
+//! replace them (2.04), DELETE removes them; 4.06 once `max` exist, like libcoap.
 //!
 //! `/example_data` and the created resources carry an ETag (a hash of the representation):
 //! a GET naming the current one in an ETag option is answered 2.03 Valid without payload,
 //! and If-Match / If-None-Match make any method conditional (4.12 Precondition Failed,
 //! RFC 7252 §5.10.8). Every GET honours Accept: 4.06 Not Acceptable unless the
 //! representation has that Content-Format (§5.10.4).
+//!
+//! Bodies larger than a block go block-wise (RFC 7959) without code here: the engine
+//! reassembles Block1 request bodies (up to `Blockwise::max_body_size`, 64 KiB; beyond, 4.13
+//! with Size1; libcoap's server has no flag for it) and cuts every answer to the Block2 block
+//! asked for. Each GET answers with the whole representation and its ETag, the same for every
+//! block of one representation, so the engine adds none of its own. `-e` echoes the stored
+//! representation in the answer to a PUT or POST, as libcoap's `-e` does; a large echo is
+//! fetched with further requests carrying Block2 and no body (§2.7), which get the same
+//! answer again rather than being executed as new writes.
 //!
 //! `-K seconds` turns on keepalive for every client session: a ping after K seconds of
 //! silence, and the session fails (its state freed) after K more: `Keepalive { interval: K,
@@ -46,7 +56,7 @@ const PROG: &str = "coap-server";
 const ROOT_TEXT: &str = "This is a test server made with coap-engine (a sans-IO CoAP engine)\n\
                          driven by the mio adapter; flags mirror libcoap's coap-server\n";
 const HELP: &str = "\
-Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max]
+Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e]
                    [-l list|loss%] [-Z list|fail%]
 	-A address	Interface address to bind to (default ::, falling back to 0.0.0.0)
 	-p port		Listen on specified port (default 5683)
@@ -55,6 +65,7 @@ Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max]
 			session after as much again
 	-d max		Allow dynamic creation of up to max resources by PUT or POST (POST
 			answers with Location-Path/-Query); past it 4.06
+	-e		Echo back the data stored by a PUT or POST in its answer
 	-l list		Drop outgoing datagrams: a comma separated list of numbers or ranges
 	-l loss%	Drop outgoing datagrams randomly with this probability
 	-Z list|fail%	Like -l, but the send fails and the engine is told \"unreachable\"
@@ -95,6 +106,11 @@ struct Server {
     example_data: Resource,
     dynamic: BTreeMap<String, Resource>,
     max_dynamic: usize,
+    /// `-e`: answer a PUT or POST with the representation it stored.
+    echo: bool,
+    /// The answer to the latest PUT or POST of each target (and which it was): further
+    /// requests for blocks of it (RFC 7959 §2.7) get it again.
+    written: BTreeMap<String, (RequestType, Packet)>,
     /// Separate responses due later: (when, request).
     delayed: Vec<(StdInstant, IncomingRequestId)>,
 }
@@ -102,7 +118,7 @@ struct Server {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (flags, positional) =
-        cli::getopt(args, "A:p:v:K:d:l:Z:h").unwrap_or_else(|e| cli::usage_error(PROG, e));
+        cli::getopt(args, "A:p:v:K:d:el:Z:h").unwrap_or_else(|e| cli::usage_error(PROG, e));
     if let Some(extra) = positional.first() {
         cli::usage_error(PROG, format!("unexpected argument {extra:?}"));
     }
@@ -110,6 +126,7 @@ fn main() {
     let mut port: u16 = 5683;
     let mut config = Config::default();
     let mut max_dynamic = 0;
+    let mut echo = false;
     let (mut loss, mut fail) = (None, None);
     let mut verbosity = "3".to_string();
     for (flag, value) in flags {
@@ -137,6 +154,7 @@ fn main() {
                         .parse()
                         .map_err(|_| format!("-d needs a number, not {value:?}"))?
                 }
+                'e' => echo = true,
                 'l' => loss = Some(cli::Selector::parse('l', &value)?),
                 'Z' => fail = Some(cli::Selector::parse('Z', &value)?),
                 'h' => {
@@ -172,11 +190,13 @@ fn main() {
     }
     let mut server = Server {
         example_data: Resource {
-            data: b"Hello World!".to_vec(),
+            data: libcoap_example_data(),
             format: Some(0),
         },
         dynamic: BTreeMap::new(),
         max_dynamic,
+        echo,
+        written: BTreeMap::new(),
         delayed: Vec::new(),
     };
     if let Err(e) = driver.run(&mut server) {
@@ -308,6 +328,20 @@ impl Server {
             _ if query.is_empty() => Target::Dynamic(path.to_string()),
             _ => Target::Dynamic(format!("{path}?{}", query.join("&"))),
         };
+        let written_key = match &target {
+            Target::ExampleData => Some(path.to_string()),
+            Target::Dynamic(key) => Some(key.clone()),
+            _ => None,
+        };
+        if let (Put | Post, Some(key)) = (method, &written_key) {
+            match self.written.get(key) {
+                Some((m, answer)) if *m == method && continues(request) => {
+                    // Not a new write: a request for a further block of its answer (§2.7).
+                    return Answer::Now(answer.clone());
+                }
+                _ => {}
+            }
+        }
         let stored = match &target {
             Target::ExampleData => Some(&self.example_data),
             Target::Dynamic(key) => self.dynamic.get(key),
@@ -377,7 +411,9 @@ impl Server {
             }
             (Target::ExampleData, _) => {
                 self.example_data = Resource::from_request(request);
-                Answer::Now(stored_response(ResponseType::Changed, &self.example_data))
+                let p = stored_response(ResponseType::Changed, &self.example_data, self.echo);
+                self.written.insert(path.to_string(), (method, p.clone()));
+                Answer::Now(p)
             }
             (Target::Dynamic(key), Get) => {
                 let r = &self.dynamic[&key];
@@ -385,6 +421,7 @@ impl Server {
             }
             (Target::Dynamic(key), Delete) => {
                 self.dynamic.remove(&key);
+                self.written.remove(&key);
                 empty(ResponseType::Deleted)
             }
             (Target::Dynamic(key), _) => {
@@ -396,7 +433,7 @@ impl Server {
                 } else {
                     ResponseType::Created
                 };
-                let mut p = stored_response(code, &resource);
+                let mut p = stored_response(code, &resource, self.echo);
                 if !exists && method == Post {
                     // §5.8.2: the URI of the new resource in Location-Path and
                     // Location-Query options: the request's own path and query.
@@ -408,6 +445,7 @@ impl Server {
                         p.add_option(CoapOption::LocationQuery, q.clone());
                     }
                 }
+                self.written.insert(key.clone(), (method, p.clone()));
                 self.dynamic.insert(key, resource);
                 Answer::Now(p)
             }
@@ -501,10 +539,36 @@ fn content(
 /// 2.01/2.04 after a PUT or POST stored `r`, with the new representation's ETag: without
 /// Location-* options it tags the target's representation, with them the one at the
 /// location, which is the same here (§5.10.6.1). A client can use it in If-Match at once.
-fn stored_response(code: ResponseType, r: &Resource) -> Packet {
-    let mut p = response(code, None, Vec::new());
+/// With `echo` (`-e`) it carries the representation too.
+fn stored_response(code: ResponseType, r: &Resource, echo: bool) -> Packet {
+    let mut p = if echo {
+        response(code, r.format, r.data.clone())
+    } else {
+        response(code, None, Vec::new())
+    };
     p.add_option(CoapOption::ETag, r.etag());
     p
+}
+
+/// Whether a PUT or POST asks for a further block of the answer to an earlier one: Block2
+/// with NUM > 0 and no body (RFC 7959 §2.7: the requests after the last Block1 block leave
+/// out Block1 and the body).
+fn continues(request: &Packet) -> bool {
+    request.payload.is_empty()
+        && request
+            .get_first_option(CoapOption::Block2)
+            .is_some_and(|v| cli::decode_uint(v) >> 4 > 0)
+}
+
+/// The body libcoap's example server generates for its `/example_data` until the first PUT:
+/// 1500 bytes, `a123456789b123456789...`, a letter every ten bytes (`a`..`z`, wrapping).
+fn libcoap_example_data() -> Vec<u8> {
+    (0..1500u32)
+        .map(|i| match i % 10 {
+            0 => b'a' + (i / 10 % 26) as u8,
+            d => b'0' + d as u8,
+        })
+        .collect()
 }
 
 /// `Mon DD HH:MM:SS` in UTC, the format of libcoap's `/time`.
@@ -535,6 +599,15 @@ fn utc_time(unix: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn example_data_starts_like_libcoaps() {
+        let data = super::libcoap_example_data();
+        assert_eq!(data.len(), 1500);
+        assert_eq!(&data[..22], b"a123456789b123456789c1");
+        assert_eq!(&data[250..262], b"z123456789a1");
+        assert_eq!(&data[1490..], b"t123456789");
+    }
+
     #[test]
     fn utc_time_matches_known_dates() {
         assert_eq!(super::utc_time(0), "Jan 01 00:00:00");
