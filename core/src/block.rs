@@ -26,11 +26,13 @@
 //!   in a piggybacked answer (which is certainly the answer to the block just asked for) ends
 //!   the request with [`ExchangeError::UnexpectedBlock`]; in a separate response a block that
 //!   was already received is taken for a late duplicate and ignored.
-//! - **ETag change restarts, then fails (§2.4).** If an ETag was present in the first block
-//!   and a later block carries a different one (or none), the blocks came from two
+//! - **ETag change restarts, then fails (§2.4).** If a later block carries an ETag other than
+//!   the first block's (or the first had none), the blocks came from two
 //!   representations: the body so far is dropped and the transfer starts over from block 0,
 //!   at most [`MAX_RESTARTS`] times, then ends with
-//!   [`ExchangeError::RepresentationChanged`]. A body is never mixed from two versions.
+//!   [`ExchangeError::RepresentationChanged`]. A body is never mixed from two versions. A
+//!   later block without an ETag is accepted: §2.4 has the client compare ETags "if
+//!   available", and libcoap 4.3.1 tags only block 0 when the request carried an ETag.
 //! - **Bounded bodies.** A reassembled body never exceeds
 //!   [`Blockwise::max_body_size`](crate::Blockwise::max_body_size); a Size2 announcing more
 //!   ends the transfer before any further block is fetched (§4).
@@ -625,7 +627,7 @@ impl ClientTransfer {
         let tag = msg.option(ETAG);
         if expected == 0 {
             *etag = tag.map(<[u8]>::to_vec);
-        } else if tag != etag.as_deref() {
+        } else if tag.is_some_and(|t| Some(t) != etag.as_deref()) {
             // Another representation: never mix it with the blocks of the first (§2.4).
             if *restarts >= MAX_RESTARTS {
                 return Step::Fail(ExchangeError::RepresentationChanged);

@@ -1,7 +1,5 @@
-//! PROPOSED, NOT YET DECIDED: interop questions about block-wise transfers found against
-//! libcoap 4.3.1, written as simulator tests for the core's owner to take over. Each test
-//! states the behaviour it asks for; it is `#[ignore]`d because the core does otherwise
-//! today (run with `cargo test -p coap-engine --test block_regressions -- --ignored`).
+//! Block-wise interoperability regressions found against libcoap 4.3.1, replayed on the
+//! simulator with a scripted raw peer that answers the way libcoap did on the wire.
 
 mod sim;
 
@@ -34,16 +32,14 @@ fn requested_block(v: &MessageView<'_>) -> u32 {
 /// an ETag and every later block without one. Seen on the wire in the conformance suite's
 /// CORE_21 (ours → libcoap): `2.05 block 0 ETag 0x02, 2.05 block 1 no ETag`, three times.
 ///
-/// Today the engine takes the untagged block for another representation (the "or none" in
-/// `block.rs`'s decisions), restarts from block 0 twice and fails the request with
+/// The engine used to take the untagged block for another representation, restart from
+/// block 0 twice and fail the request with
 /// `RepresentationChanged`, so a GET carrying an ETag can never fetch a large resource from
 /// libcoap. RFC 7959 §2.4 says the server SHOULD include an ETag in each response and that
 /// "if an ETag Option is available, the client ... MUST compare ETag Options"; it does not
-/// say that a block without one is from another representation. The behaviour asked for
-/// here: a later block with no ETag is accepted (nothing to compare), a different ETag
-/// still restarts.
+/// say that a block without one is from another representation. So a later block with no
+/// ETag is accepted (nothing to compare); a different ETag still restarts.
 #[test]
-#[ignore = "proposed core change, fails today: a block without ETag after a tagged block 0"]
 fn a_later_block_without_etag_is_accepted() {
     let full: Vec<u8> = (0..1500u32).map(|i| (i * 7) as u8).collect();
     let body = full.clone();
