@@ -1451,8 +1451,8 @@ const OBSERVATIONS: &str = "
 - **LIVE_04 and OBS_05, libcoap's server**: `coap-server-notls` 4.3.1 has no keepalive
   option. When an observing client vanishes (its link down, or the process killed) it sends
   no new notification while its last Confirmable one is unacknowledged, retransmits that one
-  four times, gives up after the last timeout and only then removes the observer: 80–95 s
-  after the client went away in the runs recorded. Our `coap-server -K 1` removes the
+  four times with doubling timeouts, gives up after the last one and only then removes the
+  observer: 75–95 s after the client went away in our runs. Our `coap-server -K 1` removes the
   observer (`observer removed: the client's session ended`) within interval + timeout of the
   last packet heard.
 - **Observe, libcoap's server (OBS_01/02/07/08)**: notifications are Confirmable by default;
@@ -1468,7 +1468,7 @@ const OBSERVATIONS: &str = "
   waiting for the answer. Our client writes the same way, deregisters the same way and waits
   up to 5 s for the answer (so a lost deregistration is retransmitted); it prints no newline
   at exit, as for a plain request. libcoap's client never re-registers when notifications stop
-  (OBS_04: 11 s of silence with Max-Age 1, no request until its deregistration); ours
+  (OBS_04: about 11 s of silence with Max-Age 1, no request until its deregistration); ours
   re-registers Max-Age + 5 s after the last notification. On a 4.04 notification libcoap's
   client prints `4.04` and keeps running until `-s` is up, exit status 0; ours ends at once
   with exit status 1. It never answers its own notifications with RST; a second process on
