@@ -450,7 +450,7 @@ pub struct Datagram {
     pub to_server: bool,
     pub bytes: Vec<u8>,
     pub at: Instant,
-    /// Dropped by the relay instead of forwarded (see [`Relay::drop_to_client`]).
+    /// Dropped by the relay instead of forwarded (see [`Relay::drop_to_client_until_next_request`]).
     pub dropped: bool,
 }
 
