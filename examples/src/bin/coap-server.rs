@@ -185,7 +185,8 @@ impl Observable {
     fn flush(&mut self, driver: &mut Driver) {
         for (id, p) in std::mem::take(&mut self.pending) {
             let now = driver.now();
-            match driver.endpoint_mut().notify(now, id, &p, self.confirmable) {
+            let sent = driver.endpoint_mut().notify(now, id, &p, self.confirmable);
+            match sent {
                 Ok(0) => {}
                 // A final (non-2.xx) notification ends observations: worth a line at -v 6.
                 Ok(n) if u8::from(p.header.code) >> 5 != 2 => log::info!(
@@ -198,9 +199,13 @@ impl Observable {
                     self.name(id),
                     p.header.code
                 ),
-                Err(e) => log::warn!("{}: notification not sent: {e}", self.name(id)),
+                Err(ref e) => log::warn!("{}: notification not sent: {e}", self.name(id)),
             }
-            self.forget_if_unused(driver, id);
+            // Observers that a final notification removed are still to be reported (their
+            // events are queued), and that handler forgets the name once it has logged it.
+            if !matches!(sent, Ok(n) if n > 0) {
+                self.forget_if_unused(driver, id);
+            }
         }
         driver.drive();
     }
