@@ -1452,7 +1452,8 @@ const OBSERVATIONS: &str = "
   option. When an observing client vanishes (its link down, or the process killed) it sends
   no new notification while its last Confirmable one is unacknowledged, retransmits that one
   four times with doubling timeouts, gives up after the last one and only then removes the
-  observer: 75–95 s after the client went away in our runs. Our `coap-server -K 1` removes the
+  observer: within MAX_TRANSMIT_WAIT (93 s) of that notification, 74–92 s after the client
+  went away in our runs. Our `coap-server -K 1` removes the
   observer (`observer removed: the client's session ended`) within interval + timeout of the
   last packet heard.
 - **Observe, libcoap's server (OBS_01/02/07/08)**: notifications are Confirmable by default;
