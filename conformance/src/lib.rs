@@ -349,41 +349,98 @@ pub fn run(program: &Path, args: &[&str], limit: Duration) -> Run {
 }
 
 /// [`run`] with a prepared command (e.g. `ip netns exec NS program`).
-pub fn run_command(mut cmd: Command, program: &Path, args: &[&str], limit: Duration) -> Run {
-    let start = Instant::now();
-    let mut child = cmd
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    let (stdout, r1) = Captured::collect(child.stdout.take().unwrap());
-    let (stderr, r2) = Captured::collect(child.stderr.take().unwrap());
-    let mut guard = Reap(Some(child));
-    let status = loop {
-        let child = guard.0.as_mut().unwrap();
-        if let Some(s) = child.try_wait().expect("wait for a client") {
-            guard.0 = None;
-            break Some(s);
-        }
-        if start.elapsed() > limit {
-            drop(guard); // kill
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let elapsed = start.elapsed();
-    let _ = r1.join();
-    let _ = r2.join();
-    Run {
-        program: program.display().to_string(),
-        args: args.iter().map(|s| s.to_string()).collect(),
-        status,
-        stdout: stdout.text(),
-        stderr: stderr.text(),
-        elapsed,
+pub fn run_command(cmd: Command, program: &Path, args: &[&str], limit: Duration) -> Run {
+    Background::spawn_command(cmd, program, args).finish(limit)
+}
+
+/// A client started without waiting for it (e.g. an observer that another client's requests
+/// will affect, or one to kill mid-observation); killed on drop unless finished.
+pub struct Background {
+    guard: Reap,
+    program: String,
+    args: Vec<String>,
+    start: Instant,
+    stdout: Captured,
+    stderr: Captured,
+    readers: Vec<JoinHandle<()>>,
+}
+
+impl Background {
+    /// Starts `program args`, its output captured.
+    pub fn spawn(program: &Path, args: &[&str]) -> Background {
+        Background::spawn_command(Command::new(program), program, args)
     }
+
+    /// [`Background::spawn`] with a prepared command.
+    pub fn spawn_command(mut cmd: Command, program: &Path, args: &[&str]) -> Background {
+        let start = Instant::now();
+        let mut child = cmd
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+        let (stdout, r1) = Captured::collect(child.stdout.take().unwrap());
+        let (stderr, r2) = Captured::collect(child.stderr.take().unwrap());
+        Background {
+            guard: Reap(Some(child)),
+            program: program.display().to_string(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            start,
+            stdout,
+            stderr,
+            readers: vec![r1, r2],
+        }
+    }
+
+    /// What it printed so far (stdout, then stderr).
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout.text(), self.stderr.text())
+    }
+
+    /// Kills it at once (SIGKILL): it vanishes without a word on the wire.
+    pub fn kill(&mut self) {
+        if let Some(c) = &mut self.guard.0 {
+            let _ = c.kill();
+        }
+    }
+
+    /// Waits for it to exit, killing it once `limit` has passed since its start.
+    pub fn finish(mut self, limit: Duration) -> Run {
+        let status = loop {
+            let Some(child) = self.guard.0.as_mut() else {
+                break None;
+            };
+            if let Some(s) = child.try_wait().expect("wait for a client") {
+                self.guard.0 = None;
+                break Some(s);
+            }
+            if self.start.elapsed() > limit {
+                self.guard = Reap(None); // the old guard kills it
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        let elapsed = self.start.elapsed();
+        for r in self.readers.drain(..) {
+            let _ = r.join();
+        }
+        Run {
+            program: std::mem::take(&mut self.program),
+            args: std::mem::take(&mut self.args),
+            status: status.filter(|s| s.code().is_some() || !killed_by_us(s)),
+            stdout: self.stdout.text(),
+            stderr: self.stderr.text(),
+            elapsed,
+        }
+    }
+}
+
+/// A status from our own SIGKILL (`Background::kill`).
+fn killed_by_us(status: &ExitStatus) -> bool {
+    use std::os::unix::process::ExitStatusExt;
+    status.signal() == Some(9)
 }
 
 /// One datagram seen by a [`Relay`].
@@ -393,6 +450,8 @@ pub struct Datagram {
     pub to_server: bool,
     pub bytes: Vec<u8>,
     pub at: Instant,
+    /// Dropped by the relay instead of forwarded (see [`Relay::drop_to_client_until_next_request`]).
+    pub dropped: bool,
 }
 
 impl Datagram {
@@ -413,6 +472,10 @@ pub struct Relay {
     log: Arc<Mutex<Vec<Datagram>>>,
     synced: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
+    /// Server → client datagrams are dropped (recorded as such) while set.
+    drop_down: Arc<AtomicBool>,
+    /// The next request from the client clears `drop_down` before it is forwarded.
+    until_request: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
 }
 
@@ -430,9 +493,12 @@ impl Relay {
         let client: Arc<Mutex<Option<SocketAddr>>> = Arc::new(Mutex::new(None));
         let (front_tx, back_rx) = (front.try_clone().unwrap(), back.try_clone().unwrap());
         let synced = Arc::new(AtomicU64::new(0));
+        let drop_down = Arc::new(AtomicBool::new(false));
+        let until_request = Arc::new(AtomicBool::new(false));
         let up = {
             let (log, stop, client) = (log.clone(), stop.clone(), client.clone());
             let synced = synced.clone();
+            let (drop_down, until_request) = (drop_down.clone(), until_request.clone());
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
@@ -444,19 +510,28 @@ impl Relay {
                             continue;
                         }
                         *client.lock().unwrap() = Some(from);
-                        record(&log, true, &buf[..n]);
+                        // A request: code class 0, not Empty.
+                        let request = n >= 4 && buf[1] != 0 && buf[1] >> 5 == 0;
+                        if request && until_request.swap(false, Ordering::SeqCst) {
+                            drop_down.store(false, Ordering::SeqCst);
+                        }
+                        record(&log, true, &buf[..n], false);
                         let _ = back.send(&buf[..n]);
                     }
                 }
             })
         };
         let down = {
-            let (log, stop) = (log.clone(), stop.clone());
+            let (log, stop, drop_down) = (log.clone(), stop.clone(), drop_down.clone());
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok(n) = back_rx.recv(&mut buf) {
-                        record(&log, false, &buf[..n]);
+                        let dropped = drop_down.load(Ordering::SeqCst);
+                        record(&log, false, &buf[..n], dropped);
+                        if dropped {
+                            continue;
+                        }
                         if let Some(to) = *client.lock().unwrap() {
                             let _ = front_tx.send_to(&buf[..n], to);
                         }
@@ -469,8 +544,24 @@ impl Relay {
             log,
             synced,
             stop,
+            drop_down,
+            until_request,
             threads: vec![up, down],
         }
+    }
+
+    /// From now on, drops every server → client datagram (the server goes silent for the
+    /// client) until the client's next request, which passes and ends the drop (so the
+    /// answer to, e.g., a re-registration reaches the client). Dropped datagrams are
+    /// recorded with `dropped` set.
+    pub fn drop_to_client_until_next_request(&self) {
+        self.until_request.store(true, Ordering::SeqCst);
+        self.drop_down.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether server → client datagrams are being dropped.
+    pub fn dropping(&self) -> bool {
+        self.drop_down.load(Ordering::SeqCst)
     }
 
     pub fn uri(&self, path: &str) -> String {
@@ -518,7 +609,12 @@ impl Relay {
             .map(|d| {
                 let t = start.map_or(0.0, |s| d.at.duration_since(s).as_secs_f64());
                 let dir = if d.to_server { "C->S" } else { "S->C" };
-                format!("{t:7.3}s {dir} {}\n", describe(&d.bytes))
+                let dropped = if d.dropped {
+                    " (dropped by the relay)"
+                } else {
+                    ""
+                };
+                format!("{t:7.3}s {dir} {}{dropped}\n", describe(&d.bytes))
             })
             .collect()
     }
@@ -536,11 +632,12 @@ impl Drop for Relay {
 /// Starts the relay's sync marker: version bits 3, never a CoAP message.
 const SYNC_MAGIC: &[u8] = b"\xffrelay-sync:";
 
-fn record(log: &Mutex<Vec<Datagram>>, to_server: bool, bytes: &[u8]) {
+fn record(log: &Mutex<Vec<Datagram>>, to_server: bool, bytes: &[u8], dropped: bool) {
     log.lock().unwrap().push(Datagram {
         to_server,
         bytes: bytes.to_vec(),
         at: Instant::now(),
+        dropped,
     });
 }
 
@@ -557,8 +654,16 @@ pub fn describe(bytes: &[u8]) -> String {
             let opts: Vec<String> = p
                 .options()
                 .flat_map(|(n, vs)| {
-                    vs.iter()
-                        .map(move |v| format!("{n}:{}", String::from_utf8_lossy(v)))
+                    vs.iter().map(move |v| {
+                        // uint options (Observe, Uri-Port, Content-Format, Max-Age, Accept,
+                        // Size1/2) as numbers.
+                        if matches!(*n, 6 | 7 | 12 | 14 | 17 | 28 | 60) {
+                            let x = v.iter().fold(0u64, |a, b| (a << 8) | u64::from(*b));
+                            format!("{n}:{x}")
+                        } else {
+                            format!("{n}:{}", String::from_utf8_lossy(v))
+                        }
+                    })
                 })
                 .collect();
             format!(

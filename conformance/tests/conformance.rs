@@ -4,6 +4,8 @@
 //! - `ours → libcoap`: our `coap-client` (or the engine in-process) → `coap-server-notls`;
 //! - `libcoap → ours`: `coap-client-notls` → our `coap-server`.
 //!
+//! Observe (OBS_*) is in `observe/mod.rs`; LIVE_01–04 (network namespaces) in `live/mod.rs`.
+//!
 //! Every exchange goes through a recording [`Relay`], so each case checks the wire (message
 //! types, Message IDs, tokens, options) as well as exit codes and payloads.
 //!
@@ -33,6 +35,7 @@ use coap_engine_mio::Driver;
 mod block;
 mod links;
 mod live;
+mod observe;
 mod options;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1221,6 +1224,7 @@ fn cases() -> Vec<Case> {
             || lossy_separate(false)
         ),
     ])
+    .chain(observe::cases())
     .chain(live::cases())
     .chain(live::more_cases())
     .collect()
@@ -1447,10 +1451,32 @@ const OBSERVATIONS: &str = "
   CoAP pdu` on its debug output) and ends, but with exit status 0 and no keepalive failure
   reported. Our client reports the keepalive failure and exits 3. In LIVE_03 our client also
   pings while its CON request is being retransmitted (both counted on the server's veth).
-- **LIVE_04, libcoap's server**: `coap-server-notls` 4.3.1 has no keepalive option; after the
-  client's link goes down it logs nothing (at `-v 7`) in the 4.8 s watched; what it does later
-  is not observed. Our `coap-server -K 1` drops the session, logging `session failed:
-  keepalive failure`, within interval + timeout.
+- **LIVE_04 and OBS_05, libcoap's server**: `coap-server-notls` 4.3.1 has no keepalive
+  option. When an observing client vanishes (its link down, or the process killed) it sends
+  no new notification while its last Confirmable one is unacknowledged, retransmits that one
+  four times with doubling timeouts, gives up after the last one and only then removes the
+  observer: within MAX_TRANSMIT_WAIT (93 s) of that notification, 74–92 s after the client
+  went away in our runs. Our `coap-server -K 1` removes the
+  observer (`observer removed: the client's session ended`) within interval + timeout of the
+  last packet heard.
+- **Observe, libcoap's server (OBS_01/02/07/08)**: notifications are Confirmable by default;
+  `-N` makes them Non-confirmable with every fifth still Confirmable. After a DELETE it sends
+  a Non-confirmable 4.04 without Observe whatever the mode (ours sends the 4.04 with the
+  observer's usual type). After a PUT that changes the Content-Format of `/example_data` it
+  notifies the new representation in the new format; RFC 7641 §4.2 says notifications MUST
+  keep the registration's Content-Format, else 4.06 and the observer removed, which is what
+  our server does (OBS_08).
+- **Observe, libcoap's client (`-s`)**: it writes each notification's payload as it arrives,
+  back to back (a newline after each only with `-w`, and one at exit), counts `-s` from the
+  first notification, and at the end sends a GET with Observe = 1 and exits at once, without
+  waiting for the answer. Our client writes the same way, deregisters the same way and waits
+  up to 5 s for the answer (so a lost deregistration is retransmitted); it prints no newline
+  at exit, as for a plain request. libcoap's client never re-registers when notifications stop
+  (OBS_04: about 11 s of silence with Max-Age 1, no request until its deregistration); ours
+  re-registers Max-Age + 5 s after the last notification. On a 4.04 notification libcoap's
+  client prints `4.04` and keeps running until `-s` is up, exit status 0; ours ends at once
+  with exit status 1. It never answers its own notifications with RST; a second process on
+  the same port (`-p`), which does not know the token, does (OBS_06).
 ";
 
 const NOT_COVERED: &str = "
@@ -1460,5 +1486,9 @@ const NOT_COVERED: &str = "
 | --- | --- | --- |
 | CORE_12 | libcoap → ours | `coap-client-notls` 4.3.1 always sends a token: `-T \"\"` still sends `{01}`. The engine in-process covers an empty token against our server (row `engine → ours`). |
 | LINK_04 | both | Neither server has a link with several rt values: libcoap's example resources have at most one (`/time`: rt=\"ticks\"), its `-d` resources get only ct and title, and ours carry the same attributes. Matching one value of a space-separated rt/if list is unit-tested in `examples/src/link_format.rs`. |
-| LIVE_01–04 | both | Observations: observe has not landed. LIVE_04 checks that our server reports the session failed (`coap-server -v 6` logs `session failed`; the engine frees the session's state with it); the example server's own timer for the pending `/async` response is not observed. LIVE_03 freezes the server before the request, so nothing was ever heard: the bound is measured from the client's start. |
+| LIVE_03 | both | The server is frozen before the request, so nothing was ever heard: the bound is measured from the client's start. |
+| OBS_05 | libcoap → ours | Our server removes the observer of a vanished client through keepalive (`-K 1`), the bound checked here. Without keepalive the engine removes it when a Confirmable notification is never acknowledged (up to MAX_TRANSMIT_WAIT, 93 s), which `core/tests/observe.rs` checks in virtual time; the example server sends one every second, each replacing the unacknowledged one (RFC 7641 §4.5.2). |
+| OBS_10 | libcoap → ours | `coap-client-notls` cannot send a plain GET while it observes, so the plain GET comes from another process (another endpoint); the engine in-process covers the same endpoint (row `engine → ours`). |
+| OBS_11 | both | Not in this round (Confirmable notifications on a lossy link). |
+| OBS_13/14 | both | Block-wise transfer (RFC 7959) is not implemented yet. |
 ";

@@ -597,6 +597,15 @@ impl Session {
 
     /// Removes the observer with `token`, if any, and tells the application.
     fn remove_observer(&mut self, ctx: &mut Ctx<'_>, token: Token, reason: ObserverRemoval) {
+        if matches!(
+            reason,
+            ObserverRemoval::Deregistered | ObserverRemoval::Replaced
+        ) {
+            // The client said it no longer wants these notifications: stop retransmitting one
+            // still in flight. (A final error notification, by contrast, must still arrive.)
+            self.cons
+                .retain(|c| c.purpose != ConPurpose::Notification(token));
+        }
         if let Some(i) = self.observers.iter().position(|o| o.token == token) {
             let o = self.observers.swap_remove(i);
             ctx.observe.remove(o.resource, self.key);

@@ -831,3 +831,39 @@ impl EventError for Logged {
         }
     }
 }
+
+#[test]
+fn deregistering_stops_the_retransmission_of_a_notification_in_flight() {
+    let mut w = World::default(18);
+    let id = w.observe(&time_get(MessageType::Confirmable));
+    w.sim.run_for(secs(1));
+    // The client stops hearing the server; a CON notification goes unanswered meanwhile.
+    let t = w.sim.now();
+    w.sim
+        .cut(Some(w.sa), Some(w.ca), Window::new(t, t + secs(10)));
+    w.notify(true);
+    w.sim.run_for(millis(100));
+    w.sim
+        .input(w.client, |ep, now| ep.deregister(now, id))
+        .unwrap();
+    w.sim.run_for(secs(120));
+    assert_eq!(
+        w.removals().iter().map(|r| r.1).collect::<Vec<_>>(),
+        [ObserverRemoval::Deregistered]
+    );
+    // The notification was sent once and never retransmitted after the deregistration.
+    let cons = w
+        .sim
+        .sent_to(w.server, w.ca)
+        .iter()
+        .filter(|s| s.mtype() == MessageType::Confirmable && s.code() == codec::code(2, 5))
+        .count();
+    assert_eq!(cons, 1);
+    let f = w
+        .sim
+        .endpoint(w.server)
+        .session_info(w.ca)
+        .unwrap()
+        .footprint;
+    assert_eq!(f.confirmables_in_flight, 0);
+}

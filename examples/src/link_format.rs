@@ -29,12 +29,20 @@ impl Link {
         self
     }
 
+    /// An attribute without a value (`obs`, RFC 7641 §6).
+    pub fn flag(mut self, name: &'static str) -> Link {
+        self.attrs.push((name, String::new(), false));
+        self
+    }
+
     fn write(&self, out: &mut String) {
         out.push('<');
         out.push_str(&self.href);
         out.push('>');
         for (name, value, quoted) in &self.attrs {
-            if *quoted {
+            if !*quoted && value.is_empty() {
+                out.push_str(&format!(";{name}"));
+            } else if *quoted {
                 out.push_str(&format!(";{name}=\"{value}\""));
             } else {
                 out.push_str(&format!(";{name}={value}"));
@@ -109,7 +117,8 @@ mod tests {
                 .quoted("if", "clock")
                 .quoted("rt", "ticks")
                 .quoted("title", "Internal Clock")
-                .token("ct", 0),
+                .token("ct", 0)
+                .flag("obs"),
             Link::new("/sensors/a")
                 .quoted("rt", "Type2 Type3")
                 .token("ct", 40),
@@ -131,7 +140,7 @@ mod tests {
         assert_eq!(
             filtered(&links()[..2], &[]),
             "</>;title=\"General Info\";ct=0,</time>;if=\"clock\";rt=\"ticks\";\
-             title=\"Internal Clock\";ct=0"
+             title=\"Internal Clock\";ct=0;obs"
         );
     }
 
@@ -156,6 +165,11 @@ mod tests {
         assert_eq!(hrefs(&["title=Internal Clock"]), "</time>");
         assert_eq!(hrefs(&["title=Internal"]), "", "title is not a list");
         assert_eq!(hrefs(&["ct=0", "rt=ticks"]), "</time>", "all filters apply");
+        assert_eq!(
+            hrefs(&["obs=*"]),
+            "</time>",
+            "a flag is there, with an empty value"
+        );
         assert_eq!(
             hrefs(&["rt"]),
             "</> </time> </sensors/a>",

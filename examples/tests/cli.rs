@@ -5,7 +5,7 @@
 use std::net::UdpSocket;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const CLIENT: &str = env!("CARGO_BIN_EXE_coap-client");
 const SERVER: &str = env!("CARGO_BIN_EXE_coap-server");
@@ -264,7 +264,7 @@ fn well_known_core_is_filtered_by_query() {
     let get = |q: &str| text(&client(&[&uri(&s, &format!(".well-known/core?{q}"))]).stdout);
     assert_eq!(
         get("rt=ticks"),
-        "</time>;if=\"clock\";rt=\"ticks\";title=\"Internal Clock\";ct=0"
+        "</time>;if=\"clock\";rt=\"ticks\";title=\"Internal Clock\";ct=0;obs"
     );
     assert!(get("href=/ex*").starts_with("</example_data>"));
     assert!(!get("href=/ex*").contains("</time>"));
@@ -280,7 +280,9 @@ fn bad_flags_and_uris_exit_2_with_one_line() {
         &["coap://host:99999/"],
         &["-x", "coap://127.0.0.1/"],
         &["-m", "brew", "coap://127.0.0.1/"],
-        &["-s", "10", "coap://127.0.0.1/"],
+        &["-s", "0", "coap://127.0.0.1/"],
+        &["-s", "soon", "coap://127.0.0.1/"],
+        &["-s", "5", "-m", "put", "coap://127.0.0.1/"],
         &["-b", "48", "coap://127.0.0.1/"],
         &["-T", "123456789", "coap://127.0.0.1/"],
         &["-l", "150%", "coap://127.0.0.1/"],
@@ -290,7 +292,7 @@ fn bad_flags_and_uris_exit_2_with_one_line() {
         assert_status(&out, 2);
         assert_eq!(text(&out.stderr).lines().count(), 1, "{args:?}");
     }
-    assert!(text(&client(&["-s", "1", "coap://127.0.0.1/"]).stderr).contains("not supported yet"));
+    assert!(text(&client(&["-b", "64", "coap://127.0.0.1/"]).stderr).contains("not supported yet"));
     assert_status(&run(SERVER, &["-p", "notaport"]), 2);
     assert_status(&run(SERVER, &["-q"]), 2);
 }
@@ -496,4 +498,128 @@ fn libcoap_client_against_our_server() {
     assert!(text(&out.stdout).contains("</example_data>"));
     let out = run(coap_client, &["-B", "10", &uri(&s, "missing")]);
     assert!(text(&out.stderr).contains("4.04"));
+}
+
+/// Starts our client in the background, its output captured.
+fn spawn_client(args: &[&str]) -> Child {
+    Command::new(CLIENT)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {CLIENT}: {e}"))
+}
+
+/// Waits for a background client to exit (killing it after `limit`, which fails the test).
+fn finish(mut child: Child, limit: Duration) -> (Output, Duration) {
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "client still running after {limit:?}\nstdout: {}\nstderr: {}",
+                text(&out.stdout),
+                text(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    (child.wait_with_output().unwrap(), start.elapsed())
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
+    assert!(ok.success(), "kill {sig} failed");
+}
+
+#[test]
+fn observing_time_prints_every_notification_then_deregisters() {
+    let s = start(SERVER, &[]);
+    let started = Instant::now();
+    let out = client(&["-s", "3", "-w", "-v", "6", &uri(&s, "time?ticks")]);
+    assert_status(&out, 0);
+    let stdout = text(&out.stdout);
+    let ticks: Vec<u64> = stdout
+        .lines()
+        .map(|l| l.parse().unwrap_or_else(|_| panic!("{l:?} in {stdout}")))
+        .collect();
+    // The registration's answer, then one notification a second for 3 s.
+    assert!(ticks.len() >= 3, "{stdout}");
+    assert!(ticks.windows(2).all(|w| w[0] <= w[1]), "{stdout}");
+    assert!(ticks[ticks.len() - 1] - ticks[0] >= 2, "{stdout}");
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("deregistered after"), "{stderr}");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(8),
+        "-s 3 took {elapsed:?}"
+    );
+}
+
+#[test]
+fn observing_a_resource_that_does_not_notify_prints_the_response() {
+    let s = start(SERVER, &[]);
+    let out = client(&["-s", "30", &uri(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("coap-engine"));
+    let out = client(&["-s", "30", &uri(&s, "missing")]);
+    assert_status(&out, 1);
+    assert!(text(&out.stderr).contains("4.04 Not Found"));
+}
+
+#[test]
+fn updates_notify_and_a_delete_or_format_change_ends_the_observation() {
+    let s = start(SERVER, &["-d", "2"]);
+    let res = uri(&s, "watched");
+    assert_status(&client(&["-m", "put", "-t", "text", "-e", "one", &res]), 0);
+    let observer = spawn_client(&["-s", "30", "-w", &res]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_status(&client(&["-m", "put", "-t", "text", "-e", "two", &res]), 0);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_status(&client(&["-m", "delete", &res]), 0);
+    let (out, took) = finish(observer, Duration::from_secs(10));
+    // RFC 7641 §4.2: the DELETE's 4.04 notification ends the observation at once.
+    assert_status(&out, 1);
+    assert_eq!(text(&out.stdout), "one\ntwo\n\n");
+    assert!(text(&out.stderr).contains("4.04 Not Found"));
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // A new Content-Format cannot be notified to an observer of the old one: 4.06 (§4.2).
+    let data = uri(&s, "example_data");
+    let observer = spawn_client(&["-s", "30", "-w", &data]);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_status(&client(&["-m", "put", "-t", "json", "-e", "{}", &data]), 0);
+    let (out, _) = finish(observer, Duration::from_secs(10));
+    assert_status(&out, 1);
+    assert_eq!(text(&out.stdout), "Hello World!\n\n");
+    assert!(text(&out.stderr).contains("4.06 Not Acceptable"));
+}
+
+#[test]
+fn a_server_gone_silent_mid_observation_is_a_keepalive_failure() {
+    let s = start(SERVER, &[]);
+    let observer = spawn_client(&["-s", "60", "-K", "1", "-w", &uri(&s, "time")]);
+    std::thread::sleep(Duration::from_millis(2500));
+    signal(&s.child, "-STOP");
+    let frozen = Instant::now();
+    let (out, _) = finish(observer, Duration::from_secs(15));
+    let after = frozen.elapsed();
+    signal(&s.child, "-CONT");
+    assert_status(&out, 3);
+    let stderr = text(&out.stderr);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("keepalive failure"), "{stderr}");
+    // Notifications came until the freeze; the failure within interval + timeout (2 s) of
+    // the last one heard, plus timer slack.
+    assert!(
+        text(&out.stdout).lines().count() >= 2,
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(after <= Duration::from_millis(2750), "{after:?}");
 }

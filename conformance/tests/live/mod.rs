@@ -1,4 +1,5 @@
-//! LIVE_01–04 for real (LIVE_01/03/04 in `more_cases`, further down). LIVE_02: two network
+//! LIVE_01–04 for real (LIVE_01/03/04 in `more_cases`, further down; LIVE_04's client
+//! observes `/time` with `-s`). LIVE_02: two network
 //! namespaces created by the case, joined by a veth pair (addresses only inside them), a server in one, a client with `-K 1` in the other; mid-session
 //! the client's link goes down, so its `sendto()` fails with ENETUNREACH. Needs root and
 //! iproute2 (`ip`): the case fails, never skips, without them.
@@ -408,14 +409,14 @@ pub fn more_cases() -> Vec<Case> {
         Case {
             id: "LIVE_04",
             dir: Dir::LibcoapToOurs,
-            checks: "netns + veth, our coap-server -K 1; coap-client-notls's link goes down mid-session: our server drops the session within interval+timeout",
+            checks: "netns + veth, our coap-server -K 1; coap-client-notls -s observing /time, its link goes down: our server drops the observation (and session) within interval+timeout",
             run: live04_our_server,
             record_only: false,
         },
         Case {
             id: "LIVE_04",
             dir: Dir::OursToLibcoap,
-            checks: "same scenario with coap-server-notls (no keepalive flag) and our coap-client vanishing: libcoap's behaviour recorded",
+            checks: "same scenario with coap-server-notls (no keepalive flag) and our coap-client -s vanishing: how long libcoap keeps notifying, recorded",
             run: live04_libcoap_server,
             record_only: true,
         },
@@ -533,15 +534,27 @@ fn live01_libcoap_client() -> String {
     )
 }
 
-/// The peer (`addr:port`) of the first `/async` request the server logged.
-fn async_peer(log: &Logged) -> Option<String> {
+/// The peer (`addr:port`) of the first observer our server logged (`PEER: observer added`).
+fn observer_peer(log: &Logged) -> Option<String> {
     log.snapshot().into_iter().find_map(|(_, l)| {
         let rest = l.split_once(": ")?.1;
         let rest = rest.strip_prefix("INFO: ").unwrap_or(rest);
-        rest.contains("/async")
-            .then(|| rest.split_whitespace().next().map(str::to_string))
-            .flatten()
+        rest.split_once(": observer added")
+            .map(|(peer, _)| peer.to_string())
     })
+}
+
+/// Waits until a log line contains `needle` (or `deadline` passes); its arrival and text.
+fn wait_line(log: &Logged, needle: &str, deadline: Instant) -> Option<(Instant, String)> {
+    loop {
+        if let Some(hit) = log.snapshot().into_iter().find(|(_, l)| l.contains(needle)) {
+            return Some(hit);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn live04_our_server() -> String {
@@ -549,42 +562,39 @@ fn live04_our_server() -> String {
     let k = KEEPALIVE_S.to_string();
     let (log, _pid) = net.start_server_logged(&ours("coap-server"), &["-K", &k, "-v", "6"]);
     let client = libcoap("coap-client-notls");
-    let uri = format!("coap://{SERVER_ADDR}/async?60");
-    net.spawn_client(&client, &["-B", "30", &uri]);
+    let uri = format!("coap://{SERVER_ADDR}/time");
+    net.spawn_client(&client, &["-B", "30", "-s", "60", &uri]);
     std::thread::sleep(CUT_AFTER);
-    let peer = async_peer(&log)
-        .unwrap_or_else(|| panic!("the server never logged the /async request\n{}", log.text()));
+    let peer = observer_peer(&log).unwrap_or_else(|| {
+        panic!(
+            "the server never logged the client's observation of /time\n{}",
+            log.text()
+        )
+    });
     let cut = net.cut_client_link();
-    let failed_line = format!("{peer}: session failed");
     let deadline = cut + BOUND + SLACK + Duration::from_secs(2);
-    let failed = loop {
-        if let Some(hit) = log
-            .snapshot()
-            .into_iter()
-            .find(|(_, l)| l.contains(&failed_line))
-        {
-            break Some(hit);
-        }
-        if Instant::now() > deadline {
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let removed_line = format!("{peer}: observer removed: the client's session ended");
+    let removed = wait_line(&log, &removed_line, deadline);
+    let failed = wait_line(&log, &format!("{peer}: session failed"), deadline);
     let text = log.text();
-    let (at, line) = failed.unwrap_or_else(|| {
-        panic!("our server never reported `{failed_line}` after the link went down\n{text}")
+    let (at, line) = removed.unwrap_or_else(|| {
+        panic!("our server never logged `{removed_line}` after the link went down\n{text}")
     });
     assert!(
+        failed.is_some(),
+        "the session must fail with the observation\n{text}"
+    );
+    assert!(
         at >= cut,
-        "the session failed before the client vanished\n{text}"
+        "the observer was removed before the client vanished\n{text}"
     );
     let after = at - cut;
     assert!(
         after <= BOUND + SLACK,
-        "session dropped {after:?} after the link went down > bound {BOUND:?} + {SLACK:?}\n{text}"
+        "observer removed {after:?} after the link went down > bound {BOUND:?} + {SLACK:?}\n{text}"
     );
     format!(
-        "session dropped {:.2} s after the client's link went down (bound {} s from the last packet heard); stderr: `{}`",
+        "observation of /time dropped {:.2} s after the client's link went down (bound {} s from the last packet heard); stderr: `{}`",
         after.as_secs_f64(),
         BOUND.as_secs(),
         line.trim()
@@ -595,41 +605,45 @@ fn live04_libcoap_server() -> String {
     let mut net = Netns::new();
     let (log, _pid) = net.start_server_logged(&libcoap("coap-server-notls"), &["-v", "7"]);
     let client = ours("coap-client");
-    let uri = format!("coap://{SERVER_ADDR}/async?60");
-    net.spawn_client(&client, &["-B", "30", &uri]);
+    let uri = format!("coap://{SERVER_ADDR}/time");
+    net.spawn_client(&client, &["-B", "30", "-s", "200", &uri]);
     std::thread::sleep(CUT_AFTER);
     let cut = net.cut_client_link();
-    let watch = BOUND + SLACK + Duration::from_secs(2);
-    std::thread::sleep(watch);
+    // libcoap gives a CON notification up after MAX_TRANSMIT_WAIT (93 s) at most.
+    let removed = wait_line(&log, "removed subscription", cut + Duration::from_secs(100));
     let snap = log.snapshot();
     let before_cut = snap
         .iter()
-        .filter(|(t, l)| *t < cut && l.contains(CLIENT_ADDR))
+        .filter(|(t, l)| *t < cut && l.contains("Observe PDU presented"))
         .count();
     assert!(
         before_cut > 0,
-        "coap-server-notls -v 7 logged nothing about the client before the cut\n{}",
+        "coap-server-notls -v 7 logged no notification before the cut\n{}",
         log.text()
     );
-    let after: Vec<String> = snap
-        .into_iter()
-        .filter(|(t, _)| *t >= cut)
-        .map(|(_, l)| l)
-        .collect();
-    let released = after.iter().find(|l| {
-        let l = l.to_ascii_lowercase();
-        l.contains("session")
-            && (l.contains("free")
-                || l.contains("release")
-                || l.contains("disconnect")
-                || l.contains("clos"))
-    });
+    let after: Vec<&(Instant, String)> = snap.iter().filter(|(t, _)| *t >= cut).collect();
+    let count = |needle: &str| after.iter().filter(|(_, l)| l.contains(needle)).count();
+    let notifications = count("Observe PDU presented");
+    let retransmissions = count("retransmission #");
+    let errors = after
+        .iter()
+        .find(|(_, l)| l.contains(" WARN ") || l.contains(" ERR ") || l.contains("unreachable"))
+        .map(|(_, l)| format!("`{}`", l.split(" : ").last().unwrap_or(l).trim()));
+    let last_send = after
+        .iter()
+        .rev()
+        .find(|(_, l)| l.contains("sent ") && l.contains("bytes"))
+        .map_or(0.0, |(t, _)| (*t - cut).as_secs_f64());
     format!(
-        "coap-server-notls (no keepalive option; -v 7 logged {before_cut} lines about the client's session before the cut) \
-         logged {} line(s) in the {:.1} s after the client's link went down; session released: {}",
-        after.len(),
-        watch.as_secs_f64(),
-        released.map_or("no".to_string(), |l| format!("`{}`", l.trim()))
+        "coap-server-notls (no keepalive option) notified {before_cut} time(s) before the cut; after it: {notifications} new notification(s), {retransmissions} retransmission(s), the last datagram sent {last_send:.1} s after the cut; send error logged: {}; {}",
+        errors.unwrap_or_else(|| "none".into()),
+        match removed {
+            Some((t, _)) => format!(
+                "observer removed (`removed subscription`) {:.1} s after the cut, when its CON notification timed out",
+                (t - cut).as_secs_f64()
+            ),
+            None => "no removal within 100 s".into(),
+        }
     )
 }
 

@@ -3,7 +3,8 @@
 //!
 //! ```text
 //! coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type] [-N]
-//!             [-b [num,]size] [-T token] [-O num,text]... [-K seconds] [-B seconds] [-w]
+//!             [-b [num,]size] [-T token] [-O num,text]... [-K seconds] [-B seconds]
+//!             [-s seconds] [-w]
 //!             [-l list|loss%] [-Z list|fail%] [-v num] coap://host[:port]/path?query
 //! ```
 //!
@@ -12,6 +13,18 @@
 //! response; 1 on a 4.xx/5.xx response (the code on stderr, the payload still printed); 3
 //! when no response came (timeout, reset, send failure, keepalive failure: one line on
 //! stderr); 2 for bad flags or URIs.
+//!
+//! `-s seconds` observes the resource (RFC 7641), as libcoap's `-s` does: the GET goes out
+//! with Observe = 0 and every notification's payload is written as it arrives (one after
+//! the other, as libcoap's client writes them; `-w` ends each with a newline). The time
+//! counts from the first notification (`-B` bounds the wait for it); when it is up, the
+//! client deregisters with a GET carrying Observe = 1 and exits 0. libcoap 4.3.1's client
+//! exits as soon as that GET is sent; ours waits up to 5 s for the answer, which lets the
+//! Confirmable deregistration be retransmitted once if lost, and prints nothing of it. A
+//! server that answers without Observe (it does not notify) ends it at once like a plain
+//! request, and so does a notification that ends the observation (4.04 after a DELETE:
+//! exit 1) or a failure (exit 3; with `-K`, a server that went silent is a keepalive
+//! failure). When Max-Age passes without a notification the engine re-registers.
 //!
 //! `-K seconds` opens the session before the request with `Keepalive { interval: K,
 //! timeout: K }`: a ping after K seconds of silence, a failure after K more. A path that
@@ -40,8 +53,8 @@ mod cli;
 const PROG: &str = "coap-client";
 const HELP: &str = "\
 Usage: coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type] [-N]
-                   [-b [num,]size] [-T token] [-O num,text]... [-K seconds] [-B seconds] [-w]
-                   [-l list|loss%] [-Z list|fail%] [-v num] URI
+                   [-b [num,]size] [-T token] [-O num,text]... [-K seconds] [-B seconds]
+                   [-s seconds] [-w] [-l list|loss%] [-Z list|fail%] [-v num] URI
 	URI		coap://host[:port]/path?query (IPv6 literals as coap://[::1]/path)
 	-m method	get|post|put|delete|fetch|patch|ipatch (default get)
 	-e text		Payload text
@@ -56,7 +69,9 @@ Usage: coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type]
 	-O num,text	Add option num with text (hex if it starts with 0x); repeatable
 	-K seconds	Keepalive: ping after this much silence, fail after as much again
 	-B seconds	Give up after this many seconds (default 90)
-	-w		Append a newline to the received data
+	-s seconds	Observe the resource (RFC 7641) for this many seconds: print every
+			notification, then deregister (GET with Observe 1)
+	-w		Append a newline to the received data (each notification's)
 	-l list|loss%	Drop outgoing datagrams (list of numbers/ranges, or a probability)
 	-Z list|fail%	Like -l, but the send fails and the engine is told \"unreachable\"
 	-v num		Verbosity level (default 3, maximum 9)
@@ -67,6 +82,8 @@ struct Request {
     packet: Packet,
     keepalive: Option<Duration>,
     give_up: Duration,
+    /// `-s`: observe for this long.
+    observe: Option<Duration>,
     output: Option<String>,
     newline: bool,
     loss: Option<cli::Selector>,
@@ -81,9 +98,23 @@ struct Client {
     give_up: Duration,
     output: Option<String>,
     newline: bool,
+    /// Something was written to `output` (later notifications are appended).
+    wrote: bool,
+    /// `-s`: how long to observe once the first notification came.
+    observe: Option<Duration>,
+    /// When the observation is to end (set by its first notification).
+    observe_until: Option<StdInstant>,
+    /// Deregistered: how long to wait for the answer.
+    deregistered_until: Option<StdInstant>,
+    notifications: usize,
     /// Exit status and the line for stderr, once decided.
     outcome: Option<(i32, Option<String>)>,
 }
+
+/// How long the client waits for the answer to its deregistration at the end of `-s`: time
+/// for one retransmission of the Confirmable GET (ACK_TIMEOUT × ACK_RANDOM_FACTOR = 3 s)
+/// and its answer, so a lost one does not leave the server notifying a closed port.
+const DEREGISTER_GRACE: Duration = Duration::from_secs(5);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -108,6 +139,7 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
         packet: Packet::new(),
         keepalive: None,
         give_up: Duration::from_secs(90),
+        observe: None,
         output: None,
         newline: false,
         loss: None,
@@ -173,7 +205,13 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
             'l' => r.loss = Some(cli::Selector::parse('l', &value)?),
             'Z' => r.fail = Some(cli::Selector::parse('Z', &value)?),
             'v' => verbosity = value,
-            's' => return Err("-s (observe) is not supported yet".into()),
+            's' => {
+                let s = cli::parse_seconds('s', &value)?;
+                if s.is_zero() {
+                    return Err("-s needs a number of seconds greater than 0".into());
+                }
+                r.observe = Some(s);
+            }
             'b' => r.block = Some(parse_block(&value)?),
             'h' => {
                 println!("{HELP}");
@@ -187,6 +225,9 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
         [] => return Err("missing URI (coap://host[:port]/path)".into()),
         [_, extra, ..] => return Err(format!("unexpected argument {extra:?}")),
     };
+    if r.observe.is_some() && !matches!(method, RequestType::Get | RequestType::Fetch) {
+        return Err("-s observes with GET or FETCH only (RFC 7641 §2)".into());
+    }
     let uri = parse_uri(uri)?;
     cli::init_logging(PROG, &verbosity)?;
     r.peer = resolve(&uri.host, uri.port)?;
@@ -274,6 +315,11 @@ fn run(r: Request) -> (i32, Option<String>) {
         give_up: r.give_up,
         output: r.output,
         newline: r.newline,
+        wrote: false,
+        observe: r.observe,
+        observe_until: None,
+        deregistered_until: None,
+        notifications: 0,
         outcome: None,
     };
     if r.keepalive.is_some() {
@@ -283,7 +329,15 @@ fn run(r: Request) -> (i32, Option<String>) {
             return (3, Some(format!("cannot open a session: {e}")));
         }
     }
-    match driver.request(r.peer, &r.packet) {
+    let sent = if r.observe.is_some() {
+        let now = driver.now();
+        let id = driver.endpoint_mut().observe(now, r.peer, &r.packet);
+        driver.drive();
+        id
+    } else {
+        driver.request(r.peer, &r.packet)
+    };
+    match sent {
         Ok(id) => client.id = Some(id),
         Err(e) => return (3, Some(format!("cannot send the request: {e}"))),
     }
@@ -295,9 +349,76 @@ fn run(r: Request) -> (i32, Option<String>) {
         .unwrap_or((3, Some("stopped without an answer".into())))
 }
 
+impl Client {
+    /// Writes a payload (plus the `-w` newline) to stdout or the `-o` file, which the first
+    /// write creates and later ones append to.
+    fn write(&mut self, payload: Vec<u8>) -> std::io::Result<()> {
+        let mut data = payload;
+        if self.newline {
+            data.push(b'\n');
+        }
+        let written = match &self.output {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .write(true)
+                .append(self.wrote)
+                .truncate(!self.wrote)
+                .open(path)
+                .and_then(|mut f| f.write_all(&data)),
+            None => std::io::stdout()
+                .write_all(&data)
+                .and_then(|_| std::io::stdout().flush()),
+        };
+        self.wrote = true;
+        written
+    }
+}
+
 impl Handler for Client {
     fn on_event(&mut self, _driver: &mut Driver, event: Event) -> ControlFlow<()> {
         match event {
+            Event::Notification { id, response, .. } if Some(id) == self.id => {
+                self.notifications += 1;
+                let code = u8::from(response.header.code);
+                log::info!(
+                    "notification {} ({}.{:02}, Observe {}){}",
+                    self.notifications,
+                    code >> 5,
+                    code & 0x1f,
+                    response
+                        .get_observe_value()
+                        .and_then(Result::ok)
+                        .map_or("?".to_string(), |v| v.to_string()),
+                    response_options(&response)
+                );
+                if self.observe_until.is_none() {
+                    // libcoap counts -s from the observation's establishment.
+                    self.observe_until = self.observe.map(|s| StdInstant::now() + s);
+                }
+                if let Err(e) = self.write(response.payload) {
+                    self.outcome = Some((3, Some(format!("cannot write the payload: {e}"))));
+                    return ControlFlow::Break(());
+                }
+                ControlFlow::Continue(())
+            }
+            Event::Response { id, response, .. }
+                if Some(id) == self.id && self.deregistered_until.is_some() =>
+            {
+                log::info!(
+                    "deregistered after {} notification(s): {}",
+                    self.notifications,
+                    response.header.code
+                );
+                self.outcome = Some((0, None));
+                ControlFlow::Break(())
+            }
+            Event::RequestFailed { id, error, .. }
+                if Some(id) == self.id && self.deregistered_until.is_some() =>
+            {
+                log::info!("deregistration unanswered ({error}); the observation is over");
+                self.outcome = Some((0, None));
+                ControlFlow::Break(())
+            }
             Event::Response { id, response, .. } if Some(id) == self.id => {
                 let code = u8::from(response.header.code);
                 let (class, detail) = (code >> 5, code & 0x1f);
@@ -309,16 +430,14 @@ impl Handler for Client {
                     code_name(class, detail),
                     response_options(&response)
                 );
-                let mut data = response.payload;
-                if self.newline {
-                    data.push(b'\n');
+                if self.observe.is_some() {
+                    // The observation ended (or never started: no Observe in the answer).
+                    log::info!(
+                        "observation ended after {} notification(s)",
+                        self.notifications
+                    );
                 }
-                let written = match &self.output {
-                    Some(path) => std::fs::write(path, &data),
-                    None => std::io::stdout()
-                        .write_all(&data)
-                        .and_then(|_| std::io::stdout().flush()),
-                };
+                let written = self.write(response.payload);
                 self.outcome = Some(if let Err(e) = written {
                     (3, Some(format!("cannot write the payload: {e}")))
                 } else if class == 2 {
@@ -357,8 +476,34 @@ impl Handler for Client {
         }
     }
 
-    fn on_tick(&mut self, _driver: &mut Driver) -> ControlFlow<(), Option<StdInstant>> {
-        if StdInstant::now() >= self.deadline {
+    fn on_tick(&mut self, driver: &mut Driver) -> ControlFlow<(), Option<StdInstant>> {
+        let now = StdInstant::now();
+        if let Some(until) = self.deregistered_until {
+            if now >= until {
+                log::info!("no answer to the deregistration; the observation is over");
+                self.outcome = Some((0, None));
+                return ControlFlow::Break(());
+            }
+            return ControlFlow::Continue(Some(until));
+        }
+        if let Some(until) = self.observe_until {
+            if now < until {
+                return ControlFlow::Continue(Some(until));
+            }
+            // -s is up: deregister (RFC 7641 §3.6), as libcoap's client does.
+            let id = self.id.expect("an observation has an id");
+            let t = driver.now();
+            if let Err(e) = driver.endpoint_mut().deregister(t, id) {
+                log::info!("cannot deregister ({e}); the observation is over");
+                self.outcome = Some((0, None));
+                return ControlFlow::Break(());
+            }
+            driver.drive();
+            let until = now + DEREGISTER_GRACE;
+            self.deregistered_until = Some(until);
+            return ControlFlow::Continue(Some(until));
+        }
+        if now >= self.deadline {
             let s = self.give_up.as_secs_f64();
             self.outcome = Some((3, Some(format!("timeout: no response within -B {s} s"))));
             return ControlFlow::Break(());

@@ -2,7 +2,7 @@
 //! server (`coap-server-notls`).
 //!
 //! ```text
-//! coap-server [-A address] [-p port] [-v level] [-K seconds] [-d max] [-e]
+//! coap-server [-A address] [-p port] [-v level] [-K seconds] [-d max] [-e] [-N]
 //!             [-l list|loss%] [-Z list|fail%]
 //! ```
 //!
@@ -32,9 +32,20 @@
 //! fetched with further requests carrying Block2 and no body (§2.7), which get the same
 //! answer again rather than being executed as new writes.
 //!
+//! Observe (RFC 7641), as on libcoap's server: `/time` (either variant), `/example_data` and
+//! the created resources are observable (`obs` in `/.well-known/core`). A GET with Observe = 0
+//! answered 2.xx registers the client; `/time` notifies every second (with Max-Age 1), a PUT
+//! or POST that changes a resource notifies its new representation, a DELETE sends 4.04 Not
+//! Found, which ends the observations (§4.2), and a PUT that changes the Content-Format sends
+//! the old format's observers 4.06 Not Acceptable, which ends theirs (§4.2: notifications keep
+//! the registration's Content-Format). Notifications are Confirmable, like libcoap's; `-N`
+//! makes them Non-confirmable (the engine still sends one Confirmable notification to each
+//! observer at least every 24 hours, §4.5). At `-v 6`, observers added and removed are logged
+//! with the reason.
+//!
 //! `-K seconds` turns on keepalive for every client session: a ping after K seconds of
-//! silence, and the session fails (its state freed) after K more: `Keepalive { interval: K,
-//! timeout: K }`.
+//! silence, and the session fails (its state freed, its observers removed) after K more:
+//! `Keepalive { interval: K, timeout: K }`.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -42,7 +53,7 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
-use coap_engine::{Config, Event, IncomingRequestId};
+use coap_engine::{Config, Event, IncomingRequestId, ResourceId};
 use coap_engine_mio::{Driver, Handler};
 
 #[path = "../cli.rs"]
@@ -56,7 +67,7 @@ const PROG: &str = "coap-server";
 const ROOT_TEXT: &str = "This is a test server made with coap-engine (a sans-IO CoAP engine)\n\
                          driven by the mio adapter; flags mirror libcoap's coap-server\n";
 const HELP: &str = "\
-Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e]
+Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e] [-N]
                    [-l list|loss%] [-Z list|fail%]
 	-A address	Interface address to bind to (default ::, falling back to 0.0.0.0)
 	-p port		Listen on specified port (default 5683)
@@ -66,6 +77,8 @@ Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e]
 	-d max		Allow dynamic creation of up to max resources by PUT or POST (POST
 			answers with Location-Path/-Query); past it 4.06
 	-e		Echo back the data stored by a PUT or POST in its answer
+	-N		Make observe notifications Non-confirmable (default Confirmable;
+			one is still Confirmable at least every 24 hours, RFC 7641)
 	-l list		Drop outgoing datagrams: a comma separated list of numbers or ranges
 	-l loss%	Drop outgoing datagrams randomly with this probability
 	-Z list|fail%	Like -l, but the send fails and the engine is told \"unreachable\"
@@ -113,12 +126,150 @@ struct Server {
     written: BTreeMap<String, (RequestType, Packet)>,
     /// Separate responses due later: (when, request).
     delayed: Vec<(StdInstant, IncomingRequestId)>,
+    observe: Observable,
+}
+
+/// The observable representations (RFC 7641) and their observers' bookkeeping.
+struct Observable {
+    /// (resource key, Content-Format) → the id the engine files its observers under. The key
+    /// is the path (plus `?query` for a created resource with one, and `time?ticks` for the
+    /// Unix-time variant of `/time`); the format is part of it because a notification must
+    /// keep the registration's Content-Format (RFC 7641 §4.2).
+    ids: BTreeMap<(String, Option<u16>), ResourceId>,
+    /// id → `/path` for the log, kept until its last observer is gone.
+    names: BTreeMap<ResourceId, String>,
+    next: u64,
+    /// Notifications due once the current request is answered.
+    pending: Vec<(ResourceId, Packet)>,
+    /// Confirmable notifications (libcoap's default; `-N` clears it).
+    confirmable: bool,
+    /// The Unix second `/time` last notified (or was current while nobody observed it).
+    time_sent: u64,
+}
+
+/// The two representations of `/time`: the date text, and `?ticks`, the Unix time.
+const TIME_KEYS: [&str; 2] = ["time", "time?ticks"];
+
+impl Observable {
+    /// The id of a representation, made on first use.
+    fn id(&mut self, key: &str, format: Option<u16>) -> ResourceId {
+        if let Some(id) = self.ids.get(&(key.to_string(), format)) {
+            return *id;
+        }
+        self.next += 1;
+        let id = ResourceId(self.next);
+        self.ids.insert((key.to_string(), format), id);
+        let name = match format {
+            Some(ct) => format!("/{key} [ct={ct}]"),
+            None => format!("/{key}"),
+        };
+        self.names.insert(id, name);
+        id
+    }
+
+    fn name(&self, id: ResourceId) -> &str {
+        self.names.get(&id).map_or("(gone)", String::as_str)
+    }
+
+    /// The representation under `key` was replaced by `new` (RFC 7641 §4.2): its observers
+    /// get the new one; those that registered for another Content-Format get 4.06 Not
+    /// Acceptable, which ends their observation.
+    fn changed(&mut self, key: &str, old: Option<u16>, new: &Resource) {
+        if old != new.format {
+            if let Some(id) = self.ids.remove(&(key.to_string(), old)) {
+                let gone = response(ResponseType::NotAcceptable, None, Vec::new());
+                self.pending.push((id, gone));
+            }
+        }
+        if let Some(&id) = self.ids.get(&(key.to_string(), new.format)) {
+            let mut p = response(ResponseType::Content, new.format, new.data.clone());
+            p.add_option(CoapOption::ETag, new.etag());
+            self.pending.push((id, p));
+        }
+    }
+
+    /// The resource under `key` was deleted: its observers get 4.04 Not Found, which ends
+    /// their observation (RFC 7641 §4.2).
+    fn deleted(&mut self, key: &str, format: Option<u16>) {
+        if let Some(id) = self.ids.remove(&(key.to_string(), format)) {
+            let gone = response(ResponseType::NotFound, None, Vec::new());
+            self.pending.push((id, gone));
+        }
+    }
+
+    /// Sends the pending notifications.
+    fn flush(&mut self, driver: &mut Driver) {
+        for (id, p) in std::mem::take(&mut self.pending) {
+            let now = driver.now();
+            let sent = driver.endpoint_mut().notify(now, id, &p, self.confirmable);
+            match sent {
+                Ok(0) => {}
+                // A final (non-2.xx) notification ends observations: worth a line at -v 6.
+                Ok(n) if u8::from(p.header.code) >> 5 != 2 => log::info!(
+                    "{}: {} notified to {n} observer(s), ending their observation",
+                    self.name(id),
+                    p.header.code
+                ),
+                Ok(n) => log::debug!(
+                    "{}: {} notified to {n} observer(s)",
+                    self.name(id),
+                    p.header.code
+                ),
+                Err(ref e) => log::warn!("{}: notification not sent: {e}", self.name(id)),
+            }
+            // Observers that a final notification removed are still to be reported (their
+            // events are queued), and that handler forgets the name once it has logged it.
+            if !matches!(sent, Ok(n) if n > 0) {
+                self.forget_if_unused(driver, id);
+            }
+        }
+        driver.drive();
+    }
+
+    /// Drops the name of an id no representation has and no observer uses any more.
+    fn forget_if_unused(&mut self, driver: &Driver, id: ResourceId) {
+        if driver.endpoint().observers(id) == 0 && !self.ids.values().any(|v| *v == id) {
+            self.names.remove(&id);
+        }
+    }
+
+    /// Notifies `/time`'s observers once per second; returns when to come back (the next
+    /// second boundary while anyone observes it).
+    fn tick_time(&mut self, driver: &mut Driver) -> Option<StdInstant> {
+        let ids: Vec<(ResourceId, bool)> = TIME_KEYS
+            .iter()
+            .filter_map(|k| {
+                self.ids
+                    .get(&(k.to_string(), Some(0)))
+                    .map(|id| (*id, k.ends_with("ticks")))
+            })
+            .filter(|(id, _)| driver.endpoint().observers(*id) > 0)
+            .collect();
+        let since_epoch = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        let secs = since_epoch.as_secs();
+        if ids.is_empty() {
+            self.time_sent = secs;
+            return None;
+        }
+        if secs != self.time_sent {
+            self.time_sent = secs;
+            for (id, ticks) in ids {
+                self.pending.push((id, time_response(secs, ticks)));
+            }
+            self.flush(driver);
+        }
+        // Just past the next second boundary, as libcoap's server does.
+        let to_next = Duration::from_nanos(1_000_000_000 - u64::from(since_epoch.subsec_nanos()));
+        Some(StdInstant::now() + to_next + Duration::from_millis(1))
+    }
 }
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (flags, positional) =
-        cli::getopt(args, "A:p:v:K:d:el:Z:h").unwrap_or_else(|e| cli::usage_error(PROG, e));
+        cli::getopt(args, "A:p:v:K:d:eNl:Z:h").unwrap_or_else(|e| cli::usage_error(PROG, e));
     if let Some(extra) = positional.first() {
         cli::usage_error(PROG, format!("unexpected argument {extra:?}"));
     }
@@ -127,6 +278,7 @@ fn main() {
     let mut config = Config::default();
     let mut max_dynamic = 0;
     let mut echo = false;
+    let mut confirmable = true;
     let (mut loss, mut fail) = (None, None);
     let mut verbosity = "3".to_string();
     for (flag, value) in flags {
@@ -155,6 +307,7 @@ fn main() {
                         .map_err(|_| format!("-d needs a number, not {value:?}"))?
                 }
                 'e' => echo = true,
+                'N' => confirmable = false,
                 'l' => loss = Some(cli::Selector::parse('l', &value)?),
                 'Z' => fail = Some(cli::Selector::parse('Z', &value)?),
                 'h' => {
@@ -198,6 +351,14 @@ fn main() {
         echo,
         written: BTreeMap::new(),
         delayed: Vec::new(),
+        observe: Observable {
+            ids: BTreeMap::new(),
+            names: BTreeMap::new(),
+            next: 0,
+            pending: Vec::new(),
+            confirmable,
+            time_sent: 0,
+        },
     };
     if let Err(e) = driver.run(&mut server) {
         eprintln!("{PROG}: {e}");
@@ -221,11 +382,44 @@ impl Handler for Server {
                             log::warn!("{peer}: cannot respond: {e}");
                         }
                     }
+                    Answer::Observable(response, resource) => {
+                        log::info!(
+                            "{peer} {} /{path} -> {}",
+                            request.header.code,
+                            response.header.code
+                        );
+                        let now = driver.now();
+                        let added = driver
+                            .endpoint_mut()
+                            .respond_observe(now, id, resource, &response);
+                        driver.drive();
+                        match added {
+                            Ok(true) => log::info!(
+                                "{peer}: observer added: {} ({} observing)",
+                                self.observe.name(resource),
+                                driver.endpoint().observers(resource)
+                            ),
+                            Ok(false) => {}
+                            Err(e) => log::warn!("{peer}: cannot respond: {e}"),
+                        }
+                    }
                     Answer::Later(delay) => {
                         log::info!("{peer} GET /{path} -> separate response in {delay:?}");
                         self.delayed.push((StdInstant::now() + delay, id));
                     }
                 }
+                self.observe.flush(driver);
+            }
+            Event::ObserverRemoved {
+                peer,
+                resource,
+                reason,
+            } => {
+                log::info!(
+                    "{peer}: observer removed: {reason} ({})",
+                    self.observe.name(resource)
+                );
+                self.observe.forget_if_unused(driver, resource);
             }
             Event::SessionFailed { peer, reason } => log::warn!("{peer}: session failed: {reason}"),
             Event::SendFailed { peer, kind, .. } => log::info!("{peer}: send failed: {kind}"),
@@ -249,13 +443,40 @@ impl Handler for Server {
                 i += 1;
             }
         }
-        ControlFlow::Continue(self.delayed.iter().map(|d| d.0).min())
+        let time = self.observe.tick_time(driver);
+        let next = self.delayed.iter().map(|d| d.0).chain(time).min();
+        ControlFlow::Continue(next)
     }
 }
 
 enum Answer {
     Now(Packet),
+    /// The answer to a GET of an observable representation: a registration (Observe = 0)
+    /// answered 2.xx makes the client an observer of it.
+    Observable(Packet, ResourceId),
     Later(Duration),
+}
+
+impl Answer {
+    fn observable(self, id: ResourceId) -> Answer {
+        match self {
+            Answer::Now(p) => Answer::Observable(p, id),
+            other => other,
+        }
+    }
+}
+
+/// `/time`'s representation at `unix` seconds: the date text or, with `?ticks`, the number;
+/// Max-Age 1, since it changes every second (as libcoap's).
+fn time_response(unix: u64, ticks: bool) -> Packet {
+    let text = if ticks {
+        unix.to_string()
+    } else {
+        utc_time(unix)
+    };
+    let mut p = response(ResponseType::Content, Some(0), text.into_bytes());
+    p.add_option(CoapOption::MaxAge, vec![1]);
+    p
 }
 
 fn response(code: ResponseType, format: Option<u16>, payload: Vec<u8>) -> Packet {
@@ -378,12 +599,12 @@ impl Server {
                 let now = SystemTime::now()
                     .duration_since(SystemTime::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs());
-                let text = if query.iter().any(|q| q == "ticks") {
-                    now.to_string()
-                } else {
-                    utc_time(now)
-                };
-                content(request, Some(0), text.into_bytes(), None)
+                let ticks = query.iter().any(|q| q == "ticks");
+                if !acceptable(request, Some(0)) {
+                    return empty(ResponseType::NotAcceptable);
+                }
+                let id = self.observe.id(TIME_KEYS[usize::from(ticks)], Some(0));
+                Answer::Now(time_response(now, ticks)).observable(id)
             }
             (Target::Async, _) => match query.first().map(|q| q.parse::<u64>()) {
                 None => content(request, Some(0), b"done".to_vec(), None),
@@ -407,20 +628,27 @@ impl Server {
             }
             (Target::ExampleData, Get) => {
                 let r = &self.example_data;
-                content(request, r.format, r.data.clone(), etag)
+                let id = self.observe.id("example_data", r.format);
+                content(request, r.format, r.data.clone(), etag).observable(id)
             }
             (Target::ExampleData, _) => {
+                let old = self.example_data.format;
                 self.example_data = Resource::from_request(request);
+                self.observe
+                    .changed("example_data", old, &self.example_data);
                 let p = stored_response(ResponseType::Changed, &self.example_data, self.echo);
                 self.written.insert(path.to_string(), (method, p.clone()));
                 Answer::Now(p)
             }
             (Target::Dynamic(key), Get) => {
                 let r = &self.dynamic[&key];
-                content(request, r.format, r.data.clone(), etag)
+                let id = self.observe.id(&key, r.format);
+                content(request, r.format, r.data.clone(), etag).observable(id)
             }
             (Target::Dynamic(key), Delete) => {
-                self.dynamic.remove(&key);
+                if let Some(r) = self.dynamic.remove(&key) {
+                    self.observe.deleted(&key, r.format);
+                }
                 self.written.remove(&key);
                 empty(ResponseType::Deleted)
             }
@@ -445,6 +673,9 @@ impl Server {
                         p.add_option(CoapOption::LocationQuery, q.clone());
                     }
                 }
+                if let Some(old) = self.dynamic.get(&key) {
+                    self.observe.changed(&key, old.format, &resource);
+                }
                 self.written.insert(key.clone(), (method, p.clone()));
                 self.dynamic.insert(key, resource);
                 Answer::Now(p)
@@ -452,8 +683,8 @@ impl Server {
         }
     }
 
-    /// `/.well-known/core`, with attributes like libcoap's example server (which also marks
-    /// `/time` and `/example_data` `obs`; observe is not served here yet).
+    /// `/.well-known/core`, with attributes like libcoap's example server: `obs` marks the
+    /// observable resources (RFC 7641 §6).
     fn links(&self) -> Vec<Link> {
         let with_ct = |link: Link, format: Option<u16>| match format {
             Some(ct) => link.token("ct", ct),
@@ -467,15 +698,21 @@ impl Server {
                 .quoted("if", "clock")
                 .quoted("rt", "ticks")
                 .quoted("title", "Internal Clock")
-                .token("ct", 0),
+                .token("ct", 0)
+                .flag("obs"),
             Link::new("/async").token("ct", 0),
             with_ct(
                 Link::new("/example_data").quoted("title", "Example Data"),
                 self.example_data.format,
-            ),
+            )
+            .flag("obs"),
         ];
         for (name, r) in &self.dynamic {
-            links.push(with_ct(Link::new(format!("/{name}")), r.format).quoted("title", "Dynamic"));
+            links.push(
+                with_ct(Link::new(format!("/{name}")), r.format)
+                    .quoted("title", "Dynamic")
+                    .flag("obs"),
+            );
         }
         links
     }
