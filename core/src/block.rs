@@ -322,13 +322,16 @@ impl Template {
         }
     }
 
+    /// The template of a request answered by a first block. Observe is left out: the further
+    /// blocks of a registration's (or deregistration's) answer are plain GETs (RFC 7959
+    /// §2.6), which must not register again.
     fn from_view(view: &MessageView<'_>) -> Template {
         Template {
             mtype: view.header.mtype,
             code: view.header.code,
             options: view
                 .options()
-                .filter(|(n, _)| !is_block_option(*n))
+                .filter(|(n, _)| !is_block_option(*n) && *n != crate::observe::OBSERVE)
                 .map(|(n, v)| (n, v.to_vec()))
                 .collect(),
             payload: view.payload.to_vec(),

@@ -867,3 +867,35 @@ fn deregistering_stops_the_retransmission_of_a_notification_in_flight() {
         .footprint;
     assert_eq!(f.confirmables_in_flight, 0);
 }
+
+/// Found against libcoap: the answer to a deregistration larger than a block was fetched
+/// with GETs that still carried Observe = 0, registering the client again.
+#[test]
+fn a_large_answer_to_the_deregistration_is_fetched_without_observe() {
+    let mut w = World::default(19);
+    w.big = true;
+    w.serve(None);
+    let id = w.observe(&time_get(MessageType::Confirmable));
+    w.sim.run_for(secs(1));
+    w.sim
+        .input(w.client, |ep, now| ep.deregister(now, id))
+        .unwrap();
+    w.sim.run_for(secs(5));
+    let seen = w.observe_values_seen();
+    // Registration and its block fetches, then the deregistration and its block fetches.
+    let dereg = seen
+        .iter()
+        .position(|v| *v == Some(1))
+        .expect("deregistered");
+    assert!(seen[dereg + 1..].iter().all(|v| v.is_none()), "{seen:?}");
+    assert!(
+        seen.len() > dereg + 1,
+        "the answer came in blocks: {seen:?}"
+    );
+    let done = w.sim.terminal(w.client, id);
+    let Event::Response { response, .. } = &done.event else {
+        panic!("expected the whole answer, got {done:?}");
+    };
+    counter_of(&response.payload, true);
+    assert_eq!(w.observers(), 0);
+}

@@ -1287,5 +1287,142 @@ pub fn cases() -> Vec<Case> {
             "end of -s: GET Observe 1 with the token cancels; no notification after",
             || observe_time(false, &["-v", "6"], Kind::Con, true)
         ),
+        case!(
+            "OBS_13",
+            OursToLibcoap,
+            "observe /example_data larger than a block: notifications fetched block-wise (RFC 7959 §2.6), printed whole",
+            || observe_large(true, &[3000, 4100])
+        ),
+        case!(
+            "OBS_13",
+            LibcoapToOurs,
+            "observe /example_data larger than a block: notifications fetched block-wise (RFC 7959 §2.6), printed whole",
+            || observe_large(false, &[3000, 4100])
+        ),
+        case!(
+            "OBS_14",
+            OursToLibcoap,
+            "observe /example_data while its size varies (20, 2600, 700, 3100 bytes): each printed whole",
+            || observe_large(true, &[20, 2600, 700, 3100])
+        ),
+        case!(
+            "OBS_14",
+            LibcoapToOurs,
+            "observe /example_data while its size varies (20, 2600, 700, 3100 bytes): each printed whole",
+            || observe_large(false, &[20, 2600, 700, 3100])
+        ),
     ]
+}
+
+// ---------------------------------------------------------------------------------------------
+// OBS_13, OBS_14: representations larger than a block (RFC 7959 §2.6)
+
+/// A text body of `len` bytes, marked with `tag` every 50 bytes, so a body cut short or mixed
+/// from two versions is told apart.
+fn large_body(tag: char, len: usize) -> String {
+    (0..len)
+        .map(|i| {
+            if i % 50 == 0 {
+                tag
+            } else {
+                char::from(b'a' + (i % 26) as u8)
+            }
+        })
+        .collect()
+}
+
+fn block2_num(p: &Packet) -> Option<(u32, bool)> {
+    p.get_first_option(CoapOption::Block2).map(|v| {
+        let n = v.iter().fold(0u32, |a, b| (a << 8) | u32::from(*b));
+        (n >> 4, n & 8 != 0)
+    })
+}
+
+/// PUTs a body of each size in turn to /example_data (straight to the server) while a client
+/// observes it through the relay; every representation must be printed whole, in order, and
+/// those larger than a block must have come as a first block with Observe followed by GETs
+/// without Observe for the further blocks.
+fn observe_large(ours_client: bool, sizes: &[usize]) -> String {
+    let server = server(ours_client, &["-d", "10"]);
+    let relay = Relay::new(server.addr());
+    let target = server.uri("example_data");
+    let bodies: Vec<String> = sizes
+        .iter()
+        .enumerate()
+        .map(|(i, &n)| large_body(char::from(b'A' + i as u8), n))
+        .collect();
+    direct(
+        ours_client,
+        &["-m", "put", "-t", "0", "-e", &bodies[0], &target],
+    )
+    .expect_code(0);
+    let uri = relay.uri("example_data");
+    let observer = spawn_observer(ours_client, &["-s", "8", "-w", &uri]);
+    wait_notifications(&relay, 1, Duration::from_secs(10));
+    for b in &bodies[1..] {
+        std::thread::sleep(Duration::from_millis(800));
+        direct(ours_client, &["-m", "put", "-t", "0", "-e", b, &target]).expect_code(0);
+    }
+    let run = observer.finish(OBSERVER_LIMIT);
+    let c = ctx(&relay, &run);
+    run.expect_code(0);
+    let w = Wire::read(&relay, &c);
+    // Printed whole and in order: every body appears, each after the one before.
+    let mut from = 0;
+    for (i, b) in bodies.iter().enumerate() {
+        let at = run.stdout[from..].find(b.as_str()).unwrap_or_else(|| {
+            panic!(
+                "representation {i} ({} bytes) not printed whole, in order\n{c}",
+                b.len()
+            )
+        });
+        from += at + b.len();
+    }
+    if ours_client {
+        let want: String = bodies.iter().map(|b| format!("{b}\n")).collect();
+        assert_eq!(
+            run.stdout, want,
+            "exactly the representations, one per line\n{c}"
+        );
+    }
+    // On the wire: large notifications came as block 0 with more to come, and the rest by
+    // GETs without Observe asking for further blocks.
+    let first_blocks = w
+        .notifications()
+        .iter()
+        .filter(|(_, p)| block2_num(p) == Some((0, true)))
+        .count();
+    let large = sizes.iter().filter(|&&n| n > 1024).count();
+    assert!(
+        first_blocks >= large,
+        "{first_blocks} notification(s) as a first block, {large} large representation(s)\n{c}"
+    );
+    // Any token: clients may fetch the further blocks under a token of their own.
+    let follow_ups: Vec<Packet> = w
+        .dgs
+        .iter()
+        .filter(|d| d.to_server && !d.is_empty_message() && d.at > w.reg_at)
+        .map(|d| d.packet())
+        .filter(|p| matches!(p.header.code, MessageClass::Request(_)))
+        .filter(|p| block2_num(p).is_some_and(|(n, _)| n > 0))
+        .collect();
+    assert!(
+        follow_ups.iter().all(|p| observe_of(p).is_none()),
+        "block requests for a notification's body must not carry Observe (RFC 7959 §2.6)\n{c}"
+    );
+    assert!(
+        !follow_ups.is_empty() || large == 0,
+        "no GET for a further block\n{c}"
+    );
+    let own_token = follow_ups
+        .iter()
+        .filter(|p| p.get_token() != w.token())
+        .count();
+    let end = check_deregistration(&w, &c);
+    format!(
+        "{} representation(s) of {:?} bytes printed whole, in order; {first_blocks} notification(s) as block 0 with M=1, {} block GET(s) without Observe ({own_token} with a token of their own); {end}",
+        bodies.len(),
+        sizes,
+        follow_ups.len()
+    )
 }
