@@ -1489,6 +1489,5 @@ const NOT_COVERED: &str = "
 | LIVE_03 | both | The server is frozen before the request, so nothing was ever heard: the bound is measured from the client's start. |
 | OBS_05 | libcoap → ours | Our server removes the observer of a vanished client through keepalive (`-K 1`), the bound checked here. Without keepalive the engine removes it when a Confirmable notification is never acknowledged (up to MAX_TRANSMIT_WAIT, 93 s), which `core/tests/observe.rs` checks in virtual time; the example server sends one every second, each replacing the unacknowledged one (RFC 7641 §4.5.2). |
 | OBS_10 | libcoap → ours | `coap-client-notls` cannot send a plain GET while it observes, so the plain GET comes from another process (another endpoint); the engine in-process covers the same endpoint (row `engine → ours`). |
-| OBS_11 | both | Not in this round (Confirmable notifications on a lossy link). |
-| OBS_13/14 | both | Block-wise transfer (RFC 7959) is not implemented yet. |
+| OBS_11 | both | Not in this round (Confirmable notifications on a lossy link); the engine's behaviour under loss is covered by the simulator's observe property test. |
 ";
