@@ -405,6 +405,17 @@ impl Endpoint {
         id: IncomingRequestId,
         response: &Packet,
     ) -> Result<(), Error> {
+        self.answer(now, id, response, None).map(|_| ())
+    }
+
+    /// `respond` and `respond_observe`: Ok(whether an observer was added).
+    fn answer(
+        &mut self,
+        now: Instant,
+        id: IncomingRequestId,
+        response: &Packet,
+        observe: Option<ResourceId>,
+    ) -> Result<bool, Error> {
         let now = self.advance(now);
         let class = u8::from(response.header.code) >> 5;
         if !(2..=5).contains(&class) {
@@ -414,9 +425,9 @@ impl Endpoint {
         let (session, mut ctx) = self.split(slot);
         let result = session
             .ok_or(Error::UnknownRequest)
-            .and_then(|s| s.respond(now, &mut ctx, id, response, None));
+            .and_then(|s| s.respond(now, &mut ctx, id, response, observe));
         self.rearm(slot);
-        result.map(|_| ())
+        result
     }
 
     /// Answers incoming request `id` like [`respond`](Self::respond) and, if it is a
@@ -436,18 +447,7 @@ impl Endpoint {
         resource: ResourceId,
         response: &Packet,
     ) -> Result<bool, Error> {
-        let now = self.advance(now);
-        let class = u8::from(response.header.code) >> 5;
-        if !(2..=5).contains(&class) {
-            return Err(Error::NotAResponse);
-        }
-        let slot = slot_of(id.0);
-        let (session, mut ctx) = self.split(slot);
-        let result = session
-            .ok_or(Error::UnknownRequest)
-            .and_then(|s| s.respond(now, &mut ctx, id, response, Some(resource)));
-        self.rearm(slot);
-        result
+        self.answer(now, id, response, Some(resource))
     }
 
     /// Sends `notification` (a response: code, options and payload; the engine sets type,
