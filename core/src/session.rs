@@ -716,7 +716,7 @@ impl Session {
             self.queue.remove(i);
         } else if let Some(i) = self.exchanges.iter().position(|e| e.id == id) {
             self.exchanges.swap_remove(i);
-            self.cons.retain(|c| c.purpose != ConPurpose::Request(id));
+            self.stop_request_cons(&[id]);
             self.drop_fetches(id);
         } else if let Some(i) = self
             .cons
@@ -968,7 +968,7 @@ impl Session {
         };
         let e = self.exchanges.swap_remove(index);
         // A response also acknowledges a CON request whose ACK was lost (§5.2.2).
-        self.cons.retain(|c| c.purpose != ConPurpose::Request(e.id));
+        self.stop_request_cons(&[e.id]);
         self.last_activity = now;
         match e.fetch {
             Some(fetch) => self.fetched(ctx, fetch, response),
@@ -1085,6 +1085,12 @@ impl Session {
         }
     }
 
+    /// Stops retransmitting the CONs of requests `ids` (answered, ended or abandoned).
+    fn stop_request_cons(&mut self, ids: &[RequestId]) {
+        self.cons
+            .retain(|c| !matches!(c.purpose, ConPurpose::Request(id) if ids.contains(&id)));
+    }
+
     /// Ends the fetches running for `observation` (their outcome is no longer wanted).
     fn drop_fetches(&mut self, observation: RequestId) {
         let mut dropped = Vec::new();
@@ -1095,8 +1101,7 @@ impl Session {
             }
             !mine
         });
-        self.cons
-            .retain(|c| !matches!(c.purpose, ConPurpose::Request(id) if dropped.contains(&id)));
+        self.stop_request_cons(&dropped);
     }
 
     /// A response to observation `index`. A 2.xx with an Observe option is a notification:
@@ -1157,7 +1162,7 @@ impl Session {
             }
         }
         // The (re-)registration is answered, piggybacked or not.
-        self.cons.retain(|c| c.purpose != ConPurpose::Request(id));
+        self.stop_request_cons(&[id]);
         if fetch {
             self.start_fetch(now, ctx, id, seq, msg);
         }
@@ -1196,7 +1201,7 @@ impl Session {
         )?;
         let (id, confirmable) = (e.id, e.confirmable);
         self.alloc_mid();
-        self.cons.retain(|c| c.purpose != ConPurpose::Request(id));
+        self.stop_request_cons(&[id]);
         let transmit = if confirmable {
             self.send_con(now, ctx, mid, bytes, ConPurpose::Request(id));
             None
@@ -1399,7 +1404,7 @@ impl Session {
         let e = &mut self.exchanges[index];
         let id = e.id;
         // The answered block's CON (if its ACK was lost) needs no more retransmissions.
-        self.cons.retain(|c| c.purpose != ConPurpose::Request(id));
+        self.stop_request_cons(&[id]);
         let mid = self.next_mid;
         let e = &mut self.exchanges[index];
         let Some(transfer) = e.block.as_mut() else {
@@ -1463,7 +1468,7 @@ impl Session {
         error: ExchangeError,
     ) {
         let e = self.exchanges.swap_remove(index);
-        self.cons.retain(|c| c.purpose != ConPurpose::Request(e.id));
+        self.stop_request_cons(&[e.id]);
         self.last_activity = now;
         ctx.out.event(Event::RequestFailed {
             id: e.id,
@@ -1669,8 +1674,7 @@ impl Session {
         });
         if !ended.is_empty() {
             // Nothing of an ended exchange may go on (a CON of it could fail again later).
-            self.cons
-                .retain(|c| !matches!(c.purpose, ConPurpose::Request(id) if ended.contains(&id)));
+            self.stop_request_cons(&ended);
             self.pump(now, ctx);
         }
     }
