@@ -150,6 +150,12 @@ pub struct Limits {
     /// completes or expires; 0 refuses every multi-block request body. A partial body is
     /// dropped EXCHANGE_LIFETIME after its latest block.
     pub max_block_transfers: usize,
+    /// Handshakes in progress that peers opened (server role of a secure endpoint, after
+    /// the peer proved its address with a cookie round trip, RFC 6347 §4.2.1). A further
+    /// peer's ClientHello is dropped, with no state kept, until one completes, fails or
+    /// times out; the peer's own retransmission tries again. Until the cookie round trip no
+    /// handshake holds any state at all, so spoofed ClientHellos cost nothing here.
+    pub max_handshakes: usize,
 }
 
 impl Default for Limits {
@@ -167,6 +173,7 @@ impl Default for Limits {
             max_observers: 16,
             max_observers_per_resource: 4096,
             max_block_transfers: 4,
+            max_handshakes: 64,
         }
     }
 }
@@ -275,6 +282,10 @@ pub struct Config {
     pub blockwise: Blockwise,
     /// Resource caps.
     pub limits: Limits,
+    /// The security layer (RFC 7252 §9), or `None` for plain CoAP over UDP (the default).
+    /// With one, every session of the endpoint is a secure association (`coaps://`, e.g.
+    /// DTLS with feature `dtls`); see [`Security`](crate::Security).
+    pub security: Option<crate::security::Security>,
 }
 
 impl Default for Config {
@@ -292,6 +303,7 @@ impl Default for Config {
             extra_critical_options: Vec::new(),
             blockwise: Blockwise::default(),
             limits: Limits::default(),
+            security: None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The endpoint: one socket's worth of CoAP, serving many peers.
 
+use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
 use core::net::SocketAddr;
@@ -11,8 +12,9 @@ use crate::config::{Config, ConfigError, Keepalive};
 use crate::error::Error;
 use crate::event::{CloseReason, Event, IncomingRequestId, RequestId};
 use crate::observe::{Observation, Registry, ResourceId};
-use crate::outputs::{Ctx, Derived, Outputs, SessionKey, TransmitRecord};
+use crate::outputs::{ChannelSink, Ctx, Derived, Outputs, SessionKey, TransmitRecord};
 use crate::rng::Rng;
+use crate::security::{Accept, ChannelParams, ChannelState, PeerIdentity, SecureChannel};
 use crate::session::{slot_of, Ending, Origin, PeerMemory, Session, SessionFootprint};
 use crate::time::Instant;
 use crate::transmit::{SendErrorKind, Transmit, TransmitId};
@@ -106,6 +108,11 @@ pub struct Endpoint {
     memory_seq: u64,
     /// Which sessions observe which of our resources (RFC 7641).
     observe: Registry,
+    /// Secure associations peers opened that are still in their handshake (server role),
+    /// at most `limits.max_handshakes`; a session is made when one completes.
+    handshakes: BTreeMap<SocketAddr, Box<dyn SecureChannel>>,
+    /// Unix time at `Instant::ZERO`, for certificates' validity periods.
+    unix_epoch: Option<u64>,
 }
 
 /// What the engine knows about one session, from [`Endpoint::session_info`].
@@ -147,6 +154,8 @@ impl Endpoint {
             memory_order: VecDeque::new(),
             memory_seq: 0,
             observe: Registry::default(),
+            handshakes: BTreeMap::new(),
+            unix_epoch: None,
         })
     }
 
@@ -173,10 +182,13 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let session = self.timers.first().map(|&(t, _)| t);
         let memory = self.memory_order.front().map(|&(t, _, _)| t);
-        match (session, memory) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        // At most `max_handshakes` entries: a scan is cheaper than keeping them sorted.
+        let handshake = self
+            .handshakes
+            .values()
+            .filter_map(|c| c.poll_timeout())
+            .min();
+        [session, memory, handshake].into_iter().flatten().min()
     }
 
     /// Whether transmits are waiting to be polled.
@@ -191,17 +203,27 @@ impl Endpoint {
     /// else malformed is dropped, and a version other than 1 is ignored (§3, §4.2, §4.3).
     pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
         let now = self.advance(now);
+        if self.config.security.is_some() {
+            self.secure_datagram(now, peer, bytes);
+        } else {
+            let slot = self.lookup(peer);
+            self.message(now, peer, slot, bytes);
+        }
+    }
+
+    /// One CoAP message from `peer`: a plain datagram, or a message a secure association
+    /// opened (`slot` is then its session).
+    fn message(&mut self, now: Instant, peer: SocketAddr, slot: Option<u32>, bytes: &[u8]) {
         // Too short to carry a Message ID, or another protocol version: silently ignored.
         let Ok(header) = codec::parse_header(bytes) else {
             return;
         };
-        let slot = self.lookup(peer);
         let msg = match codec::parse(bytes) {
             Ok(msg) => msg,
             Err(e) => {
                 log::debug!("{peer}: format error: {e}");
                 if header.mtype == MessageType::Confirmable {
-                    self.stateless_reset(peer, slot, header.message_id);
+                    self.reset(peer, slot, header.message_id);
                 }
                 return;
             }
@@ -211,7 +233,7 @@ impl Endpoint {
             // Only a request opens a session; anything else from a stranger is rejected
             // without keeping state (a CON ping gets its Reset, which is also its answer).
             None if msg.header.is_request() && msg.header.mtype != MessageType::Acknowledgement => {
-                match self.create_session(now, peer, Origin::Remote) {
+                match self.create_session(now, peer, Origin::Remote, None) {
                     Ok(slot) => {
                         self.out.event(Event::SessionNew { peer });
                         slot
@@ -237,6 +259,171 @@ impl Endpoint {
             session.on_message(now, &mut ctx, &msg);
         }
         self.rearm(slot);
+    }
+
+    /// Resets a malformed Confirmable message: inside the peer's association if it has one,
+    /// statelessly otherwise.
+    fn reset(&mut self, peer: SocketAddr, slot: Option<u32>, mid: u16) {
+        if let Some(slot) = slot {
+            let (session, mut ctx) = self.split(slot);
+            if let Some(s) = session.filter(|s| s.is_secure()) {
+                s.reset(&mut ctx, mid);
+                self.rearm(slot);
+                return;
+            }
+        }
+        self.stateless_reset(peer, slot, mid);
+    }
+
+    /// A datagram on a secure endpoint: to the peer's handshake in progress, to its session's
+    /// association, or to the layer's stateless answer for a peer that wants a new one.
+    fn secure_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+        let Some(security) = self.config.security.clone() else {
+            return;
+        };
+        let layer = security.layer();
+        if self.handshakes.contains_key(&peer) {
+            self.feed_handshake(now, peer, bytes);
+            return;
+        }
+        let slot = self.lookup(peer);
+        match slot {
+            // A ClientHello from a peer with a session: it restarted, or an off-path sender
+            // pretends so. The old association stays until the new handshake completes
+            // (RFC 6347 §4.2.8), which needs the cookie round trip first.
+            Some(slot) if !layer.opens_association(bytes) => {
+                self.feed_session(now, peer, slot, bytes)
+            }
+            _ => {
+                if self.handshakes.len() >= self.config.limits.max_handshakes {
+                    log::debug!("{peer}: handshake limit reached; ClientHello dropped");
+                    return;
+                }
+                if slot.is_none() && self.by_peer.len() >= self.config.limits.max_sessions {
+                    log::debug!("{peer}: session limit reached; ClientHello dropped");
+                    return;
+                }
+                let params = self.channel_params();
+                let record = TransmitRecord {
+                    peer,
+                    session: None,
+                    message_id: None,
+                };
+                let mut sink = ChannelSink::new(&mut self.out, record);
+                if let Accept::Open(channel) = layer.accept(now, peer, bytes, params, &mut sink) {
+                    self.handshakes.insert(peer, channel);
+                    self.feed_handshake(now, peer, bytes);
+                }
+                self.clear_inbox();
+            }
+        }
+    }
+
+    fn channel_params(&mut self) -> ChannelParams {
+        ChannelParams::new(self.rng.next_u64(), self.unix_epoch)
+    }
+
+    fn clear_inbox(&mut self) {
+        self.out.inbox.clear();
+        self.out.inbox_lens.clear();
+    }
+
+    fn feed_handshake(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+        let Some(mut channel) = self.handshakes.remove(&peer) else {
+            return;
+        };
+        let record = TransmitRecord {
+            peer,
+            session: None,
+            message_id: None,
+        };
+        let result =
+            channel.handle_datagram(now, bytes, &mut ChannelSink::new(&mut self.out, record));
+        self.after_handshake(now, peer, channel, result);
+    }
+
+    /// A peer's handshake moved: it goes on, failed, or completed and becomes a session.
+    fn after_handshake(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        channel: Box<dyn SecureChannel>,
+        result: Result<(), crate::security::SecurityError>,
+    ) {
+        if let Err(error) = result {
+            self.clear_inbox();
+            log::debug!("{peer}: handshake failed: {error}");
+            self.out.event(Event::HandshakeFailed { peer, error });
+            return;
+        }
+        match channel.state() {
+            ChannelState::Handshaking => {
+                self.handshakes.insert(peer, channel);
+            }
+            ChannelState::Closed => self.clear_inbox(),
+            ChannelState::Open => {
+                if let Some(&old) = self.by_peer.get(&peer) {
+                    // The peer restarted: its old association is gone at its end.
+                    self.end_session(old, Ending::Closed(CloseReason::Replaced));
+                }
+                match self.create_session(now, peer, Origin::Remote, Some(channel)) {
+                    Ok(slot) => {
+                        self.out.event(Event::SessionNew { peer });
+                        let (session, mut ctx) = self.split(slot);
+                        if let Some(s) = session {
+                            s.opened(now, &mut ctx);
+                        }
+                        self.drain_inbox(now, peer, slot);
+                    }
+                    Err(_) => {
+                        // Only a race with the cap (checked at the cookie): close it cleanly.
+                        log::debug!("{peer}: session limit reached; association closed");
+                        self.clear_inbox();
+                    }
+                }
+            }
+        }
+    }
+
+    /// A datagram for the secure association of session `slot`.
+    fn feed_session(&mut self, now: Instant, peer: SocketAddr, slot: u32, bytes: &[u8]) {
+        let (session, mut ctx) = self.split(slot);
+        let Some(s) = session else {
+            return;
+        };
+        let ending = s.channel_input(now, &mut ctx, bytes);
+        // What arrived authenticated before an alert or a close is still delivered.
+        self.drain_inbox(now, peer, slot);
+        match ending {
+            Some(ending) if self.is_live(slot, peer) => self.end_session(slot, ending),
+            _ => self.rearm(slot),
+        }
+    }
+
+    fn is_live(&self, slot: u32, peer: SocketAddr) -> bool {
+        self.by_peer.get(&peer) == Some(&slot)
+    }
+
+    /// Processes the messages a secure association opened, in order.
+    fn drain_inbox(&mut self, now: Instant, peer: SocketAddr, slot: u32) {
+        if self.out.inbox_lens.is_empty() {
+            return;
+        }
+        let inbox = core::mem::take(&mut self.out.inbox);
+        let lens = core::mem::take(&mut self.out.inbox_lens);
+        let mut at = 0;
+        for &len in &lens {
+            if !self.is_live(slot, peer) {
+                break;
+            }
+            let end = at + len;
+            self.message(now, peer, Some(slot), &inbox[at..end]);
+            at = end;
+        }
+        // Keep the buffers' capacity for the next datagram.
+        self.out.inbox = inbox;
+        self.out.inbox_lens = lens;
+        self.clear_inbox();
     }
 
     /// The deadline from [`poll_timeout`](Self::poll_timeout) has passed (calling it early or
@@ -305,7 +492,8 @@ impl Endpoint {
         request: &Packet,
     ) -> Result<RequestId, Error> {
         let now = self.check_request(now, request)?;
-        self.with_local_session(now, peer, |s, ctx| s.request(now, ctx, request, None))
+        let name = uri_host(request);
+        self.with_local_session(now, peer, name, |s, ctx| s.request(now, ctx, request, None))
     }
 
     /// Observes a resource (RFC 7641): sends `request` (a GET or FETCH; its Observe option is
@@ -351,7 +539,8 @@ impl Endpoint {
             reregister_at: None,
             deregistering: false,
         });
-        self.with_local_session(now, peer, |s, ctx| {
+        let name = uri_host(&request);
+        self.with_local_session(now, peer, name, |s, ctx| {
             s.request(now, ctx, &request, Some(observation))
         })
     }
@@ -502,7 +691,7 @@ impl Endpoint {
     /// back by NSTART: liveness probing is independent of the request pipeline.
     pub fn ping(&mut self, now: Instant, peer: SocketAddr) -> Result<RequestId, Error> {
         let now = self.advance(now);
-        self.with_local_session(now, peer, |s, ctx| s.ping(now, ctx))
+        self.with_local_session(now, peer, None, |s, ctx| s.ping(now, ctx))
     }
 
     /// Cancels one of our requests or pings; it ends with
@@ -525,7 +714,7 @@ impl Endpoint {
     pub fn open_session(&mut self, now: Instant, peer: SocketAddr) -> Result<(), Error> {
         let now = self.advance(now);
         if !self.by_peer.contains_key(&peer) {
-            let slot = self.create_session(now, peer, Origin::Local)?;
+            let slot = self.create_local_session(now, peer, None)?;
             self.after_local_call(slot, true, peer, true);
         }
         Ok(())
@@ -579,6 +768,28 @@ impl Endpoint {
         self.by_peer.len()
     }
 
+    /// Handshakes peers opened that have not completed yet (server role of a secure
+    /// endpoint; at most [`Limits::max_handshakes`](crate::Limits::max_handshakes)).
+    pub fn handshakes_in_progress(&self) -> usize {
+        self.handshakes.len()
+    }
+
+    /// Who the peer of a secure session proved to be: its PSK identity or its certificate.
+    /// `None` for a plain session, a handshake still in progress, or no session.
+    pub fn peer_identity(&self, peer: SocketAddr) -> Option<PeerIdentity> {
+        let slot = *self.by_peer.get(&peer)?;
+        self.sessions.get(slot as usize)?.as_ref()?.peer_identity()
+    }
+
+    /// Tells the engine the wall-clock time: `unix_secs` (seconds since 1970-01-01 UTC) is
+    /// the time at `now`. A secure endpoint checks certificates' validity periods against
+    /// it; without it, a certificate is refused with
+    /// [`CertificateError::NoClock`](crate::CertificateError::NoClock). Adapters call this
+    /// once at start; a later call applies to associations started after it.
+    pub fn set_unix_time(&mut self, now: Instant, unix_secs: u64) {
+        self.unix_epoch = Some(unix_secs.saturating_sub(now.as_micros() / 1_000_000));
+    }
+
     /// Peers with a session.
     pub fn peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.by_peer.keys().copied()
@@ -618,6 +829,31 @@ impl Endpoint {
         }
         due.clear();
         self.due = due;
+        if self
+            .handshakes
+            .values()
+            .any(|c| c.poll_timeout().is_some_and(|t| t <= now))
+        {
+            let peers: Vec<SocketAddr> = self
+                .handshakes
+                .iter()
+                .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
+                .map(|(&p, _)| p)
+                .collect();
+            for peer in peers {
+                let Some(mut channel) = self.handshakes.remove(&peer) else {
+                    continue;
+                };
+                let record = TransmitRecord {
+                    peer,
+                    session: None,
+                    message_id: None,
+                };
+                let result =
+                    channel.handle_timeout(now, &mut ChannelSink::new(&mut self.out, record));
+                self.after_handshake(now, peer, channel, result);
+            }
+        }
         while let Some(&(t, peer, seq)) = self.memory_order.front() {
             if t > now {
                 break;
@@ -661,11 +897,45 @@ impl Endpoint {
         (session, ctx)
     }
 
+    /// A session we open: on a secure endpoint its handshake starts now, checking the
+    /// server's certificate against `server_name` (or else the peer's address).
+    fn create_local_session(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+        server_name: Option<alloc::string::String>,
+    ) -> Result<u32, Error> {
+        let channel = match self.config.security.clone() {
+            None => None,
+            Some(security) => {
+                if self.by_peer.len() >= self.config.limits.max_sessions {
+                    return Err(Error::SessionLimit);
+                }
+                let params = self.channel_params();
+                let channel = security
+                    .layer()
+                    .connect(now, peer, server_name.as_deref(), params)
+                    .map_err(Error::Security)?;
+                Some(channel)
+            }
+        };
+        let slot = self.create_session(now, peer, Origin::Local, channel)?;
+        let (session, mut ctx) = self.split(slot);
+        // The first flight (ClientHello) goes out at once.
+        if let Some(ending) = session.and_then(|s| s.start_channel(now, &mut ctx)) {
+            if let Some(s) = self.sessions[slot as usize].as_mut() {
+                s.doomed = Some(ending);
+            }
+        }
+        Ok(slot)
+    }
+
     fn create_session(
         &mut self,
         now: Instant,
         peer: SocketAddr,
         origin: Origin,
+        channel: Option<Box<dyn SecureChannel>>,
     ) -> Result<u32, Error> {
         if self.by_peer.len() >= self.config.limits.max_sessions {
             return Err(Error::SessionLimit);
@@ -686,8 +956,11 @@ impl Endpoint {
             m.expire(now);
             m
         });
+        // Message IDs and deduplication belong to one association (RFC 7252 §9.1): a new
+        // secure session starts afresh.
+        let memory = memory.filter(|_| channel.is_none());
         let (_, mut ctx) = self.split(slot);
-        let session = Session::new(peer, key, origin, now, &mut ctx, memory);
+        let session = Session::new(peer, key, origin, now, &mut ctx, memory, channel);
         self.sessions[slot as usize] = Some(session);
         self.by_peer.insert(peer, slot);
         Ok(slot)
@@ -698,11 +971,12 @@ impl Endpoint {
         &mut self,
         now: Instant,
         peer: SocketAddr,
+        server_name: Option<alloc::string::String>,
         call: impl FnOnce(&mut Session, &mut Ctx<'_>) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let (slot, fresh) = match self.lookup(peer) {
             Some(slot) => (slot, false),
-            None => (self.create_session(now, peer, Origin::Local)?, true),
+            None => (self.create_local_session(now, peer, server_name)?, true),
         };
         let (session, mut ctx) = self.split(slot);
         let result = session
@@ -745,8 +1019,16 @@ impl Endpoint {
     fn end_session(&mut self, slot: u32, ending: Ending) {
         if let Some(mut session) = self.free_slot(slot) {
             let (_, mut ctx) = self.split(slot);
+            if matches!(
+                ending,
+                Ending::Closed(CloseReason::Local | CloseReason::Idle)
+            ) {
+                session.close_channel(&mut ctx);
+            }
             session.terminate(&mut ctx, ending);
-            self.remember(session);
+            if !session.is_secure() {
+                self.remember(session);
+            }
         }
     }
 
@@ -774,6 +1056,10 @@ impl Endpoint {
         let Some(Some(s)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
+        if let Some(ending) = s.doomed.take() {
+            self.end_session(slot, ending);
+            return;
+        }
         let next = s.next_deadline(&self.config);
         // Lazy re-arming: a deadline that moves later (or goes away) leaves the earlier entry
         // filed; when it fires, the session finds nothing due and is filed again under its real
@@ -803,9 +1089,18 @@ impl Endpoint {
             TransmitRecord {
                 peer,
                 session,
-                message_id: mid,
+                message_id: Some(mid),
             },
             rst,
         );
     }
+}
+
+/// The host a request names (its Uri-Host, RFC 7252 §5.10.1), for checking a server's
+/// certificate; an IP literal there is checked as an address, like the destination.
+fn uri_host(request: &Packet) -> Option<alloc::string::String> {
+    let host = request.get_first_option(coap_lite::CoapOption::UriHost)?;
+    core::str::from_utf8(host)
+        .ok()
+        .map(alloc::string::String::from)
 }

@@ -32,6 +32,9 @@ pub enum Error {
     UnknownSession,
     /// Only GET and FETCH requests can observe a resource (RFC 7641 §2).
     NotObservable,
+    /// The security layer could not start an association with the peer (e.g. this secure
+    /// endpoint has no client credentials).
+    Security(crate::security::SecurityError),
 }
 
 impl fmt::Display for Error {
@@ -49,6 +52,7 @@ impl fmt::Display for Error {
             Error::UnknownRequest => f.write_str("unknown incoming request: already answered, expired, or its session ended"),
             Error::UnknownSession => f.write_str("no session with that peer"),
             Error::NotObservable => f.write_str("only GET and FETCH requests can observe a resource (RFC 7641)"),
+            Error::Security(e) => write!(f, "cannot start a secure association: {e}"),
         }
     }
 }

@@ -6,6 +6,7 @@ use core::net::SocketAddr;
 use coap_lite::Packet;
 
 use crate::observe::{ObserverRemoval, ResourceId};
+use crate::security::SecurityError;
 use crate::time::Duration;
 use crate::transmit::{SendErrorKind, TransmitId};
 
@@ -112,6 +113,14 @@ pub enum FailureReason {
         /// Consecutive failed sends.
         failures: u32,
     },
+    /// The security layer failed: the handshake did not complete or was refused, a
+    /// certificate was not accepted, a fatal alert arrived (secure endpoints only).
+    Security(SecurityError),
+    /// A Confirmable message went unacknowledged through all its retransmissions with
+    /// nothing heard from the peer meanwhile, on a secure session: the peer may have lost
+    /// the association (a restarted server, RFC 6347 §4.2.8), so the session ends and the
+    /// next request starts a new handshake instead of talking into a dead association.
+    NoResponse,
 }
 
 impl fmt::Display for FailureReason {
@@ -123,6 +132,10 @@ impl fmt::Display for FailureReason {
             FailureReason::Unreachable { failures } => {
                 write!(f, "peer unreachable ({failures} consecutive failed sends)")
             }
+            FailureReason::Security(e) => write!(f, "{e}"),
+            FailureReason::NoResponse => f.write_str(
+                "no answer from the peer through all retransmissions; its security association may be gone",
+            ),
         }
     }
 }
@@ -135,6 +148,11 @@ pub enum CloseReason {
     Idle,
     /// The application called [`Endpoint::close_session`](crate::Endpoint::close_session).
     Local,
+    /// The peer closed the secure association (a DTLS `close_notify` alert).
+    PeerClosed,
+    /// The peer started a new secure association from the same address (it restarted,
+    /// RFC 6347 §4.2.8); the new one replaces this session.
+    Replaced,
 }
 
 /// Something the application should know or act on. Drain with
@@ -227,6 +245,15 @@ pub enum Event {
         peer: SocketAddr,
         /// How it failed.
         kind: SendErrorKind,
+    },
+    /// A peer's handshake failed before it had a session (server role of a secure endpoint):
+    /// wrong key, unknown identity, refused certificate, timeout. A client's failed
+    /// handshake ends its session with [`FailureReason::Security`] instead.
+    HandshakeFailed {
+        /// The peer.
+        peer: SocketAddr,
+        /// Why.
+        error: SecurityError,
     },
     /// A session was created (first contact either way).
     SessionNew {

@@ -26,7 +26,9 @@ pub(crate) struct SessionKey {
 pub(crate) struct TransmitRecord {
     pub(crate) peer: SocketAddr,
     pub(crate) session: Option<SessionKey>,
-    pub(crate) message_id: u16,
+    /// The CoAP message it carried; None for a security layer's own records (handshake
+    /// flights, alerts).
+    pub(crate) message_id: Option<u16>,
 }
 
 pub(crate) struct Outputs {
@@ -40,6 +42,10 @@ pub(crate) struct Outputs {
     scratch: Vec<u8>,
     max_queued_transmits: usize,
     tracked_transmits: usize,
+    /// Plaintext messages a security layer opened from one datagram, back to back, and
+    /// their lengths; reused so that a secure datagram allocates nothing here.
+    pub(crate) inbox: Vec<u8>,
+    pub(crate) inbox_lens: Vec<usize>,
 }
 
 impl Outputs {
@@ -53,7 +59,27 @@ impl Outputs {
             scratch: Vec::with_capacity(256),
             max_queued_transmits: config.limits.max_queued_transmits,
             tracked_transmits: config.limits.tracked_transmits,
+            inbox: Vec::new(),
+            inbox_lens: Vec::new(),
         }
+    }
+
+    /// An id for a message that produced no transmit (sealed before its secure channel was
+    /// open): send results can never name it, so nothing is recorded.
+    pub(crate) fn reserve_id(&mut self) -> TransmitId {
+        let id = TransmitId(self.next_transmit);
+        self.next_transmit += 1;
+        if self.records.len() >= self.tracked_transmits {
+            self.records.pop_front();
+            self.records_base += 1;
+        }
+        // Keeps `records[i]` ↔ id `records_base + i` aligned; an unroutable placeholder.
+        self.records.push_back(TransmitRecord {
+            peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+            session: None,
+            message_id: None,
+        });
+        id
     }
 
     pub(crate) fn send(&mut self, record: TransmitRecord, payload: Datagram) -> TransmitId {
@@ -226,4 +252,34 @@ pub(crate) struct Ctx<'a> {
     pub(crate) out: &'a mut Outputs,
     pub(crate) next_id: &'a mut u64,
     pub(crate) observe: &'a mut crate::observe::Registry,
+}
+
+/// A security layer's outputs for one session (or one handshake): records become transmits
+/// charged to `record`, opened messages go to the inbox.
+pub(crate) struct ChannelSink<'a> {
+    pub(crate) out: &'a mut Outputs,
+    pub(crate) record: TransmitRecord,
+    /// The last transmit made, so a sealed message can be matched to its send result.
+    pub(crate) last: Option<TransmitId>,
+}
+
+impl<'a> ChannelSink<'a> {
+    pub(crate) fn new(out: &'a mut Outputs, record: TransmitRecord) -> Self {
+        ChannelSink {
+            out,
+            record,
+            last: None,
+        }
+    }
+}
+
+impl crate::security::RecordSink for ChannelSink<'_> {
+    fn transmit(&mut self, datagram: &[u8]) {
+        self.last = Some(self.out.send(self.record, Datagram::from_slice(datagram)));
+    }
+
+    fn deliver(&mut self, message: &[u8]) {
+        self.out.inbox.extend_from_slice(message);
+        self.out.inbox_lens.push(message.len());
+    }
 }

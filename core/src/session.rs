@@ -22,7 +22,8 @@ use crate::event::{
 };
 use crate::liveness::Liveness;
 use crate::observe::{self, Observation, Observer, ObserverRemoval, RecentMids, ResourceId};
-use crate::outputs::{Ctx, SessionKey, TransmitRecord};
+use crate::outputs::{ChannelSink, Ctx, SessionKey, TransmitRecord};
+use crate::security::{ChannelState, PeerIdentity, SecureChannel, SecurityError};
 use crate::time::{Duration, Instant};
 use crate::transmit::{Datagram, SendErrorKind, TransmitId};
 
@@ -192,6 +193,12 @@ pub(crate) struct Session {
     unreachable_in_row: u32,
     /// The deadline under which this session is filed in the endpoint's timer set.
     pub(crate) armed: Option<Instant>,
+    /// The security association (RFC 7252 §9) of a secure endpoint's session; every
+    /// message is sealed into it and opened from it.
+    channel: Option<Box<dyn SecureChannel>>,
+    /// Set when the session must end but the call that found out cannot end it itself (a
+    /// failed seal deep in the message layer); the endpoint ends it on its next look.
+    pub(crate) doomed: Option<Ending>,
 }
 
 /// Critical options of RFC 7252, 7641 and 7959 the engine passes to the application:
@@ -222,6 +229,7 @@ impl Session {
         now: Instant,
         ctx: &mut Ctx<'_>,
         memory: Option<PeerMemory>,
+        channel: Option<Box<dyn SecureChannel>>,
     ) -> Self {
         let (dedup, next_mid) = match memory {
             Some(m) => (m.dedup, m.next_mid),
@@ -244,6 +252,8 @@ impl Session {
             liveness: Liveness::new(now, ctx.config.keepalive),
             unreachable_in_row: 0,
             armed: None,
+            channel,
+            doomed: None,
         }
     }
 
@@ -257,9 +267,127 @@ impl Session {
         let record = TransmitRecord {
             peer: self.peer,
             session: Some(self.key),
-            message_id: mid,
+            message_id: Some(mid),
         };
-        ctx.out.send(record, bytes)
+        let Some(channel) = self.channel.as_mut() else {
+            return ctx.out.send(record, bytes);
+        };
+        // Sealed afresh every time: a retransmission is a new record with a new sequence
+        // number, or the peer's replay protection would drop it (RFC 6347 §4.1.2.6).
+        let mut sink = ChannelSink::new(ctx.out, record);
+        let sealed = channel.seal(&bytes, &mut sink);
+        let id = sink.last;
+        if let Err(e) = sealed {
+            self.doom(Ending::Failed(FailureReason::Security(e)));
+        }
+        id.unwrap_or_else(|| ctx.out.reserve_id())
+    }
+
+    fn doom(&mut self, ending: Ending) {
+        self.doomed.get_or_insert(ending);
+    }
+
+    /// Messages can flow: the session is plain, or its secure association is open.
+    fn ready(&self) -> bool {
+        self.channel
+            .as_ref()
+            .is_none_or(|c| c.state() == ChannelState::Open)
+    }
+
+    pub(crate) fn is_secure(&self) -> bool {
+        self.channel.is_some()
+    }
+
+    pub(crate) fn peer_identity(&self) -> Option<PeerIdentity> {
+        self.channel.as_ref().and_then(|c| c.peer_identity())
+    }
+
+    /// A datagram for this session's secure association. Opened messages are left in
+    /// `ctx.out.inbox` for the endpoint to process. Returns how the session ends, if the
+    /// association failed or the peer closed it.
+    pub(crate) fn channel_input(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        datagram: &[u8],
+    ) -> Option<Ending> {
+        let channel = self.channel.as_mut()?;
+        let was_open = channel.state() == ChannelState::Open;
+        let record = TransmitRecord {
+            peer: self.peer,
+            session: Some(self.key),
+            message_id: None,
+        };
+        let result = channel.handle_datagram(now, datagram, &mut ChannelSink::new(ctx.out, record));
+        self.after_channel(now, ctx, was_open, result)
+    }
+
+    /// What an association's input or timer led to.
+    fn after_channel(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        was_open: bool,
+        result: Result<(), SecurityError>,
+    ) -> Option<Ending> {
+        if let Err(e) = result {
+            return Some(Ending::Failed(FailureReason::Security(e)));
+        }
+        match self.channel.as_ref().map(|c| c.state()) {
+            Some(ChannelState::Closed) => Some(Ending::Closed(CloseReason::PeerClosed)),
+            Some(ChannelState::Open) if !was_open => {
+                self.opened(now, ctx);
+                None
+            }
+            _ => None,
+        }
+    }
+
+    /// The association's handshake completed: the first authenticated word from the peer,
+    /// and the queued requests can go.
+    pub(crate) fn opened(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        self.heard(now, ctx);
+        self.pump(now, ctx);
+    }
+
+    /// Runs the association's timer if it is due (or at once with `force`, to send the
+    /// first flight of a new association).
+    fn channel_timer(&mut self, now: Instant, ctx: &mut Ctx<'_>, force: bool) -> Option<Ending> {
+        let channel = self
+            .channel
+            .as_mut()
+            .filter(|c| force || c.poll_timeout().is_some_and(|t| t <= now))?;
+        let was_open = channel.state() == ChannelState::Open;
+        let record = TransmitRecord {
+            peer: self.peer,
+            session: Some(self.key),
+            message_id: None,
+        };
+        let result = channel.handle_timeout(now, &mut ChannelSink::new(ctx.out, record));
+        self.after_channel(now, ctx, was_open, result)
+    }
+
+    /// Starts a new association's handshake.
+    pub(crate) fn start_channel(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Ending> {
+        self.channel_timer(now, ctx, true)
+    }
+
+    /// Sends the association's `close_notify` (a session closed on purpose).
+    pub(crate) fn close_channel(&mut self, ctx: &mut Ctx<'_>) {
+        let record = TransmitRecord {
+            peer: self.peer,
+            session: None,
+            message_id: None,
+        };
+        if let Some(channel) = self.channel.as_mut() {
+            channel.close(&mut ChannelSink::new(ctx.out, record));
+        }
+    }
+
+    /// Answers a malformed Confirmable message inside the association with Reset (§4.2).
+    pub(crate) fn reset(&mut self, ctx: &mut Ctx<'_>, mid: u16) {
+        let rst = ctx.out.encode_empty(MessageType::Reset, mid);
+        self.send(ctx, mid, rst);
     }
 
     /// Sends a new CON and starts its retransmission timer with the randomized initial timeout
@@ -325,10 +453,17 @@ impl Session {
         if let Some(t) = self.liveness.fail_at() {
             consider(t);
         }
-        if !self.probe_outstanding() {
+        // A handshake in progress is its own probe: nothing can be sealed before it ends.
+        if !self.probe_outstanding() && self.ready() {
             if let Some(t) = self.liveness.probe_at() {
                 consider(t);
             }
+        }
+        if let Some(t) = self.channel.as_ref().and_then(|c| c.poll_timeout()) {
+            consider(t);
+        }
+        if self.doomed.is_some() {
+            consider(Instant::ZERO);
         }
         if self.origin == Origin::Remote && self.is_idle() {
             consider(self.last_activity + config.idle_timeout);
@@ -423,6 +558,9 @@ impl Session {
 
     /// Sends queued requests while NSTART and the exchange cap allow.
     fn pump(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        if !self.ready() {
+            return; // requests wait for the handshake (bounded by max_queued_requests)
+        }
         self.unpark(now, ctx);
         loop {
             let outstanding = self.exchanges.iter().filter(|e| e.outstanding()).count();
@@ -1518,14 +1656,14 @@ impl Session {
         now: Instant,
         ctx: &mut Ctx<'_>,
         id: TransmitId,
-        mid: u16,
+        mid: Option<u16>,
         kind: SendErrorKind,
     ) -> Option<Ending> {
         let peer = self.peer;
         if let Some(ci) = self
             .cons
             .iter()
-            .position(|c| c.mid == mid && c.last_transmit == id)
+            .position(|c| Some(c.mid) == mid && c.last_transmit == id)
         {
             self.cons[ci].last_error = Some(kind);
             // A keepalive probe is never ended early: the next one would be due at once and
@@ -1605,13 +1743,22 @@ impl Session {
                 silent_for,
             }));
         }
+        if let Some(ending) = self.doomed.take() {
+            return Some(ending);
+        }
+        if let Some(ending) = self.channel_timer(now, ctx, false) {
+            return Some(ending);
+        }
         self.retransmit(now, ctx);
         self.expire_exchanges(now, ctx);
         self.reregister(now, ctx);
         self.serve_pending(now, ctx);
         self.dedup.expire(now);
         self.blocks.expire(now);
-        if !self.probe_outstanding() && self.liveness.probe_at().is_some_and(|t| t <= now) {
+        if !self.probe_outstanding()
+            && self.ready()
+            && self.liveness.probe_at().is_some_and(|t| t <= now)
+        {
             let mid = self.alloc_mid();
             let bytes = ctx.out.encode_empty(MessageType::Confirmable, mid);
             self.send_con(now, ctx, mid, bytes, ConPurpose::Ping(None));
@@ -1622,7 +1769,7 @@ impl Session {
         {
             return Some(Ending::Closed(CloseReason::Idle));
         }
-        None
+        self.doomed.take()
     }
 
     fn retransmit(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
@@ -1648,6 +1795,16 @@ impl Session {
                 let error = c
                     .last_error
                     .map_or(ExchangeError::Timeout, ExchangeError::SendFailed);
+                // Over a secure association, silence through every retransmission may mean
+                // the peer no longer has the association (it restarted, RFC 6347 §4.2.8):
+                // end the session so the next request starts a new handshake. Keepalive
+                // probes are left to the keepalive deadline.
+                if self.channel.is_some()
+                    && c.purpose != ConPurpose::Ping(None)
+                    && self.liveness.last_heard() <= c.first_sent
+                {
+                    self.doom(Ending::Failed(FailureReason::NoResponse));
+                }
                 self.end_con(now, ctx, c.purpose, error);
             }
         }

@@ -250,6 +250,7 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         max_observers: usize::from(input.u8() % 3),
         max_observers_per_resource: 1 + usize::from(input.u8() % 3),
         max_block_transfers: 0,
+        max_handshakes: 0,
     };
     // Block-wise settings derive from bytes already read, so that an input (and every saved
     // fuzz corpus) decodes into the same sequence as before they existed.
@@ -274,6 +275,7 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         extra_critical_options,
         blockwise,
         limits,
+        security: None,
     }
 }
 
