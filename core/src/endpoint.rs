@@ -311,8 +311,7 @@ impl Endpoint {
                 };
                 let mut sink = ChannelSink::new(&mut self.out, record);
                 if let Accept::Open(channel) = layer.accept(now, peer, bytes, params, &mut sink) {
-                    self.handshakes.insert(peer, channel);
-                    self.feed_handshake(now, peer, bytes);
+                    self.after_handshake(now, peer, channel, Ok(()));
                 }
                 self.clear_inbox();
             }

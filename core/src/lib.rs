@@ -78,6 +78,8 @@ mod block;
 pub mod codec;
 mod config;
 mod dedup;
+#[cfg(feature = "dtls")]
+pub mod dtls;
 mod endpoint;
 mod error;
 mod event;

@@ -144,8 +144,8 @@ pub enum Accept {
     Ignore,
     /// Answered statelessly (a cookie challenge, RFC 6347 §4.2.1); no state kept.
     Replied,
-    /// The peer proved it receives at its address: a new association, which the engine now
-    /// feeds the same datagram.
+    /// The peer proved it receives at its address: a new association, which has consumed
+    /// the datagram (its answer is in the sink) and is in its handshake.
     Open(Box<dyn SecureChannel>),
 }
 
