@@ -226,10 +226,10 @@ impl DtlsChannel {
                         self.certificate_ok = true;
                         self.identity = Some(PeerIdentity::Certificate(der.to_vec()));
                     }
-                    Output::ApplicationData(data) => {
-                        if self.state == ChannelState::Open || connected {
-                            sink.deliver(data);
-                        }
+                    Output::ApplicationData(data)
+                        if self.state == ChannelState::Open || connected =>
+                    {
+                        sink.deliver(data);
                     }
                     Output::CloseNotify => self.state = ChannelState::Closed,
                     Output::BufferTooSmall { .. } => {

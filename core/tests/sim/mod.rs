@@ -23,6 +23,9 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "dtls")]
+pub mod dtls;
+
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -355,6 +358,10 @@ pub struct Sim {
     /// Also report successful sends (`handle_send_result(.., Ok(()))`), which adapters may
     /// do but need not.
     pub report_ok: bool,
+    /// The wall-clock time (Unix seconds at the virtual epoch) endpoints are told when they
+    /// are added, as an adapter does at start (`Endpoint::set_unix_time`); `None` tells them
+    /// nothing.
+    pub wall_clock: Option<u64>,
 }
 
 impl Sim {
@@ -382,6 +389,7 @@ impl Sim {
             blackholed: 0,
             trace: false,
             report_ok: false,
+            wall_clock: Some(1_800_000_000),
         }
     }
 
@@ -417,8 +425,11 @@ impl Sim {
             "{addr} taken"
         );
         let id = self.nodes.len();
-        let endpoint =
+        let mut endpoint =
             Endpoint::new(config, derive_seed(self.seed, id as u64)).expect("valid config");
+        if let Some(unix) = self.wall_clock {
+            endpoint.set_unix_time(self.now, unix + self.now.as_micros() / 1_000_000);
+        }
         self.nodes.push(Node {
             addr,
             endpoint,
