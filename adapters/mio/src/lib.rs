@@ -38,13 +38,78 @@
 //! })?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! ## `coaps://` (feature `dtls`)
+//!
+//! A secure endpoint is a driver whose [`Config::security`] holds the engine's DTLS layer,
+//! seeded with `dtls_entropy()`; requests, responses and events are the same as on a plain
+//! one, and the socket is the CoAPS port (5684). The driver gives the engine the wall-clock
+//! time when it starts ([`Driver::from_parts`]), so certificate validity periods are checked
+//! without further setup. A pre-shared-key server and a client of it:
+//!
+//! ```no_run
+//! # #[cfg(feature = "dtls")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::collections::BTreeMap;
+//! use std::ops::ControlFlow;
+//! use std::sync::Arc;
+//! use coap_engine::coap_lite::{MessageClass, Packet, RequestType, ResponseType};
+//! use coap_engine::dtls::{Dtls, DtlsConfig, PskCredentials};
+//! use coap_engine::{Config, Event, Security};
+//! use coap_engine_mio::{dtls_entropy, Driver};
+//!
+//! // Server: the key of every PSK identity it accepts.
+//! let mut keys = BTreeMap::new();
+//! keys.insert(b"sensor-1".to_vec(), b"secret-key".to_vec());
+//! let dtls = DtlsConfig { psk_store: Some(Arc::new(keys)), ..DtlsConfig::default() };
+//! let security = Security::new(Dtls::new(dtls, dtls_entropy())?);
+//! let config = Config { security: Some(security), ..Config::default() };
+//! let mut server = Driver::bind("127.0.0.1:5684".parse()?, config)?;
+//! std::thread::spawn(move || {
+//!     server.run(&mut |driver: &mut Driver, event: Event| {
+//!         if let Event::Request { id, .. } = event {
+//!             let mut response = Packet::new();
+//!             response.header.code = MessageClass::Response(ResponseType::Content);
+//!             response.payload = b"hello".to_vec();
+//!             let _ = driver.respond(id, &response);
+//!         }
+//!         ControlFlow::Continue(())
+//!     })
+//! });
+//!
+//! // Client: its identity and key; the handshake starts with the first request.
+//! let psk = PskCredentials { identity: b"sensor-1".to_vec(), key: b"secret-key".to_vec() };
+//! let dtls = DtlsConfig { psk: Some(psk), ..DtlsConfig::default() };
+//! let security = Security::new(Dtls::new(dtls, dtls_entropy())?);
+//! let config = Config { security: Some(security), ..Config::default() };
+//! let mut client = Driver::bind("127.0.0.1:0".parse()?, config)?;
+//! let mut get = Packet::new();
+//! get.header.code = MessageClass::Request(RequestType::Get);
+//! client.request("127.0.0.1:5684".parse()?, &get)?;
+//! client.run(&mut |_: &mut Driver, event: Event| match event {
+//!     Event::Response { response, .. } => {
+//!         println!("{}", String::from_utf8_lossy(&response.payload));
+//!         ControlFlow::Break(())
+//!     }
+//!     // A refused key or certificate ends here too: `SessionFailed(Security(..))`.
+//!     Event::RequestFailed { error, .. } => {
+//!         eprintln!("{error}");
+//!         ControlFlow::Break(())
+//!     }
+//!     _ => ControlFlow::Continue(()),
+//! })?;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "dtls"))]
+//! # fn main() {}
+//! ```
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io::{self, ErrorKind};
 use std::net::SocketAddr;
 use std::ops::ControlFlow;
-use std::time::{Duration as StdDuration, Instant as StdInstant};
+use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
 pub use coap_engine;
 pub use mio;
@@ -148,9 +213,40 @@ pub fn random_seed() -> u64 {
     h.finish()
 }
 
+/// 32 bytes from the operating system's random number generator, for
+/// [`Dtls::new`](coap_engine::dtls::Dtls::new): every key, random and cookie of the DTLS
+/// layer derives from them, so call this once per layer and never reuse the value.
+///
+/// # Panics
+///
+/// If the operating system has no random number generator to offer (`getrandom` fails):
+/// without one no DTLS key can be made, and there is nothing safe to fall back to.
+///
+/// ```
+/// let entropy = coap_engine_mio::dtls_entropy();
+/// assert_ne!(entropy, coap_engine_mio::dtls_entropy());
+/// ```
+#[cfg(feature = "dtls")]
+pub fn dtls_entropy() -> [u8; 32] {
+    let mut bytes = [0; 32];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        panic!("the operating system's random number generator failed: {e}");
+    }
+    bytes
+}
+
+/// Seconds since 1970 by the system clock; `None` for a clock set before 1970, which would
+/// only make every certificate look not yet valid.
+fn unix_time() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
 impl Driver {
     /// Binds a UDP socket on `addr` (IPv4 or IPv6; port 0 picks a free one) with an endpoint
-    /// seeded from [`random_seed`].
+    /// seeded from [`random_seed`], as [`from_parts`](Self::from_parts) does.
     ///
     /// ```
     /// let driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
@@ -165,6 +261,9 @@ impl Driver {
 
     /// Wraps an existing non-blocking socket and endpoint (e.g. one with a fixed seed).
     ///
+    /// Tells the endpoint the wall-clock time ([`Endpoint::set_unix_time`]), which a secure
+    /// endpoint needs to check certificates' validity periods and a plain one ignores.
+    ///
     /// ```
     /// use coap_engine::{Config, Endpoint};
     /// use coap_engine_mio::{mio::net::UdpSocket, Driver};
@@ -173,11 +272,15 @@ impl Driver {
     /// let driver = Driver::from_parts(socket, Endpoint::new(Config::default(), 7).unwrap());
     /// # Ok::<(), std::io::Error>(())
     /// ```
-    pub fn from_parts(socket: UdpSocket, endpoint: Endpoint) -> Self {
+    pub fn from_parts(socket: UdpSocket, mut endpoint: Endpoint) -> Self {
+        let epoch = StdInstant::now();
+        if let Some(secs) = unix_time() {
+            endpoint.set_unix_time(Instant::ZERO, secs);
+        }
         Driver {
             socket,
             endpoint,
-            epoch: StdInstant::now(),
+            epoch,
             blocked: None,
             registration: None,
             writable_interest: false,
