@@ -19,7 +19,7 @@
 //!   an async handler per request.
 //! - [`Events`]: session lifecycle and send failures ([`Event::SessionNew`],
 //!   [`Event::SessionEstablished`], [`Event::SessionFailed`], [`Event::SessionClosed`],
-//!   [`Event::SendFailed`]).
+//!   [`Event::SendFailed`], and on a secure server [`Event::HandshakeFailed`]).
 //!
 //! ```
 //! use coap_engine::coap_lite::{MessageClass, Packet, RequestType, ResponseType};
@@ -50,6 +50,63 @@
 //!     assert_eq!(response.payload, b"hi");
 //! });
 //! ```
+//!
+//! ## `coaps://` (feature `dtls`)
+//!
+//! A secure endpoint is a driver whose [`Config::security`] holds the engine's DTLS layer,
+//! seeded with `dtls_entropy()`; [`Client`], [`Incoming`] and [`Events`] work as on a plain
+//! one, and the socket is the CoAPS port (5684). A handshake the server refuses (a wrong key,
+//! an untrusted certificate) fails the request with
+//! [`ExchangeError::SessionFailed`]`(`[`FailureReason::Security`](coap_engine::FailureReason::Security)`)`.
+//! The driver gives the engine the wall-clock time when it starts
+//! ([`Driver::from_parts`]), so certificate validity periods are checked without further
+//! setup. A pre-shared-key server and a client of it:
+//!
+//! ```no_run
+//! # #[cfg(feature = "dtls")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::collections::BTreeMap;
+//! use std::sync::Arc;
+//! use coap_engine::coap_lite::{MessageClass, Packet, RequestType, ResponseType};
+//! use coap_engine::dtls::{Dtls, DtlsConfig, PskCredentials};
+//! use coap_engine::{Config, Security};
+//! use coap_engine_smol::{dtls_entropy, Driver};
+//!
+//! smol::block_on(async {
+//!     // Server: the key of every PSK identity it accepts.
+//!     let mut keys = BTreeMap::new();
+//!     keys.insert(b"sensor-1".to_vec(), b"secret-key".to_vec());
+//!     let dtls = DtlsConfig { psk_store: Some(Arc::new(keys)), ..DtlsConfig::default() };
+//!     let security = Security::new(Dtls::new(dtls, dtls_entropy())?);
+//!     let config = Config { security: Some(security), ..Config::default() };
+//!     let server = Driver::bind("127.0.0.1:5684".parse()?, config)?;
+//!     let incoming = server.incoming();
+//!     server.spawn().detach();
+//!     smol::spawn(incoming.serve(|_peer, _request| async {
+//!         let mut response = Packet::new();
+//!         response.header.code = MessageClass::Response(ResponseType::Content);
+//!         response.payload = b"hello".to_vec();
+//!         response
+//!     }))
+//!     .detach();
+//!
+//!     // Client: its identity and key; the handshake starts with the first request.
+//!     let psk = PskCredentials { identity: b"sensor-1".to_vec(), key: b"secret-key".to_vec() };
+//!     let dtls = DtlsConfig { psk: Some(psk), ..DtlsConfig::default() };
+//!     let security = Security::new(Dtls::new(dtls, dtls_entropy())?);
+//!     let config = Config { security: Some(security), ..Config::default() };
+//!     let driver = Driver::bind("127.0.0.1:0".parse()?, config)?;
+//!     let (client, _task) = (driver.client(), driver.spawn());
+//!     let mut get = Packet::new();
+//!     get.header.code = MessageClass::Request(RequestType::Get);
+//!     let response = client.request("127.0.0.1:5684".parse()?, get).await?;
+//!     println!("{}", String::from_utf8_lossy(&response.payload));
+//!     Ok::<(), Box<dyn std::error::Error>>(())
+//! })
+//! # }
+//! # #[cfg(not(feature = "dtls"))]
+//! # fn main() {}
+//! ```
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -59,7 +116,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration as StdDuration, Instant as StdInstant};
+use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
 pub use coap_engine;
 use coap_engine::coap_lite::{MessageClass, Packet, ResponseType};
@@ -82,8 +139,8 @@ pub const EVENT_CAPACITY: usize = 1024;
 pub enum Error {
     /// The request or ping ended without an answer, as the engine reports it:
     /// [`ExchangeError::Timeout`], [`Reset`](ExchangeError::Reset),
-    /// [`SessionFailed`](ExchangeError::SessionFailed) (keepalive failure or consecutive
-    /// unreachable sends), [`SendFailed`](ExchangeError::SendFailed),
+    /// [`SessionFailed`](ExchangeError::SessionFailed) (keepalive failure, consecutive
+    /// unreachable sends, or a failed DTLS handshake), [`SendFailed`](ExchangeError::SendFailed),
     /// [`SessionClosed`](ExchangeError::SessionClosed) or
     /// [`Cancelled`](ExchangeError::Cancelled).
     Exchange(ExchangeError),
@@ -116,6 +173,37 @@ type SendFilter = Box<dyn FnMut(SocketAddr, &[u8]) -> io::Result<()> + Send>;
 /// Work for the driver task: a closure run on its state. Every handle call is one.
 type Cmd = Box<dyn FnOnce(&mut State, Instant) + Send>;
 
+/// 32 bytes from the operating system's random number generator, for
+/// [`Dtls::new`](coap_engine::dtls::Dtls::new): every key, random and cookie of the DTLS
+/// layer derives from them, so call this once per layer and never reuse the value.
+///
+/// # Panics
+///
+/// If the operating system has no random number generator to offer (`getrandom` fails):
+/// without one no DTLS key can be made, and there is nothing safe to fall back to.
+///
+/// ```
+/// let entropy = coap_engine_smol::dtls_entropy();
+/// assert_ne!(entropy, coap_engine_smol::dtls_entropy());
+/// ```
+#[cfg(feature = "dtls")]
+pub fn dtls_entropy() -> [u8; 32] {
+    let mut bytes = [0; 32];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        panic!("the operating system's random number generator failed: {e}");
+    }
+    bytes
+}
+
+/// Seconds since 1970 by the system clock; `None` for a clock set before 1970, which would
+/// only make every certificate look not yet valid.
+fn unix_time() -> Option<u64> {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
 /// Owns the socket and the engine. Take the handles you need ([`client`](Self::client),
 /// [`incoming`](Self::incoming), [`events`](Self::events)), then run it with
 /// [`run`](Self::run) or [`spawn`](Self::spawn). It stops when every [`Client`], [`Incoming`]
@@ -131,7 +219,8 @@ pub struct Driver {
 impl Driver {
     /// Binds a UDP socket on `addr` (port 0 picks a free one) with an engine configured by
     /// `config` and randomly seeded. The driver does nothing until [`run`](Self::run) or
-    /// [`spawn`](Self::spawn).
+    /// [`spawn`](Self::spawn). The engine is told the wall-clock time, as by
+    /// [`from_parts`](Self::from_parts).
     pub fn bind(addr: SocketAddr, config: Config) -> io::Result<Driver> {
         let seed = std::collections::hash_map::RandomState::new()
             .build_hasher()
@@ -143,6 +232,9 @@ impl Driver {
 
     /// Wraps an existing socket and engine: a fixed seed for a reproducible run, or a socket
     /// set up beforehand (buffer sizes, ...).
+    ///
+    /// Tells the endpoint the wall-clock time ([`Endpoint::set_unix_time`]), which a secure
+    /// endpoint needs to check certificates' validity periods and a plain one ignores.
     ///
     /// A request to a peer that never answers ends in the engine's own [`ExchangeError`]:
     /// ```
@@ -167,14 +259,18 @@ impl Driver {
     /// let result = smol::block_on(client.request(silent.local_addr().unwrap(), get));
     /// assert_eq!(result, Err(Error::Exchange(ExchangeError::Timeout)));
     /// ```
-    pub fn from_parts(socket: Async<UdpSocket>, endpoint: Endpoint) -> Driver {
+    pub fn from_parts(socket: Async<UdpSocket>, mut endpoint: Endpoint) -> Driver {
+        let epoch = StdInstant::now();
+        if let Some(secs) = unix_time() {
+            endpoint.set_unix_time(Instant::ZERO, secs);
+        }
         let (cmds, cmd_rx) = channel::unbounded();
         let (incoming_tx, incoming_rx) = channel::unbounded();
         let (events_tx, events_rx) = channel::bounded(EVENT_CAPACITY);
         let state = State {
             socket,
             endpoint,
-            epoch: StdInstant::now(),
+            epoch,
             filter: None,
             responders: cmds.downgrade(),
             incoming_tx,
@@ -596,7 +692,8 @@ impl Incoming {
 }
 
 /// The session event stream: [`Event::SessionNew`], [`Event::SessionEstablished`],
-/// [`Event::SessionFailed`], [`Event::SessionClosed`], [`Event::SendFailed`]. Responses,
+/// [`Event::SessionFailed`], [`Event::SessionClosed`], [`Event::SendFailed`],
+/// [`Event::HandshakeFailed`] (a secure server's refused or stalled handshakes). Responses,
 /// pongs and failures of requests and pings go to their futures (and are dropped with a
 /// future that was dropped), requests to [`Incoming`]. Bounded by [`EVENT_CAPACITY`].
 pub struct Events(Pin<Box<Receiver<Event>>>);
