@@ -31,6 +31,25 @@
 //! waits for room without ever delaying a timer, so a dead link cannot postpone a keepalive
 //! failure.
 //!
+//! ## Security
+//!
+//! This adapter runs plain CoAP (`coap://`) only. The engine's DTLS (its `dtls` feature) is
+//! built on dimpl, which needs `std`, so it is not available on `no_std` targets. What the
+//! engine does offer on `no_std` is its security seam: [`coap_engine::security::SecurityLayer`]
+//! and [`coap_engine::security::SecureChannel`] are always compiled, and an embedded DTLS
+//! implementation of them, put in [`Config::security`](coap_engine::Config::security), turns
+//! an endpoint into a `coaps://` one without changes to the engine. Such a layer will need
+//! [`Endpoint::set_unix_time`] from the application (an RTC or SNTP; embassy has no wall
+//! clock) before certificates can be checked, though not for pre-shared keys; and this
+//! runner receives into a buffer of
+//! [`Config::max_message_size`](coap_engine::Config::max_message_size) bytes, sized for
+//! plain CoAP messages, which records (a header and an authentication tag more) outgrow.
+//! Until such a layer exists, a device can reach a DTLS server through
+//! a gateway that terminates DTLS, or protect its messages at the application layer with
+//! OSCORE (RFC 8613), which the engine does not implement: with option 9 (OSCORE) listed in
+//! [`Config::extra_critical_options`](coap_engine::Config::extra_critical_options), requests
+//! carrying it reach the application unchanged instead of being answered 4.02 Bad Option.
+//!
 //! ```no_run
 //! # async fn demo(stack: embassy_net::Stack<'static>) {
 //! use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
