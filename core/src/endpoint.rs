@@ -373,6 +373,8 @@ impl Endpoint {
                             s.opened(now, &mut ctx);
                         }
                         self.drain_inbox(now, peer, slot);
+                        // Its keepalive and idle timers start now, whatever arrived.
+                        self.rearm(slot);
                     }
                     Err(_) => {
                         // Only a race with the cap (checked at the cookie): close it cleanly.

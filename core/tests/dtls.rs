@@ -1140,3 +1140,24 @@ fn unreachable_sends_during_the_handshake_fail_the_session_early_when_configured
 
 #[allow(dead_code)]
 fn _unused(_: Packet) {}
+
+/// Found by the property test: a session the server made when a handshake completed was
+/// never given a timer when no request came with the handshake, so keepalive never watched
+/// it and it was never reaped.
+#[test]
+fn a_session_opened_by_a_handshake_alone_is_watched_by_keepalive() {
+    let mut w = World::new(
+        260,
+        psk_client(Config::default(), b"client", b"secret", 260),
+        psk_server(with_keepalive(), 261),
+    );
+    let sa = w.sa;
+    w.sim.open_session(w.client, sa).unwrap(); // the handshake, and nothing after it
+    w.sim.run_for(Duration::from_millis(500));
+    let opened = w.events(w.server, |e| matches!(e, Event::SessionEstablished { .. }))[0].0;
+    w.sim.isolate(w.ca, Window::from(w.sim.now()));
+    w.sim.run_for(Duration::from_secs(30));
+    let (at, reason) = w.session_failure(w.server).expect("the server notices");
+    assert!(matches!(reason, FailureReason::KeepaliveTimeout { .. }));
+    assert_eq!(at, opened + K.bound());
+}

@@ -307,6 +307,10 @@ impl Dtls {
     /// and the peer's address, so a cookie is good for that address only.
     fn cookie_seed(&self, peer: SocketAddr, random: &[u8]) -> u64 {
         let addr = address_bytes(peer);
+        // The random's first four bytes are the client's clock (RFC 5246 §7.4.1.2); dimpl
+        // fills them from the system clock, which would make a simulation's server timing
+        // depend on when it ran. The other 28 bytes are random.
+        let random = random.get(4..).unwrap_or(random);
         let digest = hmac(&self.cookie_key, &[&addr, random]);
         u64::from_be_bytes(digest[..8].try_into().unwrap_or([0; 8]))
     }
