@@ -1,11 +1,14 @@
 //! Shared by `coap-server` and `coap-client` (included with `#[path]`): libcoap-style option
-//! parsing, the `-l`/`-Z` datagram selectors, `-v` logging and small helpers.
+//! parsing, the `-l`/`-Z` datagram selectors, `-v` logging, DTLS credential files and small
+//! helpers.
 
 #![allow(dead_code)] // each binary uses a different subset
 
 use std::io::Write;
+use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
 
+use coap_engine::dtls::{CertificateDer, CertifiedKey};
 use coap_engine::{SendErrorKind, Transmit};
 use coap_engine_mio::SendAction;
 
@@ -13,6 +16,13 @@ use coap_engine_mio::SendAction;
 pub fn usage_error(prog: &str, message: impl std::fmt::Display) -> ! {
     eprintln!("{prog}: {message} (try -h)");
     std::process::exit(2)
+}
+
+/// Whether the command line ends with a bare `-h`. libcoap's `-h` takes an argument (a hint
+/// file for its client, the PSK identity hint for its server) and prints the usage when it
+/// has none; ours does the same, so `-h` alone still shows the help.
+pub fn help_asked(args: &[String]) -> bool {
+    args.last().is_some_and(|a| a == "-h")
 }
 
 /// Flags in order (`(letter, argument or "")`) and positional arguments.
@@ -66,6 +76,7 @@ pub fn parse_seconds(flag: char, value: &str) -> Result<std::time::Duration, Str
 
 /// libcoap's `-l`/`-Z` argument: `N%` picks datagrams at random with that probability;
 /// `1,3,5-7` picks the 1st, 3rd, 5th to 7th datagram sent (counting from 1).
+#[derive(Clone)]
 pub enum Selector {
     /// Probability in [0, 1].
     Random(f64),
@@ -225,4 +236,46 @@ pub fn uint_option(v: u32) -> Vec<u8> {
 /// Decodes an option value for `/.well-known/core`-style display or RFC 7252 uint options.
 pub fn decode_uint(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0, |acc, b| (acc << 8) | u32::from(*b))
+}
+
+/// libcoap's `-c certfile [-j keyfile]`: our certificate and its key (in the certificate
+/// file when there is no `-j`, as libcoap allows). The error names the flags, so a bad file
+/// is one clear line.
+pub fn load_certificate(cert: &str, key: Option<&str>) -> Result<CertifiedKey, String> {
+    CertifiedKey::from_pem_files(Path::new(cert), key.map(Path::new)).map_err(|e| match key {
+        Some(key) => format!("-c {cert} -j {key}: {e}"),
+        None => format!("-c {cert}: {e}"),
+    })
+}
+
+/// The trust anchors of libcoap's `-C cafile` and `-R trust_casfile` flags, in the order
+/// given. Both add CAs to one trusted set here: libcoap's `-C` also restricts a peer to the
+/// CA that issued our own certificate (its "common CA" check), which a set of anchors that
+/// each issue end-entity certificates directly makes moot. `-R` may name a directory, whose
+/// `.pem` and `.crt` files are read, as libcoap's can.
+pub fn load_trust_anchors(
+    files: &[(char, String)],
+) -> Result<Vec<CertificateDer<'static>>, String> {
+    let mut anchors = Vec::new();
+    for (flag, file) in files {
+        let path = Path::new(file);
+        let mut paths = vec![path.to_path_buf()];
+        if *flag == 'R' && path.is_dir() {
+            let entries = std::fs::read_dir(path).map_err(|e| format!("-R {file}: {e}"))?;
+            paths = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "pem" || x == "crt"))
+                .collect();
+            paths.sort();
+            if paths.is_empty() {
+                return Err(format!("-R {file}: no .pem or .crt file in this directory"));
+            }
+        }
+        for p in paths {
+            let found = coap_engine::dtls::trust_anchors_from_pem_file(&p)
+                .map_err(|e| format!("-{flag} {}: {e}", p.display()))?;
+            anchors.extend(found);
+        }
+    }
+    Ok(anchors)
 }

@@ -1,18 +1,33 @@
 //! `coap-client`: a CoAP client on the mio adapter with the flags of libcoap's example
-//! client (`coap-client-notls`).
+//! clients (`coap-client-notls`, and for `coaps://` `coap-client-openssl`).
 //!
 //! ```text
 //! coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type] [-N]
 //!             [-b [num,]size] [-T token] [-O num,text]... [-K seconds] [-B seconds]
 //!             [-s seconds] [-w]
-//!             [-l list|loss%] [-Z list|fail%] [-v num] coap://host[:port]/path?query
+//!             [-l list|loss%] [-Z list|fail%] [-v num]
+//!             [-k key -u identity] [-c certfile [-j keyfile]] [-C cafile] [-R trust_casfile]
+//!             [-n] coap[s]://host[:port]/path?query
 //! ```
 //!
 //! The response payload goes to stdout (or `-o file`) as received: a block-wise (RFC 7959)
 //! response whole, once the engine has reassembled it. Exit status: 0 on a 2.xx
 //! response; 1 on a 4.xx/5.xx response (the code on stderr, the payload still printed); 3
-//! when no response came (timeout, reset, send failure, keepalive failure: one line on
-//! stderr); 2 for bad flags or URIs.
+//! when no response came (timeout, reset, send failure, keepalive failure, failed DTLS
+//! handshake: one line on stderr); 2 for bad flags, URIs or credential files.
+//!
+//! `coaps://` (default port 5684) runs the same request over DTLS 1.2 (RFC 7252 §9); every
+//! other flag works as over `coap://`. With `-k key -u identity` the client uses that
+//! pre-shared key (libcoap 4.3.1 refuses `-k` without `-u` too: there is no default
+//! identity). Without `-k` it uses certificates: the server's is verified against the CAs
+//! of `-C` and `-R` (both add to one trusted set) and against the URI's host (its name, also
+//! sent as Uri-Host, or its IP address); `-c certfile [-j keyfile]` is our own, sent when
+//! the server asks for one. Unlike libcoap, which then skips verification, certificate mode
+//! without `-C`/`-R` is refused unless `-n` says to skip it on purpose, and `-n` prints a
+//! warning. A handshake that fails (wrong key, unknown CA, name mismatch, no answer) exits
+//! 3 with one line naming the cause, where libcoap's client exits 0. The security flags
+//! with a `coap://` URI are a usage error (libcoap ignores them): a request the user meant
+//! to protect never goes out in the clear.
 //!
 //! `-s seconds` observes the resource (RFC 7641), as libcoap's `-s` does: the GET goes out
 //! with Observe = 0 and every notification's payload is written as it arrives (one after
@@ -44,7 +59,10 @@ use std::ops::ControlFlow;
 use std::time::{Duration, Instant as StdInstant};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use coap_engine::{Config, Event, ExchangeError, FailureReason, RequestId};
+use coap_engine::dtls::{Dtls, DtlsConfig, PskCredentials};
+use coap_engine::{
+    CertificateError, Config, Event, ExchangeError, FailureReason, RequestId, SecurityError,
+};
 use coap_engine_mio::{Driver, Handler};
 
 #[path = "../cli.rs"]
@@ -54,8 +72,11 @@ const PROG: &str = "coap-client";
 const HELP: &str = "\
 Usage: coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type] [-N]
                    [-b [num,]size] [-T token] [-O num,text]... [-K seconds] [-B seconds]
-                   [-s seconds] [-w] [-l list|loss%] [-Z list|fail%] [-v num] URI
-	URI		coap://host[:port]/path?query (IPv6 literals as coap://[::1]/path)
+                   [-s seconds] [-w] [-l list|loss%] [-Z list|fail%] [-v num]
+                   [-k key -u identity] [-c certfile [-j keyfile]] [-C cafile]
+                   [-R trust_casfile] [-n] URI
+	URI		coap://host[:port]/path?query (IPv6 literals as coap://[::1]/path),
+			or coaps:// for DTLS (default port 5684)
 	-m method	get|post|put|delete|fetch|patch|ipatch (default get)
 	-e text		Payload text
 	-f file		Payload from file ('-' for stdin)
@@ -75,10 +96,28 @@ Usage: coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type]
 	-l list|loss%	Drop outgoing datagrams (list of numbers/ranges, or a probability)
 	-Z list|fail%	Like -l, but the send fails and the engine is told \"unreachable\"
 	-v num		Verbosity level (default 3, maximum 9)
-Exit status: 0 on 2.xx, 1 on 4.xx/5.xx, 3 when no response came, 2 on bad usage.";
+	-h		This help
+DTLS (coaps:// only; with a coap:// URI these flags are an error)
+	-k key		Pre-shared key (text); needs -u, as in libcoap 4.3.1
+	-u identity	PSK identity to send
+	-c certfile	PEM certificate to present when the server asks for one (its key
+			in the same file, or in -j)
+	-j keyfile	PEM private key (ECDSA P-256 or P-384) of -c certfile
+	-C cafile	PEM CA certificate(s) trusted to issue the server's certificate
+	-R trust_casfile	Like -C (a file or a directory of .pem/.crt files)
+	-n		Do not verify the server's certificate (encrypted, but anyone can
+			pose as the server); without -k, one of -C, -R or -n is required
+	The server's certificate must name the URI's host (DNS name or IP address).
+	libcoap's -h match_hint_file is not supported.
+Exit status: 0 on 2.xx, 1 on 4.xx/5.xx, 3 when no response came (a failed DTLS
+handshake too), 2 on bad usage or unreadable credentials.";
 
 struct Request {
     peer: SocketAddr,
+    /// `coaps://`: the DTLS layer (credentials already loaded).
+    security: Option<coap_engine::Security>,
+    /// `-c` was given.
+    have_certificate: bool,
     packet: Packet,
     keepalive: Option<Duration>,
     give_up: Duration,
@@ -94,6 +133,13 @@ struct Request {
 
 struct Client {
     id: Option<RequestId>,
+    peer: SocketAddr,
+    /// `coaps://`: a request that gets nowhere may be stuck in the DTLS handshake.
+    secure: bool,
+    /// The name the server's certificate must carry: the Uri-Host, else the address.
+    server_name: String,
+    /// `-c`: we have a certificate to show a server that asks for one.
+    have_certificate: bool,
     deadline: StdInstant,
     give_up: Duration,
     output: Option<String>,
@@ -118,6 +164,10 @@ const DEREGISTER_GRACE: Duration = Duration::from_secs(5);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if cli::help_asked(&args) {
+        println!("{HELP}");
+        std::process::exit(0);
+    }
     let request = parse_args(args).unwrap_or_else(|e| cli::usage_error(PROG, e));
     let (status, message) = run(request);
     if let Some(m) = message {
@@ -127,15 +177,18 @@ fn main() {
 }
 
 fn parse_args(args: Vec<String>) -> Result<Request, String> {
-    let (flags, positional) = cli::getopt(args, "m:e:f:o:t:A:NT:O:K:B:l:Z:v:s:b:wh")?;
+    let (flags, positional) = cli::getopt(args, "m:e:f:o:t:A:NT:O:K:B:l:Z:v:s:b:wh:k:u:c:j:C:R:n")?;
     let mut method = RequestType::Get;
     let mut payload: Option<Vec<u8>> = None;
     let mut options: Vec<(u16, Vec<u8>)> = Vec::new();
     let mut token = None;
     let mut non = false;
     let mut verbosity = "3".to_string();
+    let mut dtls = DtlsFlags::default();
     let mut r = Request {
         peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+        security: None,
+        have_certificate: false,
         packet: Packet::new(),
         keepalive: None,
         give_up: Duration::from_secs(90),
@@ -214,23 +267,34 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
             }
             'b' => r.block = Some(parse_block(&value)?),
             'h' => {
-                println!("{HELP}");
-                std::process::exit(0);
+                return Err(format!(
+                    "-h {value}: libcoap's match_hint_file is not supported (use -u and -k)"
+                ))
             }
+            'k' | 'u' | 'c' | 'j' | 'C' | 'R' | 'n' => dtls.set(flag, value)?,
             _ => unreachable!("getopt returns only known flags"),
         }
     }
     let uri = match positional.as_slice() {
         [uri] => uri,
-        [] => return Err("missing URI (coap://host[:port]/path)".into()),
+        [] => return Err("missing URI (coap[s]://host[:port]/path)".into()),
         [_, extra, ..] => return Err(format!("unexpected argument {extra:?}")),
     };
     if r.observe.is_some() && !matches!(method, RequestType::Get | RequestType::Fetch) {
         return Err("-s observes with GET or FETCH only (RFC 7641 §2)".into());
     }
     let uri = parse_uri(uri)?;
+    if let Some(flag) = dtls.first.filter(|_| !uri.secure) {
+        return Err(format!(
+            "-{flag} is a DTLS flag: use a coaps:// URI (the request would go unprotected)"
+        ));
+    }
     cli::init_logging(PROG, &verbosity)?;
     r.peer = resolve(&uri.host, uri.port)?;
+    if uri.secure {
+        r.have_certificate = dtls.certificate.is_some();
+        r.security = Some(dtls.security(r.give_up)?);
+    }
 
     let p = &mut r.packet;
     p.header.code = MessageClass::Request(method);
@@ -239,6 +303,13 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
     }
     if let Some(t) = token {
         p.set_token(t);
+    }
+    let own_host = options.iter().any(|(num, _)| *num == 3);
+    if uri.host.parse::<IpAddr>().is_err() && !own_host {
+        // RFC 7252 §6.4 step 5: a host name travels as Uri-Host, as libcoap's client sends
+        // it; over coaps:// it is also the name the server's certificate must carry. An
+        // explicit `-O 3,name` takes its place (one Uri-Host at most).
+        p.add_option(CoapOption::UriHost, uri.host.clone().into_bytes());
     }
     for segment in uri.path {
         p.add_option(CoapOption::UriPath, segment);
@@ -257,6 +328,101 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
     }
     p.payload = payload.unwrap_or_default();
     Ok(r)
+}
+
+/// The DTLS flags as given (libcoap's client's names), checked together once the URI says
+/// whether they apply.
+#[derive(Default)]
+struct DtlsFlags {
+    /// The first DTLS flag given, for the error when the URI is `coap://`.
+    first: Option<char>,
+    key: Option<String>,
+    identity: Option<String>,
+    certificate: Option<String>,
+    private_key: Option<String>,
+    /// `-C` and `-R` files, in order.
+    trust: Vec<(char, String)>,
+    no_verify: bool,
+}
+
+impl DtlsFlags {
+    fn set(&mut self, flag: char, value: String) -> Result<(), String> {
+        self.first.get_or_insert(flag);
+        let slot = match flag {
+            'k' => &mut self.key,
+            'u' => &mut self.identity,
+            'c' => &mut self.certificate,
+            'j' => &mut self.private_key,
+            'C' | 'R' => {
+                self.trust.push((flag, value));
+                return Ok(());
+            }
+            'n' => {
+                self.no_verify = true;
+                return Ok(());
+            }
+            _ => unreachable!("only DTLS flags come here"),
+        };
+        if value.is_empty() {
+            return Err(format!("-{flag} must not be empty"));
+        }
+        *slot = Some(value);
+        Ok(())
+    }
+
+    /// The DTLS layer for a `coaps://` request: PSK with `-k`, else certificates.
+    fn security(self, give_up: Duration) -> Result<coap_engine::Security, String> {
+        // A stalled handshake gives up a little before -B does (by a tenth of it, at most
+        // a second), so the user reads its own cause: a server that never answers our
+        // Finished has most likely refused our key. At most 30 s, the engine's default.
+        let handshake_timeout = give_up
+            .saturating_sub((give_up / 10).min(Duration::from_secs(1)))
+            .clamp(Duration::from_millis(1), Duration::from_secs(30));
+        let mut config = DtlsConfig {
+            handshake_timeout: handshake_timeout.into(),
+            ..DtlsConfig::default()
+        };
+        if self.private_key.is_some() && self.certificate.is_none() {
+            return Err("-j keyfile is the key of -c certfile: give -c too".into());
+        }
+        match (self.key, self.identity) {
+            (Some(key), Some(identity)) => {
+                config.psk = Some(PskCredentials {
+                    identity: identity.into_bytes(),
+                    key: key.into_bytes(),
+                });
+            }
+            (Some(_), None) => return Err("-k key needs -u identity (the PSK identity)".into()),
+            (None, Some(_)) => return Err("-u identity needs -k key (the pre-shared key)".into()),
+            (None, None) => {
+                if self.trust.is_empty() && !self.no_verify {
+                    return Err(
+                        "coaps:// needs -k key -u identity (PSK), or -C cafile / -R \
+                                trust_casfile to verify the server's certificate (-n skips \
+                                the check)"
+                            .into(),
+                    );
+                }
+            }
+        }
+        if let Some(cert) = &self.certificate {
+            config.certificate = Some(cli::load_certificate(cert, self.private_key.as_deref())?);
+        }
+        config.trust_anchors = cli::load_trust_anchors(&self.trust)?;
+        config.verify_peer = !self.no_verify;
+        let unverified = config.psk.is_none() && self.no_verify;
+        let dtls = Dtls::new(config, coap_engine_mio::dtls_entropy())
+            .map_err(|e| format!("DTLS credentials: {e}"))?;
+        if unverified {
+            // Said every time: nothing else would tell the user that the server may not be
+            // the one the URI names. (With a PSK the key itself authenticates the server.)
+            eprintln!(
+                "{PROG}: WARNING: -n: the server's certificate is NOT verified; the \
+                 connection is encrypted, but anyone can pose as the server"
+            );
+        }
+        Ok(coap_engine::Security::new(dtls))
+    }
 }
 
 /// libcoap's `-b [num,]size`: a block size that is a power of two from 16 to 1024 (SZX 0-6,
@@ -286,8 +452,10 @@ fn parse_block(value: &str) -> Result<(u32, usize), String> {
 }
 
 fn run(r: Request) -> (i32, Option<String>) {
+    let secure = r.security.is_some();
     let mut config = Config {
         keepalive: r.keepalive.map(cli::keepalive),
+        security: r.security,
         ..Config::default()
     };
     if let Some((_, size)) = r.block {
@@ -309,8 +477,18 @@ fn run(r: Request) -> (i32, Option<String>) {
             coap_engine_mio::random_seed(),
         ));
     }
+    let server_name = r
+        .packet
+        .get_first_option(CoapOption::UriHost)
+        .map_or(r.peer.ip().to_string(), |h| {
+            String::from_utf8_lossy(h).into_owned()
+        });
     let mut client = Client {
         id: None,
+        peer: r.peer,
+        secure,
+        server_name,
+        have_certificate: r.have_certificate,
         deadline: StdInstant::now() + r.give_up,
         give_up: r.give_up,
         output: r.output,
@@ -344,12 +522,35 @@ fn run(r: Request) -> (i32, Option<String>) {
     if let Err(e) = driver.run(&mut client) {
         return (3, Some(format!("I/O error: {e}")));
     }
+    if secure {
+        // A close_notify, so the server can free the association now rather than when it
+        // times out (sent once: no answer is awaited).
+        let now = driver.now();
+        if driver.endpoint_mut().close_session(now, r.peer).is_ok() {
+            driver.drive();
+        }
+    }
     client
         .outcome
         .unwrap_or((3, Some("stopped without an answer".into())))
 }
 
 impl Client {
+    /// What to add to a handshake failure for the user to act on it.
+    fn hint(&self, e: SecurityError) -> String {
+        match e {
+            SecurityError::Certificate(CertificateError::NameMismatch) => {
+                format!(" (wanted {:?})", self.server_name)
+            }
+            // Alerts about a certificate are about ours: without -c the server was shown
+            // only a placeholder nobody trusts.
+            SecurityError::Alert(42..=46 | 48 | 49) if !self.have_certificate => {
+                " (the server wants a client certificate: -c certfile [-j keyfile])".into()
+            }
+            _ => String::new(),
+        }
+    }
+
     /// Writes a payload (plus the `-w` newline) to stdout or the `-o` file, which the first
     /// write creates and later ones append to.
     fn write(&mut self, payload: Vec<u8>) -> std::io::Result<()> {
@@ -460,6 +661,10 @@ impl Handler for Client {
                     ExchangeError::Timeout => format!("timeout: no response from {peer}"),
                     ExchangeError::Reset => format!("reset: {peer} answered with Reset"),
                     ExchangeError::SendFailed(kind) => format!("send failure: {kind}"),
+                    // The handshake's own words: wrong key, unknown CA, name mismatch, ...
+                    ExchangeError::SessionFailed(FailureReason::Security(e)) => {
+                        format!("DTLS with {peer}: {e}{}", self.hint(e))
+                    }
                     other => format!("request failed: {other}"),
                 };
                 self.outcome = Some((3, Some(reason)));
@@ -505,7 +710,20 @@ impl Handler for Client {
         }
         if now >= self.deadline {
             let s = self.give_up.as_secs_f64();
-            self.outcome = Some((3, Some(format!("timeout: no response within -B {s} s"))));
+            let handshaking = self.secure
+                && !driver
+                    .endpoint()
+                    .session_info(self.peer)
+                    .is_some_and(|i| i.established);
+            let message = if handshaking {
+                format!(
+                    "timeout: the DTLS handshake with {} did not complete within -B {s} s",
+                    self.peer
+                )
+            } else {
+                format!("timeout: no response within -B {s} s")
+            };
+            self.outcome = Some((3, Some(message)));
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(Some(self.deadline))
@@ -545,26 +763,32 @@ fn bytes_or_hex(s: &str) -> Result<Vec<u8>, String> {
 
 #[derive(Debug)]
 struct Uri {
+    /// `coaps://`: DTLS.
+    secure: bool,
     host: String,
     port: u16,
     path: Vec<Vec<u8>>,
     query: Vec<Vec<u8>>,
 }
 
-/// `coap://host[:port]/path?query` (RFC 7252 §6.4): IPv6 literals in brackets, each path and
-/// query segment percent-decoded into one Uri-Path / Uri-Query option.
+/// `coap://host[:port]/path?query` or `coaps://...` (RFC 7252 §6.4, §6.2): IPv6 literals in
+/// brackets, each path and query segment percent-decoded into one Uri-Path / Uri-Query
+/// option.
 fn parse_uri(s: &str) -> Result<Uri, String> {
     let bad = |why: &str| format!("bad URI {s:?}: {why}");
     let (scheme, rest) = s
         .split_once("://")
         .ok_or_else(|| bad("expected coap://host[:port]/path"))?;
-    match scheme.to_ascii_lowercase().as_str() {
-        "coap" => {}
-        "coaps" | "coap+tcp" | "coaps+tcp" | "coap+ws" | "coaps+ws" => {
-            return Err(format!("{scheme}:// is not supported yet (only coap://)"))
+    let secure = match scheme.to_ascii_lowercase().as_str() {
+        "coap" => false,
+        "coaps" => true,
+        "coap+tcp" | "coaps+tcp" | "coap+ws" | "coaps+ws" => {
+            return Err(format!(
+                "{scheme}:// is not supported yet (only coap:// and coaps://)"
+            ))
         }
-        _ => return Err(bad("the scheme must be coap")),
-    }
+        _ => return Err(bad("the scheme must be coap or coaps")),
+    };
     let rest = rest.split('#').next().unwrap_or_default();
     let end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, rest) = rest.split_at(end);
@@ -581,6 +805,7 @@ fn parse_uri(s: &str) -> Result<Uri, String> {
         return Err(bad("no host"));
     }
     let port = match port {
+        "" if secure => 5684,
         "" => 5683,
         p => p
             .strip_prefix(':')
@@ -602,6 +827,7 @@ fn parse_uri(s: &str) -> Result<Uri, String> {
         query.split('&').map(decode).collect::<Result<_, _>>()?
     };
     Ok(Uri {
+        secure,
         host,
         port,
         path,
@@ -760,7 +986,11 @@ mod tests {
         ] {
             assert!(parse_uri(bad).is_err(), "{bad}");
         }
-        assert!(parse_uri("coaps://h/")
+        let u = parse_uri("coaps://h/x").unwrap();
+        assert_eq!((u.secure, u.port), (true, 5684));
+        assert!(!parse_uri("coap://h/x").unwrap().secure);
+        assert_eq!(parse_uri("coaps://[::1]:7/").unwrap().port, 7);
+        assert!(parse_uri("coap+tcp://h/")
             .unwrap_err()
             .contains("not supported yet"));
     }
