@@ -1,10 +1,24 @@
 //! `coap-server`: a CoAP server on the mio adapter with the flags of libcoap's example
-//! server (`coap-server-notls`).
+//! servers (`coap-server-notls`, and for DTLS `coap-server-openssl`).
 //!
 //! ```text
 //! coap-server [-A address] [-p port] [-v level] [-K seconds] [-d max] [-e] [-N]
 //!             [-l list|loss%] [-Z list|fail%]
+//!             [-k key [-h hint] [-i match_identity_file]]
+//!             [-c certfile [-j keyfile] [-C cafile] [-R trust_casfile] [-n]]
 //! ```
+//!
+//! With DTLS credentials (`-k` and/or `-c`), the server listens for `coaps://` on port
+//! `-p` + 1 next to `coap://` on `-p`, as libcoap's does: two mio drivers, one plain endpoint
+//! and one secure, in one poll loop. Both serve the same resources: what a PUT over one
+//! stores, a GET over the other reads, and a notification goes to the observers on both.
+//! Credentials follow libcoap's server: `-k key` accepts any PSK identity with that key
+//! (`-i` lines `hint,identity,key` give chosen identities another key when the hint
+//! matches), `-h hint` is the identity hint sent (default `CoAP`, an empty one sends none);
+//! `-c certfile [-j keyfile]` is the certificate, and `-C`/`-R` CAs make a client
+//! certificate required and verified against them (`-n` turns that off again). A client
+//! whose handshake fails is logged at `-v 4` (warning). Credential files that cannot be
+//! used stop the server at start with one line and exit status 1.
 //!
 //! Resources: `/` (text), `/time` (current UTC time; `?ticks` for seconds since the Unix
 //! epoch), `/async?N` (a separate response after N seconds: the engine sends the Empty ACK
@@ -49,12 +63,14 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
+use coap_engine::dtls::{ClientAuth, Dtls, DtlsConfig};
 use coap_engine::{Config, Event, IncomingRequestId, ResourceId};
-use coap_engine_mio::{Driver, Handler};
+use coap_engine_mio::mio::{Events, Poll, Token};
+use coap_engine_mio::Driver;
 
 #[path = "../cli.rs"]
 mod cli;
@@ -69,9 +85,13 @@ const ROOT_TEXT: &str = "This is a test server made with coap-engine (a sans-IO 
 const HELP: &str = "\
 Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e] [-N]
                    [-l list|loss%] [-Z list|fail%]
+                   [-k key [-h hint] [-i match_identity_file]]
+                   [-c certfile [-j keyfile] [-C cafile] [-R trust_casfile] [-n]]
 	-A address	Interface address to bind to (default ::, falling back to 0.0.0.0)
-	-p port		Listen on specified port (default 5683)
-	-v num		Verbosity level (default 3, maximum 9; 6 logs every request)
+	-p port		Listen on specified port (default 5683); with DTLS credentials also
+			on port+1 for coaps://
+	-v num		Verbosity level (default 3, maximum 9; 4 logs failed DTLS
+			handshakes, 6 every request)
 	-K seconds	Keepalive for client sessions: ping after this much silence, fail the
 			session after as much again
 	-d max		Allow dynamic creation of up to max resources by PUT or POST (POST
@@ -82,7 +102,18 @@ Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e] [-
 	-l list		Drop outgoing datagrams: a comma separated list of numbers or ranges
 	-l loss%	Drop outgoing datagrams randomly with this probability
 	-Z list|fail%	Like -l, but the send fails and the engine is told \"unreachable\"
-	-h		This help";
+	-h		This help (with no argument; see -h hint)
+DTLS (coaps:// on port+1; same resources as coap://)
+	-k key		Pre-shared key (text), accepted with any PSK identity
+	-h hint		PSK identity hint to send (default CoAP; -h '' sends none)
+	-i file		Lines hint_to_match,identity_to_match,use_key ('#' comments): that
+			identity uses that key when our hint matches; needs -k
+	-c certfile	PEM certificate (ECDSA P-256/P-384); its key in the same file or -j
+	-j keyfile	PEM private key of -c certfile
+	-C cafile	PEM CA certificate(s): clients must present a certificate they issued
+	-R trust_casfile	Like -C (a file or a directory of .pem/.crt files)
+	-n		Do not ask clients for a certificate even with -C/-R
+	With both -k and -c, each client gets the mode it asks for.";
 
 struct Resource {
     data: Vec<u8>,
@@ -124,8 +155,8 @@ struct Server {
     /// The answer to the latest PUT or POST of each target (and which it was): further
     /// requests for blocks of it (RFC 7959 §2.7) get it again.
     written: BTreeMap<String, (RequestType, Packet)>,
-    /// Separate responses due later: (when, request).
-    delayed: Vec<(StdInstant, IncomingRequestId)>,
+    /// Separate responses due later: (when, index of the driver, request).
+    delayed: Vec<(StdInstant, usize, IncomingRequestId)>,
     observe: Observable,
 }
 
@@ -197,11 +228,19 @@ impl Observable {
         }
     }
 
-    /// Sends the pending notifications.
-    fn flush(&mut self, driver: &mut Driver) {
+    /// Sends the pending notifications to the observers on every endpoint (`coap://` and
+    /// `coaps://` observers of one resource share its id).
+    fn flush(&mut self, drivers: &mut [Driver]) {
         for (id, p) in std::mem::take(&mut self.pending) {
-            let now = driver.now();
-            let sent = driver.endpoint_mut().notify(now, id, &p, self.confirmable);
+            let mut sent = Ok(0);
+            for driver in drivers.iter_mut() {
+                let now = driver.now();
+                match driver.endpoint_mut().notify(now, id, &p, self.confirmable) {
+                    Ok(n) => sent = sent.map(|total| total + n),
+                    Err(e) => sent = Err(e),
+                }
+                driver.drive();
+            }
             match sent {
                 Ok(0) => {}
                 // A final (non-2.xx) notification ends observations: worth a line at -v 6.
@@ -220,22 +259,21 @@ impl Observable {
             // Observers that a final notification removed are still to be reported (their
             // events are queued), and that handler forgets the name once it has logged it.
             if !matches!(sent, Ok(n) if n > 0) {
-                self.forget_if_unused(driver, id);
+                self.forget_if_unused(drivers, id);
             }
         }
-        driver.drive();
     }
 
     /// Drops the name of an id no representation has and no observer uses any more.
-    fn forget_if_unused(&mut self, driver: &Driver, id: ResourceId) {
-        if driver.endpoint().observers(id) == 0 && !self.ids.values().any(|v| *v == id) {
+    fn forget_if_unused(&mut self, drivers: &[Driver], id: ResourceId) {
+        if observers(drivers, id) == 0 && !self.ids.values().any(|v| *v == id) {
             self.names.remove(&id);
         }
     }
 
     /// Notifies `/time`'s observers once per second; returns when to come back (the next
     /// second boundary while anyone observes it).
-    fn tick_time(&mut self, driver: &mut Driver) -> Option<StdInstant> {
+    fn tick_time(&mut self, drivers: &mut [Driver]) -> Option<StdInstant> {
         let ids: Vec<(ResourceId, bool)> = TIME_KEYS
             .iter()
             .filter_map(|k| {
@@ -243,7 +281,7 @@ impl Observable {
                     .get(&(k.to_string(), Some(0)))
                     .map(|id| (*id, k.ends_with("ticks")))
             })
-            .filter(|(id, _)| driver.endpoint().observers(*id) > 0)
+            .filter(|(id, _)| observers(drivers, *id) > 0)
             .collect();
         let since_epoch = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
@@ -258,7 +296,7 @@ impl Observable {
             for (id, ticks) in ids {
                 self.pending.push((id, time_response(secs, ticks)));
             }
-            self.flush(driver);
+            self.flush(drivers);
         }
         // Just past the next second boundary, as libcoap's server does.
         let to_next = Duration::from_nanos(1_000_000_000 - u64::from(since_epoch.subsec_nanos()));
@@ -268,8 +306,12 @@ impl Observable {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (flags, positional) =
-        cli::getopt(args, "A:p:v:K:d:eNl:Z:h").unwrap_or_else(|e| cli::usage_error(PROG, e));
+    if cli::help_asked(&args) {
+        println!("{HELP}");
+        std::process::exit(0);
+    }
+    let (flags, positional) = cli::getopt(args, "A:p:v:K:d:eNl:Z:h:k:i:c:j:C:R:n")
+        .unwrap_or_else(|e| cli::usage_error(PROG, e));
     if let Some(extra) = positional.first() {
         cli::usage_error(PROG, format!("unexpected argument {extra:?}"));
     }
@@ -281,6 +323,7 @@ fn main() {
     let mut confirmable = true;
     let (mut loss, mut fail) = (None, None);
     let mut verbosity = "3".to_string();
+    let mut dtls = DtlsFlags::default();
     for (flag, value) in flags {
         let result: Result<(), String> = (|| {
             match flag {
@@ -310,10 +353,7 @@ fn main() {
                 'N' => confirmable = false,
                 'l' => loss = Some(cli::Selector::parse('l', &value)?),
                 'Z' => fail = Some(cli::Selector::parse('Z', &value)?),
-                'h' => {
-                    println!("{HELP}");
-                    std::process::exit(0);
-                }
+                'k' | 'h' | 'i' | 'c' | 'j' | 'C' | 'R' | 'n' => dtls.set(flag, value)?,
                 _ => unreachable!("getopt returns only known flags"),
             }
             Ok(())
@@ -323,23 +363,54 @@ fn main() {
         }
     }
     cli::init_logging(PROG, &verbosity).unwrap_or_else(|e| cli::usage_error(PROG, e));
-
-    let bind = |ip: IpAddr| Driver::bind(SocketAddr::new(ip, port), config.clone());
-    let driver = match address {
-        Some(ip) => bind(ip),
-        // Like libcoap: the IPv6 wildcard (dual stack on Linux), else IPv4.
-        None => bind("::".parse().unwrap()).or_else(|_| bind("0.0.0.0".parse().unwrap())),
-    };
-    let mut driver = driver.unwrap_or_else(|e| {
-        eprintln!("{PROG}: cannot listen on port {port}: {e}");
+    dtls.check().unwrap_or_else(|e| cli::usage_error(PROG, e));
+    let security = dtls.security().unwrap_or_else(|e| {
+        eprintln!("{PROG}: {e}");
         std::process::exit(1);
     });
-    if loss.is_some() || fail.is_some() {
-        driver.set_send_filter(cli::send_filter(loss, fail, coap_engine_mio::random_seed()));
+
+    let bind = |port: u16, config: &Config| {
+        let bind = |ip: IpAddr| Driver::bind(SocketAddr::new(ip, port), config.clone());
+        match address {
+            Some(ip) => bind(ip),
+            // Like libcoap: the IPv6 wildcard (dual stack on Linux), else IPv4.
+            None => bind("::".parse().unwrap()).or_else(|_| bind("0.0.0.0".parse().unwrap())),
+        }
+    };
+    let mut drivers = vec![bind(port, &config).unwrap_or_else(|e| {
+        eprintln!("{PROG}: cannot listen on port {port}: {e}");
+        std::process::exit(1);
+    })];
+    if let Some(security) = security {
+        // libcoap's server puts DTLS on the next port (5684 next to 5683, RFC 7252 §6.2);
+        // with -p 0 both ports are picked by the system.
+        let secure_port = match port {
+            0 => 0,
+            p => p.checked_add(1).unwrap_or_else(|| {
+                eprintln!("{PROG}: -p {p}: no port+1 left for DTLS");
+                std::process::exit(1);
+            }),
+        };
+        let config = Config {
+            security: Some(security),
+            ..config.clone()
+        };
+        drivers.push(bind(secure_port, &config).unwrap_or_else(|e| {
+            eprintln!("{PROG}: cannot listen for DTLS on port {secure_port}: {e}");
+            std::process::exit(1);
+        }));
     }
-    match driver.local_addr() {
-        Ok(addr) => log::info!("listening on coap://{addr}/"),
-        Err(e) => log::warn!("local address unknown: {e}"),
+    for (i, driver) in drivers.iter_mut().enumerate() {
+        if loss.is_some() || fail.is_some() {
+            // Each socket counts its own datagrams for -l/-Z lists.
+            let filter =
+                cli::send_filter(loss.clone(), fail.clone(), coap_engine_mio::random_seed());
+            driver.set_send_filter(filter);
+        }
+        match driver.local_addr() {
+            Ok(addr) => log::info!("listening on {}://{addr}/", SCHEMES[i]),
+            Err(e) => log::warn!("local address unknown: {e}"),
+        }
     }
     let mut server = Server {
         example_data: Resource {
@@ -360,17 +431,204 @@ fn main() {
             time_sent: 0,
         },
     };
-    if let Err(e) = driver.run(&mut server) {
+    if let Err(e) = serve(&mut server, &mut drivers) {
         eprintln!("{PROG}: {e}");
         std::process::exit(1);
     }
 }
 
-impl Handler for Server {
-    fn on_event(&mut self, driver: &mut Driver, event: Event) -> ControlFlow<()> {
+/// The scheme of each driver, by index: the plain endpoint first, then the secure one.
+const SCHEMES: [&str; 2] = ["coap", "coaps"];
+
+/// How many clients observe `id`, over every endpoint.
+fn observers(drivers: &[Driver], id: ResourceId) -> usize {
+    drivers.iter().map(|d| d.endpoint().observers(id)).sum()
+}
+
+/// A peer for the log: its address, marked when it came over DTLS.
+fn who(from: usize, peer: SocketAddr) -> String {
+    if from == 0 {
+        peer.to_string()
+    } else {
+        format!("{peer} (DTLS)")
+    }
+}
+
+/// The libcoap server's DTLS flags as given, checked together after parsing.
+#[derive(Default)]
+struct DtlsFlags {
+    key: Option<String>,
+    hint: Option<String>,
+    identities: Option<String>,
+    certificate: Option<String>,
+    private_key: Option<String>,
+    /// `-C` and `-R` files, in order.
+    trust: Vec<(char, String)>,
+    no_verify: bool,
+}
+
+impl DtlsFlags {
+    fn set(&mut self, flag: char, value: String) -> Result<(), String> {
+        match flag {
+            'k' if value.is_empty() => return Err("-k key must not be empty".into()),
+            'k' => self.key = Some(value),
+            'h' => self.hint = Some(value),
+            'i' => self.identities = Some(value),
+            'c' => self.certificate = Some(value),
+            'j' => self.private_key = Some(value),
+            'C' | 'R' => self.trust.push((flag, value)),
+            'n' => self.no_verify = true,
+            _ => unreachable!("only DTLS flags come here"),
+        }
+        Ok(())
+    }
+
+    /// Flags that make no sense together (a usage error, before any file is read).
+    fn check(&self) -> Result<(), String> {
+        let psk_only = [
+            (self.hint.is_some(), "-h hint"),
+            (self.identities.is_some(), "-i match_identity_file"),
+        ];
+        let cert_only = [
+            (self.private_key.is_some(), "-j keyfile"),
+            (!self.trust.is_empty(), "-C/-R"),
+            (self.no_verify, "-n"),
+        ];
+        if self.key.is_none() {
+            if let Some((_, what)) = psk_only.iter().find(|(given, _)| *given) {
+                return Err(format!("{what} needs -k key (the default pre-shared key)"));
+            }
+        }
+        if self.certificate.is_none() {
+            if let Some((_, what)) = cert_only.iter().find(|(given, _)| *given) {
+                return Err(format!("{what} needs -c certfile (certificate mode)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The DTLS layer, if any credentials were given; an error is a credentials file that
+    /// cannot be used.
+    fn security(self) -> Result<Option<coap_engine::Security>, String> {
+        if self.key.is_none() && self.certificate.is_none() {
+            return Ok(None);
+        }
+        let mut config = DtlsConfig::default();
+        if let Some(key) = self.key {
+            let overrides = match &self.identities {
+                Some(file) => identity_keys(file, self.hint.as_deref().unwrap_or("CoAP"))?,
+                None => BTreeMap::new(),
+            };
+            let key = key.into_bytes();
+            // libcoap's verify_id_callback: a listed identity gets its key, any other the -k
+            // key.
+            let store =
+                move |identity: &[u8]| Some(overrides.get(identity).unwrap_or(&key).clone());
+            config.psk_store = Some(Arc::new(store));
+            config.psk_hint = match self.hint {
+                None => Some(b"CoAP".to_vec()),
+                Some(h) if h.is_empty() => None,
+                Some(h) => Some(h.into_bytes()),
+            };
+        }
+        if let Some(cert) = &self.certificate {
+            config.certificate = Some(cli::load_certificate(cert, self.private_key.as_deref())?);
+            config.trust_anchors = cli::load_trust_anchors(&self.trust)?;
+            // libcoap: -C or -R turns on the check of client certificates, -n turns it off.
+            if !config.trust_anchors.is_empty() && !self.no_verify {
+                config.client_auth = ClientAuth::Required;
+            }
+        }
+        let dtls = Dtls::new(config, coap_engine_mio::dtls_entropy())
+            .map_err(|e| format!("DTLS credentials: {e}"))?;
+        Ok(Some(coap_engine::Security::new(dtls)))
+    }
+}
+
+/// libcoap's `-i match_identity_file`: lines `hint_to_match,identity_to_match,use_key`
+/// (`#` starts a comment line). Only the lines for our hint apply, since ours never changes
+/// (libcoap's changes with SNI matches, which are not supported here).
+fn identity_keys(file: &str, hint: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("-i {file}: {e}"))?;
+    let mut keys = BTreeMap::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let fields: Vec<&str> = line.splitn(3, ',').collect();
+        let [hint_match, identity, key] = fields[..] else {
+            return Err(format!(
+                "-i {file}:{}: expected hint_to_match,identity_to_match,use_key",
+                n + 1
+            ));
+        };
+        if identity.is_empty() || key.is_empty() {
+            return Err(format!("-i {file}:{}: empty identity or key", n + 1));
+        }
+        if hint_match == hint || hint.is_empty() {
+            keys.entry(identity.as_bytes().to_vec())
+                .or_insert_with(|| key.as_bytes().to_vec());
+        }
+    }
+    Ok(keys)
+}
+
+/// Runs both endpoints in one `mio::Poll` (token = index in `drivers`) until an I/O error,
+/// the way `Driver::run` runs one: timed work, then every queued event, then sleep until
+/// the earliest deadline of either endpoint or of the application.
+fn serve(server: &mut Server, drivers: &mut [Driver]) -> std::io::Result<()> {
+    let mut poll = Poll::new()?;
+    let mut events = Events::with_capacity(64);
+    for (i, driver) in drivers.iter_mut().enumerate() {
+        driver.register(poll.registry(), Token(i))?;
+        driver.drive();
+    }
+    loop {
+        let wake = server.on_tick(drivers);
+        let mut any = false;
+        for from in 0..drivers.len() {
+            while let Some(event) = drivers[from].poll_event() {
+                any = true;
+                server.on_event(drivers, from, event);
+                drivers[from].drive();
+            }
+        }
+        if any {
+            // The handlers may have scheduled work: tick again before sleeping.
+            continue;
+        }
+        let now = StdInstant::now();
+        let timeout = drivers
+            .iter()
+            .filter_map(Driver::next_timeout)
+            .chain(wake.map(|w| w.saturating_duration_since(now)))
+            .min();
+        if let Err(e) = poll.poll(&mut events, timeout) {
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        for event in events.iter() {
+            if let Some(driver) = drivers.get_mut(event.token().0) {
+                driver.handle_event(event);
+            }
+        }
+        for driver in drivers.iter_mut() {
+            driver.handle_timeout();
+        }
+    }
+}
+
+impl Server {
+    /// One event of the endpoint `drivers[from]`.
+    fn on_event(&mut self, drivers: &mut [Driver], from: usize, event: Event) {
+        let driver = &mut drivers[from];
         match event {
             Event::Request { id, peer, request } => {
                 let path = segments(&request, CoapOption::UriPath).join("/");
+                let peer = who(from, peer);
                 match self.answer(&request, &path) {
                     Answer::Now(response) => {
                         log::info!(
@@ -397,7 +655,7 @@ impl Handler for Server {
                             Ok(true) => log::info!(
                                 "{peer}: observer added: {} ({} observing)",
                                 self.observe.name(resource),
-                                driver.endpoint().observers(resource)
+                                observers(drivers, resource)
                             ),
                             Ok(false) => {}
                             Err(e) => log::warn!("{peer}: cannot respond: {e}"),
@@ -405,10 +663,10 @@ impl Handler for Server {
                     }
                     Answer::Later(delay) => {
                         log::info!("{peer} GET /{path} -> separate response in {delay:?}");
-                        self.delayed.push((StdInstant::now() + delay, id));
+                        self.delayed.push((StdInstant::now() + delay, from, id));
                     }
                 }
-                self.observe.flush(driver);
+                self.observe.flush(drivers);
             }
             Event::ObserverRemoved {
                 peer,
@@ -416,26 +674,37 @@ impl Handler for Server {
                 reason,
             } => {
                 log::info!(
-                    "{peer}: observer removed: {reason} ({})",
+                    "{}: observer removed: {reason} ({})",
+                    who(from, peer),
                     self.observe.name(resource)
                 );
-                self.observe.forget_if_unused(driver, resource);
+                self.observe.forget_if_unused(drivers, resource);
             }
-            Event::SessionFailed { peer, reason } => log::warn!("{peer}: session failed: {reason}"),
-            Event::SendFailed { peer, kind, .. } => log::info!("{peer}: send failed: {kind}"),
+            Event::SessionFailed { peer, reason } => {
+                log::warn!("{}: session failed: {reason}", who(from, peer))
+            }
+            Event::SendFailed { peer, kind, .. } => {
+                log::info!("{}: send failed: {kind}", who(from, peer))
+            }
+            // A wrong key, an unknown identity, a refused certificate, a client that went
+            // away mid-handshake: the client's problem, worth a line at -v 4.
+            Event::HandshakeFailed { peer, error } => {
+                log::warn!("{peer}: DTLS: {error}")
+            }
             other => log::debug!("{other:?}"),
         }
-        ControlFlow::Continue(())
     }
 
-    fn on_tick(&mut self, driver: &mut Driver) -> ControlFlow<(), Option<StdInstant>> {
+    /// Timed work: separate responses that are due, `/time` notifications. Returns when
+    /// to come back.
+    fn on_tick(&mut self, drivers: &mut [Driver]) -> Option<StdInstant> {
         let now = StdInstant::now();
         let mut i = 0;
         while i < self.delayed.len() {
             if self.delayed[i].0 <= now {
-                let (_, id) = self.delayed.swap_remove(i);
+                let (_, from, id) = self.delayed.swap_remove(i);
                 let response = response(ResponseType::Content, Some(0), b"done".to_vec());
-                if let Err(e) = driver.respond(id, &response) {
+                if let Err(e) = drivers[from].respond(id, &response) {
                     // The client's session may have ended meanwhile.
                     log::info!("separate response not sent: {e}");
                 }
@@ -443,9 +712,8 @@ impl Handler for Server {
                 i += 1;
             }
         }
-        let time = self.observe.tick_time(driver);
-        let next = self.delayed.iter().map(|d| d.0).chain(time).min();
-        ControlFlow::Continue(next)
+        let time = self.observe.tick_time(drivers);
+        self.delayed.iter().map(|d| d.0).chain(time).min()
     }
 }
 
