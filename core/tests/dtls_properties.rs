@@ -33,7 +33,7 @@ use coap_engine::{
 use sim::dtls::*;
 use sim::*;
 
-const DEFAULT_SEEDS: u64 = 2_000;
+const DEFAULT_SEEDS: u64 = 10_000;
 const WORKLOAD: Duration = Duration::from_secs(60);
 
 struct World {

@@ -125,7 +125,12 @@ enum Mode {
 /// with [`Security::new`](crate::Security::new). See the [module docs](self).
 pub struct Dtls {
     config: DtlsConfig,
-    provider: dimpl::crypto::CryptoProvider,
+    /// One crypto provider per mode, each with only what that mode uses: dimpl checks
+    /// every component of a provider each time it builds an association's configuration
+    /// (with test signatures and key exchanges), so a PSK association must not pay for
+    /// ECDSA and ECDHE it never uses.
+    psk_provider: dimpl::crypto::CryptoProvider,
+    certificate_provider: dimpl::crypto::CryptoProvider,
     entropy: [u8; 32],
     cookie_key: [u8; 32],
     anchors: Arc<Vec<TrustAnchor<'static>>>,
@@ -189,8 +194,8 @@ impl Dtls {
         if nothing {
             return Err(DtlsConfigError::NoCredentials);
         }
-        let mut provider = dimpl::crypto::rust_crypto::default_provider();
-        provider.kx_groups = entropy::KX_GROUPS;
+        let (psk_provider, certificate_provider) = providers();
+        let provider = &certificate_provider;
         let (certificate, has_certificate) = match &config.certificate {
             Some(c) => (
                 dimpl::DtlsCertificate {
@@ -233,7 +238,8 @@ impl Dtls {
         let cookie_key = hmac(&entropy, &[b"cookie"]);
         Ok(Dtls {
             config,
-            provider,
+            psk_provider,
+            certificate_provider,
             entropy,
             cookie_key,
             anchors: Arc::new(anchors),
@@ -264,7 +270,10 @@ impl Dtls {
             ],
         };
         let mut builder = dimpl::Config::builder()
-            .with_crypto_provider(self.provider.clone())
+            .with_crypto_provider(match mode {
+                Mode::Psk => self.psk_provider.clone(),
+                Mode::Certificate => self.certificate_provider.clone(),
+            })
             .dangerously_set_rng_seed(seed)
             .mtu(self.config.mtu)
             .max_queue_rx(MAX_QUEUED_RECORDS)
@@ -275,7 +284,8 @@ impl Dtls {
             .flight_retries(32)
             .require_client_certificate(self.config.client_auth == ClientAuth::Required)
             .use_server_cookie(true)
-            .dtls12_cipher_suites(suites);
+            .dtls12_cipher_suites(suites)
+            .dtls13_cipher_suites(&[]);
         builder = match psk {
             Some(PskRole::Client { identity, resolver }) => {
                 builder.with_psk_client(identity, resolver)
@@ -362,6 +372,44 @@ impl Dtls {
             ),
         })
     }
+}
+
+/// The crypto providers of the two modes: dimpl's RustCrypto provider cut down to the
+/// DTLS 1.2 suites each mode negotiates, with the engine's seeded key exchanges. (dimpl
+/// insists on DTLS 1.3 suites in a provider; a 1.2 instance never uses them.)
+fn providers() -> (dimpl::crypto::CryptoProvider, dimpl::crypto::CryptoProvider) {
+    use dimpl::crypto::{Dtls12CipherSuite as Suite, SupportedDtls12CipherSuite};
+    type Suites = &'static [&'static dyn SupportedDtls12CipherSuite];
+    static CUT: std::sync::OnceLock<(Suites, Suites)> = std::sync::OnceLock::new();
+    let all = dimpl::crypto::rust_crypto::default_provider();
+    let (psk, ecdhe) = *CUT.get_or_init(|| {
+        let pick = |want: &[Suite]| -> Suites {
+            // Made once per process and kept for its life (dimpl takes static slices).
+            Box::leak(
+                all.cipher_suites
+                    .iter()
+                    .copied()
+                    .filter(|s| want.contains(&s.suite()))
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice(),
+            )
+        };
+        (
+            pick(&[Suite::PSK_AES128_CCM_8]),
+            pick(&[
+                Suite::ECDHE_ECDSA_AES128_GCM_SHA256,
+                Suite::ECDHE_ECDSA_AES256_GCM_SHA384,
+                Suite::ECDHE_ECDSA_CHACHA20_POLY1305_SHA256,
+            ]),
+        )
+    });
+    let mut p = all.clone();
+    p.cipher_suites = psk;
+    p.kx_groups = &[];
+    let mut c = all;
+    c.cipher_suites = ecdhe;
+    c.kx_groups = entropy::KX_GROUPS;
+    (p, c)
 }
 
 fn channel_time(now: Instant) -> std::time::Instant {
