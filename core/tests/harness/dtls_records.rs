@@ -172,7 +172,7 @@ pub fn run(data: &[u8]) {
                 }
             }
             // Deliver the next datagrams each way, in order.
-            1 | 2 | 3 => {
+            1..=3 => {
                 while let Some((to, d)) = client.sent.get(delivered.0).cloned() {
                     delivered.0 += 1;
                     if to == SERVER {
