@@ -159,18 +159,20 @@ fn check(w: &World) -> Result<(), String> {
                     return Err(format!("{id:?} got someone else's answer"));
                 }
             }
-            Event::RequestFailed { error, .. } if !right => {
-                if !matches!(
-                    error,
-                    ExchangeError::SessionFailed(
-                        FailureReason::Security(
-                            SecurityError::CredentialsRejected | SecurityError::HandshakeTimeout
-                        ) | FailureReason::KeepaliveTimeout { .. }
-                            | FailureReason::Unreachable { .. }
-                    )
-                ) {
-                    return Err(format!("wrong key ended with {error:?}"));
-                }
+            Event::RequestFailed { error, .. }
+                if !right
+                    && !matches!(
+                        error,
+                        ExchangeError::SessionFailed(
+                            FailureReason::Security(
+                                SecurityError::CredentialsRejected
+                                    | SecurityError::HandshakeTimeout
+                            ) | FailureReason::KeepaliveTimeout { .. }
+                                | FailureReason::Unreachable { .. }
+                        )
+                    ) =>
+            {
+                return Err(format!("wrong key ended with {error:?}"));
             }
             _ => {}
         }
