@@ -28,7 +28,9 @@ pub(crate) const ECDHE_ECDSA_SUITES: [u16; 3] = [0xC02B, 0xC02C, 0xCCA9];
 /// dimpl drops what it cannot parse; this bound also caps the certificate it can hand back.
 pub(crate) fn records_ok(datagram: &[u8]) -> bool {
     let mut rest = datagram;
-    if rest.is_empty() {
+    // One largest record per datagram at most: what a handshake may buffer stays bounded
+    // (dimpl keeps up to 16 datagrams per association).
+    if rest.is_empty() || rest.len() > RECORD_HEADER + MAX_RECORD {
         return false;
     }
     while !rest.is_empty() {
