@@ -1,6 +1,7 @@
 //! End to end: our `coap-client` against our `coap-server`, and each against libcoap's
-//! (`coap-server-notls`, `coap-client-notls` from the Debian package `libcoap3-bin`).
-//! Servers run on free loopback ports and are killed by a guard.
+//! (`coap-server-notls`, `coap-client-notls`, and for `coaps://` the `-openssl` and `-gnutls`
+//! builds, from the Debian package `libcoap3-bin`). Servers run on free loopback ports (and
+//! the next port for DTLS) and are killed by a guard.
 
 use std::net::UdpSocket;
 use std::path::PathBuf;
@@ -37,17 +38,30 @@ fn libcoap(name: &str) -> PathBuf {
 /// Starts `program` with `args` plus `-A 127.0.0.1 -p PORT` on a free port and waits until
 /// it answers a CoAP ping (retrying on another port if the one picked was taken meanwhile).
 fn start(program: &str, args: &[&str]) -> Server {
+    start_logging(program, args, None)
+}
+
+/// A loopback UDP port whose next port is free too: with DTLS credentials, libcoap's server
+/// and ours listen on PORT + 1 as well.
+fn free_port_pair() -> u16 {
+    loop {
+        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = socket.local_addr().unwrap().port();
+        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// [`start`], with the server's stderr appended to `log` if given.
+fn start_logging(program: &str, args: &[&str], log: Option<&std::fs::File>) -> Server {
     for _ in 0..5 {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port_pair();
         let child = Command::new(program)
             .args(args)
             .args(["-A", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(log.map_or_else(Stdio::null, |f| f.try_clone().unwrap().into()))
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         let mut server = Server { child, port };
@@ -623,4 +637,416 @@ fn a_server_gone_silent_mid_observation_is_a_keepalive_failure() {
         text(&out.stdout)
     );
     assert!(after <= Duration::from_millis(2750), "{after:?}");
+}
+
+// ---- coaps:// (DTLS 1.2) ----
+
+/// The PSK identity and key of the DTLS tests.
+const IDENTITY: &str = "cli-test";
+const KEY: &str = "cli-test-secret";
+
+/// A file of the test PKI in `core/tests/certs` (CA `ca.pem`; `server.pem` for localhost,
+/// 127.0.0.1 and ::1; `client.pem`; `other-server.pem` from the untrusted `other-ca.pem`).
+fn pki(name: &str) -> String {
+    format!("{}/../core/tests/certs/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The server's `coaps://` URI: libcoap's servers and ours put DTLS on port + 1.
+fn coaps(server: &Server, path: &str) -> String {
+    format!("coaps://127.0.0.1:{}/{path}", server.port + 1)
+}
+
+/// Our client with the test PSK.
+fn psk_client(args: &[&str]) -> Output {
+    client(&[&["-u", IDENTITY, "-k", KEY][..], args].concat())
+}
+
+/// Exactly one line on stderr, containing each of `words`.
+#[track_caller]
+fn assert_one_line(out: &Output, words: &[&str]) {
+    let err = text(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    for w in words {
+        assert!(err.contains(w), "{w:?} not in {err}");
+    }
+}
+
+/// Runs `program`, which must exit within 10 s.
+fn run_briefly(program: &str, args: &[&str]) -> Output {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    finish(child, Duration::from_secs(10)).0
+}
+
+#[test]
+fn coaps_psk_between_our_client_and_server_with_the_usual_flags() {
+    let s = start(SERVER, &["-k", KEY, "-d", "2"]);
+    let out = psk_client(&[&coaps(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("coap-engine"));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    // -N, -T, -A, -v 6: the initial example_data, block-wise in 64-byte blocks.
+    let out = psk_client(&[
+        "-N",
+        "-T",
+        "0xbeef",
+        "-A",
+        "text",
+        "-b",
+        "64",
+        "-v",
+        "6",
+        &coaps(&s, "example_data"),
+    ]);
+    assert_status(&out, 0);
+    assert_eq!(out.stdout, libcoap_example_data());
+    assert!(text(&out.stderr).contains("2.05 Content"));
+    // A body larger than a block goes block-wise over DTLS and is what a plain GET reads:
+    // both endpoints serve the same resources.
+    let file = Scratch::new("dtls-put.bin", 3000);
+    let put = ["-m", "put", "-b", "64", "-f", file.path()];
+    assert_status(&psk_client(&[&put[..], &[&coaps(&s, "big")]].concat()), 0);
+    let out = client(&[&uri(&s, "big")]);
+    assert_status(&out, 0);
+    assert!(out.stdout == file.data, "the body read back differs");
+    // -o, and a dropped first datagram (the ClientHello: the handshake retransmits it).
+    let saved = Scratch::new("dtls-out.bin", 0);
+    let out = psk_client(&["-l", "1", "-B", "10", "-o", saved.path(), &coaps(&s, "big")]);
+    assert_status(&out, 0);
+    assert!(std::fs::read(saved.path()).unwrap() == file.data);
+    // -K opens the session first: the handshake, then the request.
+    let out = psk_client(&["-K", "1", "-m", "delete", &coaps(&s, "big")]);
+    assert_status(&out, 0);
+    assert_status(&client(&[&uri(&s, "big")]), 1);
+}
+
+/// Waits until the file at `path` holds `want` (an observer's `-o` output so far).
+#[track_caller]
+fn wait_for_file(path: &str, want: &str) {
+    let start = Instant::now();
+    while std::fs::read_to_string(path).unwrap_or_default() != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{path} never held {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn coap_and_coaps_observers_get_the_same_notifications() {
+    let s = start(SERVER, &["-k", KEY, "-d", "1"]);
+    let (plain, secure) = (uri(&s, "watched"), coaps(&s, "watched"));
+    assert_status(
+        &client(&["-m", "put", "-t", "text", "-e", "one", &plain]),
+        0,
+    );
+    let files = [
+        Scratch::new("observe-coaps.txt", 0),
+        Scratch::new("observe-coap.txt", 0),
+    ];
+    let psk = ["-u", IDENTITY, "-k", KEY];
+    let observe = ["-s", "30", "-w", "-o"];
+    let observers = [
+        spawn_client(&[&psk[..], &observe, &[files[0].path(), &secure]].concat()),
+        spawn_client(&[&observe[..], &[files[1].path(), &plain]].concat()),
+    ];
+    for f in &files {
+        wait_for_file(f.path(), "one\n");
+    }
+    let put = ["-m", "put", "-t", "text", "-e", "two", &secure];
+    assert_status(&psk_client(&put), 0);
+    for f in &files {
+        wait_for_file(f.path(), "one\ntwo\n");
+    }
+    assert_status(&client(&["-m", "delete", &plain]), 0);
+    for (observer, f) in observers.into_iter().zip(&files) {
+        let (out, _) = finish(observer, Duration::from_secs(10));
+        // The DELETE's 4.04 (no payload) ends both observations.
+        assert_status(&out, 1);
+        assert!(text(&out.stderr).contains("4.04 Not Found"));
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap(), "one\ntwo\n\n");
+    }
+}
+
+#[test]
+fn a_wrong_psk_fails_with_one_line_and_the_server_logs_it() {
+    let log_path = std::env::temp_dir().join(format!("coap-cli-{}-psk.log", std::process::id()));
+    let log = std::fs::File::create(&log_path).unwrap();
+    let s = start_logging(SERVER, &["-k", KEY, "-v", "4"], Some(&log));
+    let started = Instant::now();
+    let out = client(&[
+        "-u",
+        IDENTITY,
+        "-k",
+        "not-the-key",
+        "-B",
+        "2",
+        &coaps(&s, ""),
+    ]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["DTLS", "pre-shared key"]);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let logged = std::fs::read_to_string(&log_path).unwrap();
+    let _ = std::fs::remove_file(&log_path);
+    assert!(
+        logged.contains("WARN") && logged.contains("pre-shared key does not match"),
+        "{logged}"
+    );
+}
+
+#[test]
+fn coaps_certificates_are_verified_by_ca_and_name() {
+    let s = start(
+        SERVER,
+        &["-c", &pki("server.pem"), "-j", &pki("server.key")],
+    );
+    let out = client(&["-C", &pki("ca.pem"), &coaps(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("coap-engine"));
+    // The name checked is the Uri-Host when there is one (a coaps://name/ URI sends it).
+    let out = client(&["-R", &pki("ca.pem"), "-O", "3,localhost", &coaps(&s, "")]);
+    assert_status(&out, 0);
+    let out = client(&["-C", &pki("ca.pem"), "-O", "3,example.org", &coaps(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["name mismatch", "example.org"]);
+    let out = client(&["-R", &pki("other-ca.pem"), &coaps(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["unknown CA"]);
+    // A certificate-only server has no key for a PSK client.
+    let out = psk_client(&["-B", "2", &coaps(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["DTLS"]);
+}
+
+#[test]
+fn an_untrusted_server_is_refused_unless_n_which_warns() {
+    let s = start(
+        SERVER,
+        &[
+            "-c",
+            &pki("other-server.pem"),
+            "-j",
+            &pki("other-server.key"),
+        ],
+    );
+    let out = client(&["-C", &pki("ca.pem"), &coaps(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["unknown CA"]);
+    let out = client(&["-n", &coaps(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("coap-engine"));
+    assert_one_line(&out, &["WARNING", "-n", "NOT verified"]);
+    // Its own CA trusts it, without a warning.
+    let out = client(&["-R", &pki("other-ca.pem"), &coaps(&s, "")]);
+    assert_status(&out, 0);
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+}
+
+#[test]
+fn c_or_r_on_the_server_requires_client_certificates() {
+    let server_cert = ["-c", &pki("server.pem"), "-j", &pki("server.key")];
+    let ca = pki("ca.pem");
+    let s = start(SERVER, &[&server_cert[..], &["-R", &ca]].concat());
+    let mine = [
+        "-c",
+        &pki("client.pem"),
+        "-j",
+        &pki("client.key"),
+        "-C",
+        &ca,
+    ];
+    let out = client(&[&mine[..], &[&coaps(&s, "")]].concat());
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("coap-engine"));
+    // Without -c: refused (the server does not answer; the client says what it suspects).
+    let out = client(&["-C", &ca, "-B", "2", &coaps(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["DTLS", "certificate"]);
+    // -n: no client certificate asked for.
+    let s = start(SERVER, &[&server_cert[..], &["-R", &ca, "-n"]].concat());
+    assert_status(&client(&["-C", &ca, &coaps(&s, "")]), 0);
+}
+
+#[test]
+fn a_silent_coaps_server_is_a_handshake_timeout() {
+    // A bound socket that never answers (nothing is listening for DTLS there).
+    let silent = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let started = Instant::now();
+    let out = psk_client(&["-B", "1", &format!("coaps://127.0.0.1:{port}/")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["handshake timed out"]);
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn dtls_flags_misused_exit_2_with_one_line() {
+    let ca = pki("ca.pem");
+    for args in [
+        &["-k", KEY, "coaps://127.0.0.1/"][..],
+        &["-u", IDENTITY, "coaps://127.0.0.1/"],
+        &["coaps://127.0.0.1/"],
+        &["-c", &pki("client.pem"), "coaps://127.0.0.1/"],
+        &["-j", &pki("client.key"), "-C", &ca, "coaps://127.0.0.1/"],
+        &["-u", IDENTITY, "-k", KEY, "coap://127.0.0.1/"],
+        &["-C", &ca, "coap://127.0.0.1/"],
+        &["-n", "coap://127.0.0.1/"],
+        &["-h", "hints.txt", "coaps://127.0.0.1/"],
+        // Credential files that cannot be used.
+        &["-C", "/nonexistent/ca.pem", "coaps://127.0.0.1/"],
+        &["-C", &pki("ca.key"), "coaps://127.0.0.1/"],
+        &[
+            "-c",
+            &pki("client.pem"),
+            "-j",
+            &ca,
+            "-n",
+            "coaps://127.0.0.1/",
+        ],
+    ] {
+        let out = client(args);
+        assert_status(&out, 2);
+        assert_eq!(text(&out.stderr).lines().count(), 1, "{args:?}");
+    }
+    for args in [
+        &["-h", "CoAP"][..],
+        &["-i", "ids.txt"],
+        &["-R", &ca],
+        &["-k", KEY, "-j", &pki("server.key")],
+        &["-n"],
+    ] {
+        let out = run_briefly(SERVER, &[args, &["-p", "0"]].concat());
+        assert_status(&out, 2);
+        assert_eq!(text(&out.stderr).lines().count(), 1, "{args:?}");
+    }
+    // -h alone is still the help.
+    for program in [CLIENT, SERVER] {
+        let out = run_briefly(program, &["-h"]);
+        assert_status(&out, 0);
+        assert!(text(&out.stdout).contains("-k key"));
+    }
+}
+
+#[test]
+fn a_server_with_unusable_credential_files_exits_1_with_one_line() {
+    for args in [
+        &["-c", "/nonexistent/server.pem"][..],
+        &["-c", &pki("server.pem"), "-j", &pki("ca.pem")],
+        &["-c", &pki("ca.key")],
+        &[
+            "-c",
+            &pki("server.pem"),
+            "-j",
+            &pki("server.key"),
+            "-C",
+            "/nonexistent",
+        ],
+        &["-k", KEY, "-i", "/nonexistent/ids.txt"],
+    ] {
+        let out = run_briefly(SERVER, &[args, &["-p", "0"]].concat());
+        assert_status(&out, 1);
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn identity_files_give_chosen_identities_their_own_key() {
+    let ids = Scratch::new("ids.txt", 0);
+    std::fs::write(
+        ids.path(),
+        "# hint,identity,key\nCoAP,special,special-key\nOther,ignored,never\n",
+    )
+    .unwrap();
+    let s = start(SERVER, &["-k", KEY, "-i", ids.path()]);
+    let special = ["-u", "special", "-k", "special-key", "-B", "2"];
+    assert_status(&client(&[&special[..], &[&coaps(&s, "")]].concat()), 0);
+    // Other identities use the -k key; a listed one no longer does.
+    assert_status(&psk_client(&[&coaps(&s, "")]), 0);
+    let out = client(&["-u", "special", "-k", KEY, "-B", "2", &coaps(&s, "")]);
+    assert_status(&out, 3);
+    // A line for another hint does not apply.
+    let out = client(&["-u", "ignored", "-k", "never", "-B", "2", &coaps(&s, "")]);
+    assert_status(&out, 3);
+}
+
+#[test]
+fn our_client_against_libcoap_dtls_servers() {
+    for flavour in ["openssl", "gnutls"] {
+        let server = libcoap(&format!("coap-server-{flavour}"));
+        let server = server.to_str().unwrap();
+        let s = start(server, &["-k", KEY]);
+        let out = psk_client(&[&coaps(&s, "")]);
+        assert_status(&out, 0);
+        assert!(text(&out.stdout).contains("libcoap"), "{flavour}");
+        let put = ["-m", "put", "-e", "over DTLS", &coaps(&s, "example_data")];
+        assert_status(&psk_client(&put), 0);
+        let out = psk_client(&["-N", &coaps(&s, "example_data")]);
+        assert_eq!(text(&out.stdout), "over DTLS", "{flavour}");
+        let out = client(&["-u", IDENTITY, "-k", "wrong", "-B", "2", &coaps(&s, "")]);
+        assert_status(&out, 3);
+        assert_one_line(&out, &["pre-shared key"]);
+        drop(s);
+
+        let cert = ["-c", &pki("server.pem"), "-j", &pki("server.key")];
+        let s = start(server, &cert);
+        let out = client(&["-C", &pki("ca.pem"), &coaps(&s, "")]);
+        assert_status(&out, 0);
+        assert!(text(&out.stdout).contains("libcoap"), "{flavour}");
+        let out = client(&["-R", &pki("other-ca.pem"), &coaps(&s, "")]);
+        assert_status(&out, 3);
+        assert_one_line(&out, &["unknown CA"]);
+        drop(s);
+
+        // libcoap's -C: client certificates are required and checked.
+        let s = start(server, &[&cert[..], &["-C", &pki("ca.pem")]].concat());
+        let mine = ["-c", &pki("client.pem"), "-j", &pki("client.key")];
+        let out = client(&[&mine[..], &["-C", &pki("ca.pem"), &coaps(&s, "")]].concat());
+        assert_status(&out, 0);
+        let out = client(&["-C", &pki("ca.pem"), &coaps(&s, "")]);
+        assert_status(&out, 3);
+        assert_one_line(&out, &["unknown_ca", "-c certfile"]);
+    }
+}
+
+#[test]
+fn libcoap_dtls_clients_against_our_server() {
+    let cert = ["-c", &pki("server.pem"), "-j", &pki("server.key")];
+    // PSK and certificates on one port: each client gets the mode it asks for.
+    let s = start(SERVER, &[&cert[..], &["-k", KEY]].concat());
+    for flavour in ["openssl", "gnutls"] {
+        let coap_client = libcoap(&format!("coap-client-{flavour}"));
+        let coap_client = coap_client.to_str().unwrap();
+        let psk = ["-u", IDENTITY, "-k", KEY, "-B", "5"];
+        let out = run(coap_client, &[&psk[..], &[&coaps(&s, "")]].concat());
+        assert!(text(&out.stdout).contains("coap-engine"), "{flavour} PSK");
+        let body = format!("via {flavour}");
+        let put = ["-C", &pki("ca.pem"), "-B", "5", "-m", "put", "-e", &body];
+        let out = run(
+            coap_client,
+            &[&put[..], &[&coaps(&s, "example_data")]].concat(),
+        );
+        assert_status(&out, 0);
+        // Stored by the DTLS endpoint, read over plain UDP.
+        assert_eq!(text(&client(&[&uri(&s, "example_data")]).stdout), body);
+    }
+    drop(s);
+    let s = start(SERVER, &[&cert[..], &["-C", &pki("ca.pem")]].concat());
+    for flavour in ["openssl", "gnutls"] {
+        let coap_client = libcoap(&format!("coap-client-{flavour}"));
+        let mine = ["-c", &pki("client.pem"), "-j", &pki("client.key")];
+        let (ca, target) = (pki("ca.pem"), coaps(&s, ""));
+        let args = [&mine[..], &["-C", &ca, "-B", "5", &target]].concat();
+        let out = run(coap_client.to_str().unwrap(), &args);
+        assert!(
+            text(&out.stdout).contains("coap-engine"),
+            "{flavour} certificate"
+        );
+    }
 }
