@@ -289,6 +289,7 @@ pub struct Config {
     /// The security layer (RFC 7252 §9), or `None` for plain CoAP over UDP (the default).
     /// With one, every session of the endpoint is a secure association (`coaps://`, e.g.
     /// DTLS with feature `dtls`); see [`Security`](crate::Security).
+    #[cfg(feature = "security")]
     pub security: Option<crate::security::Security>,
 }
 
@@ -307,6 +308,7 @@ impl Default for Config {
             extra_critical_options: Vec::new(),
             blockwise: Blockwise::default(),
             limits: Limits::default(),
+            #[cfg(feature = "security")]
             security: None,
         }
     }

@@ -12,12 +12,15 @@ use crate::config::{Config, ConfigError, Keepalive};
 use crate::error::Error;
 use crate::event::{CloseReason, Event, IncomingRequestId, RequestId};
 use crate::observe::{Observation, Registry, ResourceId};
-use crate::outputs::{ChannelSink, Ctx, Derived, Outputs, SessionKey, TransmitRecord};
+use crate::outputs::{Ctx, Derived, Outputs, SessionKey, TransmitRecord};
 use crate::rng::Rng;
-use crate::security::{Accept, ChannelParams, ChannelState, PeerIdentity, SecureChannel};
+use crate::security::{PeerIdentity, SecureChannel};
 use crate::session::{slot_of, Ending, Origin, PeerMemory, Session, SessionFootprint};
 use crate::time::Instant;
 use crate::transmit::{SendErrorKind, Transmit, TransmitId};
+
+#[cfg(feature = "security")]
+mod association;
 
 /// A CoAP endpoint (RFC 7252 §1.2) as a sans-IO state machine: it owns no socket, reads no
 /// clock and draws no entropy. Give it inputs, then drain its outputs.
@@ -110,7 +113,8 @@ pub struct Endpoint {
     observe: Registry,
     /// Secure associations peers opened that are still in their handshake (server role),
     /// at most `limits.max_handshakes`; a session is made when one completes.
-    handshakes: BTreeMap<SocketAddr, Box<dyn SecureChannel>>,
+    #[cfg(feature = "security")]
+    handshakes: Vec<(SocketAddr, Box<dyn SecureChannel>)>,
     /// Unix time at `Instant::ZERO`, for certificates' validity periods.
     unix_epoch: Option<u64>,
 }
@@ -154,7 +158,8 @@ impl Endpoint {
             memory_order: VecDeque::new(),
             memory_seq: 0,
             observe: Registry::default(),
-            handshakes: BTreeMap::new(),
+            #[cfg(feature = "security")]
+            handshakes: Vec::new(),
             unix_epoch: None,
         })
     }
@@ -182,12 +187,10 @@ impl Endpoint {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let session = self.timers.first().map(|&(t, _)| t);
         let memory = self.memory_order.front().map(|&(t, _, _)| t);
-        // At most `max_handshakes` entries: a scan is cheaper than keeping them sorted.
-        let handshake = self
-            .handshakes
-            .values()
-            .filter_map(|c| c.poll_timeout())
-            .min();
+        #[cfg(feature = "security")]
+        let handshake = self.handshake_deadline();
+        #[cfg(not(feature = "security"))]
+        let handshake = None;
         [session, memory, handshake].into_iter().flatten().min()
     }
 
@@ -203,12 +206,13 @@ impl Endpoint {
     /// else malformed is dropped, and a version other than 1 is ignored (§3, §4.2, §4.3).
     pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
         let now = self.advance(now);
+        #[cfg(feature = "security")]
         if self.config.security.is_some() {
             self.secure_datagram(now, peer, bytes);
-        } else {
-            let slot = self.lookup(peer);
-            self.message(now, peer, slot, bytes);
+            return;
         }
+        let slot = self.lookup(peer);
+        self.message(now, peer, slot, bytes);
     }
 
     /// One CoAP message from `peer`: a plain datagram, or a message a secure association
@@ -264,6 +268,7 @@ impl Endpoint {
     /// Resets a malformed Confirmable message: inside the peer's association if it has one,
     /// statelessly otherwise.
     fn reset(&mut self, peer: SocketAddr, slot: Option<u32>, mid: u16) {
+        #[cfg(feature = "security")]
         if let Some(slot) = slot {
             let (session, mut ctx) = self.split(slot);
             if let Some(s) = session.filter(|s| s.is_secure()) {
@@ -273,158 +278,6 @@ impl Endpoint {
             }
         }
         self.stateless_reset(peer, slot, mid);
-    }
-
-    /// A datagram on a secure endpoint: to the peer's handshake in progress, to its session's
-    /// association, or to the layer's stateless answer for a peer that wants a new one.
-    fn secure_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
-        let Some(security) = self.config.security.clone() else {
-            return;
-        };
-        let layer = security.layer();
-        if self.handshakes.contains_key(&peer) {
-            self.feed_handshake(now, peer, bytes);
-            return;
-        }
-        let slot = self.lookup(peer);
-        match slot {
-            // A ClientHello from a peer with a session: it restarted, or an off-path sender
-            // pretends so. The old association stays until the new handshake completes
-            // (RFC 6347 §4.2.8), which needs the cookie round trip first.
-            Some(slot) if !layer.opens_association(bytes) => {
-                self.feed_session(now, peer, slot, bytes)
-            }
-            _ => {
-                if self.handshakes.len() >= self.config.limits.max_handshakes {
-                    log::debug!("{peer}: handshake limit reached; ClientHello dropped");
-                    return;
-                }
-                if slot.is_none() && self.by_peer.len() >= self.config.limits.max_sessions {
-                    log::debug!("{peer}: session limit reached; ClientHello dropped");
-                    return;
-                }
-                let params = self.channel_params();
-                let record = TransmitRecord {
-                    peer,
-                    session: None,
-                    message_id: None,
-                };
-                let mut sink = ChannelSink::new(&mut self.out, record);
-                if let Accept::Open(channel) = layer.accept(now, peer, bytes, params, &mut sink) {
-                    self.after_handshake(now, peer, channel, Ok(()));
-                }
-                self.clear_inbox();
-            }
-        }
-    }
-
-    fn channel_params(&mut self) -> ChannelParams {
-        ChannelParams::new(self.rng.next_u64(), self.unix_epoch)
-    }
-
-    fn clear_inbox(&mut self) {
-        self.out.inbox.clear();
-        self.out.inbox_lens.clear();
-    }
-
-    fn feed_handshake(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
-        let Some(mut channel) = self.handshakes.remove(&peer) else {
-            return;
-        };
-        let record = TransmitRecord {
-            peer,
-            session: None,
-            message_id: None,
-        };
-        let result =
-            channel.handle_datagram(now, bytes, &mut ChannelSink::new(&mut self.out, record));
-        self.after_handshake(now, peer, channel, result);
-    }
-
-    /// A peer's handshake moved: it goes on, failed, or completed and becomes a session.
-    fn after_handshake(
-        &mut self,
-        now: Instant,
-        peer: SocketAddr,
-        channel: Box<dyn SecureChannel>,
-        result: Result<(), crate::security::SecurityError>,
-    ) {
-        if let Err(error) = result {
-            self.clear_inbox();
-            log::debug!("{peer}: handshake failed: {error}");
-            self.out.event(Event::HandshakeFailed { peer, error });
-            return;
-        }
-        match channel.state() {
-            ChannelState::Handshaking => {
-                self.handshakes.insert(peer, channel);
-            }
-            ChannelState::Closed => self.clear_inbox(),
-            ChannelState::Open => {
-                if let Some(&old) = self.by_peer.get(&peer) {
-                    // The peer restarted: its old association is gone at its end.
-                    self.end_session(old, Ending::Closed(CloseReason::Replaced));
-                }
-                match self.create_session(now, peer, Origin::Remote, Some(channel)) {
-                    Ok(slot) => {
-                        self.out.event(Event::SessionNew { peer });
-                        let (session, mut ctx) = self.split(slot);
-                        if let Some(s) = session {
-                            s.opened(now, &mut ctx);
-                        }
-                        self.drain_inbox(now, peer, slot);
-                        // Its keepalive and idle timers start now, whatever arrived.
-                        self.rearm(slot);
-                    }
-                    Err(_) => {
-                        // Only a race with the cap (checked at the cookie): close it cleanly.
-                        log::debug!("{peer}: session limit reached; association closed");
-                        self.clear_inbox();
-                    }
-                }
-            }
-        }
-    }
-
-    /// A datagram for the secure association of session `slot`.
-    fn feed_session(&mut self, now: Instant, peer: SocketAddr, slot: u32, bytes: &[u8]) {
-        let (session, mut ctx) = self.split(slot);
-        let Some(s) = session else {
-            return;
-        };
-        let ending = s.channel_input(now, &mut ctx, bytes);
-        // What arrived authenticated before an alert or a close is still delivered.
-        self.drain_inbox(now, peer, slot);
-        match ending {
-            Some(ending) if self.is_live(slot, peer) => self.end_session(slot, ending),
-            _ => self.rearm(slot),
-        }
-    }
-
-    fn is_live(&self, slot: u32, peer: SocketAddr) -> bool {
-        self.by_peer.get(&peer) == Some(&slot)
-    }
-
-    /// Processes the messages a secure association opened, in order.
-    fn drain_inbox(&mut self, now: Instant, peer: SocketAddr, slot: u32) {
-        if self.out.inbox_lens.is_empty() {
-            return;
-        }
-        let inbox = core::mem::take(&mut self.out.inbox);
-        let lens = core::mem::take(&mut self.out.inbox_lens);
-        let mut at = 0;
-        for &len in &lens {
-            if !self.is_live(slot, peer) {
-                break;
-            }
-            let end = at + len;
-            self.message(now, peer, Some(slot), &inbox[at..end]);
-            at = end;
-        }
-        // Keep the buffers' capacity for the next datagram.
-        self.out.inbox = inbox;
-        self.out.inbox_lens = lens;
-        self.clear_inbox();
     }
 
     /// The deadline from [`poll_timeout`](Self::poll_timeout) has passed (calling it early or
@@ -772,14 +625,25 @@ impl Endpoint {
     /// Handshakes peers opened that have not completed yet (server role of a secure
     /// endpoint; at most [`Limits::max_handshakes`](crate::Limits::max_handshakes)).
     pub fn handshakes_in_progress(&self) -> usize {
-        self.handshakes.len()
+        #[cfg(feature = "security")]
+        return self.handshakes.len();
+        #[cfg(not(feature = "security"))]
+        0
     }
 
     /// Who the peer of a secure session proved to be: its PSK identity or its certificate.
     /// `None` for a plain session, a handshake still in progress, or no session.
     pub fn peer_identity(&self, peer: SocketAddr) -> Option<PeerIdentity> {
-        let slot = *self.by_peer.get(&peer)?;
-        self.sessions.get(slot as usize)?.as_ref()?.peer_identity()
+        #[cfg(feature = "security")]
+        {
+            let slot = *self.by_peer.get(&peer)?;
+            self.sessions.get(slot as usize)?.as_ref()?.peer_identity()
+        }
+        #[cfg(not(feature = "security"))]
+        {
+            let _ = peer;
+            None
+        }
     }
 
     /// Tells the engine the wall-clock time: `unix_secs` (seconds since 1970-01-01 UTC) is
@@ -830,31 +694,8 @@ impl Endpoint {
         }
         due.clear();
         self.due = due;
-        if self
-            .handshakes
-            .values()
-            .any(|c| c.poll_timeout().is_some_and(|t| t <= now))
-        {
-            let peers: Vec<SocketAddr> = self
-                .handshakes
-                .iter()
-                .filter(|(_, c)| c.poll_timeout().is_some_and(|t| t <= now))
-                .map(|(&p, _)| p)
-                .collect();
-            for peer in peers {
-                let Some(mut channel) = self.handshakes.remove(&peer) else {
-                    continue;
-                };
-                let record = TransmitRecord {
-                    peer,
-                    session: None,
-                    message_id: None,
-                };
-                let result =
-                    channel.handle_timeout(now, &mut ChannelSink::new(&mut self.out, record));
-                self.after_handshake(now, peer, channel, result);
-            }
-        }
+        #[cfg(feature = "security")]
+        self.run_handshake_timers(now);
         while let Some(&(t, peer, seq)) = self.memory_order.front() {
             if t > now {
                 break;
@@ -906,28 +747,16 @@ impl Endpoint {
         peer: SocketAddr,
         server_name: Option<alloc::string::String>,
     ) -> Result<u32, Error> {
-        let channel = match self.config.security.clone() {
-            None => None,
-            Some(security) => {
-                if self.by_peer.len() >= self.config.limits.max_sessions {
-                    return Err(Error::SessionLimit);
-                }
-                let params = self.channel_params();
-                let channel = security
-                    .layer()
-                    .connect(now, peer, server_name.as_deref(), params)
-                    .map_err(Error::Security)?;
-                Some(channel)
-            }
+        #[cfg(feature = "security")]
+        let channel = self.connect(now, peer, server_name.as_deref())?;
+        #[cfg(not(feature = "security"))]
+        let channel = {
+            let _ = server_name;
+            None
         };
         let slot = self.create_session(now, peer, Origin::Local, channel)?;
-        let (session, mut ctx) = self.split(slot);
-        // The first flight (ClientHello) goes out at once.
-        if let Some(ending) = session.and_then(|s| s.start_channel(now, &mut ctx)) {
-            if let Some(s) = self.sessions[slot as usize].as_mut() {
-                s.doomed = Some(ending);
-            }
-        }
+        #[cfg(feature = "security")]
+        self.start_handshake(now, slot);
         Ok(slot)
     }
 
@@ -1020,6 +849,7 @@ impl Endpoint {
     fn end_session(&mut self, slot: u32, ending: Ending) {
         if let Some(mut session) = self.free_slot(slot) {
             let (_, mut ctx) = self.split(slot);
+            #[cfg(feature = "security")]
             if matches!(
                 ending,
                 Ending::Closed(CloseReason::Local | CloseReason::Idle)
@@ -1027,6 +857,7 @@ impl Endpoint {
                 session.close_channel(&mut ctx);
             }
             session.terminate(&mut ctx, ending);
+            // Message IDs and deduplication belong to one association (RFC 7252 §9.1).
             if !session.is_secure() {
                 self.remember(session);
             }
@@ -1057,6 +888,7 @@ impl Endpoint {
         let Some(Some(s)) = self.sessions.get_mut(slot as usize) else {
             return;
         };
+        #[cfg(feature = "security")]
         if let Some(ending) = s.doomed.take() {
             self.end_session(slot, ending);
             return;

@@ -44,7 +44,9 @@ pub(crate) struct Outputs {
     tracked_transmits: usize,
     /// Plaintext messages a security layer opened from one datagram, back to back, and
     /// their lengths; reused so that a secure datagram allocates nothing here.
+    #[cfg(feature = "security")]
     pub(crate) inbox: Vec<u8>,
+    #[cfg(feature = "security")]
     pub(crate) inbox_lens: Vec<usize>,
 }
 
@@ -59,13 +61,16 @@ impl Outputs {
             scratch: Vec::with_capacity(256),
             max_queued_transmits: config.limits.max_queued_transmits,
             tracked_transmits: config.limits.tracked_transmits,
+            #[cfg(feature = "security")]
             inbox: Vec::new(),
+            #[cfg(feature = "security")]
             inbox_lens: Vec::new(),
         }
     }
 
     /// An id for a message that produced no transmit (sealed before its secure channel was
     /// open): send results can never name it, so nothing is recorded.
+    #[cfg(feature = "security")]
     pub(crate) fn reserve_id(&mut self) -> TransmitId {
         let id = TransmitId(self.next_transmit);
         self.next_transmit += 1;
@@ -256,6 +261,7 @@ pub(crate) struct Ctx<'a> {
 
 /// A security layer's outputs for one session (or one handshake): records become transmits
 /// charged to `record`, opened messages go to the inbox.
+#[cfg(feature = "security")]
 pub(crate) struct ChannelSink<'a> {
     pub(crate) out: &'a mut Outputs,
     pub(crate) record: TransmitRecord,
@@ -263,6 +269,7 @@ pub(crate) struct ChannelSink<'a> {
     pub(crate) last: Option<TransmitId>,
 }
 
+#[cfg(feature = "security")]
 impl<'a> ChannelSink<'a> {
     pub(crate) fn new(out: &'a mut Outputs, record: TransmitRecord) -> Self {
         ChannelSink {
@@ -273,6 +280,7 @@ impl<'a> ChannelSink<'a> {
     }
 }
 
+#[cfg(feature = "security")]
 impl crate::security::RecordSink for ChannelSink<'_> {
     fn transmit(&mut self, datagram: &[u8]) {
         self.last = Some(self.out.send(self.record, Datagram::from_slice(datagram)));

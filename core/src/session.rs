@@ -22,8 +22,11 @@ use crate::event::{
 };
 use crate::liveness::Liveness;
 use crate::observe::{self, Observation, Observer, ObserverRemoval, RecentMids, ResourceId};
-use crate::outputs::{ChannelSink, Ctx, SessionKey, TransmitRecord};
-use crate::security::{ChannelState, PeerIdentity, SecureChannel, SecurityError};
+use crate::outputs::{Ctx, SessionKey, TransmitRecord};
+use crate::security::SecureChannel;
+
+#[cfg(feature = "security")]
+mod channel;
 use crate::time::{Duration, Instant};
 use crate::transmit::{Datagram, SendErrorKind, TransmitId};
 
@@ -195,9 +198,11 @@ pub(crate) struct Session {
     pub(crate) armed: Option<Instant>,
     /// The security association (RFC 7252 §9) of a secure endpoint's session; every
     /// message is sealed into it and opened from it.
+    #[cfg(feature = "security")]
     channel: Option<Box<dyn SecureChannel>>,
     /// Set when the session must end but the call that found out cannot end it itself (a
     /// failed seal deep in the message layer); the endpoint ends it on its next look.
+    #[cfg(feature = "security")]
     pub(crate) doomed: Option<Ending>,
 }
 
@@ -231,6 +236,8 @@ impl Session {
         memory: Option<PeerMemory>,
         channel: Option<Box<dyn SecureChannel>>,
     ) -> Self {
+        #[cfg(not(feature = "security"))]
+        let _ = channel;
         let (dedup, next_mid) = match memory {
             Some(m) => (m.dedup, m.next_mid),
             None => (Dedup::default(), ctx.rng.next_u64() as u16),
@@ -252,7 +259,9 @@ impl Session {
             liveness: Liveness::new(now, ctx.config.keepalive),
             unreachable_in_row: 0,
             armed: None,
+            #[cfg(feature = "security")]
             channel,
+            #[cfg(feature = "security")]
             doomed: None,
         }
     }
@@ -269,125 +278,27 @@ impl Session {
             session: Some(self.key),
             message_id: Some(mid),
         };
-        let Some(channel) = self.channel.as_mut() else {
-            return ctx.out.send(record, bytes);
-        };
-        // Sealed afresh every time: a retransmission is a new record with a new sequence
-        // number, or the peer's replay protection would drop it (RFC 6347 §4.1.2.6).
-        let mut sink = ChannelSink::new(ctx.out, record);
-        let sealed = channel.seal(&bytes, &mut sink);
-        let id = sink.last;
-        if let Err(e) = sealed {
-            self.doom(Ending::Failed(FailureReason::Security(e)));
+        #[cfg(feature = "security")]
+        if self.channel.is_some() {
+            return self.seal(ctx, record, &bytes);
         }
-        id.unwrap_or_else(|| ctx.out.reserve_id())
-    }
-
-    fn doom(&mut self, ending: Ending) {
-        self.doomed.get_or_insert(ending);
+        ctx.out.send(record, bytes)
     }
 
     /// Messages can flow: the session is plain, or its secure association is open.
     fn ready(&self) -> bool {
-        self.channel
-            .as_ref()
-            .is_none_or(|c| c.state() == ChannelState::Open)
+        #[cfg(feature = "security")]
+        return self.channel_open();
+        #[cfg(not(feature = "security"))]
+        true
     }
 
+    /// Whether the session is a secure association (RFC 7252 §9).
     pub(crate) fn is_secure(&self) -> bool {
-        self.channel.is_some()
-    }
-
-    pub(crate) fn peer_identity(&self) -> Option<PeerIdentity> {
-        self.channel.as_ref().and_then(|c| c.peer_identity())
-    }
-
-    /// A datagram for this session's secure association. Opened messages are left in
-    /// `ctx.out.inbox` for the endpoint to process. Returns how the session ends, if the
-    /// association failed or the peer closed it.
-    pub(crate) fn channel_input(
-        &mut self,
-        now: Instant,
-        ctx: &mut Ctx<'_>,
-        datagram: &[u8],
-    ) -> Option<Ending> {
-        let channel = self.channel.as_mut()?;
-        let was_open = channel.state() == ChannelState::Open;
-        let record = TransmitRecord {
-            peer: self.peer,
-            session: Some(self.key),
-            message_id: None,
-        };
-        let result = channel.handle_datagram(now, datagram, &mut ChannelSink::new(ctx.out, record));
-        self.after_channel(now, ctx, was_open, result)
-    }
-
-    /// What an association's input or timer led to.
-    fn after_channel(
-        &mut self,
-        now: Instant,
-        ctx: &mut Ctx<'_>,
-        was_open: bool,
-        result: Result<(), SecurityError>,
-    ) -> Option<Ending> {
-        if let Err(e) = result {
-            return Some(Ending::Failed(FailureReason::Security(e)));
-        }
-        match self.channel.as_ref().map(|c| c.state()) {
-            Some(ChannelState::Closed) => Some(Ending::Closed(CloseReason::PeerClosed)),
-            Some(ChannelState::Open) if !was_open => {
-                self.opened(now, ctx);
-                None
-            }
-            _ => None,
-        }
-    }
-
-    /// The association's handshake completed: the first authenticated word from the peer,
-    /// and the queued requests can go.
-    pub(crate) fn opened(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        self.heard(now, ctx);
-        self.pump(now, ctx);
-    }
-
-    /// Runs the association's timer if it is due (or at once with `force`, to send the
-    /// first flight of a new association).
-    fn channel_timer(&mut self, now: Instant, ctx: &mut Ctx<'_>, force: bool) -> Option<Ending> {
-        let channel = self
-            .channel
-            .as_mut()
-            .filter(|c| force || c.poll_timeout().is_some_and(|t| t <= now))?;
-        let was_open = channel.state() == ChannelState::Open;
-        let record = TransmitRecord {
-            peer: self.peer,
-            session: Some(self.key),
-            message_id: None,
-        };
-        let result = channel.handle_timeout(now, &mut ChannelSink::new(ctx.out, record));
-        self.after_channel(now, ctx, was_open, result)
-    }
-
-    /// Starts a new association's handshake.
-    pub(crate) fn start_channel(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Ending> {
-        self.channel_timer(now, ctx, true)
-    }
-
-    /// Sends the association's `close_notify` (a session closed on purpose).
-    pub(crate) fn close_channel(&mut self, ctx: &mut Ctx<'_>) {
-        let record = TransmitRecord {
-            peer: self.peer,
-            session: None,
-            message_id: None,
-        };
-        if let Some(channel) = self.channel.as_mut() {
-            channel.close(&mut ChannelSink::new(ctx.out, record));
-        }
-    }
-
-    /// Answers a malformed Confirmable message inside the association with Reset (§4.2).
-    pub(crate) fn reset(&mut self, ctx: &mut Ctx<'_>, mid: u16) {
-        let rst = ctx.out.encode_empty(MessageType::Reset, mid);
-        self.send(ctx, mid, rst);
+        #[cfg(feature = "security")]
+        return self.channel.is_some();
+        #[cfg(not(feature = "security"))]
+        false
     }
 
     /// Sends a new CON and starts its retransmission timer with the randomized initial timeout
@@ -459,9 +370,11 @@ impl Session {
                 consider(t);
             }
         }
+        #[cfg(feature = "security")]
         if let Some(t) = self.channel.as_ref().and_then(|c| c.poll_timeout()) {
             consider(t);
         }
+        #[cfg(feature = "security")]
         if self.doomed.is_some() {
             consider(Instant::ZERO);
         }
@@ -1743,9 +1656,11 @@ impl Session {
                 silent_for,
             }));
         }
+        #[cfg(feature = "security")]
         if let Some(ending) = self.doomed.take() {
             return Some(ending);
         }
+        #[cfg(feature = "security")]
         if let Some(ending) = self.channel_timer(now, ctx, false) {
             return Some(ending);
         }
@@ -1769,7 +1684,10 @@ impl Session {
         {
             return Some(Ending::Closed(CloseReason::Idle));
         }
-        self.doomed.take()
+        #[cfg(feature = "security")]
+        return self.doomed.take();
+        #[cfg(not(feature = "security"))]
+        None
     }
 
     fn retransmit(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
@@ -1799,6 +1717,7 @@ impl Session {
                 // the peer no longer has the association (it restarted, RFC 6347 §4.2.8):
                 // end the session so the next request starts a new handshake. Keepalive
                 // probes are left to the keepalive deadline.
+                #[cfg(feature = "security")]
                 if self.channel.is_some()
                     && c.purpose != ConPurpose::Ping(None)
                     && self.liveness.last_heard() <= c.first_sent

@@ -263,6 +263,7 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         early_negotiation: limits.max_confirmables % 2 == 1,
         max_body_size: 64 << (limits.max_queued_transmits % 8),
     };
+    #[allow(clippy::needless_update)]
     Config {
         transmission,
         token_length: input.u8() % 9,
@@ -275,7 +276,8 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         extra_critical_options,
         blockwise,
         limits,
-        security: None,
+        // Plain endpoints (the `security` feature adds a field, None by default).
+        ..Config::default()
     }
 }
 
