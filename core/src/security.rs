@@ -147,6 +147,10 @@ pub enum Accept {
     /// The peer proved it receives at its address: a new association, which has consumed
     /// the datagram (its answer is in the sink) and is in its handshake.
     Open(Box<dyn SecureChannel>),
+    /// The peer proved it receives at its address, but its handshake cannot go on (no mode
+    /// or cipher suite in common): refused, with an alert in the sink if one applies; the
+    /// engine reports it as [`Event::HandshakeFailed`](crate::Event::HandshakeFailed).
+    Refused(SecurityError),
 }
 
 /// A security layer for a whole endpoint: the factory of its associations. Implemented by

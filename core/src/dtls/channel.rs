@@ -132,6 +132,10 @@ pub(crate) struct DtlsChannel {
     failed: Option<SecurityError>,
     /// The instant of the input being handled (dimpl's clock).
     last_now: Instant,
+    /// The next sequence number of epoch 0 we may use (for an alert of our own).
+    next_epoch0_seq: u64,
+    /// Our ChangeCipherSpec went: from then on the peer reads our epoch 1 only.
+    change_cipher_spec_sent: bool,
 }
 
 impl DtlsChannel {
@@ -156,6 +160,8 @@ impl DtlsChannel {
             identity: None,
             failed: None,
             last_now: Instant::ZERO,
+            next_epoch0_seq: 0,
+            change_cipher_spec_sent: false,
         }
     }
 
@@ -180,9 +186,28 @@ impl DtlsChannel {
             op(dtls)
         });
         if let Err(e) = result {
-            return Err(self.fail(self.map_error(&e)));
+            let e = self.map_error(&e);
+            return Err(self.refuse(e, sink));
         }
         self.poll(now, sink)
+    }
+
+    /// Ends a handshake that failed and tells the peer why with a fatal alert, when the
+    /// failure is one the peer should hear about (RFC 5246 §7.2.2) — dimpl sends none itself,
+    /// which would leave a refused client waiting for its handshake to time out. The alert
+    /// goes as a plaintext record of epoch 0: we have not sent our ChangeCipherSpec, so
+    /// that is the epoch the peer reads (a server refusing a client's Finished, a client
+    /// refusing a server's certificate).
+    fn refuse(&mut self, e: SecurityError, sink: &mut dyn RecordSink) -> SecurityError {
+        if self.state == ChannelState::Handshaking && !self.change_cipher_spec_sent {
+            if let Some(description) = alert_for(e) {
+                let seq = self.next_epoch0_seq.to_be_bytes();
+                let mut record = [21, 0xFE, 0xFD, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, description];
+                record[5..11].copy_from_slice(&seq[2..]);
+                sink.transmit(&record);
+            }
+        }
+        self.fail(e)
     }
 
     fn fail(&mut self, e: SecurityError) -> SecurityError {
@@ -209,6 +234,11 @@ impl DtlsChannel {
                         if self.client && hello::has_change_cipher_spec(p) {
                             self.finished_sent = true;
                         }
+                        note_sent(
+                            &mut self.next_epoch0_seq,
+                            &mut self.change_cipher_spec_sent,
+                            p,
+                        );
                         sink.transmit(p);
                     }
                     Output::Timeout(t) => {
@@ -243,12 +273,13 @@ impl DtlsChannel {
         });
         if let Some(e) = refused {
             let _ = self.dtls.close();
-            return Err(self.fail(e));
+            return Err(self.refuse(e, sink));
         }
         if connected && self.state == ChannelState::Handshaking {
             if !self.certificate_ok {
                 let _ = self.dtls.close();
-                return Err(self.fail(SecurityError::Certificate(CertificateError::Missing)));
+                let e = SecurityError::Certificate(CertificateError::Missing);
+                return Err(self.refuse(e, sink));
             }
             if let Check::Psk(Some(probe)) = &self.check {
                 self.identity = probe
@@ -278,6 +309,11 @@ impl DtlsChannel {
                 SecurityError::CredentialsRejected
             }
             E::Timeout(_) => SecurityError::HandshakeTimeout,
+            // decrypt_error, bad_record_mac or unknown_psk_identity in answer to our Finished:
+            // the server refused our key.
+            E::SecurityError(S::FatalAlert {
+                description: 20 | 51 | 115,
+            }) if self.client && self.finished_sent => SecurityError::CredentialsRejected,
             E::SecurityError(S::FatalAlert { description }) => SecurityError::Alert(*description),
             E::SecurityError(
                 S::ClientFinishedVerificationFailed | S::ServerFinishedVerificationFailed,
@@ -302,6 +338,49 @@ impl DtlsChannel {
             _ => SecurityError::Internal,
         }
     }
+}
+
+/// What `note_sent` records, as a free function so that it can run while dimpl's output
+/// borrows the channel.
+fn note_sent(next_epoch0_seq: &mut u64, change_cipher_spec_sent: &mut bool, datagram: &[u8]) {
+    let mut rest = datagram;
+    while let Some(h) = rest.get(..13) {
+        if h[3..5] == [0, 0] {
+            let mut seq = [0; 8];
+            seq[2..].copy_from_slice(&h[5..11]);
+            *next_epoch0_seq = (*next_epoch0_seq).max(u64::from_be_bytes(seq) + 1);
+        }
+        if h[0] == 20 {
+            *change_cipher_spec_sent = true;
+        }
+        let len = usize::from(u16::from_be_bytes([h[11], h[12]]));
+        rest = rest.get(13 + len..).unwrap_or(&[]);
+    }
+}
+
+/// The fatal alert (RFC 5246 §7.2.2) that tells a peer why we refused its handshake, if it
+/// should hear one. PSK failures are all `decrypt_error`, so that nobody can probe which
+/// identities exist (RFC 4279 §2).
+fn alert_for(e: SecurityError) -> Option<u8> {
+    Some(match e {
+        SecurityError::UnknownPskIdentity
+        | SecurityError::PskMismatch
+        | SecurityError::FinishedMismatch => 51,
+        SecurityError::Certificate(c) => match c {
+            CertificateError::UnknownIssuer => 48,
+            CertificateError::Expired | CertificateError::NotYetValid => 45,
+            CertificateError::UnsupportedAlgorithm | CertificateError::WrongUsage => 43,
+            CertificateError::Missing => 40,
+            CertificateError::Malformed
+            | CertificateError::NameMismatch
+            | CertificateError::BadSignature => 42,
+            _ => 46,
+        },
+        SecurityError::NoCommonCipherSuite => 40,
+        SecurityError::Protocol => 10,
+        SecurityError::Internal => 80,
+        _ => return None,
+    })
 }
 
 /// Checks the peer's certificate at the time it arrives.

@@ -562,11 +562,13 @@ impl SecurityLayer for Dtls {
             return Accept::Ignore;
         }
         let mut out = Collect::default();
-        if channel
-            .drive(now, &mut out, |d| d.handle_packet(datagram))
-            .is_err()
-        {
-            return Accept::Ignore;
+        if let Err(e) = channel.drive(now, &mut out, |d| d.handle_packet(datagram)) {
+            // The cookie was good (a mismatch is answered, not an error): the peer is at its
+            // address and hears the alert saying why, e.g. no cipher suite in common.
+            for d in out.datagrams.iter().filter(|d| d.len() <= datagram.len()) {
+                sink.transmit(d);
+            }
+            return Accept::Refused(e);
         }
         if out
             .datagrams

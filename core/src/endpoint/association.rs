@@ -51,8 +51,13 @@ impl Endpoint {
                     message_id: None,
                 };
                 let mut sink = ChannelSink::new(&mut self.out, record);
-                if let Accept::Open(channel) = layer.accept(now, peer, bytes, params, &mut sink) {
-                    self.after_handshake(now, peer, channel, Ok(()));
+                match layer.accept(now, peer, bytes, params, &mut sink) {
+                    Accept::Open(channel) => self.after_handshake(now, peer, channel, Ok(())),
+                    Accept::Refused(error) => {
+                        log::debug!("{peer}: handshake refused: {error}");
+                        self.out.event(Event::HandshakeFailed { peer, error });
+                    }
+                    _ => {}
                 }
                 self.clear_inbox();
             }
