@@ -8,7 +8,13 @@
 //! ```text
 //! cargo build --release -p coap-engine-examples
 //! target/release/coap-bench [-P 16,2000] [-W 4,1] [-D 3] [-R 3] [-p path/to/coap-server]
+//!                            [-k key -u identity]
 //! ```
+//!
+//! With `-k key -u identity` every client speaks CoAP over DTLS with that pre-shared key
+//! (TLS_PSK_WITH_AES_128_CCM_8) to our `coap-server -k key` and libcoap's
+//! `coap-server-openssl -k key`, both on their DTLS port (`-p`+1); each client's handshake
+//! happens during the ramp-up, before the measurement window.
 //!
 //! `-P` and `-W` take comma-separated lists that pair up (a single value pairs with every
 //! value of the other list): each round measures every (P, W) pair against both servers, so
@@ -87,18 +93,30 @@ mod bench {
         }
     }
 
-    fn spawn(program: &str) -> Result<Server, String> {
-        let port = UdpSocket::bind("127.0.0.1:0")
-            .and_then(|s| s.local_addr())
-            .map_err(|e| format!("no free port: {e}"))?
-            .port();
+    /// Starts `program` on a free port; with a PSK, the server listens for DTLS on the next
+    /// port too, and that is the one measured.
+    fn spawn(program: &str, psk: Option<&str>) -> Result<Server, String> {
+        let port = loop {
+            let port = UdpSocket::bind("127.0.0.1:0")
+                .and_then(|s| s.local_addr())
+                .map_err(|e| format!("no free port: {e}"))?
+                .port();
+            if psk.is_none() || UdpSocket::bind(("127.0.0.1", port.wrapping_add(1))).is_ok() {
+                break port;
+            }
+        };
+        let mut args = vec!["-A".to_string(), "127.0.0.1".into(), "-p".into(), port.to_string()];
+        if let Some(key) = psk {
+            args.extend(["-k".to_string(), key.to_string()]);
+        }
         let child = Command::new(program)
-            .args(["-A", "127.0.0.1", "-p", &port.to_string()])
+            .args(&args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {program}: {e}"))?;
         std::thread::sleep(Duration::from_millis(300));
+        let port = if psk.is_some() { port + 1 } else { port };
         Ok(Server {
             child,
             addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
@@ -185,7 +203,11 @@ mod bench {
     }
 
     impl Generator {
-        fn new(clients: usize, nstart: usize) -> Result<Generator, String> {
+        fn new(
+            clients: usize,
+            nstart: usize,
+            security: Option<coap_engine::Security>,
+        ) -> Result<Generator, String> {
             let socket = MultiSocket::bind(4 << 20, Duration::from_millis(5))
                 .map_err(|e| format!("cannot open the client socket: {e}"))?;
             let config = Config {
@@ -197,6 +219,7 @@ mod bench {
                     max_exchanges: nstart.max(Limits::default().max_exchanges),
                     ..Limits::default()
                 },
+                security,
                 ..Config::default()
             };
             let seed = coap_engine_mio::random_seed();
@@ -439,7 +462,8 @@ mod bench {
     fn run() -> Result<bool, String> {
         let args: Vec<String> = std::env::args().skip(1).collect();
         let (flags, _) =
-            cli::getopt(args, "P:W:D:R:p:").unwrap_or_else(|e| cli::usage_error(PROG, e));
+            cli::getopt(args, "P:W:D:R:p:k:u:").unwrap_or_else(|e| cli::usage_error(PROG, e));
+        let (mut key, mut identity) = (None, None);
         let (mut ps, mut ws, mut d, mut r) = (vec![16], vec![4], 3.0f64, 3usize);
         let mut ours = std::env::current_exe()
             .unwrap()
@@ -460,6 +484,8 @@ mod bench {
                 'D' => d = num(60.0),
                 'R' => r = num(100.0) as usize,
                 'p' => ours = value,
+                'k' => key = Some(value),
+                'u' => identity = Some(value),
                 _ => unreachable!(),
             }
         }
@@ -471,11 +497,34 @@ mod bench {
         };
         let max_p = pairs.iter().map(|&(p, _)| p).max().unwrap_or(1);
         let max_w = pairs.iter().map(|&(_, w)| w).max().unwrap_or(1);
-        let servers = [
-            ("coap-engine coap-server", ours.as_str()),
-            ("libcoap coap-server-notls", "coap-server-notls"),
-        ];
-        let mut generator = Generator::new(max_p, max_w)?;
+        let security = match (&key, &identity) {
+            (None, None) => None,
+            (Some(key), Some(identity)) => {
+                let dtls = coap_engine::dtls::DtlsConfig {
+                    psk: Some(coap_engine::dtls::PskCredentials {
+                        identity: identity.as_bytes().to_vec(),
+                        key: key.as_bytes().to_vec(),
+                    }),
+                    ..Default::default()
+                };
+                let dtls = coap_engine::dtls::Dtls::new(dtls, coap_engine_mio::dtls_entropy())
+                    .map_err(|e| format!("-k/-u: {e}"))?;
+                Some(coap_engine::Security::new(dtls))
+            }
+            _ => cli::usage_error(PROG, "-k and -u go together (a PSK and its identity)"),
+        };
+        let servers = if security.is_some() {
+            [
+                ("coap-engine coap-server (DTLS)", ours.as_str()),
+                ("libcoap coap-server-openssl", "coap-server-openssl"),
+            ]
+        } else {
+            [
+                ("coap-engine coap-server", ours.as_str()),
+                ("libcoap coap-server-notls", "coap-server-notls"),
+            ]
+        };
+        let mut generator = Generator::new(max_p, max_w, security)?;
         // results[pair][server][round]
         let mut results: Vec<Vec<Vec<Run>>> = pairs
             .iter()
@@ -485,7 +534,7 @@ mod bench {
             for (k, &(p, w)) in pairs.iter().enumerate() {
                 for (s, &(name, program)) in servers.iter().enumerate() {
                     // A fresh server per run: no run inherits another's sessions.
-                    let run = generator.load(&spawn(program)?, p, w, d)?;
+                    let run = generator.load(&spawn(program, key.as_deref())?, p, w, d)?;
                     let mut trouble = String::new();
                     if run.failures > 0 {
                         trouble += &format!("  {} requests failed", run.failures);
