@@ -105,7 +105,12 @@ mod bench {
                 break port;
             }
         };
-        let mut args = vec!["-A".to_string(), "127.0.0.1".into(), "-p".into(), port.to_string()];
+        let mut args = vec![
+            "-A".to_string(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
         if let Some(key) = psk {
             args.extend(["-k".to_string(), key.to_string()]);
         }
