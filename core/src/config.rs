@@ -277,10 +277,12 @@ pub struct Config {
     /// Largest message the engine will build (default 1152 bytes, RFC 7252 §4.6). Request and
     /// response bodies that do not fit go block-wise (see [`Blockwise`]).
     pub max_message_size: usize,
-    /// Critical option numbers the application understands beyond those of RFC 7252, 7641,
-    /// 7959 and 8613 (Uri-*, Location-*, ETag, If-*, Content-Format, Accept, Max-Age, Proxy-*,
-    /// Size1/2, Observe, Block1/2, OSCORE, No-Response). Requests with any other critical
-    /// option are answered with 4.02 Bad Option (RFC 7252 §5.4.1).
+    /// Critical option numbers the application understands beyond those the engine knows
+    /// (RFC 7252's If-Match, Uri-Host, If-None-Match, Uri-Port, Uri-Path, Uri-Query, Accept,
+    /// Proxy-Uri, Proxy-Scheme, and RFC 7959's Block1/Block2; elective options need no
+    /// listing). Requests with any other critical option are answered with 4.02 Bad Option
+    /// (RFC 7252 §5.4.1). The engine does not process OSCORE (RFC 8613, option 9): an
+    /// application that does lists 9 here and gets such requests as they arrived.
     pub extra_critical_options: Vec<u16>,
     /// Block-wise transfers (RFC 7959).
     pub blockwise: Blockwise,
