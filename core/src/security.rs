@@ -227,9 +227,10 @@ impl PartialEq for Security {
 pub enum SecurityError {
     /// The handshake did not complete within the configured time.
     HandshakeTimeout,
-    /// The handshake stalled after we sent our Finished message: the peer never answered,
-    /// which is how a DTLS server refuses a client whose pre-shared key (or certificate) it
-    /// does not accept.
+    /// The peer did not accept our credentials: it answered our Finished message with a
+    /// `decrypt_error` (or `bad_record_mac`, `unknown_psk_identity`) alert, or never answered
+    /// it, which is how some servers refuse a pre-shared key (or certificate) they do not
+    /// accept.
     CredentialsRejected,
     /// The client's PSK identity is not one we know (server role).
     UnknownPskIdentity,
@@ -260,7 +261,7 @@ impl fmt::Display for SecurityError {
         match self {
             SecurityError::HandshakeTimeout => f.write_str("handshake timed out: no answer from the peer"),
             SecurityError::CredentialsRejected => f.write_str(
-                "handshake failed: the peer never answered our Finished message; it most likely rejected our pre-shared key (wrong key or unknown identity) or our certificate",
+                "handshake failed: the peer did not accept our pre-shared key (wrong key or unknown identity) or our certificate",
             ),
             SecurityError::UnknownPskIdentity => f.write_str("handshake failed: unknown PSK identity"),
             SecurityError::PskMismatch => f.write_str("handshake failed: the client's pre-shared key does not match ours (wrong key)"),
