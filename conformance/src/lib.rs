@@ -1,9 +1,11 @@
 //! Harness for the conformance suite (`tests/conformance.rs`): peers from libcoap 4.3.1
-//! (`coap-server-notls`, `coap-client-notls`, Debian package `libcoap3-bin`) and our
-//! `coap-server`/`coap-client` (crate `coap-engine-examples`, built once per run), started on
-//! free loopback ports, waited for, their output captured, and always stopped by a guard
-//! (also when a case panics). A [`Relay`] between client and server records every datagram,
-//! so each case checks the wire as well as exit codes and payloads.
+//! (`coap-server-notls`, `coap-client-notls`, and for DTLS the `-openssl` and `-gnutls`
+//! builds; Debian package `libcoap3-bin`) and our `coap-server`/`coap-client` (crate
+//! `coap-engine-examples`, built once per run), started on free loopback ports, waited for,
+//! their output captured, and always stopped by a guard (also when a case panics). A
+//! [`Relay`] between client and server records every datagram, so each case checks the wire
+//! as well as exit codes and payloads; for DTLS it reads the record layer
+//! ([`dtls_records`]), and it can lose chosen datagrams ([`Relay::drop_when`]).
 
 use std::io::Read;
 use std::net::{SocketAddr, UdpSocket};
@@ -129,6 +131,17 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A loopback UDP port that is free, and whose next port is free too, at the time of the call.
+pub fn free_port_pair() -> u16 {
+    loop {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a loopback UDP socket");
+        let port = socket.local_addr().expect("local address").port();
+        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+            return port;
+        }
+    }
+}
+
 /// Output of a child process collected by reader threads (no pipe ever fills up).
 #[derive(Clone, Default)]
 pub struct Captured(Arc<Mutex<Vec<u8>>>);
@@ -154,6 +167,14 @@ impl Captured {
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
     }
+
+    /// Puts `earlier` in front of what is captured (a restarted server's earlier output).
+    fn prepend(&self, earlier: &str) {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut all = earlier.as_bytes().to_vec();
+        all.append(&mut v);
+        *v = all;
+    }
 }
 
 /// How a server is known to be ready.
@@ -171,6 +192,9 @@ pub struct Server {
     child: Child,
     pub port: u16,
     pub program: String,
+    path: PathBuf,
+    args: Vec<String>,
+    ready: Ready,
     stdout: Captured,
     stderr: Captured,
     readers: Vec<JoinHandle<()>>,
@@ -180,42 +204,118 @@ impl Server {
     /// Starts `program args -A 127.0.0.1 -p PORT` on a free port and waits until it is ready
     /// (retrying on another port if the one picked was taken meanwhile).
     pub fn start(program: &Path, args: &[&str], ready: Ready) -> Server {
+        Server::start_on(program, args, ready, free_port)
+    }
+
+    /// [`Server::start`] for a server given DTLS credentials: libcoap's servers and ours then
+    /// listen for `coaps://` on PORT + 1 too, so both ports must be free, and the server is
+    /// ready once PORT + 1 is bound as well.
+    pub fn start_dtls(program: &Path, args: &[&str]) -> Server {
+        Server::start_on(program, args, Ready::Ping, free_port_pair)
+    }
+
+    fn start_on(program: &Path, args: &[&str], ready: Ready, pick: fn() -> u16) -> Server {
         let name = program.display().to_string();
         let mut last = String::new();
         for _ in 0..5 {
-            let port = free_port();
+            let port = pick();
             if ready == Ready::Bound && port_bound(port) {
                 continue; // taken again meanwhile: Bound could not tell who holds it
             }
-            let mut child = Command::new(program)
-                .args(args)
-                .args(["-A", "127.0.0.1", "-p", &port.to_string()])
-                .stdin(Stdio::null())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
-            let (stdout, r1) = Captured::collect(child.stdout.take().unwrap());
-            let (stderr, r2) = Captured::collect(child.stderr.take().unwrap());
-            let mut server = Server {
-                child,
-                port,
-                program: name.clone(),
-                stdout,
-                stderr,
-                readers: vec![r1, r2],
-            };
-            let ok = match ready {
-                Ready::Ping => answers_ping(&mut server.child, port),
-                Ready::Bound => bound(&mut server.child, port),
-            };
-            if ok {
+            let mut server = Server::spawn(program, args, ready, port);
+            if server.wait_ready() {
                 return server;
             }
             last = server.output();
             // dropped: killed; try another port
         }
         panic!("{name} never became ready on a free port; its output:\n{last}");
+    }
+
+    fn spawn(program: &Path, args: &[&str], ready: Ready, port: u16) -> Server {
+        let name = program.display().to_string();
+        let mut child = Command::new(program)
+            .args(args)
+            .args(["-A", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let (stdout, r1) = Captured::collect(child.stdout.take().unwrap());
+        let (stderr, r2) = Captured::collect(child.stderr.take().unwrap());
+        Server {
+            child,
+            port,
+            program: name,
+            path: program.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
+            ready,
+            stdout,
+            stderr,
+            readers: vec![r1, r2],
+        }
+    }
+
+    fn wait_ready(&mut self) -> bool {
+        let port = self.port;
+        let ok = match self.ready {
+            Ready::Ping => answers_ping(&mut self.child, port),
+            Ready::Bound => bound(&mut self.child, port),
+        };
+        // A DTLS server binds PORT + 1 next to PORT; for any other server PORT + 1 is
+        // nobody's business, so only look when credentials were given.
+        ok && (!self.has_dtls() || bound(&mut self.child, port + 1))
+    }
+
+    fn has_dtls(&self) -> bool {
+        self.args.iter().any(|a| a == "-k" || a == "-c")
+    }
+
+    /// Kills the server (SIGKILL: it says nothing to its peers, and forgets every session)
+    /// and starts it again with the same arguments on the same port(s), ready as before.
+    /// Returns when it was killed.
+    pub fn restart(&mut self) -> Instant {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let killed = Instant::now();
+        let args: Vec<&str> = self.args.iter().map(String::as_str).collect();
+        // The port was just freed: nobody else is expected to grab it in these few
+        // milliseconds, but a bind race shows up as not ready, so try a few times.
+        for _ in 0..5 {
+            let mut fresh = Server::spawn(&self.path, &args, self.ready, self.port);
+            if fresh.wait_ready() {
+                std::mem::swap(self, &mut fresh);
+                // The old process is reaped: its readers end with its pipes, after which
+                // its output is complete and goes in front of the new one's.
+                for r in fresh.readers.drain(..) {
+                    let _ = r.join();
+                }
+                self.stdout.prepend(&fresh.stdout.text());
+                self.stderr.prepend(&fresh.stderr.text());
+                return killed;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "{} did not start again on port {}; its output:\n{}",
+            self.program,
+            self.port,
+            self.output()
+        );
+    }
+
+    /// The DTLS (`coaps://`) port: PORT + 1, as on libcoap's servers.
+    pub fn dtls_port(&self) -> u16 {
+        self.port + 1
+    }
+
+    pub fn dtls_addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.dtls_port()))
+    }
+
+    pub fn coaps_uri(&self, path: &str) -> String {
+        format!("coaps://127.0.0.1:{}/{path}", self.dtls_port())
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -450,7 +550,8 @@ pub struct Datagram {
     pub to_server: bool,
     pub bytes: Vec<u8>,
     pub at: Instant,
-    /// Dropped by the relay instead of forwarded (see [`Relay::drop_to_client_until_next_request`]).
+    /// Dropped by the relay instead of forwarded (see [`Relay::drop_to_client_until_next_request`]
+    /// and [`Relay::drop_when`]).
     pub dropped: bool,
 }
 
@@ -476,12 +577,33 @@ pub struct Relay {
     drop_down: Arc<AtomicBool>,
     /// The next request from the client clears `drop_down` before it is forwarded.
     until_request: Arc<AtomicBool>,
+    /// Which datagrams to drop besides `drop_down` (see [`Relay::drop_when`]).
+    rule: Arc<Mutex<Option<DropRule>>>,
+    /// The address the client talks to.
+    front_ip: std::net::Ipv4Addr,
     threads: Vec<JoinHandle<()>>,
+}
+
+/// Decides, for each datagram (client → server when the flag is set, and its bytes), whether
+/// the relay drops it.
+pub type DropRule = Box<dyn FnMut(bool, &[u8]) -> bool + Send>;
+
+fn apply(rule: &Mutex<Option<DropRule>>, to_server: bool, bytes: &[u8]) -> bool {
+    rule.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()
+        .is_some_and(|r| r(to_server, bytes))
 }
 
 impl Relay {
     pub fn new(server: SocketAddr) -> Relay {
-        let front = UdpSocket::bind("127.0.0.1:0").expect("relay front socket");
+        Relay::on(std::net::Ipv4Addr::LOCALHOST, server)
+    }
+
+    /// A relay whose client side listens on `front_ip` (another loopback address such as
+    /// 127.0.0.2 reaches a server under a name its certificate does not carry).
+    pub fn on(front_ip: std::net::Ipv4Addr, server: SocketAddr) -> Relay {
+        let front = UdpSocket::bind((front_ip, 0)).expect("relay front socket");
         let back = UdpSocket::bind("127.0.0.1:0").expect("relay back socket");
         back.connect(server).expect("relay connect");
         let tick = Some(Duration::from_millis(10));
@@ -495,10 +617,12 @@ impl Relay {
         let synced = Arc::new(AtomicU64::new(0));
         let drop_down = Arc::new(AtomicBool::new(false));
         let until_request = Arc::new(AtomicBool::new(false));
+        let rule: Arc<Mutex<Option<DropRule>>> = Arc::new(Mutex::new(None));
         let up = {
             let (log, stop, client) = (log.clone(), stop.clone(), client.clone());
             let synced = synced.clone();
             let (drop_down, until_request) = (drop_down.clone(), until_request.clone());
+            let rule = rule.clone();
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
@@ -515,19 +639,24 @@ impl Relay {
                         if request && until_request.swap(false, Ordering::SeqCst) {
                             drop_down.store(false, Ordering::SeqCst);
                         }
-                        record(&log, true, &buf[..n], false);
-                        let _ = back.send(&buf[..n]);
+                        let dropped = apply(&rule, true, &buf[..n]);
+                        record(&log, true, &buf[..n], dropped);
+                        if !dropped {
+                            let _ = back.send(&buf[..n]);
+                        }
                     }
                 }
             })
         };
         let down = {
             let (log, stop, drop_down) = (log.clone(), stop.clone(), drop_down.clone());
+            let rule = rule.clone();
             std::thread::spawn(move || {
                 let mut buf = vec![0u8; 65536];
                 while !stop.load(Ordering::Relaxed) {
                     if let Ok(n) = back_rx.recv(&mut buf) {
-                        let dropped = drop_down.load(Ordering::SeqCst);
+                        let dropped =
+                            drop_down.load(Ordering::SeqCst) || apply(&rule, false, &buf[..n]);
                         record(&log, false, &buf[..n], dropped);
                         if dropped {
                             continue;
@@ -546,8 +675,17 @@ impl Relay {
             stop,
             drop_down,
             until_request,
+            rule,
+            front_ip,
             threads: vec![up, down],
         }
+    }
+
+    /// From now on, drops every datagram `rule` picks (it sees each one, in either
+    /// direction, in arrival order): a lossy link that loses exactly what a case names, DTLS
+    /// records included. Dropped datagrams are recorded with `dropped` set.
+    pub fn drop_when(&self, rule: impl FnMut(bool, &[u8]) -> bool + Send + 'static) {
+        *self.rule.lock().unwrap_or_else(|e| e.into_inner()) = Some(Box::new(rule));
     }
 
     /// From now on, drops every server → client datagram (the server goes silent for the
@@ -565,7 +703,12 @@ impl Relay {
     }
 
     pub fn uri(&self, path: &str) -> String {
-        format!("coap://127.0.0.1:{}/{path}", self.port)
+        format!("coap://{}:{}/{path}", self.front_ip, self.port)
+    }
+
+    /// The relay's `coaps://` URI (put the relay in front of the server's DTLS port).
+    pub fn coaps_uri(&self, path: &str) -> String {
+        format!("coaps://{}:{}/{path}", self.front_ip, self.port)
     }
 
     /// The datagrams seen so far, in order: everything a client sent before this call is
@@ -586,7 +729,7 @@ impl Relay {
         let mut marker = SYNC_MAGIC.to_vec();
         marker.extend_from_slice(&want.to_be_bytes());
         probe
-            .send_to(&marker, ("127.0.0.1", self.port))
+            .send_to(&marker, (self.front_ip, self.port))
             .expect("relay sync send");
         let give_up = Instant::now() + Duration::from_secs(10);
         while self.synced.load(Ordering::SeqCst) < want {
@@ -617,6 +760,150 @@ impl Relay {
                 format!("{t:7.3}s {dir} {}{dropped}\n", describe(&d.bytes))
             })
             .collect()
+    }
+}
+
+impl Relay {
+    /// [`Relay::trace`] for DTLS: one line per datagram with its records (content type,
+    /// epoch, sequence number; the message type of plaintext handshake records).
+    pub fn dtls_trace(&self) -> String {
+        let dgs = self.datagrams();
+        let start = dgs.first().map(|d| d.at);
+        dgs.iter()
+            .map(|d| {
+                let t = start.map_or(0.0, |s| d.at.duration_since(s).as_secs_f64());
+                let dir = if d.to_server { "C->S" } else { "S->C" };
+                let records: Vec<String> = dtls_records(&d.bytes)
+                    .iter()
+                    .map(DtlsRecord::name)
+                    .collect();
+                let dropped = if d.dropped {
+                    " (dropped by the relay)"
+                } else {
+                    ""
+                };
+                format!(
+                    "{t:7.3}s {dir} {} bytes: {}{dropped}\n",
+                    d.bytes.len(),
+                    records.join(", ")
+                )
+            })
+            .collect()
+    }
+}
+
+/// DTLS record content types (RFC 6347 §4.1, RFC 5246 §6.2.1).
+pub const CHANGE_CIPHER_SPEC: u8 = 20;
+pub const ALERT: u8 = 21;
+pub const HANDSHAKE: u8 = 22;
+pub const APPLICATION_DATA: u8 = 23;
+
+/// Handshake message types (RFC 5246 §7.4, RFC 6347 §4.2.2).
+pub const CLIENT_HELLO: u8 = 1;
+pub const SERVER_HELLO: u8 = 2;
+pub const HELLO_VERIFY_REQUEST: u8 = 3;
+pub const CERTIFICATE: u8 = 11;
+pub const CERTIFICATE_REQUEST: u8 = 13;
+
+/// One DTLS record of a datagram, as far as a relay without the keys can read it.
+#[derive(Clone, Debug)]
+pub struct DtlsRecord {
+    pub content_type: u8,
+    pub epoch: u16,
+    pub sequence: u64,
+    pub fragment: Vec<u8>,
+}
+
+impl DtlsRecord {
+    /// The handshake message type of a plaintext (epoch 0) handshake record; the records of
+    /// epoch 1 and later are encrypted.
+    pub fn handshake_type(&self) -> Option<u8> {
+        (self.content_type == HANDSHAKE && self.epoch == 0)
+            .then(|| self.fragment.first().copied())
+            .flatten()
+    }
+
+    /// The cipher suite a plaintext ServerHello picks.
+    pub fn server_hello_suite(&self) -> Option<u16> {
+        if self.handshake_type() != Some(SERVER_HELLO) {
+            return None;
+        }
+        // Handshake header (12 bytes), then version (2), random (32), session id.
+        let body = self.fragment.get(12..)?;
+        let sid = usize::from(*body.get(34)?);
+        let at = 35 + sid;
+        Some(u16::from_be_bytes([*body.get(at)?, *body.get(at + 1)?]))
+    }
+
+    /// (level, description) of a plaintext (epoch 0) alert.
+    pub fn plain_alert(&self) -> Option<(u8, u8)> {
+        (self.content_type == ALERT && self.epoch == 0 && self.fragment.len() == 2)
+            .then(|| (self.fragment[0], self.fragment[1]))
+    }
+
+    /// `handshake(ClientHello) e0#1`, `application_data e1#3 (37 bytes)`, ...
+    pub fn name(&self) -> String {
+        let kind = match self.content_type {
+            CHANGE_CIPHER_SPEC => "change_cipher_spec".to_string(),
+            ALERT => match self.plain_alert() {
+                Some((level, desc)) => format!("alert({level},{desc})"),
+                None => "alert(encrypted)".to_string(),
+            },
+            HANDSHAKE => match self.handshake_type() {
+                Some(t) => format!("handshake({})", handshake_name(t)),
+                None => "handshake(encrypted: Finished)".to_string(),
+            },
+            APPLICATION_DATA => format!("application_data ({} bytes)", self.fragment.len()),
+            other => format!("type {other}"),
+        };
+        format!("{kind} e{}#{}", self.epoch, self.sequence)
+    }
+}
+
+fn handshake_name(t: u8) -> String {
+    match t {
+        0 => "HelloRequest".into(),
+        1 => "ClientHello".into(),
+        2 => "ServerHello".into(),
+        3 => "HelloVerifyRequest".into(),
+        11 => "Certificate".into(),
+        12 => "ServerKeyExchange".into(),
+        13 => "CertificateRequest".into(),
+        14 => "ServerHelloDone".into(),
+        15 => "CertificateVerify".into(),
+        16 => "ClientKeyExchange".into(),
+        20 => "Finished".into(),
+        other => format!("type {other}"),
+    }
+}
+
+/// The DTLS records of a datagram, in order (RFC 6347 §4.1: a 13-byte header, then the
+/// fragment); a truncated record ends the list.
+pub fn dtls_records(bytes: &[u8]) -> Vec<DtlsRecord> {
+    let mut out = Vec::new();
+    let mut rest = bytes;
+    while rest.len() >= 13 {
+        let len = usize::from(u16::from_be_bytes([rest[11], rest[12]]));
+        let Some(fragment) = rest.get(13..13 + len) else {
+            break;
+        };
+        out.push(DtlsRecord {
+            content_type: rest[0],
+            epoch: u16::from_be_bytes([rest[3], rest[4]]),
+            sequence: rest[5..11]
+                .iter()
+                .fold(0u64, |a, b| (a << 8) | u64::from(*b)),
+            fragment: fragment.to_vec(),
+        });
+        rest = &rest[13 + len..];
+    }
+    out
+}
+
+impl Datagram {
+    /// The datagram's DTLS records.
+    pub fn records(&self) -> Vec<DtlsRecord> {
+        dtls_records(&self.bytes)
     }
 }
 
