@@ -68,7 +68,7 @@ impl Pair {
         let ours_client = match dir {
             Dir::OursToLibcoap => true,
             Dir::LibcoapToOurs => false,
-            Dir::EngineToOurs => unreachable!("no engine rows here"),
+            _ => unreachable!("plain CoAP between the two tools only here"),
         };
         let server = if ours_client {
             libcoap_server(&["-d", "10"])
