@@ -1275,6 +1275,7 @@ fn cases() -> Vec<Case> {
     .chain(live::cases())
     .chain(live::more_cases())
     .chain(dtls::cases())
+    .chain(live::dtls_cases())
     .collect()
 }
 

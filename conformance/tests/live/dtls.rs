@@ -1,0 +1,291 @@
+//! LIVE_06: LIVE_02 over DTLS, the seed's own scenario. Two network namespaces joined by a
+//! veth pair (made by the case, as in LIVE_02); a DTLS server (PSK) in one, in the other a
+//! client observing `/time` over `coaps://` with keepalive `-K 1`; mid-observation the
+//! client's link goes down, so each of its `sendto()` calls fails with ENETUNREACH.
+//!
+//! - ours → `coap-server-openssl` / `coap-server-gnutls`: our `coap-client -s 60 -K 1` must
+//!   report a keepalive failure and exit non-zero no later than interval + timeout (2 s)
+//!   after the last packet it heard (the last notification, whose arrival is timed by its
+//!   `-v 6` log line), and the sends it reports failing must be unreachable ones.
+//! - `coap-client-openssl` / `coap-client-gnutls` → our `coap-server`: the same scenario
+//!   with `-K 1 -B 8`; what libcoap does is recorded, not judged.
+
+use std::io::BufRead;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use coap_engine_conformance::{libcoap, ours};
+
+use super::{ip, Netns, BOUND, CUT_AFTER, KEEPALIVE_S, SERVER_ADDR, SLACK};
+use crate::dtls::{IDENTITY, KEY};
+use crate::{Case, Dir, Tls};
+
+pub fn cases() -> Vec<Case> {
+    const OURS: &str = "netns + veth, DTLS (PSK): our coap-client -s 60 -K 1 observing /time over coaps://, its link goes down (ENETUNREACH): keepalive failure within interval+timeout of the last notification heard, exit 3";
+    const THEIRS: &str = "same scenario with libcoap's client -s 60 -K 1 -B 8 against our coap-server -k: libcoap's behaviour recorded";
+    vec![
+        Case {
+            id: "LIVE_06",
+            dir: Dir::OursToTls(Tls::OpenSsl),
+            checks: OURS,
+            run: || ours_client(Tls::OpenSsl),
+            record_only: false,
+        },
+        Case {
+            id: "LIVE_06",
+            dir: Dir::OursToTls(Tls::GnuTls),
+            checks: OURS,
+            run: || ours_client(Tls::GnuTls),
+            record_only: false,
+        },
+        Case {
+            id: "LIVE_06",
+            dir: Dir::TlsToOurs(Tls::OpenSsl),
+            checks: THEIRS,
+            run: || libcoap_client(Tls::OpenSsl),
+            record_only: true,
+        },
+        Case {
+            id: "LIVE_06",
+            dir: Dir::TlsToOurs(Tls::GnuTls),
+            checks: THEIRS,
+            run: || libcoap_client(Tls::GnuTls),
+            record_only: true,
+        },
+    ]
+}
+
+/// A client run in the client namespace whose output lines carry their arrival times.
+struct Timed {
+    status: Option<std::process::ExitStatus>,
+    lines: Vec<(Instant, String)>,
+    started: Instant,
+    cut: Instant,
+    ended: Instant,
+    program: String,
+}
+
+impl Timed {
+    fn text(&self) -> String {
+        self.lines
+            .iter()
+            .map(|(at, l)| {
+                format!(
+                    "{:7.3}s {l}\n",
+                    at.saturating_duration_since(self.started).as_secs_f64()
+                )
+            })
+            .collect()
+    }
+
+    fn describe(&self) -> String {
+        format!(
+            "{}: status {:?} after {:.2} s, link cut at {:.2} s\n--- output (stdout and stderr, timed)\n{}",
+            self.program,
+            self.status,
+            (self.ended - self.started).as_secs_f64(),
+            (self.cut - self.started).as_secs_f64(),
+            self.text()
+        )
+    }
+
+    fn code(&self) -> Option<i32> {
+        self.status.and_then(|s| s.code())
+    }
+
+    fn find(&self, needle: &str) -> Option<&(Instant, String)> {
+        self.lines.iter().find(|(_, l)| l.contains(needle))
+    }
+}
+
+/// Runs `program args` in the client namespace, takes its link down `CUT_AFTER` later, and
+/// waits up to `limit` for it to exit (then kills it).
+fn run_timed(net: &Netns, program: &Path, args: &[&str], limit: Duration) -> Timed {
+    let started = Instant::now();
+    let mut child = Netns::exec(&net.client_ns, program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let pump = |from: Box<dyn std::io::Read + Send>| {
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(from).lines() {
+                let Ok(line) = line else { break };
+                sink.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((Instant::now(), line));
+            }
+        })
+    };
+    let readers = [
+        pump(Box::new(child.stdout.take().expect("piped stdout"))),
+        pump(Box::new(child.stderr.take().expect("piped stderr"))),
+    ];
+    std::thread::sleep(CUT_AFTER.saturating_sub(started.elapsed()));
+    ip(&["-n", &net.client_ns, "link", "set", "cva", "down"]);
+    let cut = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait for the client") {
+            break Some(s);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let ended = Instant::now();
+    for r in readers {
+        let _ = r.join();
+    }
+    let lines = std::mem::take(&mut *lines.lock().unwrap_or_else(|e| e.into_inner()));
+    Timed {
+        status,
+        lines,
+        started,
+        cut,
+        ended,
+        program: program.display().to_string(),
+    }
+}
+
+fn ours_client(t: Tls) -> String {
+    let mut net = Netns::new();
+    net.start_server(&libcoap(t.server()), &["-k", KEY]);
+    let k = KEEPALIVE_S.to_string();
+    let uri = format!("coaps://{SERVER_ADDR}/time");
+    let args = [
+        "-u", IDENTITY, "-k", KEY, "-s", "60", "-K", &k, "-w", "-B", "30", "-v", "6", &uri,
+    ];
+    let r = run_timed(&net, &ours("coap-client"), &args, Duration::from_secs(20));
+    let d = r.describe();
+    assert!(
+        r.status.is_some(),
+        "our client did not exit within 20 s\n{d}"
+    );
+    assert_eq!(
+        r.code(),
+        Some(3),
+        "exit status 3 (no response) expected\n{d}"
+    );
+    let (failed_at, failure) = r
+        .find("keepalive failure")
+        .cloned()
+        .unwrap_or_else(|| panic!("no keepalive failure reported\n{d}"));
+    assert!(
+        r.find("unreachable").is_some(),
+        "sends must fail as unreachable (ENETUNREACH)\n{d}"
+    );
+    // The last packet heard: the last notification before the failure (each is logged at
+    // -v 6 as it arrives; /time notifies every second, so no ping was needed before the cut).
+    let notifications: Vec<Instant> = r
+        .lines
+        .iter()
+        .filter(|(at, l)| l.contains("notification") && *at < failed_at)
+        .map(|(at, _)| *at)
+        .collect();
+    assert!(
+        notifications.len() >= 2,
+        "the client must have been observing before the cut\n{d}"
+    );
+    let last_heard = *notifications.last().unwrap();
+    assert!(
+        last_heard <= r.cut,
+        "a notification logged after the link went down\n{d}"
+    );
+    let after_heard = failed_at - last_heard;
+    assert!(
+        after_heard <= BOUND + SLACK,
+        "keepalive failure {after_heard:?} after the last notification > bound {BOUND:?} + {SLACK:?}\n{d}"
+    );
+    assert!(
+        r.ended - r.cut <= BOUND + SLACK,
+        "exit later than the bound after the cut\n{d}"
+    );
+    format!(
+        "exit 3 {:.2} s after the last notification heard ({} before the cut), {:.2} s after the link went down (bound {} s); stderr: `{}`",
+        after_heard.as_secs_f64(),
+        notifications.len(),
+        (r.ended - r.cut).as_secs_f64(),
+        BOUND.as_secs(),
+        failure.trim()
+    )
+}
+
+fn libcoap_client(t: Tls) -> String {
+    let mut net = Netns::new();
+    net.start_server(&ours("coap-server"), &["-k", KEY]);
+    let k = KEEPALIVE_S.to_string();
+    let uri = format!("coaps://{SERVER_ADDR}/time");
+    let args = [
+        "-u", IDENTITY, "-k", KEY, "-s", "60", "-K", &k, "-w", "-B", "8", "-v", "7", &uri,
+    ];
+    let r = run_timed(&net, &libcoap(t.client()), &args, Duration::from_secs(20));
+    let d = r.describe();
+    if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
+        eprintln!("{d}");
+    }
+    assert!(
+        r.status.is_some(),
+        "{} still running after 20 s\n{d}",
+        t.client()
+    );
+    assert!(r.ended >= r.cut, "{} ended before the cut\n{d}", t.client());
+    let notifications: Vec<Instant> = r
+        .lines
+        .iter()
+        .filter(|(at, l)| *at < r.cut && l.contains("c:2.05"))
+        .map(|(at, _)| *at)
+        .collect();
+    let before = notifications.len();
+    assert!(
+        before >= 2,
+        "{} was not observing before the cut\n{d}",
+        t.client()
+    );
+    let last_heard = notifications[before - 1];
+    let after: Vec<&String> = r
+        .lines
+        .iter()
+        .filter(|(at, _)| *at >= r.cut)
+        .map(|(_, l)| l)
+        .collect();
+    let count = |needle: &str| after.iter().filter(|l| l.contains(needle)).count();
+    let keepalive = after
+        .iter()
+        .find(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("keepalive") && (l.contains("fail") || l.contains("timeout"))
+        })
+        .map(|l| format!("`{}`", l.trim()));
+    let error = after
+        .iter()
+        .find(|l| l.contains(" ERR "))
+        .and_then(|l| l.split(" ERR ").last())
+        .map(|l| format!("`{}`", l.trim()));
+    let gave_up = after.iter().any(|l| l.trim_end().ends_with("INFO timeout"));
+    format!(
+        "{} exit status {}, {:.2} s after the last notification heard ({before} before the cut), {:.2} s after the link went down; ENETUNREACH logged: {} ({} \"Network is unreachable\" lines, {} internal \"session disconnected\"); keepalive failure reported: {}; error printed: {}; ended by -B 8 (\"timeout\"): {}",
+        t.client(),
+        r.code().map_or("none (killed)".into(), |c| c.to_string()),
+        (r.ended - last_heard).as_secs_f64(),
+        (r.ended - r.cut).as_secs_f64(),
+        if count("Network is unreachable") > 0 {
+            "yes"
+        } else {
+            "no"
+        },
+        count("Network is unreachable"),
+        count("session disconnected"),
+        keepalive.unwrap_or_else(|| "none".into()),
+        error.unwrap_or_else(|| "none".into()),
+        if gave_up { "yes" } else { "no" }
+    )
+}
