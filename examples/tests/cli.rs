@@ -569,7 +569,7 @@ fn observing_time_prints_every_notification_then_deregisters() {
     assert!(stderr.contains("deregistered after"), "{stderr}");
     let elapsed = started.elapsed();
     assert!(
-        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(8),
+        elapsed >= Duration::from_secs(3) && elapsed < Duration::from_secs(25),
         "-s 3 took {elapsed:?}"
     );
 }
@@ -786,12 +786,17 @@ fn a_wrong_psk_fails_with_one_line_and_the_server_logs_it() {
         "-k",
         "not-the-key",
         "-B",
-        "2",
+        "60",
         &coaps(&s, ""),
     ]);
     assert_status(&out, 3);
     assert_one_line(&out, &["DTLS", "pre-shared key"]);
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // The server's alert ended it, not -B (a margin no loaded machine eats).
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
     let logged = std::fs::read_to_string(&log_path).unwrap();
     let _ = std::fs::remove_file(&log_path);
     assert!(
@@ -882,7 +887,12 @@ fn a_silent_coaps_server_is_a_handshake_timeout() {
     let out = psk_client(&["-B", "1", &format!("coaps://127.0.0.1:{port}/")]);
     assert_status(&out, 3);
     assert_one_line(&out, &["handshake timed out"]);
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // -B bounded the wait, not the layer's own 30 s handshake timeout.
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
 }
 
 #[test]
