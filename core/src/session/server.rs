@@ -1,0 +1,262 @@
+//! Requests from the peer (RFC 7252 §5): what the application is given, and how its answer
+//! goes back (piggybacked, separate, or Non-confirmable), with the engine answering for it
+//! where it must (unknown critical options, overload, block-wise continuations).
+
+use coap_lite::{MessageType, Packet};
+
+use super::*;
+use crate::block::{self, ServerBlocks};
+use crate::codec::MessageView;
+use crate::error::Error;
+use crate::event::{Event, IncomingRequestId};
+use crate::observe::{self, ObserverRemoval, ResourceId};
+use crate::outputs::Ctx;
+use crate::time::Instant;
+
+/// A request from the peer awaiting the application's response.
+#[derive(Debug)]
+pub(super) struct Incoming {
+    pub(super) id: IncomingRequestId,
+    pub(super) mid: u16,
+    pub(super) token: Token,
+    pub(super) confirmable: bool,
+    /// When the Empty ACK goes out if the application has not answered (CON only).
+    pub(super) ack_at: Option<Instant>,
+    pub(super) expires: Instant,
+    /// The Observe option of a GET or FETCH: 0 registers, 1 deregisters (RFC 7641 §2).
+    pub(super) observe: Option<u32>,
+    /// What its response needs block-wise (RFC 7959).
+    pub(super) block: ServerBlocks,
+}
+
+impl Session {
+    /// Answers an incoming request: piggybacked if the Empty ACK has not gone out yet, else a
+    /// separate CON response; a NON request gets a NON response (RFC 7252 §5.2). When
+    /// `max_confirmables` separate responses already await their ACK, a further one goes as
+    /// NON (which §5.2.2 allows), so a peer that never acknowledges cannot grow our state.
+    pub(crate) fn respond(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        id: IncomingRequestId,
+        response: &Packet,
+        observe: Option<ResourceId>,
+    ) -> Result<bool, Error> {
+        let index = self
+            .incoming
+            .iter()
+            .position(|i| i.id == id)
+            .ok_or(Error::UnknownRequest)?;
+        let inc = &self.incoming[index];
+        // A registration is accepted only for a 2.xx answer and within the observer caps;
+        // otherwise the response goes out without Observe, so the client knows (RFC 7641 §3.1).
+        let register = observe.filter(|&resource| {
+            let known = self.observers.iter().any(|o| o.token == inc.token);
+            let limits = &ctx.config.limits;
+            inc.observe == Some(0)
+                && u8::from(response.header.code) >> 5 == 2
+                && (known || self.observers.len() < limits.max_observers)
+                && (known || ctx.observe.count(resource) < limits.max_observers_per_resource)
+        });
+        let with_observe;
+        let response = match register {
+            Some(_) => {
+                let mut p = response.clone();
+                p.set_observe_value(ctx.observe.next_seq());
+                with_observe = p;
+                &with_observe
+            }
+            None => response,
+        };
+        let shaped =
+            block::shape_response(ctx.config, &inc.block, inc.token.len as usize, response);
+        let response = shaped.as_ref().unwrap_or(response);
+        let (mtype, mid) = if inc.confirmable && inc.ack_at.is_some() {
+            (MessageType::Acknowledgement, inc.mid)
+        } else if inc.confirmable && self.other_confirmables() < ctx.config.limits.max_confirmables
+        {
+            (MessageType::Confirmable, self.next_mid)
+        } else {
+            (MessageType::NonConfirmable, self.next_mid)
+        };
+        let bytes = ctx.out.encode_packet(
+            response,
+            mtype,
+            mid,
+            inc.token.as_slice(),
+            ctx.config.max_message_size,
+        )?;
+        let inc = self.incoming.swap_remove(index);
+        self.last_activity = now;
+        match mtype {
+            MessageType::Acknowledgement => {
+                self.dedup.set_reply(inc.mid, bytes.clone());
+                self.send(ctx, mid, bytes);
+            }
+            MessageType::Confirmable => {
+                self.alloc_mid();
+                self.send_con(now, ctx, mid, bytes, ConPurpose::Response);
+            }
+            _ => {
+                self.alloc_mid();
+                self.send(ctx, mid, bytes);
+            }
+        }
+        if let Some(resource) = register {
+            self.add_observer(now, ctx, resource, inc.token, mid);
+        }
+        Ok(register.is_some())
+    }
+
+    pub(super) fn on_request(&mut self, now: Instant, ctx: &mut Ctx<'_>, msg: &MessageView<'_>) {
+        let h = msg.header;
+        let mid = h.message_id;
+        if self.duplicate(ctx, h.mtype, mid) {
+            return;
+        }
+        self.remember(now, ctx, h.mtype, mid);
+        self.last_activity = now;
+        let confirmable = h.mtype == MessageType::Confirmable;
+        let config = ctx.config;
+        if msg
+            .unrecognized_critical(|n| is_known_critical(n, config))
+            .is_some()
+        {
+            // §5.4.1: 4.02 for a CON request; a NON request is rejected.
+            if confirmable {
+                // The diagnostic payload (§5.5.2) is dropped if it would exceed the size limit.
+                let diagnostic: &[u8] = b"unrecognized critical option";
+                let fits = 5 + msg.token.len() + diagnostic.len() <= ctx.config.max_message_size;
+                let ack = ctx.out.encode_simple(
+                    MessageType::Acknowledgement,
+                    BAD_OPTION,
+                    mid,
+                    msg.token,
+                    if fits { diagnostic } else { b"" },
+                );
+                self.reply_cached(ctx, mid, ack);
+            } else {
+                self.reject(ctx, h.mtype, mid);
+            }
+            return;
+        }
+        let Some(token) = Token::from_slice(msg.token) else {
+            return;
+        };
+        let Some((request, block)) = self.block_request(now, ctx, msg) else {
+            return; // answered by the engine (2.31 Continue, or a block-wise error)
+        };
+        if self.incoming.len() >= ctx.config.limits.max_pending_requests {
+            // The application is not keeping up: answer for it rather than grow.
+            if confirmable {
+                let ack = ctx.out.encode_simple(
+                    MessageType::Acknowledgement,
+                    SERVICE_UNAVAILABLE,
+                    mid,
+                    msg.token,
+                    b"",
+                );
+                self.reply_cached(ctx, mid, ack);
+            } else {
+                let own = self.alloc_mid();
+                let non = ctx.out.encode_simple(
+                    MessageType::NonConfirmable,
+                    SERVICE_UNAVAILABLE,
+                    own,
+                    msg.token,
+                    b"",
+                );
+                self.send(ctx, own, non);
+            }
+            return;
+        }
+        let (ack_at, lifetime) = if confirmable {
+            (
+                Some(now + ctx.config.empty_ack_delay),
+                ctx.derived.exchange_lifetime,
+            )
+        } else {
+            (None, ctx.derived.non_lifetime)
+        };
+        // Observe means something on GET and FETCH only (RFC 7641 §2, RFC 8132 §2.4).
+        let observe = match h.code {
+            1 | 5 => msg.option(observe::OBSERVE).and_then(observe::value),
+            _ => None,
+        };
+        if observe == Some(1) {
+            self.remove_observer(ctx, token, ObserverRemoval::Deregistered);
+        }
+        let id = IncomingRequestId(new_id(ctx, self.key.slot));
+        self.incoming.push(Incoming {
+            id,
+            mid,
+            token,
+            confirmable,
+            ack_at,
+            expires: now + lifetime,
+            observe,
+            block,
+        });
+        ctx.out.event(Event::Request {
+            id,
+            peer: self.peer,
+            request: request.unwrap_or_else(|| msg.to_packet()),
+        });
+    }
+
+    /// Sends Empty ACKs for requests the application is slow to answer (§5.2.2) and forgets
+    /// requests it never answered.
+    pub(super) fn serve_pending(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        let mut i = 0;
+        while i < self.incoming.len() {
+            let inc = &mut self.incoming[i];
+            if inc.expires <= now {
+                log::debug!(
+                    "{}: request {:?} never answered; forgotten",
+                    self.peer,
+                    inc.id
+                );
+                self.incoming.swap_remove(i);
+                continue;
+            }
+            if inc.ack_at.is_some_and(|t| t <= now) {
+                inc.ack_at = None;
+                let mid = inc.mid;
+                let ack = ctx.out.encode_empty(MessageType::Acknowledgement, mid);
+                self.reply_cached(ctx, mid, ack);
+            }
+            i += 1;
+        }
+    }
+
+    /// The Block options of an incoming request (see `Reassembly::on_request`): the request
+    /// to give the application (None: as received) and what its response needs, or None when
+    /// the engine has answered it (2.31 Continue for a non-final Block1 block, or an error).
+    pub(super) fn block_request(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        msg: &MessageView<'_>,
+    ) -> Option<(Option<Packet>, ServerBlocks)> {
+        let expires = now + ctx.derived.exchange_lifetime;
+        let mid = msg.header.message_id;
+        match self.blocks.on_request(ctx.config, expires, msg) {
+            block::Inbound::Deliver(request, info) => Some((request, info)),
+            block::Inbound::Answer(answer) => {
+                if msg.header.mtype == MessageType::Confirmable {
+                    let ack = answer.encode(ctx.out, MessageType::Acknowledgement, mid, msg.token);
+                    self.reply_cached(ctx, mid, ack);
+                } else {
+                    let own = self.alloc_mid();
+                    let non = answer.encode(ctx.out, MessageType::NonConfirmable, own, msg.token);
+                    self.send(ctx, own, non);
+                }
+                None
+            }
+            block::Inbound::Reject => {
+                self.reject(ctx, msg.header.mtype, mid);
+                None
+            }
+        }
+    }
+}
