@@ -44,8 +44,8 @@ impl Session {
         let e = &mut self.exchanges[index];
         let id = e.id;
         // The answered block's CON (if its ACK was lost) needs no more retransmissions.
-        self.stop_request_cons(&[id]);
-        let mid = self.next_mid;
+        self.forget_requests(&[id]);
+        let mid = self.peek_mid();
         let e = &mut self.exchanges[index];
         let Some(transfer) = e.block.as_mut() else {
             return;
@@ -88,13 +88,12 @@ impl Session {
             e.last_error = None;
             e.last_transmit = None;
             e.response_deadline = None;
-            if e.confirmable {
-                let id = e.id;
-                self.send_con(now, ctx, mid, bytes, ConPurpose::Request(id));
-            } else {
+            let (id, confirmable) = (e.id, e.confirmable);
+            let transmit = self.send_request(now, ctx, id, mid, bytes, confirmable);
+            let e = &mut self.exchanges[i];
+            e.last_transmit = transmit;
+            if !confirmable {
                 e.response_deadline = Some(now + ctx.config.response_timeout);
-                let transmit = self.send(ctx, mid, bytes);
-                self.exchanges[i].last_transmit = Some(transmit);
             }
         }
     }
@@ -108,7 +107,7 @@ impl Session {
         error: ExchangeError,
     ) {
         let e = self.exchanges.swap_remove(index);
-        self.stop_request_cons(&[e.id]);
+        self.forget_requests(&[e.id]);
         self.last_activity = now;
         ctx.out.event(Event::RequestFailed {
             id: e.id,

@@ -101,7 +101,7 @@ impl Session {
         } else {
             MessageType::NonConfirmable
         };
-        let mid = self.next_mid;
+        let mid = self.peek_mid();
         let (bytes, block) =
             block::first_request(ctx.out, ctx.config, packet, mtype, mid, token.as_slice())?;
         self.alloc_mid();
@@ -178,10 +178,9 @@ impl Session {
                 block: q.block,
                 fetch: None,
             };
-            if q.confirmable {
-                self.send_con(now, ctx, q.mid, q.bytes, ConPurpose::Request(q.id));
-            } else {
-                exchange.last_transmit = Some(self.send(ctx, q.mid, q.bytes));
+            exchange.last_transmit =
+                self.send_request(now, ctx, q.id, q.mid, q.bytes, q.confirmable);
+            if !q.confirmable {
                 exchange.response_deadline = Some(now + ctx.config.response_timeout);
             }
             self.exchanges.push(exchange);
@@ -195,14 +194,9 @@ impl Session {
             self.queue.remove(i);
         } else if let Some(i) = self.exchanges.iter().position(|e| e.id == id) {
             self.exchanges.swap_remove(i);
-            self.stop_request_cons(&[id]);
+            self.forget_requests(&[id]);
             self.drop_fetches(id);
-        } else if let Some(i) = self
-            .cons
-            .iter()
-            .position(|c| c.purpose == ConPurpose::Ping(Some(id)))
-        {
-            self.cons.swap_remove(i);
+        } else if self.cancel_ping(id) {
             ctx.out.event(Event::PingFailed {
                 id,
                 peer,
@@ -221,35 +215,20 @@ impl Session {
         true
     }
 
-    pub(super) fn on_response(&mut self, now: Instant, ctx: &mut Ctx<'_>, msg: &MessageView<'_>) {
-        let h = msg.header;
-        let mid = h.message_id;
-        if self.duplicate(ctx, h.mtype, mid) {
-            return;
-        }
-        self.remember(now, ctx, h.mtype, mid);
-        let confirmable = h.mtype == MessageType::Confirmable;
+    /// The exchange a response belongs to (by token, RFC 7252 §5.3.2), if it is one we can
+    /// take: None for no such exchange, or an unknown critical option or malformed Block
+    /// option, which the message layer rejects (§5.4.1).
+    pub(super) fn match_response(&self, ctx: &Ctx<'_>, msg: &MessageView<'_>) -> Option<usize> {
         let config = ctx.config;
         let index = self
             .exchanges
             .iter()
-            .position(|e| e.token.as_slice() == msg.token);
+            .position(|e| e.token.as_slice() == msg.token)?;
         let acceptable = msg
             .unrecognized_critical(|n| is_known_critical(n, config))
             .is_none()
             && block::well_formed(msg);
-        let Some(index) = index.filter(|_| acceptable) else {
-            // No matching exchange, or a critical option we cannot honour: reject (§4.2,
-            // §5.3.2, §5.4.1), remembering the Reset for duplicates.
-            let rst = ctx.out.encode_empty(MessageType::Reset, mid);
-            self.reply_cached(ctx, mid, rst);
-            return;
-        };
-        if confirmable {
-            let ack = ctx.out.encode_empty(MessageType::Acknowledgement, mid);
-            self.reply_cached(ctx, mid, ack);
-        }
-        self.complete(now, ctx, index, msg);
+        acceptable.then_some(index)
     }
 
     /// Delivers a response to exchange `index` and frees its slot (unless it is a notification
@@ -269,7 +248,7 @@ impl Session {
         };
         let e = self.exchanges.swap_remove(index);
         // A response also acknowledges a CON request whose ACK was lost (§5.2.2).
-        self.stop_request_cons(&[e.id]);
+        self.forget_requests(&[e.id]);
         self.last_activity = now;
         match e.fetch {
             Some(fetch) => self.fetched(ctx, fetch, response),
@@ -303,7 +282,7 @@ impl Session {
         });
         if !ended.is_empty() {
             // Nothing of an ended exchange may go on (a CON of it could fail again later).
-            self.stop_request_cons(&ended);
+            self.forget_requests(&ended);
             self.pump(now, ctx);
         }
     }

@@ -42,11 +42,187 @@ pub(super) struct PendingCon {
 }
 
 impl Session {
+    // ------------------------------------------------------------ what exchanges ask of it
+    //
+    // Exchanges encode their messages in RFC 7252's layout (the transport frames them) with
+    // the Message ID the message layer gives, and hand them over with what they are.
+
+    /// The Message ID the next message will carry; it is used up by [`Self::alloc_mid`]
+    /// once the message is encoded.
+    pub(super) fn peek_mid(&self) -> u16 {
+        self.next_mid
+    }
+
+    /// Uses up a Message ID.
     pub(super) fn alloc_mid(&mut self) -> u16 {
         let mid = self.next_mid;
         self.next_mid = self.next_mid.wrapping_add(1);
         mid
     }
+
+    /// Sends one of our requests (a first block, a next block, a re-registration or a
+    /// deregistration), encoded with Message ID `mid`: a CON is retransmitted until it is
+    /// acknowledged or answered (the exchange `id` hears how it ended), a NON goes once and
+    /// its transmit is returned, so that a failed send can be charged to the exchange.
+    pub(super) fn send_request(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        id: RequestId,
+        mid: u16,
+        bytes: Datagram,
+        confirmable: bool,
+    ) -> Option<TransmitId> {
+        if confirmable {
+            self.send_con(now, ctx, mid, bytes, ConPurpose::Request(id));
+            None
+        } else {
+            Some(self.send(ctx, mid, bytes))
+        }
+    }
+
+    /// Stops whatever is still being done for requests `ids` (answered, ended, abandoned):
+    /// their CONs are retransmitted no more.
+    pub(super) fn forget_requests(&mut self, ids: &[RequestId]) {
+        self.cons
+            .retain(|c| !matches!(c.purpose, ConPurpose::Request(id) if ids.contains(&id)));
+    }
+
+    /// Ends the application's ping `id` if it is pending; whether it was.
+    pub(super) fn cancel_ping(&mut self, id: RequestId) -> bool {
+        let Some(i) = self
+            .cons
+            .iter()
+            .position(|c| c.purpose == ConPurpose::Ping(Some(id)))
+        else {
+            return false;
+        };
+        self.cons.swap_remove(i);
+        true
+    }
+
+    /// How the answer to a request goes (RFC 7252 §5.2): piggybacked on the ACK of a CON
+    /// request whose Empty ACK has not gone out (with the request's Message ID), else as a
+    /// separate CON while `max_confirmables` allows (a peer that never acknowledges cannot
+    /// grow our state; §5.2.2 allows NON), else NON; a NON request gets a NON answer.
+    pub(super) fn answer_kind(&self, ctx: &Ctx<'_>, inc: &Incoming) -> (MessageType, u16) {
+        if inc.confirmable && inc.ack_at.is_some() {
+            (MessageType::Acknowledgement, inc.mid)
+        } else if inc.confirmable && self.other_confirmables() < ctx.config.limits.max_confirmables
+        {
+            (MessageType::Confirmable, self.next_mid)
+        } else {
+            (MessageType::NonConfirmable, self.next_mid)
+        }
+    }
+
+    /// Sends an answer encoded as [`Self::answer_kind`] said to request `request_mid`.
+    pub(super) fn send_answer(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        request_mid: u16,
+        mtype: MessageType,
+        bytes: Datagram,
+    ) {
+        match mtype {
+            MessageType::Acknowledgement => {
+                self.dedup.set_reply(request_mid, bytes.clone());
+                self.send(ctx, request_mid, bytes);
+            }
+            MessageType::Confirmable => {
+                let mid = self.alloc_mid();
+                self.send_con(now, ctx, mid, bytes, ConPurpose::Response);
+            }
+            _ => {
+                let mid = self.alloc_mid();
+                self.send(ctx, mid, bytes);
+            }
+        }
+    }
+
+    /// Answers a request on the application's behalf (an error, 2.31 Continue): piggybacked
+    /// on the ACK of a CON request, and kept for its duplicates; a NON request gets a NON of
+    /// its own. `encode` builds the answer as the given type with the given Message ID.
+    pub(super) fn reply(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        request: codec::Header,
+        encode: impl FnOnce(&mut crate::outputs::Outputs, MessageType, u16) -> Datagram,
+    ) {
+        if request.mtype == MessageType::Confirmable {
+            let mid = request.message_id;
+            let ack = encode(ctx.out, MessageType::Acknowledgement, mid);
+            self.reply_cached(ctx, mid, ack);
+        } else {
+            let own = self.alloc_mid();
+            let non = encode(ctx.out, MessageType::NonConfirmable, own);
+            self.send(ctx, own, non);
+        }
+    }
+
+    /// Rejects a request that cannot be processed at all (RFC 7252 §4.2, §4.3).
+    pub(super) fn refuse(&mut self, ctx: &mut Ctx<'_>, request: codec::Header) {
+        self.reject(ctx, request.mtype, request.message_id);
+    }
+
+    /// The Empty ACK of a CON request the application is slow to answer (§5.2.2): its answer
+    /// becomes a separate response.
+    pub(super) fn acknowledge(&mut self, ctx: &mut Ctx<'_>, mid: u16) {
+        let ack = ctx.out.encode_empty(MessageType::Acknowledgement, mid);
+        self.reply_cached(ctx, mid, ack);
+    }
+
+    /// Whether a CON notification to the observer with `token` still awaits its ACK.
+    pub(super) fn notification_in_flight(&self, token: Token) -> bool {
+        self.cons
+            .iter()
+            .any(|c| c.purpose == ConPurpose::Notification(token))
+    }
+
+    /// Sends a notification encoded with Message ID `mid`: a CON one takes the place of one
+    /// still in flight to the same observer, carrying on with its retransmission counter and
+    /// timeout (RFC 7641 §4.5.2).
+    pub(super) fn send_notification(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        token: Token,
+        mid: u16,
+        bytes: Datagram,
+        confirmable: bool,
+    ) {
+        self.alloc_mid();
+        let in_flight = self
+            .cons
+            .iter()
+            .position(|c| c.purpose == ConPurpose::Notification(token));
+        match in_flight {
+            Some(ci) => {
+                let transmit = self.send(ctx, mid, bytes.clone());
+                let c = &mut self.cons[ci];
+                c.mid = mid;
+                c.bytes = bytes;
+                c.next_at = now + c.timeout;
+                c.last_transmit = transmit;
+                c.last_error = None;
+            }
+            None if confirmable => {
+                self.send_con(now, ctx, mid, bytes, ConPurpose::Notification(token));
+            }
+            None => {
+                self.send(ctx, mid, bytes);
+            }
+        }
+    }
+
+    /// Stops retransmitting a notification to the observer with `token` (it deregistered).
+    pub(super) fn drop_notification(&mut self, token: Token) {
+        self.cons
+            .retain(|c| c.purpose != ConPurpose::Notification(token));
+    }
+
+    // ------------------------------------------------------------ RFC 7252 §4 itself
 
     /// Sends a new CON and starts its retransmission timer with the randomized initial timeout
     /// of RFC 7252 §4.2.
@@ -116,10 +292,30 @@ impl Session {
             }
             MessageType::NonConfirmable if h.is_empty() => {} // §4.3: NON must not be empty
             MessageType::Confirmable | MessageType::NonConfirmable if h.is_request() => {
+                if self.duplicate(ctx, h.mtype, h.message_id) {
+                    return;
+                }
+                self.remember(now, ctx, h.mtype, h.message_id);
                 self.on_request(now, ctx, msg);
             }
             MessageType::Confirmable | MessageType::NonConfirmable => {
-                self.on_response(now, ctx, msg)
+                let mid = h.message_id;
+                if self.duplicate(ctx, h.mtype, mid) {
+                    return;
+                }
+                self.remember(now, ctx, h.mtype, mid);
+                let Some(index) = self.match_response(ctx, msg) else {
+                    // No matching exchange, or a critical option we cannot honour: reject
+                    // (§4.2, §5.3.2, §5.4.1), remembering the Reset for duplicates.
+                    let rst = ctx.out.encode_empty(MessageType::Reset, mid);
+                    self.reply_cached(ctx, mid, rst);
+                    return;
+                };
+                if h.mtype == MessageType::Confirmable {
+                    let ack = ctx.out.encode_empty(MessageType::Acknowledgement, mid);
+                    self.reply_cached(ctx, mid, ack);
+                }
+                self.complete(now, ctx, index, msg);
             }
             // §4.2: an ACK carrying a request or a reserved class is rejected by ignoring it.
             MessageType::Acknowledgement if h.is_request() || h.is_reserved_class() => {}
@@ -298,12 +494,6 @@ impl Session {
             });
             self.pump(now, ctx);
         }
-    }
-
-    /// Stops retransmitting the CONs of requests `ids` (answered, ended or abandoned).
-    pub(super) fn stop_request_cons(&mut self, ids: &[RequestId]) {
-        self.cons
-            .retain(|c| !matches!(c.purpose, ConPurpose::Request(id) if ids.contains(&id)));
     }
 
     /// The adapter could not send transmit `id` (message `mid`). The message counts as lost:

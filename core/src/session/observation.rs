@@ -58,8 +58,7 @@ impl Session {
         ) {
             // The client said it no longer wants these notifications: stop retransmitting one
             // still in flight. (A final error notification, by contrast, must still arrive.)
-            self.cons
-                .retain(|c| c.purpose != ConPurpose::Notification(token));
+            self.drop_notification(token);
         }
         if let Some(i) = self.observers.iter().position(|o| o.token == token) {
             let o = self.observers.swap_remove(i);
@@ -94,21 +93,17 @@ impl Session {
             .map(|o| o.token)
             .collect();
         for token in tokens {
-            let in_flight = self
-                .cons
-                .iter()
-                .position(|c| c.purpose == ConPurpose::Notification(token));
+            let in_flight = self.notification_in_flight(token);
             let Some(o) = self.observers.iter().find(|o| o.token == token) else {
                 continue;
             };
-            let con =
-                confirmable || in_flight.is_some() || now >= o.confirmed + observe::CON_INTERVAL;
+            let con = confirmable || in_flight || now >= o.confirmed + observe::CON_INTERVAL;
             let mtype = if con {
                 MessageType::Confirmable
             } else {
                 MessageType::NonConfirmable
             };
-            let mid = self.next_mid;
+            let mid = self.peek_mid();
             // A large representation goes as its first block; the client fetches the rest
             // with ordinary GETs, which the application answers in full (RFC 7959 §2.6).
             let shaped = block::shape_response(
@@ -130,26 +125,7 @@ impl Session {
                     continue;
                 }
             };
-            self.alloc_mid();
-            match in_flight {
-                // §4.5.2: the new notification takes the old one's place and carries on with
-                // its retransmission counter and timeout.
-                Some(ci) => {
-                    let transmit = self.send(ctx, mid, bytes.clone());
-                    let c = &mut self.cons[ci];
-                    c.mid = mid;
-                    c.bytes = bytes;
-                    c.next_at = now + c.timeout;
-                    c.last_transmit = transmit;
-                    c.last_error = None;
-                }
-                None if con => {
-                    self.send_con(now, ctx, mid, bytes, ConPurpose::Notification(token));
-                }
-                None => {
-                    self.send(ctx, mid, bytes);
-                }
-            }
+            self.send_notification(now, ctx, token, mid, bytes, con);
             if let Some(o) = self.observers.iter_mut().find(|o| o.token == token) {
                 o.recent.push(mid);
             }
@@ -278,7 +254,7 @@ impl Session {
             }
             !mine
         });
-        self.stop_request_cons(&dropped);
+        self.forget_requests(&dropped);
     }
 
     /// A response to observation `index`. A 2.xx with an Observe option is a notification:
@@ -339,7 +315,7 @@ impl Session {
             }
         }
         // The (re-)registration is answered, piggybacked or not.
-        self.stop_request_cons(&[id]);
+        self.forget_requests(&[id]);
         if fetch {
             self.start_fetch(now, ctx, id, seq, msg);
         }
@@ -368,7 +344,7 @@ impl Session {
         } else {
             MessageType::NonConfirmable
         };
-        let mid = self.next_mid;
+        let mid = self.peek_mid();
         let bytes = ctx.out.encode_packet(
             &request,
             mtype,
@@ -378,13 +354,8 @@ impl Session {
         )?;
         let (id, confirmable) = (e.id, e.confirmable);
         self.alloc_mid();
-        self.stop_request_cons(&[id]);
-        let transmit = if confirmable {
-            self.send_con(now, ctx, mid, bytes, ConPurpose::Request(id));
-            None
-        } else {
-            Some(self.send(ctx, mid, bytes))
-        };
+        self.forget_requests(&[id]);
+        let transmit = self.send_request(now, ctx, id, mid, bytes, confirmable);
         let e = &mut self.exchanges[index];
         e.mid = mid;
         e.last_error = None;

@@ -71,14 +71,7 @@ impl Session {
         let shaped =
             block::shape_response(ctx.config, &inc.block, inc.token.len as usize, response);
         let response = shaped.as_ref().unwrap_or(response);
-        let (mtype, mid) = if inc.confirmable && inc.ack_at.is_some() {
-            (MessageType::Acknowledgement, inc.mid)
-        } else if inc.confirmable && self.other_confirmables() < ctx.config.limits.max_confirmables
-        {
-            (MessageType::Confirmable, self.next_mid)
-        } else {
-            (MessageType::NonConfirmable, self.next_mid)
-        };
+        let (mtype, mid) = self.answer_kind(ctx, inc);
         let bytes = ctx.out.encode_packet(
             response,
             mtype,
@@ -88,33 +81,17 @@ impl Session {
         )?;
         let inc = self.incoming.swap_remove(index);
         self.last_activity = now;
-        match mtype {
-            MessageType::Acknowledgement => {
-                self.dedup.set_reply(inc.mid, bytes.clone());
-                self.send(ctx, mid, bytes);
-            }
-            MessageType::Confirmable => {
-                self.alloc_mid();
-                self.send_con(now, ctx, mid, bytes, ConPurpose::Response);
-            }
-            _ => {
-                self.alloc_mid();
-                self.send(ctx, mid, bytes);
-            }
-        }
+        self.send_answer(now, ctx, inc.mid, mtype, bytes);
         if let Some(resource) = register {
             self.add_observer(now, ctx, resource, inc.token, mid);
         }
         Ok(register.is_some())
     }
 
+    /// A request from the peer, past the message layer's deduplication.
     pub(super) fn on_request(&mut self, now: Instant, ctx: &mut Ctx<'_>, msg: &MessageView<'_>) {
         let h = msg.header;
         let mid = h.message_id;
-        if self.duplicate(ctx, h.mtype, mid) {
-            return;
-        }
-        self.remember(now, ctx, h.mtype, mid);
         self.last_activity = now;
         let confirmable = h.mtype == MessageType::Confirmable;
         let config = ctx.config;
@@ -127,16 +104,12 @@ impl Session {
                 // The diagnostic payload (§5.5.2) is dropped if it would exceed the size limit.
                 let diagnostic: &[u8] = b"unrecognized critical option";
                 let fits = 5 + msg.token.len() + diagnostic.len() <= ctx.config.max_message_size;
-                let ack = ctx.out.encode_simple(
-                    MessageType::Acknowledgement,
-                    BAD_OPTION,
-                    mid,
-                    msg.token,
-                    if fits { diagnostic } else { b"" },
-                );
-                self.reply_cached(ctx, mid, ack);
+                let payload = if fits { diagnostic } else { b"" };
+                self.reply(ctx, h, |out, mtype, mid| {
+                    out.encode_simple(mtype, BAD_OPTION, mid, msg.token, payload)
+                });
             } else {
-                self.reject(ctx, h.mtype, mid);
+                self.refuse(ctx, h);
             }
             return;
         }
@@ -148,26 +121,9 @@ impl Session {
         };
         if self.incoming.len() >= ctx.config.limits.max_pending_requests {
             // The application is not keeping up: answer for it rather than grow.
-            if confirmable {
-                let ack = ctx.out.encode_simple(
-                    MessageType::Acknowledgement,
-                    SERVICE_UNAVAILABLE,
-                    mid,
-                    msg.token,
-                    b"",
-                );
-                self.reply_cached(ctx, mid, ack);
-            } else {
-                let own = self.alloc_mid();
-                let non = ctx.out.encode_simple(
-                    MessageType::NonConfirmable,
-                    SERVICE_UNAVAILABLE,
-                    own,
-                    msg.token,
-                    b"",
-                );
-                self.send(ctx, own, non);
-            }
+            self.reply(ctx, h, |out, mtype, mid| {
+                out.encode_simple(mtype, SERVICE_UNAVAILABLE, mid, msg.token, b"")
+            });
             return;
         }
         let (ack_at, lifetime) = if confirmable {
@@ -222,8 +178,7 @@ impl Session {
             if inc.ack_at.is_some_and(|t| t <= now) {
                 inc.ack_at = None;
                 let mid = inc.mid;
-                let ack = ctx.out.encode_empty(MessageType::Acknowledgement, mid);
-                self.reply_cached(ctx, mid, ack);
+                self.acknowledge(ctx, mid);
             }
             i += 1;
         }
@@ -239,22 +194,16 @@ impl Session {
         msg: &MessageView<'_>,
     ) -> Option<(Option<Packet>, ServerBlocks)> {
         let expires = now + ctx.derived.exchange_lifetime;
-        let mid = msg.header.message_id;
         match self.blocks.on_request(ctx.config, expires, msg) {
             block::Inbound::Deliver(request, info) => Some((request, info)),
             block::Inbound::Answer(answer) => {
-                if msg.header.mtype == MessageType::Confirmable {
-                    let ack = answer.encode(ctx.out, MessageType::Acknowledgement, mid, msg.token);
-                    self.reply_cached(ctx, mid, ack);
-                } else {
-                    let own = self.alloc_mid();
-                    let non = answer.encode(ctx.out, MessageType::NonConfirmable, own, msg.token);
-                    self.send(ctx, own, non);
-                }
+                self.reply(ctx, msg.header, |out, mtype, mid| {
+                    answer.encode(out, mtype, mid, msg.token)
+                });
                 None
             }
             block::Inbound::Reject => {
-                self.reject(ctx, msg.header.mtype, mid);
+                self.refuse(ctx, msg.header);
                 None
             }
         }
