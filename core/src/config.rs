@@ -160,6 +160,13 @@ pub struct Limits {
     /// 18 KiB each: the default 64 stay under 2 MB in practice, and under 19 MB whatever
     /// peers send.
     pub max_handshakes: usize,
+    /// Bytes written to one connection (CoAP over TCP) that the adapter has not yet reported
+    /// done ([`Endpoint::handle_send_result`](crate::Endpoint::handle_send_result) with `Ok`,
+    /// which stream adapters must report). Beyond it, application messages to that peer
+    /// (requests, answers, notifications) are refused with
+    /// [`Error::QueueFull`](crate::Error::QueueFull) until the adapter catches up; the
+    /// engine's own small signals (Pong, Release, Abort) still go.
+    pub max_unwritten_bytes: usize,
 }
 
 impl Default for Limits {
@@ -178,6 +185,7 @@ impl Default for Limits {
             max_observers_per_resource: 4096,
             max_block_transfers: 4,
             max_handshakes: 64,
+            max_unwritten_bytes: 256 * 1024,
         }
     }
 }
@@ -235,6 +243,19 @@ impl Default for Blockwise {
     }
 }
 
+/// What an endpoint's socket speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Transport {
+    /// Datagrams: CoAP over UDP (RFC 7252), or DTLS with a security layer (`coap://`,
+    /// `coaps://`). The default.
+    #[default]
+    Udp,
+    /// A byte stream per peer: CoAP over TCP (RFC 8323), or TLS with a security layer
+    /// (`coap+tcp://`, `coaps+tcp://`). The adapter opens, accepts and closes connections as
+    /// the engine asks ([`Endpoint::poll_stream_command`](crate::Endpoint::poll_stream_command)).
+    Tcp,
+}
+
 /// Everything an [`Endpoint`](crate::Endpoint) is configured with.
 ///
 /// ```
@@ -288,6 +309,8 @@ pub struct Config {
     pub blockwise: Blockwise,
     /// Resource caps.
     pub limits: Limits,
+    /// Datagrams or streams (default [`Transport::Udp`]).
+    pub transport: Transport,
     /// The security layer (RFC 7252 §9), or `None` for plain CoAP over UDP (the default).
     /// With one, every session of the endpoint is a secure association (`coaps://`, e.g.
     /// DTLS with feature `dtls`); see [`Security`](crate::Security).
@@ -310,6 +333,7 @@ impl Default for Config {
             extra_critical_options: Vec::new(),
             blockwise: Blockwise::default(),
             limits: Limits::default(),
+            transport: Transport::Udp,
             #[cfg(feature = "security")]
             security: None,
         }

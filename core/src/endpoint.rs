@@ -21,6 +21,9 @@ use crate::transmit::{SendErrorKind, Transmit, TransmitId};
 
 #[cfg(feature = "security")]
 mod association;
+mod connection;
+
+pub use connection::StreamClosed;
 
 /// A CoAP endpoint (RFC 7252 §1.2) as a sans-IO state machine: it owns no socket, reads no
 /// clock and draws no entropy. Give it inputs, then drain its outputs.
@@ -211,6 +214,10 @@ impl Endpoint {
             self.secure_datagram(now, peer, bytes);
             return;
         }
+        if self.config.transport == crate::config::Transport::Tcp {
+            self.stream_data(now, peer, bytes);
+            return;
+        }
         let slot = self.lookup(peer);
         self.message(now, peer, slot, bytes);
     }
@@ -316,7 +323,7 @@ impl Endpoint {
         let ending = match result {
             Ok(()) => {
                 if let Some(s) = session {
-                    s.on_send_ok();
+                    s.on_send_ok(id);
                 }
                 None
             }
@@ -755,6 +762,10 @@ impl Endpoint {
             None
         };
         let slot = self.create_session(now, peer, Origin::Local, channel)?;
+        if self.config.transport == crate::config::Transport::Tcp {
+            self.out
+                .command(crate::outputs::StreamCommand::Connect(peer));
+        }
         #[cfg(feature = "security")]
         self.start_handshake(now, slot);
         Ok(slot)
@@ -849,14 +860,23 @@ impl Endpoint {
     fn end_session(&mut self, slot: u32, ending: Ending) {
         if let Some(mut session) = self.free_slot(slot) {
             let (_, mut ctx) = self.split(slot);
-            #[cfg(feature = "security")]
-            if matches!(
+            let on_purpose = matches!(
                 ending,
                 Ending::Closed(CloseReason::Local | CloseReason::Idle)
-            ) {
+            );
+            // A connection we end on purpose is released in order (RFC 8323 §5.5).
+            if on_purpose && session.reliable() {
+                session.release(&mut ctx);
+            }
+            #[cfg(feature = "security")]
+            if on_purpose {
                 session.close_channel(&mut ctx);
             }
             session.terminate(&mut ctx, ending);
+            if session.reliable() {
+                self.close_connection(session.peer, ending);
+                return; // nothing to remember: no Message IDs on a stream
+            }
             // Message IDs and deduplication belong to one association (RFC 7252 §9.1).
             if !session.is_secure() {
                 self.remember(session);

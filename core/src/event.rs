@@ -121,6 +121,66 @@ pub enum FailureReason {
     /// the association (a restarted server, RFC 6347 §4.2.8), so the session ends and the
     /// next request starts a new handshake instead of talking into a dead association.
     NoResponse,
+    /// The connection of a CoAP-over-TCP session (RFC 8323) failed or was aborted.
+    Connection(ConnectionFailure),
+}
+
+/// How the connection of a CoAP-over-TCP or -TLS session (RFC 8323) ended against our will.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionFailure {
+    /// It could not be opened (as the adapter classified its error).
+    ConnectFailed(SendErrorKind),
+    /// The peer reset it.
+    Reset,
+    /// The peer closed it without a Release (end of stream).
+    Closed,
+    /// A write failed (as the adapter classified the error).
+    WriteFailed(SendErrorKind),
+    /// We aborted it (RFC 8323 §5.6): the peer broke the protocol (malformed framing, a
+    /// message too large, no CSM first), or sent a CSM with a critical option we do not know
+    /// (`bad_csm_option`).
+    Aborted {
+        /// The CSM option we could not accept, if that was the reason.
+        bad_csm_option: Option<u16>,
+    },
+    /// The peer aborted it with a 7.05 Abort, naming the CSM option of ours it could not
+    /// accept, if that was the reason.
+    AbortedByPeer {
+        /// Our CSM option it could not accept.
+        bad_csm_option: Option<u16>,
+    },
+}
+
+impl fmt::Display for ConnectionFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConnectionFailure::ConnectFailed(kind) => write!(f, "cannot connect: {kind}"),
+            ConnectionFailure::Reset => f.write_str("the peer reset the connection"),
+            ConnectionFailure::Closed => {
+                f.write_str("the peer closed the connection without a Release")
+            }
+            ConnectionFailure::WriteFailed(kind) => write!(f, "write failed: {kind}"),
+            ConnectionFailure::Aborted {
+                bad_csm_option: Some(n),
+            } => write!(
+                f,
+                "aborted: the peer's CSM has critical option {n}, which we do not support"
+            ),
+            ConnectionFailure::Aborted {
+                bad_csm_option: None,
+            } => f.write_str("aborted: the peer broke RFC 8323 (framing, size or no CSM first)"),
+            ConnectionFailure::AbortedByPeer {
+                bad_csm_option: Some(n),
+            } => write!(
+                f,
+                "the peer aborted the connection: it does not support our CSM option {n}"
+            ),
+            ConnectionFailure::AbortedByPeer {
+                bad_csm_option: None,
+            } => f.write_str("the peer aborted the connection"),
+        }
+    }
 }
 
 impl fmt::Display for FailureReason {
@@ -136,6 +196,7 @@ impl fmt::Display for FailureReason {
             FailureReason::NoResponse => f.write_str(
                 "no answer from the peer through all retransmissions; its security association may be gone",
             ),
+            FailureReason::Connection(e) => write!(f, "{e}"),
         }
     }
 }
@@ -153,6 +214,9 @@ pub enum CloseReason {
     /// The peer started a new secure association from the same address (it restarted,
     /// RFC 6347 §4.2.8); the new one replaces this session.
     Replaced,
+    /// The peer ended the connection in order with a 7.04 Release (RFC 8323 §5.5), reported
+    /// just before as [`Event::Released`].
+    Released,
 }
 
 /// Something the application should know or act on. Drain with
@@ -254,6 +318,16 @@ pub enum Event {
         peer: SocketAddr,
         /// Why.
         error: SecurityError,
+    },
+    /// The peer of a CoAP-over-TCP session sent a 7.04 Release (RFC 8323 §5.5): it will
+    /// close the connection; the session ends next, with [`CloseReason::Released`].
+    Released {
+        /// The peer.
+        peer: SocketAddr,
+        /// Where it suggests connecting instead (its Alternative-Address option), if anywhere.
+        alternative_address: Option<alloc::string::String>,
+        /// How long to wait before connecting again (its Hold-Off option), if it said.
+        hold_off: Option<Duration>,
     },
     /// A session was created (first contact either way).
     SessionNew {

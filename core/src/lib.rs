@@ -83,6 +83,7 @@ pub mod dtls;
 mod endpoint;
 mod error;
 mod event;
+mod framing;
 mod liveness;
 mod observe;
 mod outputs;
@@ -93,11 +94,17 @@ mod time;
 mod transmit;
 
 pub use coap_lite;
-pub use config::{Blockwise, Config, ConfigError, Keepalive, Limits, TransmissionParameters};
-pub use endpoint::{Endpoint, SessionInfo};
+pub use config::{
+    Blockwise, Config, ConfigError, Keepalive, Limits, TransmissionParameters, Transport,
+};
+pub use endpoint::{Endpoint, SessionInfo, StreamClosed};
 pub use error::Error;
-pub use event::{CloseReason, Event, ExchangeError, FailureReason, IncomingRequestId, RequestId};
+pub use event::{
+    CloseReason, ConnectionFailure, Event, ExchangeError, FailureReason, IncomingRequestId,
+    RequestId,
+};
 pub use observe::{ObserverRemoval, ResourceId};
+pub use outputs::StreamCommand;
 pub use security::{CertificateError, PeerIdentity, Security, SecurityError};
 pub use session::SessionFootprint;
 pub use time::{Duration, Instant};

@@ -31,8 +31,23 @@ pub(crate) struct TransmitRecord {
     pub(crate) message_id: Option<u16>,
 }
 
+/// What a CoAP-over-TCP endpoint asks its adapter to do with connections (RFC 8323); see
+/// [`Endpoint::poll_stream_command`](crate::Endpoint::poll_stream_command).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum StreamCommand {
+    /// Open a connection to this peer and report the outcome
+    /// ([`Endpoint::handle_connected`](crate::Endpoint::handle_connected) or
+    /// [`Endpoint::handle_connect_failed`](crate::Endpoint::handle_connect_failed)).
+    Connect(SocketAddr),
+    /// Close the connection with this peer once the writes already polled are done; the
+    /// engine has forgotten it.
+    Close(SocketAddr),
+}
+
 pub(crate) struct Outputs {
     transmits: VecDeque<Transmit>,
+    commands: VecDeque<StreamCommand>,
     events: VecDeque<Event>,
     /// Records of the most recent transmits; `records[i]` belongs to id `records_base + i`.
     records: VecDeque<TransmitRecord>,
@@ -54,6 +69,7 @@ impl Outputs {
     pub(crate) fn new(config: &Config) -> Self {
         Outputs {
             transmits: VecDeque::new(),
+            commands: VecDeque::new(),
             events: VecDeque::new(),
             records: VecDeque::new(),
             records_base: 0,
@@ -121,6 +137,14 @@ impl Outputs {
             }
         }
         self.events.push_back(event);
+    }
+
+    pub(crate) fn command(&mut self, command: StreamCommand) {
+        self.commands.push_back(command);
+    }
+
+    pub(crate) fn poll_command(&mut self) -> Option<StreamCommand> {
+        self.commands.pop_front()
     }
 
     pub(crate) fn poll_transmit(&mut self) -> Option<Transmit> {

@@ -29,6 +29,7 @@ mod exchange;
 mod message;
 mod observation;
 mod server;
+mod stream;
 
 use crate::time::Instant;
 use crate::transmit::{Datagram, TransmitId};
@@ -109,8 +110,9 @@ pub(crate) struct Session {
     channel: Option<Box<dyn SecureChannel>>,
     /// Set when the session must end but the call that found out cannot end it itself (a
     /// failed seal deep in the message layer); the endpoint ends it on its next look.
-    #[cfg(feature = "security")]
     pub(crate) doomed: Option<Ending>,
+    /// The connection, on a CoAP-over-TCP endpoint (RFC 8323); None over datagrams.
+    stream: Option<Box<stream::Stream>>,
 }
 
 /// Critical options of RFC 7252, 7641 and 7959 the engine passes to the application:
@@ -168,12 +170,22 @@ impl Session {
             armed: None,
             #[cfg(feature = "security")]
             channel,
-            #[cfg(feature = "security")]
             doomed: None,
+            stream: match ctx.config.transport {
+                crate::config::Transport::Udp => None,
+                // A connection we accepted is open from the start; ours opens when the
+                // adapter says so.
+                crate::config::Transport::Tcp => {
+                    Some(Box::new(stream::Stream::new(origin == Origin::Remote)))
+                }
+            },
         }
     }
 
     fn send(&mut self, ctx: &mut Ctx<'_>, mid: u16, bytes: Datagram) -> TransmitId {
+        if self.stream.is_some() {
+            return self.stream_send(ctx, &bytes);
+        }
         let record = TransmitRecord {
             peer: self.peer,
             session: Some(self.key),
@@ -186,12 +198,20 @@ impl Session {
         ctx.out.send(record, bytes)
     }
 
-    /// Messages can flow: the session is plain, or its secure association is open.
+    /// Messages can flow: the session is plain, or its secure association is open; a
+    /// connection is open.
     fn ready(&self) -> bool {
         #[cfg(feature = "security")]
-        return self.channel_open();
-        #[cfg(not(feature = "security"))]
-        true
+        if !self.channel_open() {
+            return false;
+        }
+        self.stream_ready()
+    }
+
+    /// Whether the transport is reliable (a stream): no message types, no acknowledgements,
+    /// no retransmission.
+    pub(crate) fn reliable(&self) -> bool {
+        self.stream.is_some()
     }
 
     /// Whether the session is a secure association (RFC 7252 §9).
@@ -204,6 +224,7 @@ impl Session {
 
     pub(crate) fn is_idle(&self) -> bool {
         self.cons.is_empty()
+            && self.stream.as_ref().is_none_or(|s| s.is_idle())
             && self.exchanges.is_empty()
             && self.queue.is_empty()
             && self.incoming.is_empty()
@@ -248,9 +269,15 @@ impl Session {
         if let Some(t) = self.channel.as_ref().and_then(|c| c.poll_timeout()) {
             consider(t);
         }
-        #[cfg(feature = "security")]
         if self.doomed.is_some() {
             consider(Instant::ZERO);
+        }
+        if let Some(t) = self
+            .stream
+            .as_ref()
+            .and_then(|s| s.deadline(config.response_timeout))
+        {
+            consider(t);
         }
         if self.origin == Origin::Remote && self.is_idle() {
             consider(self.last_activity + config.idle_timeout);
@@ -279,9 +306,11 @@ impl Session {
 
     // ---------------------------------------------------------------- send results
 
-    /// A send went out: a streak of unreachable failures is broken.
-    pub(crate) fn on_send_ok(&mut self) {
+    /// Send `id` went out: a streak of unreachable failures is broken, and a write is no
+    /// longer owed to the connection.
+    pub(crate) fn on_send_ok(&mut self, id: TransmitId) {
         self.unreachable_in_row = 0;
+        self.stream_written(id);
     }
 
     // ---------------------------------------------------------------- timers
@@ -295,7 +324,6 @@ impl Session {
                 silent_for,
             }));
         }
-        #[cfg(feature = "security")]
         if let Some(ending) = self.doomed.take() {
             return Some(ending);
         }
@@ -309,13 +337,20 @@ impl Session {
         self.serve_pending(now, ctx);
         self.dedup.expire(now);
         self.blocks.expire(now);
+        if self.reliable() {
+            self.stream_expire_pings(now, ctx);
+        }
         if !self.probe_outstanding()
             && self.ready()
             && self.liveness.probe_at().is_some_and(|t| t <= now)
         {
-            let mid = self.alloc_mid();
-            let bytes = ctx.out.encode_empty(MessageType::Confirmable, mid);
-            self.send_con(now, ctx, mid, bytes, ConPurpose::Ping(None));
+            if self.reliable() {
+                self.stream_ping(now, ctx, None); // RFC 8323 §5.4: 7.02 Ping
+            } else {
+                let mid = self.alloc_mid();
+                let bytes = ctx.out.encode_empty(MessageType::Confirmable, mid);
+                self.send_con(now, ctx, mid, bytes, ConPurpose::Ping(None));
+            }
         }
         if self.origin == Origin::Remote
             && self.is_idle()
@@ -323,10 +358,7 @@ impl Session {
         {
             return Some(Ending::Closed(CloseReason::Idle));
         }
-        #[cfg(feature = "security")]
-        return self.doomed.take();
-        #[cfg(not(feature = "security"))]
-        None
+        self.doomed.take()
     }
 
     /// Ends every pending exchange with one terminal event each, then the session's own event.
@@ -355,6 +387,7 @@ impl Session {
                 ctx.out.event(Event::PingFailed { id, peer, error });
             }
         }
+        self.stream_end_pings(ctx, error);
         self.incoming.clear();
         for o in self.observers.drain(..) {
             ctx.observe.remove(o.resource, self.key);
@@ -382,7 +415,8 @@ impl Session {
     /// incoming, dedup entries).
     pub(crate) fn footprint(&self) -> SessionFootprint {
         SessionFootprint {
-            confirmables_in_flight: self.cons.len(),
+            confirmables_in_flight: self.cons.len()
+                + self.stream.as_ref().map_or(0, |s| s.pings_in_flight()),
             exchanges: self.exchanges.len(),
             queued_requests: self.queue.len(),
             pending_requests: self.incoming.len(),

@@ -90,9 +90,11 @@ impl Session {
             e.response_deadline = None;
             let (id, confirmable) = (e.id, e.confirmable);
             let transmit = self.send_request(now, ctx, id, mid, bytes, confirmable);
+            let reliable = self.reliable();
             let e = &mut self.exchanges[i];
             e.last_transmit = transmit;
-            if !confirmable {
+            e.acked = reliable;
+            if !confirmable || reliable {
                 e.response_deadline = Some(now + ctx.config.response_timeout);
             }
         }

@@ -83,7 +83,7 @@ impl Session {
         observe: Option<alloc::boxed::Box<Observation>>,
     ) -> Result<RequestId, Error> {
         let limits = &ctx.config.limits;
-        if self.queue.len() >= limits.max_queued_requests {
+        if self.queue.len() >= limits.max_queued_requests || self.write_backlog(ctx) {
             return Err(Error::QueueFull);
         }
         let token = if packet.get_token().is_empty() {
@@ -180,7 +180,10 @@ impl Session {
             };
             exchange.last_transmit =
                 self.send_request(now, ctx, q.id, q.mid, q.bytes, q.confirmable);
-            if !q.confirmable {
+            // On a stream nothing is acknowledged (NSTART does not apply, RFC 8323 §2): the
+            // response is awaited from the start.
+            exchange.acked = self.reliable();
+            if !q.confirmable || self.reliable() {
                 exchange.response_deadline = Some(now + ctx.config.response_timeout);
             }
             self.exchanges.push(exchange);

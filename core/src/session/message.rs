@@ -73,7 +73,7 @@ impl Session {
         bytes: Datagram,
         confirmable: bool,
     ) -> Option<TransmitId> {
-        if confirmable {
+        if confirmable && !self.reliable() {
             self.send_con(now, ctx, mid, bytes, ConPurpose::Request(id));
             None
         } else {
@@ -90,6 +90,9 @@ impl Session {
 
     /// Ends the application's ping `id` if it is pending; whether it was.
     pub(super) fn cancel_ping(&mut self, id: RequestId) -> bool {
+        if self.reliable() {
+            return self.stream_cancel_ping(id);
+        }
         let Some(i) = self
             .cons
             .iter()
@@ -161,9 +164,17 @@ impl Session {
         }
     }
 
-    /// Rejects a request that cannot be processed at all (RFC 7252 §4.2, §4.3).
-    pub(super) fn refuse(&mut self, ctx: &mut Ctx<'_>, request: codec::Header) {
-        self.reject(ctx, request.mtype, request.message_id);
+    /// Rejects a request that cannot be processed at all: Reset (RFC 7252 §4.2, §4.3), or
+    /// on a stream, which has no Reset, 4.02 Bad Option.
+    pub(super) fn refuse(&mut self, ctx: &mut Ctx<'_>, request: &MessageView<'_>) {
+        if self.reliable() {
+            let token = request.token;
+            self.reply(ctx, request.header, |out, mtype, mid| {
+                out.encode_simple(mtype, codec::code(4, 2), mid, token, b"")
+            });
+            return;
+        }
+        self.reject(ctx, request.header.mtype, request.header.message_id);
     }
 
     /// The Empty ACK of a CON request the application is slow to answer (§5.2.2): its answer
@@ -193,6 +204,10 @@ impl Session {
         confirmable: bool,
     ) {
         self.alloc_mid();
+        if self.reliable() {
+            self.send(ctx, mid, bytes);
+            return;
+        }
         let in_flight = self
             .cons
             .iter()
@@ -261,6 +276,9 @@ impl Session {
     }
 
     pub(super) fn probe_outstanding(&self) -> bool {
+        if let Some(s) = self.stream.as_ref() {
+            return s.probe_outstanding();
+        }
         self.cons
             .iter()
             .any(|c| c.purpose == ConPurpose::Ping(None))
@@ -271,6 +289,10 @@ impl Session {
             return Err(Error::QueueFull);
         }
         let id = RequestId(new_id(ctx, self.key.slot));
+        if self.reliable() {
+            self.stream_ping(now, ctx, Some(id)); // RFC 8323 §5.4: 7.02 Ping
+            return Ok(id);
+        }
         let mid = self.alloc_mid();
         let bytes = ctx.out.encode_empty(MessageType::Confirmable, mid);
         self.send_con(now, ctx, mid, bytes, ConPurpose::Ping(Some(id)));
@@ -506,6 +528,11 @@ impl Session {
         mid: Option<u16>,
         kind: SendErrorKind,
     ) -> Option<Ending> {
+        if self.reliable() {
+            // Nothing written after a failed write can be trusted to arrive in order.
+            self.stream_written(id);
+            return Some(self.stream_send_failed(kind));
+        }
         let peer = self.peer;
         if let Some(ci) = self
             .cons

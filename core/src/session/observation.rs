@@ -92,6 +92,10 @@ impl Session {
             .filter(|o| o.resource == resource)
             .map(|o| o.token)
             .collect();
+        if self.write_backlog(ctx) {
+            log::debug!("{}: connection backlogged; notification skipped", self.peer);
+            return 0;
+        }
         for token in tokens {
             let in_flight = self.notification_in_flight(token);
             let Some(o) = self.observers.iter().find(|o| o.token == token) else {
@@ -356,13 +360,14 @@ impl Session {
         self.alloc_mid();
         self.forget_requests(&[id]);
         let transmit = self.send_request(now, ctx, id, mid, bytes, confirmable);
+        let reliable = self.reliable();
         let e = &mut self.exchanges[index];
         e.mid = mid;
         e.last_error = None;
         e.last_transmit = transmit;
         // A CON is bounded by its retransmissions (its Empty ACK starts the response timeout);
         // a NON by the response timeout.
-        e.response_deadline = (!confirmable).then(|| now + ctx.config.response_timeout);
+        e.response_deadline = (!confirmable || reliable).then(|| now + ctx.config.response_timeout);
         self.last_activity = now;
         Ok(())
     }

@@ -47,6 +47,10 @@ impl Session {
             .iter()
             .position(|i| i.id == id)
             .ok_or(Error::UnknownRequest)?;
+        if self.write_backlog(ctx) {
+            // The connection is not being written out: the answer can be tried again later.
+            return Err(Error::QueueFull);
+        }
         let inc = &self.incoming[index];
         // A registration is accepted only for a 2.xx answer and within the observer caps;
         // otherwise the response goes out without Observe, so the client knows (RFC 7641 §3.1).
@@ -109,7 +113,7 @@ impl Session {
                     out.encode_simple(mtype, BAD_OPTION, mid, msg.token, payload)
                 });
             } else {
-                self.refuse(ctx, h);
+                self.refuse(ctx, msg);
             }
             return;
         }
@@ -203,7 +207,7 @@ impl Session {
                 None
             }
             block::Inbound::Reject => {
-                self.refuse(ctx, msg.header);
+                self.refuse(ctx, msg);
                 None
             }
         }

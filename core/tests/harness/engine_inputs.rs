@@ -251,6 +251,7 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         max_observers_per_resource: 1 + usize::from(input.u8() % 3),
         max_block_transfers: 0,
         max_handshakes: 0,
+        max_unwritten_bytes: 64 * 1024,
     };
     // Block-wise settings derive from bytes already read, so that an input (and every saved
     // fuzz corpus) decodes into the same sequence as before they existed.

@@ -36,7 +36,7 @@ use coap_engine::coap_lite::{
 use coap_engine::codec::{self, Header};
 use coap_engine::{
     Config, Datagram, Duration, Endpoint, Error, Event, IncomingRequestId, Instant, Keepalive,
-    RequestId, SendErrorKind, Transmit, TransmitId,
+    RequestId, SendErrorKind, StreamClosed, StreamCommand, Transmit, TransmitId, Transport,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -310,6 +310,23 @@ struct InFlight {
     from: SocketAddr,
     to: SocketAddr,
     bytes: Bytes,
+    /// On a stream link (CoAP over TCP), what arrives; plain bytes otherwise.
+    stream: StreamEvent,
+}
+
+/// What travels on a stream link besides bytes: the connection's life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamEvent {
+    /// Bytes (a datagram, or a chunk of the stream).
+    Data,
+    /// A connection request arrives at the server, which accepts it.
+    Open,
+    /// The server accepted: the client learns its connection is open.
+    Opened,
+    /// The connection could not be opened.
+    Refused(SendErrorKind),
+    /// The other side closed (end of stream) or reset it.
+    Closed(StreamClosed),
 }
 
 /// One simulated endpoint and everything recorded about it.
@@ -597,6 +614,7 @@ impl Sim {
                 from,
                 to,
                 bytes: Bytes::Raw(Rc::from(bytes)),
+                stream: StreamEvent::Data,
             },
         );
     }
@@ -668,7 +686,14 @@ impl Sim {
     /// once), then events until `None`. `poll_timeout` is read afterwards, by `next_time`.
     fn drain(&mut self, node: NodeId) {
         while let Some(t) = self.nodes[node].endpoint.poll_transmit() {
-            self.route(node, t);
+            if self.is_stream(node) {
+                self.write(node, t);
+            } else {
+                self.route(node, t);
+            }
+        }
+        while let Some(c) = self.nodes[node].endpoint.poll_stream_command() {
+            self.stream_command(node, c);
         }
         while let Some(event) = self.nodes[node].endpoint.poll_event() {
             let seq = self.next_seq();
@@ -753,6 +778,7 @@ impl Sim {
                             from,
                             to,
                             bytes: Bytes::Engine(t.payload.clone()),
+                            stream: StreamEvent::Data,
                         },
                     );
                 }
@@ -789,7 +815,20 @@ impl Sim {
     }
 
     fn deliver(&mut self, d: InFlight) {
+        if d.stream != StreamEvent::Data {
+            self.deliver_stream_event(d);
+            return;
+        }
         let now = self.now;
+        let to_stream = self.by_addr.get(&d.to).is_some_and(|&n| self.is_stream(n));
+        if to_stream && self.is_cut(d.from, d.to, now) {
+            // A stream holds its bytes through a cut; they arrive when it ends, in order.
+            if let Some(at) = self.uncut(d.from, d.to, now) {
+                let s = self.next_seq();
+                self.flight.insert((at, s), d);
+            }
+            return;
+        }
         if self.is_cut(d.from, d.to, now) {
             if self.trace {
                 eprintln!("{now:?} {} -> {}: cut in flight", d.from, d.to);
@@ -950,6 +989,214 @@ impl std::ops::Deref for Bytes {
         match self {
             Bytes::Engine(d) => d,
             Bytes::Raw(r) => r,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stream links (CoAP over TCP)
+//
+// A stream link is reliable and ordered: a write is delivered after the link's delay, never
+// before what was written earlier on the same connection, and cut into chunks of random
+// sizes (a peer must reassemble frames across reads). While a link is cut, what is written
+// waits and arrives when the cut ends (a stalled TCP connection); a cut that never ends is
+// a peer that is gone. Sends from a node made to fail fail its writes. Connections are
+// opened, accepted and closed as the engines ask.
+
+impl Sim {
+    fn is_stream(&self, node: NodeId) -> bool {
+        self.nodes[node].endpoint.config().transport == Transport::Tcp
+    }
+
+    /// The first instant from `t` on at which `from → to` is not cut (None: never).
+    fn uncut(&self, from: SocketAddr, to: SocketAddr, mut t: Instant) -> Option<Instant> {
+        // Cuts can chain; each pass moves past one.
+        for _ in 0..=self.cuts.len() {
+            let Some(c) = self.cuts.iter().find(|c| {
+                c.window.contains(t)
+                    && c.from.is_none_or(|f| f == from)
+                    && c.to.is_none_or(|x| x == to)
+            }) else {
+                return Some(t);
+            };
+            if c.window.end == FOREVER {
+                return None;
+            }
+            t = c.window.end;
+        }
+        Some(t)
+    }
+
+    /// Schedules `what` on the connection `from → to`, in order after what is already on it.
+    fn on_stream(
+        &mut self,
+        from: SocketAddr,
+        to: SocketAddr,
+        what: StreamEvent,
+        bytes: Bytes,
+    ) -> bool {
+        let link = self.link(from, to);
+        let Some(at) = self.uncut(from, to, self.now + link.delay) else {
+            return false;
+        };
+        let last = self
+            .flight
+            .iter()
+            .filter(|(_, f)| f.from == from && f.to == to)
+            .map(|(k, _)| k.0)
+            .max()
+            .unwrap_or(at);
+        let at = at.max(last);
+        let s = self.next_seq();
+        self.flight.insert(
+            (at, s),
+            InFlight {
+                from,
+                to,
+                bytes,
+                stream: what,
+            },
+        );
+        true
+    }
+
+    /// A write on a connection: delivered in order, in random chunks.
+    fn write(&mut self, node: NodeId, t: Transmit) {
+        let now = self.now;
+        let from = self.nodes[node].addr;
+        let to = t.destination;
+        let seq = self.next_seq();
+        let failure = self
+            .failures
+            .iter()
+            .find(|r| r.from == from && r.to.is_none_or(|x| x == to) && r.window.contains(now))
+            .map(|r| r.kind);
+        let fate = match failure {
+            Some(kind) => Fate::Failed(kind),
+            None => {
+                let bytes: &[u8] = &t.payload;
+                let mut at = 0;
+                while at < bytes.len() {
+                    let chunk = self.rng.range(1, (bytes.len() - at) as u64) as usize;
+                    let piece = Bytes::Raw(Rc::from(&bytes[at..at + chunk]));
+                    self.on_stream(from, to, StreamEvent::Data, piece);
+                    at += chunk;
+                }
+                Fate::Sent { copies: 1 }
+            }
+        };
+        if self.trace {
+            eprintln!(
+                "{now:?} #{node} {from} => {to}: {} bytes {fate:?}",
+                t.payload.len()
+            );
+        }
+        self.nodes[node].sent.push(Sent {
+            at: now,
+            seq,
+            id: t.id,
+            to,
+            bytes: t.payload,
+            header: None,
+            fate,
+        });
+        // Stream adapters report every write, done or failed.
+        let result = match fate {
+            Fate::Failed(kind) => Err(kind),
+            _ => Ok(()),
+        };
+        self.nodes[node]
+            .endpoint
+            .handle_send_result(now, t.id, result);
+    }
+
+    fn stream_command(&mut self, node: NodeId, c: StreamCommand) {
+        let from = self.nodes[node].addr;
+        if self.trace {
+            eprintln!("{:?} #{node} {from}: {c:?}", self.now);
+        }
+        let empty = || Bytes::Raw(Rc::from(&[][..]));
+        match c {
+            StreamCommand::Connect(to) => {
+                let failing = self
+                    .failures
+                    .iter()
+                    .find(|r| {
+                        r.from == from
+                            && r.to.is_none_or(|x| x == to)
+                            && r.window.contains(self.now)
+                    })
+                    .map(|r| r.kind);
+                let reachable = self.by_addr.get(&to).is_some_and(|&n| self.is_stream(n));
+                match failing {
+                    Some(kind) => {
+                        self.nodes[node]
+                            .endpoint
+                            .handle_connect_failed(self.now, to, kind);
+                        self.drain(node);
+                    }
+                    None if !reachable => {
+                        let at = self.now + self.link(from, to).delay * 2;
+                        let s = self.next_seq();
+                        self.flight.insert(
+                            (at, s),
+                            InFlight {
+                                from: to,
+                                to: from,
+                                bytes: empty(),
+                                stream: StreamEvent::Refused(SendErrorKind::Refused),
+                            },
+                        );
+                    }
+                    None => {
+                        self.on_stream(from, to, StreamEvent::Open, empty());
+                    }
+                }
+            }
+            StreamCommand::Close(to) => {
+                self.on_stream(from, to, StreamEvent::Closed(StreamClosed::Eof), empty());
+            }
+            _ => {}
+        }
+    }
+
+    fn deliver_stream_event(&mut self, d: InFlight) {
+        let Some(&node) = self.by_addr.get(&d.to) else {
+            return;
+        };
+        let now = self.now;
+        if self.trace {
+            eprintln!("{now:?} #{node} {} <= {}: {:?}", d.to, d.from, d.stream);
+        }
+        match d.stream {
+            StreamEvent::Open => {
+                let accepted = self.nodes[node].endpoint.handle_accepted(now, d.from);
+                // The client learns the connection is open before any byte on it arrives.
+                let reply = match accepted {
+                    Ok(()) => StreamEvent::Opened,
+                    Err(_) => StreamEvent::Refused(SendErrorKind::Refused),
+                };
+                self.on_stream(d.to, d.from, reply, Bytes::Raw(Rc::from(&[][..])));
+            }
+            StreamEvent::Opened => self.nodes[node].endpoint.handle_connected(now, d.from),
+            StreamEvent::Refused(kind) => self.nodes[node]
+                .endpoint
+                .handle_connect_failed(now, d.from, kind),
+            StreamEvent::Closed(how) => self.nodes[node].endpoint.handle_closed(now, d.from, how),
+            StreamEvent::Data => {}
+        }
+        self.drain(node);
+        self.dispatch();
+    }
+
+    /// Resets the connection between `a` and `b` now: both sides learn it.
+    pub fn reset_connection(&mut self, a: SocketAddr, b: SocketAddr) {
+        for (x, y) in [(a, b), (b, a)] {
+            if let Some(&node) = self.by_addr.get(&x) {
+                self.input(node, |ep, now| {
+                    ep.handle_closed(now, y, StreamClosed::Reset)
+                });
+            }
         }
     }
 }
