@@ -4,7 +4,7 @@
 //! The session calls in here at a few points and stays ignorant of blocks otherwise:
 //!
 //! - [`first_request`] encodes the application's request; a body larger than the block size
-//!   (or than `max_message_size`) becomes an upload, whose state rides on the exchange;
+//!   (or than `max` (the session's largest message)) becomes an upload, whose state rides on the exchange;
 //! - [`on_response`] decides what a response to one of our requests means: deliver it, send
 //!   the next block, end the request with an error, or ignore a stale block;
 //! - [`Reassembly::on_request`] collects the Block1 blocks of incoming request bodies and
@@ -410,17 +410,17 @@ pub(crate) enum Step {
 
 /// Encodes the application's request for its first transmission. Returns the bytes and, if
 /// the request became a block-wise transfer, its state: the body goes in Block1 blocks when it
-/// is larger than the block size or the message would exceed `max_message_size`, and Block2 is
+/// is larger than the block size or the message would exceed `max` (the session's largest message), and Block2 is
 /// added for early negotiation if configured.
 pub(crate) fn first_request(
     out: &mut Outputs,
     config: &Config,
+    max: usize,
     packet: &Packet,
     mtype: MessageType,
     mid: u16,
     token: &[u8],
 ) -> Result<(Datagram, Option<Box<ClientTransfer>>), Error> {
-    let max = config.max_message_size;
     let bw = &config.blockwise;
     let app_block2 = packet
         .get_first_option(CoapOption::Block2)
@@ -451,7 +451,7 @@ pub(crate) fn first_request(
         parked: None,
     });
     if early && packet.payload.len() <= bw.block_size {
-        match transfer.encode_next(out, config, mid, token) {
+        match transfer.encode_next(out, max, mid, token) {
             Err(Error::MessageTooLarge(_)) => {}
             result => return result.map(|bytes| (bytes, Some(transfer))),
         }
@@ -465,7 +465,7 @@ pub(crate) fn first_request(
         block: Block::new(0, true, szx),
         restarted: false,
     };
-    let bytes = transfer.encode_next(out, config, mid, token)?;
+    let bytes = transfer.encode_next(out, max, mid, token)?;
     Ok((bytes, Some(transfer)))
 }
 
@@ -536,15 +536,14 @@ pub(crate) fn on_response(
 
 impl ClientTransfer {
     /// Encodes the request for the current block. An upload block that does not fit in
-    /// `max_message_size` is made smaller (and renumbered) until it does.
+    /// `max` (the session's largest message) is made smaller (and renumbered) until it does.
     pub(crate) fn encode_next(
         &mut self,
         out: &mut Outputs,
-        config: &Config,
+        max: usize,
         mid: u16,
         token: &[u8],
     ) -> Result<Datagram, Error> {
-        let max = config.max_message_size;
         match &mut self.phase {
             Phase::Upload { block, .. } => loop {
                 let len = self.template.payload.len();
@@ -958,17 +957,17 @@ impl Reassembly {
 ///
 /// The response is sliced when the request carried Block2, or the body is larger than the
 /// block size (the request's or ours, whichever is smaller), or the whole message would exceed
-/// `max_message_size` (the block is then made smaller until it fits). Block 0 carries Size2
+/// `max` (the session's largest message) (the block is then made smaller until it fits). Block 0 carries Size2
 /// (and any block whose request asked for it, §4); a success sliced into several blocks
 /// carries an ETag, the application's or one derived from the body. A block past the end is
 /// answered with 4.02 Bad Option.
 pub(crate) fn shape_response(
     config: &Config,
+    max: usize,
     blocks: &ServerBlocks,
     token_len: usize,
     response: &Packet,
 ) -> Option<Packet> {
-    let max = config.max_message_size;
     let ours = szx_of(config.blockwise.block_size);
     let preferred = blocks.block2.map_or(ours, |b| b.szx.min(ours));
     let has = |o| response.get_first_option(o).is_some();
@@ -1243,7 +1242,14 @@ mod tests {
         let mut response = Packet::new();
         response.header.code = MessageClass::from(codec::code(2, 5));
         response.payload = (0..3000u32).map(|i| i as u8).collect();
-        let first = shape_response(&config, &ServerBlocks::default(), 4, &response).unwrap();
+        let first = shape_response(
+            &config,
+            config.max_message_size,
+            &ServerBlocks::default(),
+            4,
+            &response,
+        )
+        .unwrap();
         let b2 = Block::decode(first.get_first_option(CoapOption::Block2).unwrap()).unwrap();
         assert_eq!(b2, Block::new(0, true, 6));
         assert_eq!(first.payload, response.payload[..1024]);
@@ -1259,7 +1265,7 @@ mod tests {
             block2: Some(Block::new(11, false, 4)),
             ..ServerBlocks::default()
         };
-        let last = shape_response(&config, &asked, 4, &response).unwrap();
+        let last = shape_response(&config, config.max_message_size, &asked, 4, &response).unwrap();
         let b2 = Block::decode(last.get_first_option(CoapOption::Block2).unwrap()).unwrap();
         assert_eq!(b2, Block::new(11, false, 4));
         assert_eq!(last.payload, response.payload[2816..]);
@@ -1270,10 +1276,17 @@ mod tests {
             block2: Some(Block::new(12, false, 4)),
             ..ServerBlocks::default()
         };
-        let answer = shape_response(&config, &past, 4, &response).unwrap();
+        let answer = shape_response(&config, config.max_message_size, &past, 4, &response).unwrap();
         assert_eq!(u8::from(answer.header.code), BAD_OPTION);
         // Small and not asked for: untouched.
         response.payload.truncate(10);
-        assert!(shape_response(&config, &ServerBlocks::default(), 4, &response).is_none());
+        assert!(shape_response(
+            &config,
+            config.max_message_size,
+            &ServerBlocks::default(),
+            4,
+            &response
+        )
+        .is_none());
     }
 }

@@ -209,13 +209,13 @@ impl Endpoint {
     /// else malformed is dropped, and a version other than 1 is ignored (§3, §4.2, §4.3).
     pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
         let now = self.advance(now);
+        if self.config.transport == crate::config::Transport::Tcp {
+            self.stream_data(now, peer, bytes);
+            return;
+        }
         #[cfg(feature = "security")]
         if self.config.security.is_some() {
             self.secure_datagram(now, peer, bytes);
-            return;
-        }
-        if self.config.transport == crate::config::Transport::Tcp {
-            self.stream_data(now, peer, bytes);
             return;
         }
         let slot = self.lookup(peer);
@@ -735,6 +735,9 @@ impl Endpoint {
             .sessions
             .get_mut(slot as usize)
             .and_then(Option::as_mut);
+        let max_message_size = session
+            .as_deref()
+            .map_or(self.config.max_message_size, |s| s.send_limit(&self.config));
         let ctx = Ctx {
             config: &self.config,
             derived: &self.derived,
@@ -742,6 +745,7 @@ impl Endpoint {
             out: &mut self.out,
             next_id: &mut self.next_id,
             observe: &mut self.observe,
+            max_message_size,
         };
         (session, ctx)
     }
@@ -763,8 +767,10 @@ impl Endpoint {
         };
         let slot = self.create_session(now, peer, Origin::Local, channel)?;
         if self.config.transport == crate::config::Transport::Tcp {
+            // A secure connection's handshake starts once it is open.
             self.out
                 .command(crate::outputs::StreamCommand::Connect(peer));
+            return Ok(slot);
         }
         #[cfg(feature = "security")]
         self.start_handshake(now, slot);

@@ -77,10 +77,14 @@ extern crate std;
 mod block;
 pub mod codec;
 mod config;
+#[cfg(any(feature = "dtls", feature = "tls"))]
+pub mod credentials;
 mod dedup;
 #[cfg(feature = "dtls")]
 pub mod dtls;
 mod endpoint;
+#[cfg(any(feature = "dtls", feature = "tls"))]
+mod entropy;
 mod error;
 mod event;
 mod framing;
@@ -91,6 +95,8 @@ mod rng;
 pub mod security;
 mod session;
 mod time;
+#[cfg(feature = "tls")]
+pub mod tls;
 mod transmit;
 
 pub use coap_lite;

@@ -85,8 +85,8 @@ impl Outputs {
     }
 
     /// An id for a message that produced no transmit (sealed before its secure channel was
-    /// open): send results can never name it, so nothing is recorded.
-    #[cfg(feature = "security")]
+    /// open, or written before its connection opened): send results can never name it, so
+    /// nothing is recorded.
     pub(crate) fn reserve_id(&mut self) -> TransmitId {
         let id = TransmitId(self.next_transmit);
         self.next_transmit += 1;
@@ -281,6 +281,9 @@ pub(crate) struct Ctx<'a> {
     pub(crate) out: &'a mut Outputs,
     pub(crate) next_id: &'a mut u64,
     pub(crate) observe: &'a mut crate::observe::Registry,
+    /// The largest message the session may send: `Config::max_message_size`, or less on a
+    /// connection whose peer announced a smaller Max-Message-Size (RFC 8323 §5.3.1).
+    pub(crate) max_message_size: usize,
 }
 
 /// A security layer's outputs for one session (or one handshake): records become transmits

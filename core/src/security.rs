@@ -50,10 +50,11 @@ use crate::time::Instant;
 
 /// Where a security layer puts what it produces while handling an input.
 pub trait RecordSink {
-    /// A datagram for the peer: a handshake flight, protected records, an alert.
+    /// A datagram for the peer (over TLS: bytes for the connection): a handshake flight,
+    /// protected records, an alert.
     fn transmit(&mut self, datagram: &[u8]);
-    /// Plaintext that arrived from the peer: one CoAP message (RFC 7252 §9.1: one DTLS
-    /// record carries one CoAP message).
+    /// Plaintext that arrived from the peer: one CoAP message over DTLS (RFC 7252 §9.1: one
+    /// record carries one message); over TLS, the next bytes of the stream.
     fn deliver(&mut self, message: &[u8]);
 }
 
@@ -183,6 +184,21 @@ pub trait SecurityLayer: Send + Sync {
     /// one: a peer that restarted (RFC 6347 §4.2.8).
     fn opens_association(&self, datagram: &[u8]) -> bool;
 
+    /// Server role of a stream transport (TLS over TCP): the adapter accepted a connection
+    /// from `peer`; the association starts with it, and the peer's bytes go to its
+    /// [`handle_datagram`](SecureChannel::handle_datagram) in order as they arrive. (No
+    /// stateless stage: the connection's own handshake proved the address.) Layers for
+    /// datagrams only keep the default, which refuses.
+    fn accept_stream(
+        &self,
+        now: Instant,
+        peer: SocketAddr,
+        params: ChannelParams,
+    ) -> Result<Box<dyn SecureChannel>, SecurityError> {
+        let _ = (now, peer, params);
+        Err(SecurityError::NoCredentials)
+    }
+
     /// A short name for logs, e.g. "DTLS 1.2".
     fn name(&self) -> &'static str;
 }
@@ -254,6 +270,8 @@ pub enum SecurityError {
     Renegotiation,
     /// A cryptographic operation or the security layer itself failed.
     Internal,
+    /// The connection carrying the handshake closed before it completed (TLS over TCP).
+    ConnectionClosed,
 }
 
 impl fmt::Display for SecurityError {
@@ -270,9 +288,10 @@ impl fmt::Display for SecurityError {
             SecurityError::Alert(code) => write!(f, "the peer sent fatal alert {code} ({})", alert_name(*code)),
             SecurityError::NoCommonCipherSuite => f.write_str("handshake failed: no cipher suite in common with the peer"),
             SecurityError::NoCredentials => f.write_str("no credentials configured for this role or mode"),
-            SecurityError::Protocol => f.write_str("the peer violated the DTLS protocol"),
+            SecurityError::Protocol => f.write_str("the peer violated the (D)TLS protocol"),
             SecurityError::Renegotiation => f.write_str("the peer attempted a renegotiation, which is not supported"),
             SecurityError::Internal => f.write_str("internal error in the security layer"),
+            SecurityError::ConnectionClosed => f.write_str("the connection closed during the handshake"),
         }
     }
 }

@@ -1,9 +1,21 @@
-//! CoAP over TCP (RFC 8323) on the simulator's stream links.
+//! CoAP over TCP (RFC 8323) on the simulator's stream links, and the wire format against
+//! hand-made frames: CSM, Ping/Pong, Release, Abort, framing errors, connections that
+//! fail, reset or stall, and the liveness contract over streams.
 
 mod sim;
 
-use coap_engine::{Config, Duration, Event, Transport};
+use std::net::SocketAddr;
+
+use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, RequestType};
+use coap_engine::{
+    CloseReason, Config, ConnectionFailure, Duration, Endpoint, Error, Event, ExchangeError,
+    FailureReason, Instant, Keepalive, Limits, ObserverRemoval, ResourceId, SendErrorKind,
+    StreamClosed, StreamCommand, Transport,
+};
 use sim::*;
+
+const D: Duration = Duration::from_millis(10);
+const TIME: ResourceId = ResourceId(1);
 
 fn tcp() -> Config {
     Config {
@@ -12,20 +24,710 @@ fn tcp() -> Config {
     }
 }
 
+/// A client at 40000 and a server at 5683 over a stream link with delay `D`; the server
+/// answers "hello <payload>", a GET of /obs registers an observer of TIME, a body larger
+/// than 64 bytes is answered with its length.
+struct World {
+    sim: Sim,
+    client: NodeId,
+    server: NodeId,
+    ca: SocketAddr,
+    sa: SocketAddr,
+}
+
+impl World {
+    fn new(seed: u64, client: Config, server: Config) -> Self {
+        let mut sim = Sim::new(seed);
+        sim.set_default_link(Link {
+            delay: D,
+            ..Link::default()
+        });
+        let (ca, sa) = (addr(40_000), addr(5683));
+        let client = sim.add_endpoint(ca, client);
+        let server = sim.add_endpoint(sa, server);
+        sim.set_app(server, |sim, node, event| {
+            let Event::Request { id, request, .. } = event else {
+                return;
+            };
+            let response = if request.payload.len() > 64 {
+                content(format!("got {} bytes", request.payload.len()).as_bytes())
+            } else {
+                let mut hello = b"hello ".to_vec();
+                hello.extend_from_slice(&request.payload);
+                content(&hello)
+            };
+            let (id, observe) = (*id, request.get_option(CoapOption::Observe).is_some());
+            sim.input(node, |ep, now| {
+                if observe {
+                    ep.respond_observe(now, id, TIME, &response).map(|_| ())
+                } else {
+                    ep.respond(now, id, &response)
+                }
+            })
+            .expect("respond");
+        });
+        World {
+            sim,
+            client,
+            server,
+            ca,
+            sa,
+        }
+    }
+
+    fn default(seed: u64) -> Self {
+        World::new(seed, tcp(), tcp())
+    }
+
+    fn get(&mut self, payload: &[u8]) -> coap_engine::RequestId {
+        self.sim
+            .request(self.client, self.sa, &con_get("x", payload))
+            .expect("request accepted")
+    }
+
+    fn response(&self, id: coap_engine::RequestId) -> Result<Vec<u8>, ExchangeError> {
+        match &self.sim.terminal(self.client, id).event {
+            Event::Response { response, .. } => Ok(response.payload.clone()),
+            Event::RequestFailed { error, .. } => Err(*error),
+            other => panic!("unexpected terminal {other:?}"),
+        }
+    }
+
+    fn failure(&self, node: NodeId) -> Option<(Instant, FailureReason)> {
+        self.sim.events(node).iter().find_map(|l| match &l.event {
+            Event::SessionFailed { reason, .. } => Some((l.at, *reason)),
+            _ => None,
+        })
+    }
+}
+
+/// One frame of RFC 8323 (for hand-made input): code, token, options (in order), payload.
+fn frame(code: u8, token: &[u8], options: &[(u16, &[u8])], payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut previous = 0;
+    for &(number, value) in options {
+        let delta = number - previous;
+        previous = number;
+        assert!(delta < 13 && value.len() < 13, "small options only");
+        body.push((delta as u8) << 4 | value.len() as u8);
+        body.extend_from_slice(value);
+    }
+    if !payload.is_empty() {
+        body.push(0xFF);
+        body.extend_from_slice(payload);
+    }
+    let len = body.len();
+    let mut f = Vec::new();
+    if len < 13 {
+        f.push((len as u8) << 4 | token.len() as u8);
+    } else {
+        assert!(len < 269);
+        f.push(13 << 4 | token.len() as u8);
+        f.push((len - 13) as u8);
+    }
+    f.push(code);
+    f.extend_from_slice(token);
+    f.extend_from_slice(&body);
+    f
+}
+
+const fn code(class: u8, detail: u8) -> u8 {
+    class << 5 | detail
+}
+
+const CSM: u8 = code(7, 1);
+const PING: u8 = code(7, 2);
+const PONG: u8 = code(7, 3);
+const RELEASE: u8 = code(7, 4);
+const ABORT: u8 = code(7, 5);
+
+/// Reads frames back (small ones): (code, token, options, payload).
+/// A frame read back: (code, token, options, payload).
+type Frame = (u8, Vec<u8>, Vec<(u16, Vec<u8>)>, Vec<u8>);
+
+fn frames(mut bytes: &[u8]) -> Vec<Frame> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let tkl = usize::from(bytes[0] & 0x0F);
+        let (len, ext) = match bytes[0] >> 4 {
+            13 => (usize::from(bytes[1]) + 13, 1),
+            14 => (
+                usize::from(u16::from_be_bytes([bytes[1], bytes[2]])) + 269,
+                2,
+            ),
+            15 => panic!("huge frame"),
+            l => (usize::from(l), 0),
+        };
+        let code = bytes[1 + ext];
+        let token = bytes[2 + ext..2 + ext + tkl].to_vec();
+        let mut rest = &bytes[2 + ext + tkl..2 + ext + tkl + len];
+        bytes = &bytes[2 + ext + tkl + len..];
+        let mut options = Vec::new();
+        let mut number = 0;
+        let mut payload = Vec::new();
+        while let Some(&b) = rest.first() {
+            if b == 0xFF {
+                payload = rest[1..].to_vec();
+                break;
+            }
+            let (mut delta, mut l) = (u16::from(b >> 4), usize::from(b & 0x0F));
+            rest = &rest[1..];
+            if delta == 13 {
+                delta = u16::from(rest[0]) + 13;
+                rest = &rest[1..];
+            }
+            if l == 13 {
+                l = usize::from(rest[0]) + 13;
+                rest = &rest[1..];
+            }
+            number += delta;
+            options.push((number, rest[..l].to_vec()));
+            rest = &rest[l..];
+        }
+        out.push((code, token, options, payload));
+    }
+    out
+}
+
+/// An endpoint driven by hand: a server that accepted a connection from PEER.
+struct Hand {
+    ep: Endpoint,
+    written: Vec<u8>,
+    commands: Vec<StreamCommand>,
+    events: Vec<Event>,
+    now: Instant,
+}
+
+const PEER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 41_000);
+
+impl Hand {
+    fn server(config: Config) -> Self {
+        let mut h = Hand {
+            ep: Endpoint::new(config, 3).unwrap(),
+            written: Vec::new(),
+            commands: Vec::new(),
+            events: Vec::new(),
+            now: Instant::ZERO,
+        };
+        h.ep.handle_accepted(h.now, PEER).unwrap();
+        h.drain();
+        h
+    }
+
+    fn drain(&mut self) {
+        while let Some(t) = self.ep.poll_transmit() {
+            self.written.extend_from_slice(&t.payload);
+            self.ep.handle_send_result(self.now, t.id, Ok(()));
+        }
+        while let Some(c) = self.ep.poll_stream_command() {
+            self.commands.push(c);
+        }
+        while let Some(e) = self.ep.poll_event() {
+            self.events.push(e);
+        }
+    }
+
+    fn feed(&mut self, bytes: &[u8]) {
+        self.ep.handle_datagram(self.now, PEER, bytes);
+        self.drain();
+    }
+
+    fn take(&mut self) -> Vec<Frame> {
+        frames(&std::mem::take(&mut self.written))
+    }
+}
+
+fn csm(max: u32) -> Vec<u8> {
+    let max = max.to_be_bytes();
+    let first = max.iter().position(|&b| b != 0).unwrap_or(4);
+    frame(CSM, &[], &[(2, &max[first..]), (4, &[])], &[])
+}
+
+// ---------------------------------------------------------------------------------------------
+// The wire
+
 #[test]
-fn smoke() {
-    let mut sim = Sim::new(1);
-    sim.trace = true;
-    let c = sim.add_endpoint(addr(40000), tcp());
-    let s = sim.add_endpoint(addr(5683), tcp());
-    sim.set_app(s, |sim, node, ev| {
-        if let Event::Request { id, .. } = ev {
-            sim.respond(node, *id, &content(b"hi")).unwrap();
+fn both_sides_send_a_csm_first_with_their_limits() {
+    let mut w = World::new(
+        1,
+        tcp(),
+        Config {
+            max_message_size: 2048,
+            ..tcp()
+        },
+    );
+    let id = w.get(b"a");
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(w.response(id), Ok(b"hello a".to_vec()));
+    for (node, max) in [(w.client, 1152u32), (w.server, 2048)] {
+        let first = frames(&w.sim.sent(node)[0].bytes);
+        let (code, token, options, payload) = &first[0];
+        assert_eq!(*code, CSM, "the first frame from node {node}");
+        assert!(token.is_empty() && payload.is_empty());
+        let max_opt = options
+            .iter()
+            .find(|(n, _)| *n == 2)
+            .expect("Max-Message-Size");
+        assert_eq!(
+            max_opt.1.iter().fold(0u32, |a, &b| a << 8 | u32::from(b)),
+            max
+        );
+        assert!(
+            options.iter().any(|(n, v)| *n == 4 && v.is_empty()),
+            "Block-Wise-Transfer"
+        );
+    }
+    // No Message IDs or types on a stream: the request frame is code, token, options.
+    let request = frames(&w.sim.sent(w.client)[1].bytes);
+    assert_eq!(request[0].0, code(0, 1));
+}
+
+#[test]
+fn a_peer_that_does_not_send_a_csm_first_is_aborted() {
+    let mut h = Hand::server(tcp());
+    let ours = h.take();
+    assert_eq!(ours[0].0, CSM);
+    h.feed(&frame(code(0, 1), &[1], &[(11, b"x")], &[]));
+    let abort = h.take();
+    assert_eq!(abort.len(), 1);
+    assert_eq!(abort[0].0, ABORT);
+    assert!(!abort[0].3.is_empty(), "with a diagnostic payload");
+    assert_eq!(h.commands, vec![StreamCommand::Close(PEER)]);
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        Event::SessionFailed {
+            reason: FailureReason::Connection(ConnectionFailure::Aborted {
+                bad_csm_option: None
+            }),
+            ..
+        }
+    )));
+    assert_eq!(h.ep.session_count(), 0);
+}
+
+#[test]
+fn an_unknown_critical_csm_option_is_aborted_naming_it() {
+    let mut h = Hand::server(tcp());
+    h.take();
+    h.feed(&frame(CSM, &[], &[(2, &[4, 0]), (9, &[1])], &[]));
+    let abort = h.take();
+    assert_eq!(abort[0].0, ABORT);
+    assert_eq!(abort[0].2, vec![(2u16, vec![9u8])], "Bad-CSM-Option: 9");
+    assert_eq!(h.commands, vec![StreamCommand::Close(PEER)]);
+}
+
+#[test]
+fn a_ping_is_answered_with_a_pong_echoing_token_and_custody() {
+    let mut h = Hand::server(tcp());
+    h.take();
+    h.feed(&csm(1152));
+    h.feed(&frame(PING, &[7, 7], &[(2, &[])], &[]));
+    h.feed(&frame(PING, &[8], &[], &[]));
+    let pongs = h.take();
+    assert_eq!(pongs.len(), 2);
+    assert_eq!((pongs[0].0, pongs[0].1.clone()), (PONG, vec![7, 7]));
+    assert_eq!(pongs[0].2, vec![(2u16, vec![])], "Custody echoed");
+    assert_eq!(
+        (pongs[1].0, pongs[1].1.clone(), pongs[1].2.len()),
+        (PONG, vec![8], 0)
+    );
+}
+
+#[test]
+fn malformed_framing_or_an_oversized_frame_is_aborted_before_it_is_buffered() {
+    // Token length 9 (reserved).
+    let mut h = Hand::server(tcp());
+    h.take();
+    h.feed(&csm(1152));
+    h.feed(&[0x09, 0x01]);
+    assert_eq!(h.take()[0].0, ABORT);
+    assert_eq!(h.commands, vec![StreamCommand::Close(PEER)]);
+    // A frame announcing 1 MB to an endpoint that accepts 1152 bytes: aborted at the header,
+    // nothing of the body waited for.
+    let mut h = Hand::server(tcp());
+    h.take();
+    h.feed(&csm(1152));
+    h.feed(&[0xF0, 0x01, 0x00, 0x0F, 0x00, 0x00]);
+    assert_eq!(h.take()[0].0, ABORT);
+    assert_eq!(h.ep.session_count(), 0);
+}
+
+#[test]
+fn release_and_abort_from_the_peer_end_the_session_with_their_reasons() {
+    let mut h = Hand::server(tcp());
+    h.take();
+    h.feed(&csm(1152));
+    h.feed(&frame(
+        RELEASE,
+        &[],
+        &[(2, b"alt.example"), (4, &[30])],
+        &[],
+    ));
+    let released = h.events.iter().find_map(|e| match e {
+        Event::Released {
+            alternative_address,
+            hold_off,
+            ..
+        } => Some((alternative_address.clone(), *hold_off)),
+        _ => None,
+    });
+    assert_eq!(
+        released,
+        Some((
+            Some("alt.example".to_string()),
+            Some(Duration::from_secs(30))
+        ))
+    );
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        Event::SessionClosed {
+            reason: CloseReason::Released,
+            ..
+        }
+    )));
+    assert_eq!(h.commands, vec![StreamCommand::Close(PEER)]);
+
+    let mut h = Hand::server(tcp());
+    h.take();
+    h.feed(&csm(1152));
+    h.feed(&frame(ABORT, &[], &[(2, &[4])], b"no"));
+    assert!(h.events.iter().any(|e| matches!(
+        e,
+        Event::SessionFailed {
+            reason: FailureReason::Connection(ConnectionFailure::AbortedByPeer {
+                bad_csm_option: Some(4)
+            }),
+            ..
+        }
+    )));
+}
+
+#[test]
+fn closing_a_session_releases_the_connection() {
+    let mut w = World::default(10);
+    let id = w.get(b"1");
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(w.response(id), Ok(b"hello 1".to_vec()));
+    let sa = w.sa;
+    w.sim.close_session(w.client, sa).unwrap();
+    w.sim.run_for(Duration::from_secs(1));
+    let last = frames(&w.sim.sent(w.client).last().unwrap().bytes);
+    assert_eq!(last[0].0, RELEASE);
+    assert!(w.sim.events(w.server).iter().any(|l| matches!(
+        l.event,
+        Event::SessionClosed {
+            reason: CloseReason::Released,
+            ..
+        }
+    )));
+    assert_eq!(w.sim.endpoint(w.server).session_count(), 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exchanges over a stream
+
+#[test]
+fn requests_made_before_the_connection_opens_wait_for_it_and_go_in_order() {
+    let mut w = World::default(20);
+    let ids: Vec<_> = (0..5u8).map(|i| w.get(&[b'0' + i])).collect();
+    w.sim.run_for(Duration::from_secs(1));
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(w.response(*id), Ok(format!("hello {i}").into_bytes()));
+    }
+    let seen: Vec<Vec<u8>> = w
+        .sim
+        .requests_seen(w.server)
+        .iter()
+        .map(|(_, _, r)| r.payload.clone())
+        .collect();
+    assert_eq!(seen, (0..5u8).map(|i| vec![b'0' + i]).collect::<Vec<_>>());
+}
+
+#[test]
+fn nothing_larger_than_the_peers_max_message_size_is_sent() {
+    // The server accepts 300-byte messages: a 5 kB request body goes in blocks that fit.
+    let server = Config {
+        max_message_size: 300,
+        ..tcp()
+    };
+    let mut w = World::new(21, tcp(), server);
+    let body: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let mut put = con_get("x", &body);
+    put.header.code = MessageClass::Request(RequestType::Put);
+    let id = w.sim.request(w.client, w.sa, &put).unwrap();
+    w.sim.run_for(Duration::from_secs(5));
+    assert_eq!(w.response(id), Ok(b"got 5000 bytes".to_vec()));
+    // The first block went with the client's CSM, under RFC 8323's default limit (1152),
+    // before the server's CSM arrived; every later one fits the server's 300 bytes.
+    let writes = w.sim.sent(w.client);
+    assert!(writes.len() > 5, "{} writes", writes.len());
+    assert!(writes.iter().all(|s| s.bytes.len() <= 1152));
+    for s in writes.iter().filter(|s| s.at > Instant::ZERO + D * 2) {
+        assert!(
+            s.bytes.len() <= 300,
+            "a {}-byte frame at {:?}",
+            s.bytes.len(),
+            s.at
+        );
+    }
+}
+
+#[test]
+fn observe_over_a_stream_delivers_every_notification_in_order() {
+    let mut w = World::default(22);
+    let mut get = con_get("obs", b"");
+    get.header.set_type(MessageType::NonConfirmable);
+    let sa = w.sa;
+    let id = w
+        .sim
+        .input(w.client, |ep, now| ep.observe(now, sa, &get))
+        .unwrap();
+    w.sim.run_for(Duration::from_secs(1));
+    for n in 1..=5u8 {
+        w.sim
+            .input(w.server, |ep, now| {
+                ep.notify(now, TIME, &content(&[n]), false)
+            })
+            .unwrap();
+        w.sim.run_for(Duration::from_millis(5)); // faster than the link: several in flight
+    }
+    w.sim.run_for(Duration::from_secs(1));
+    let got: Vec<Vec<u8>> = w
+        .sim
+        .events(w.client)
+        .iter()
+        .filter_map(|l| match &l.event {
+            Event::Notification {
+                id: i, response, ..
+            } if *i == id => Some(response.payload.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            b"hello ".to_vec(),
+            vec![1],
+            vec![2],
+            vec![3],
+            vec![4],
+            vec![5]
+        ]
+    );
+}
+
+#[test]
+fn a_large_response_comes_back_in_blocks_and_is_delivered_whole() {
+    let mut w = World::default(23);
+    w.sim.set_app(w.server, |sim, node, event| {
+        if let Event::Request { id, .. } = event {
+            let body: Vec<u8> = (0..10_000u32).map(|i| (i % 253) as u8).collect();
+            sim.respond(node, *id, &content(&body)).unwrap();
         }
     });
-    let id = sim.request(c, addr(5683), &con_get("x", b"")).unwrap();
-    sim.run_for(Duration::from_secs(5));
-    assert!(
-        matches!(&sim.terminal(c, id).event, Event::Response { response, .. } if response.payload == b"hi")
+    let id = w.get(b"");
+    w.sim.run_for(Duration::from_secs(5));
+    let body = w.response(id).unwrap();
+    assert_eq!(
+        body,
+        (0..10_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connections that fail
+
+#[test]
+fn a_connection_that_cannot_be_opened_fails_its_requests() {
+    let mut sim = Sim::new(30);
+    let c = sim.add_endpoint(addr(40_000), tcp());
+    let id = sim.request(c, addr(5999), &con_get("x", b"")).unwrap(); // nobody there
+    sim.run_for(Duration::from_secs(1));
+    assert!(matches!(
+        sim.terminal(c, id).event,
+        Event::RequestFailed {
+            error: ExchangeError::SessionFailed(FailureReason::Connection(
+                ConnectionFailure::ConnectFailed(SendErrorKind::Refused)
+            )),
+            ..
+        }
+    ));
+}
+
+#[test]
+fn a_reset_or_a_close_ends_every_pending_exchange_once_with_its_reason() {
+    for (seed, how, want) in [
+        (31, StreamClosed::Reset, ConnectionFailure::Reset),
+        (32, StreamClosed::Eof, ConnectionFailure::Closed),
+    ] {
+        let mut w = World::default(seed);
+        w.sim.set_app(w.server, |_, _, _| {}); // never answers
+        let ids: Vec<_> = (0..3u8).map(|i| w.get(&[i])).collect();
+        w.sim.run_for(Duration::from_secs(1));
+        let (ca, sa) = (w.ca, w.sa);
+        match how {
+            StreamClosed::Reset => w.sim.reset_connection(ca, sa),
+            _ => w.sim.input(w.client, |ep, now| {
+                ep.handle_closed(now, sa, StreamClosed::Eof)
+            }),
+        }
+        w.sim.run_for(Duration::from_secs(1));
+        for id in ids {
+            assert_eq!(
+                w.response(id),
+                Err(ExchangeError::SessionFailed(FailureReason::Connection(
+                    want
+                )))
+            );
+        }
+    }
+}
+
+#[test]
+fn a_failed_write_ends_the_session() {
+    let mut w = World::default(33);
+    let id = w.get(b"1");
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(w.response(id), Ok(b"hello 1".to_vec()));
+    w.sim.fail_sends(
+        w.ca,
+        None,
+        Window::from(w.sim.now()),
+        SendErrorKind::Unreachable,
+    );
+    let id = w.get(b"2");
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        w.response(id),
+        Err(ExchangeError::SessionFailed(FailureReason::Connection(
+            ConnectionFailure::WriteFailed(SendErrorKind::Unreachable)
+        )))
+    );
+}
+
+#[test]
+fn writes_the_adapter_never_confirms_are_capped() {
+    let client = Config {
+        limits: Limits {
+            max_unwritten_bytes: 200,
+            ..Limits::default()
+        },
+        ..tcp()
+    };
+    let mut ep = Endpoint::new(client, 1).unwrap();
+    let peer = addr(5683);
+    let now = Instant::ZERO;
+    ep.request(now, peer, &con_get("x", b"")).unwrap();
+    assert_eq!(ep.poll_stream_command(), Some(StreamCommand::Connect(peer)));
+    ep.handle_connected(now, peer);
+    // The adapter takes the writes and never says they are done.
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..100 {
+        while ep.poll_transmit().is_some() {}
+        match ep.request(now, peer, &con_get("x", &[i; 20])) {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert_eq!(refused, Some(Error::QueueFull));
+    assert!(
+        accepted < 10,
+        "{accepted} requests accepted over a 200-byte backlog"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Liveness over streams
+
+const K: Keepalive = Keepalive {
+    interval: Duration::from_secs(2),
+    timeout: Duration::from_secs(3),
+};
+
+fn with_keepalive() -> Config {
+    Config {
+        keepalive: Some(K),
+        ..tcp()
+    }
+}
+
+#[test]
+fn keepalive_probes_with_7_02_ping_and_a_frozen_peer_fails_within_the_bound() {
+    let mut w = World::new(40, with_keepalive(), tcp());
+    let id = w.get(b"1");
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(w.response(id), Ok(b"hello 1".to_vec()));
+    // Idle: Pings go after `interval` of silence and Pongs keep the session alive.
+    w.sim.run_for(Duration::from_secs(10));
+    let pings = w
+        .sim
+        .sent(w.client)
+        .iter()
+        .filter(|s| frames(&s.bytes).iter().any(|f| f.0 == PING))
+        .count();
+    assert!(pings >= 4, "{pings} pings in 10 s of silence");
+    assert!(w.failure(w.client).is_none());
+    // The server freezes (nothing it could send arrives any more).
+    let last_heard = w.sim.last_heard(w.client, w.sa).unwrap();
+    w.sim.cut(Some(w.sa), Some(w.ca), Window::from(w.sim.now()));
+    let pending = w.get(b"2");
+    w.sim.run_for(Duration::from_secs(30));
+    let (at, reason) = w.failure(w.client).expect("noticed");
+    assert!(
+        matches!(reason, FailureReason::KeepaliveTimeout { .. }),
+        "{reason:?}"
+    );
+    assert_eq!(at, last_heard + K.bound());
+    assert!(matches!(
+        w.response(pending),
+        Err(ExchangeError::SessionFailed(
+            FailureReason::KeepaliveTimeout { .. }
+        ))
+    ));
+    // The client's adapter was told to close the dead connection: the server sees it end.
+    assert!(matches!(
+        w.failure(w.server),
+        Some((t, FailureReason::Connection(ConnectionFailure::Closed))) if t >= at
+    ));
+}
+
+#[test]
+fn a_server_with_keepalive_drops_a_silent_client_and_its_observers() {
+    let mut w = World::new(41, tcp(), with_keepalive());
+    let get = con_get("obs", b"");
+    let sa = w.sa;
+    w.sim
+        .input(w.client, |ep, now| ep.observe(now, sa, &get))
+        .unwrap();
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(w.sim.endpoint(w.server).observers(TIME), 1);
+    let last_heard = w.sim.last_heard(w.server, w.ca).unwrap();
+    w.sim.cut(Some(w.ca), Some(w.sa), Window::from(w.sim.now()));
+    w.sim.run_for(Duration::from_secs(30));
+    let removed = w.sim.events(w.server).iter().find_map(|l| match l.event {
+        Event::ObserverRemoved { reason, .. } => Some((l.at, reason)),
+        _ => None,
+    });
+    assert_eq!(
+        removed,
+        Some((last_heard + K.bound(), ObserverRemoval::SessionEnded))
+    );
+    assert_eq!(w.sim.endpoint(w.server).session_count(), 0);
+}
+
+#[test]
+fn an_application_ping_gets_a_pong() {
+    let mut w = World::default(42);
+    let sa = w.sa;
+    let id = w.sim.ping(w.client, sa).unwrap();
+    w.sim.run_for(Duration::from_secs(1));
+    match &w.sim.terminal(w.client, id).event {
+        Event::Pong { rtt, .. } => assert_eq!(*rtt, D * 2 + D * 2), // connect, then the ping
+        other => panic!("{other:?}"),
+    }
 }

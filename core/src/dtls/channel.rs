@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use dimpl::Output;
 use rustls_pki_types::TrustAnchor;
 
-use super::entropy::{with_generator, Generator};
 use super::hello;
 use super::verify::{self, Expect};
+use crate::entropy::{with_generator, Generator};
 use crate::security::{
     CertificateError, ChannelState, PeerIdentity, RecordSink, SecureChannel, SecurityError,
 };

@@ -62,15 +62,15 @@ use std::sync::Arc;
 
 use rustls_pki_types::TrustAnchor;
 
-pub use config::{
-    trust_anchors_from_pem, trust_anchors_from_pem_file, CertifiedKey, ClientAuth, DtlsConfig,
-    DtlsConfigError, PskCredentials, PskStore,
+pub use crate::credentials::{
+    trust_anchors_from_pem, trust_anchors_from_pem_file, CertifiedKey, ClientAuth, CredentialsError,
 };
+pub use config::{DtlsConfig, PskCredentials, PskStore};
 pub use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use self::channel::{Check, DtlsChannel, PskProbe};
-use self::entropy::{hmac, Generator};
 use self::verify::Expect;
+use crate::entropy::{hmac, Generator};
 use crate::security::{
     Accept, ChannelParams, RecordSink, SecureChannel, SecurityError, SecurityLayer,
 };
@@ -170,20 +170,20 @@ impl Dtls {
     /// Checks `config` and makes the layer. `entropy` is the secret all of the layer's
     /// randomness derives from (keys, randoms, cookies): 32 bytes from the operating
     /// system's RNG in production, a value derived from the test's seed in a simulation.
-    pub fn new(config: DtlsConfig, entropy: [u8; 32]) -> Result<Dtls, DtlsConfigError> {
+    pub fn new(config: DtlsConfig, entropy: [u8; 32]) -> Result<Dtls, CredentialsError> {
         if config.handshake_timeout == crate::Duration::ZERO {
-            return Err(DtlsConfigError::OutOfRange(
+            return Err(CredentialsError::OutOfRange(
                 "handshake_timeout must be greater than zero",
             ));
         }
         if !(256..=16384).contains(&config.mtu) {
-            return Err(DtlsConfigError::OutOfRange(
+            return Err(CredentialsError::OutOfRange(
                 "mtu must be 256 to 16384 bytes",
             ));
         }
         if let Some(psk) = &config.psk {
             if psk.identity.is_empty() || psk.key.is_empty() {
-                return Err(DtlsConfigError::EmptyPsk);
+                return Err(CredentialsError::EmptyPsk);
             }
         }
         let nothing = config.psk.is_none()
@@ -192,7 +192,7 @@ impl Dtls {
             && config.trust_anchors.is_empty()
             && config.verify_peer;
         if nothing {
-            return Err(DtlsConfigError::NoCredentials);
+            return Err(CredentialsError::NoCredentials);
         }
         let (psk_provider, certificate_provider) = providers();
         let provider = &certificate_provider;
@@ -223,16 +223,21 @@ impl Dtls {
                 .load_private_key(&certificate.private_key)
                 .is_err()
         {
-            return Err(DtlsConfigError::BadPrivateKey);
+            return Err(CredentialsError::BadPrivateKey);
         }
         let anchors =
-            verify::anchors(&config.trust_anchors).map_err(|_| DtlsConfigError::BadTrustAnchor)?;
+            verify::anchors(&config.trust_anchors).map_err(|_| CredentialsError::BadTrustAnchor)?;
+        if config.client_auth == ClientAuth::Optional {
+            return Err(CredentialsError::Unsupported(
+                "optional client certificates over DTLS (dimpl asks only when it requires one)",
+            ));
+        }
         if config.client_auth == ClientAuth::Required {
             if !has_certificate {
-                return Err(DtlsConfigError::ClientAuthWithoutCertificate);
+                return Err(CredentialsError::ClientAuthWithoutCertificate);
             }
             if anchors.is_empty() {
-                return Err(DtlsConfigError::NoTrustAnchors);
+                return Err(CredentialsError::NoTrustAnchors);
             }
         }
         let cookie_key = hmac(&entropy, &[b"cookie"]);
@@ -296,7 +301,7 @@ impl Dtls {
         // dimpl tries a key exchange of every group while it validates: lend it a
         // generator (whose keys are thrown away) so that nothing falls back to another source.
         let mut validation = Some(self.generator(b"validate", &[&seed.to_be_bytes()]));
-        entropy::with_generator(&mut validation, || builder.build())
+        crate::entropy::with_generator(&mut validation, || builder.build())
             .map(Arc::new)
             .map_err(|e| {
                 log::warn!("DTLS: configuration refused by dimpl: {e}");

@@ -8,9 +8,10 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use super::Endpoint;
+use crate::config::Transport;
 use crate::error::Error;
 use crate::event::{CloseReason, Event};
-use crate::outputs::{ChannelSink, TransmitRecord};
+use crate::outputs::{ChannelSink, StreamCommand, TransmitRecord};
 use crate::security::{Accept, ChannelParams, ChannelState, SecureChannel};
 use crate::session::{Ending, Origin};
 use crate::time::Instant;
@@ -95,15 +96,24 @@ impl Endpoint {
         channel: Box<dyn SecureChannel>,
         result: Result<(), crate::security::SecurityError>,
     ) {
+        let stream = self.config.transport == Transport::Tcp;
         if let Err(error) = result {
             self.clear_inbox();
             log::debug!("{peer}: handshake failed: {error}");
             self.out.event(Event::HandshakeFailed { peer, error });
+            if stream {
+                self.out.command(StreamCommand::Close(peer));
+            }
             return;
         }
         match channel.state() {
             ChannelState::Handshaking => self.handshakes.push((peer, channel)),
-            ChannelState::Closed => self.clear_inbox(),
+            ChannelState::Closed => {
+                self.clear_inbox();
+                if stream {
+                    self.out.command(StreamCommand::Close(peer));
+                }
+            }
             ChannelState::Open => {
                 if let Some(&old) = self.by_peer.get(&peer) {
                     // The peer restarted: its old association is gone at its end.
@@ -115,6 +125,13 @@ impl Endpoint {
                         let (session, mut ctx) = self.split(slot);
                         if let Some(s) = session {
                             s.opened(now, &mut ctx);
+                            if stream {
+                                // Bytes that came with the peer's last flight.
+                                if let Some(ending) = s.stream_inbox(now, &mut ctx) {
+                                    self.end_session(slot, ending);
+                                    return;
+                                }
+                            }
                         }
                         self.drain_inbox(now, peer, slot);
                         // Its keepalive and idle timers start now, whatever arrived.
@@ -124,6 +141,9 @@ impl Endpoint {
                         // Only a race with the cap (checked at the cookie): close it cleanly.
                         log::debug!("{peer}: session limit reached; association closed");
                         self.clear_inbox();
+                        if stream {
+                            self.out.command(StreamCommand::Close(peer));
+                        }
                     }
                 }
             }
@@ -136,6 +156,13 @@ impl Endpoint {
         let Some(s) = session else {
             return;
         };
+        if s.reliable() {
+            match s.secure_stream_input(now, &mut ctx, bytes) {
+                Some(ending) => self.end_session(slot, ending),
+                None => self.rearm(slot),
+            }
+            return;
+        }
         let ending = s.channel_input(now, &mut ctx, bytes);
         // What arrived authenticated before an alert or a close is still delivered.
         self.drain_inbox(now, peer, slot);
@@ -216,6 +243,58 @@ impl Endpoint {
             let result = channel.handle_timeout(now, &mut ChannelSink::new(&mut self.out, record));
             self.after_handshake(now, peer, channel, result);
         }
+    }
+
+    /// Bytes on a connection of a TLS endpoint: to the peer's handshake in progress (server
+    /// role), or to its session.
+    pub(super) fn secure_stream_data(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+        if self.handshake_of(peer).is_some() {
+            self.feed_handshake(now, peer, bytes);
+            return;
+        }
+        match self.lookup(peer) {
+            Some(slot) => self.feed_session(now, peer, slot, bytes),
+            None => log::debug!("{peer}: bytes for no connection the engine knows; dropped"),
+        }
+    }
+
+    /// Server role of a TLS endpoint: a connection was accepted; its handshake starts,
+    /// kept apart from the sessions until it completes.
+    pub(super) fn accept_secure_stream(
+        &mut self,
+        now: Instant,
+        peer: SocketAddr,
+    ) -> Result<(), Error> {
+        let Some(security) = self.config.security.clone() else {
+            return Err(Error::UnknownSession);
+        };
+        // A handshake from the same address the adapter lost track of: the new one wins.
+        drop(self.take_handshake(peer));
+        if self.handshakes.len() >= self.config.limits.max_handshakes
+            || self.by_peer.len() >= self.config.limits.max_sessions
+        {
+            log::debug!("{peer}: session or handshake limit reached; connection refused");
+            return Err(Error::SessionLimit);
+        }
+        let params = self.channel_params();
+        let channel = security
+            .layer()
+            .accept_stream(now, peer, params)
+            .map_err(Error::Security)?;
+        self.handshakes.push((peer, channel));
+        Ok(())
+    }
+
+    /// The connection of a handshake in progress closed: the handshake failed. False if
+    /// `peer` had none.
+    pub(super) fn abandon_handshake(&mut self, peer: SocketAddr) -> bool {
+        if self.take_handshake(peer).is_none() {
+            return false;
+        }
+        let error = crate::security::SecurityError::ConnectionClosed;
+        log::debug!("{peer}: handshake failed: {error}");
+        self.out.event(Event::HandshakeFailed { peer, error });
+        true
     }
 
     /// Client role: the association for a new session with `peer`, checking the server's

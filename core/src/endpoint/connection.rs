@@ -44,10 +44,10 @@ impl Endpoint {
             return;
         };
         let (session, mut ctx) = self.split(slot);
-        if let Some(s) = session {
-            s.stream_connected(now, &mut ctx);
+        match session.and_then(|s| s.stream_connected(now, &mut ctx)) {
+            Some(ending) => self.end_session(slot, ending),
+            None => self.rearm(slot),
         }
-        self.rearm(slot);
     }
 
     /// The connection to `peer` could not be opened: its session fails with
@@ -60,10 +60,16 @@ impl Endpoint {
         }
     }
 
-    /// The adapter accepted a connection from `peer` (server role): a session starts, and
-    /// the engine's CSM goes first. Refused with [`Error::SessionLimit`] when
-    /// [`Limits::max_sessions`](crate::Limits::max_sessions) connections are open (close
-    /// it), or [`Error::UnknownSession`] on a datagram endpoint.
+    /// The adapter accepted a connection from `peer` (server role). On a plain endpoint a
+    /// session starts ([`Event::SessionNew`]) and the engine's CSM goes first; on a TLS
+    /// endpoint the handshake starts, and the session with it once it completes (or
+    /// [`Event::HandshakeFailed`], and the connection is closed).
+    ///
+    /// Refused (close the connection) with [`Error::SessionLimit`] when
+    /// [`Limits::max_sessions`](crate::Limits::max_sessions) connections are open or
+    /// [`Limits::max_handshakes`](crate::Limits::max_handshakes) handshakes are in progress,
+    /// [`Error::Security`] when the security layer cannot serve it, or
+    /// [`Error::UnknownSession`] on a datagram endpoint.
     pub fn handle_accepted(&mut self, now: Instant, peer: SocketAddr) -> Result<(), Error> {
         let now = self.advance(now);
         if self.config.transport != Transport::Tcp {
@@ -74,11 +80,15 @@ impl Endpoint {
             let reason = FailureReason::Connection(ConnectionFailure::Reset);
             self.end_session(old, Ending::Failed(reason));
         }
+        #[cfg(feature = "security")]
+        if self.config.security.is_some() {
+            return self.accept_secure_stream(now, peer);
+        }
         let slot = self.create_session(now, peer, Origin::Remote, None)?;
         self.out.event(Event::SessionNew { peer });
         let (session, mut ctx) = self.split(slot);
         if let Some(s) = session {
-            s.send_csm(&mut ctx);
+            s.stream_open(now, &mut ctx);
         }
         self.rearm(slot);
         Ok(())
@@ -89,6 +99,10 @@ impl Endpoint {
     /// with it. (A connection the engine asked to close is already forgotten.)
     pub fn handle_closed(&mut self, now: Instant, peer: SocketAddr, how: StreamClosed) {
         self.advance(now);
+        #[cfg(feature = "security")]
+        if self.abandon_handshake(peer) {
+            return;
+        }
         if let Some(slot) = self.lookup(peer) {
             let failure = match how {
                 StreamClosed::Eof => ConnectionFailure::Closed,
@@ -101,6 +115,11 @@ impl Endpoint {
     /// Bytes that arrived on the connection with `peer` (a TCP endpoint's
     /// [`handle_datagram`](Self::handle_datagram)).
     pub(super) fn stream_data(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
+        #[cfg(feature = "security")]
+        if self.config.security.is_some() {
+            self.secure_stream_data(now, peer, bytes);
+            return;
+        }
         let Some(slot) = self.lookup(peer) else {
             log::debug!("{peer}: bytes for no connection the engine knows; dropped");
             return;

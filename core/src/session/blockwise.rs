@@ -50,7 +50,7 @@ impl Session {
         let Some(transfer) = e.block.as_mut() else {
             return;
         };
-        match transfer.encode_next(ctx.out, ctx.config, mid, e.token.as_slice()) {
+        match transfer.encode_next(ctx.out, ctx.max_message_size, mid, e.token.as_slice()) {
             Ok(bytes) => {
                 transfer.parked = Some((mid, bytes));
                 // Not outstanding and no deadline while parked.

@@ -93,7 +93,39 @@ impl Session {
     /// and the queued requests can go.
     pub(crate) fn opened(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
         self.heard(now, ctx);
-        self.pump(now, ctx);
+        if self.reliable() {
+            if self.stream_ready() {
+                self.stream_open(now, ctx);
+            }
+        } else {
+            self.pump(now, ctx);
+        }
+    }
+
+    /// Bytes from a secure connection: opened by its security layer, then deframed. What
+    /// arrived before an alert or a close is still handled.
+    pub(crate) fn secure_stream_input(
+        &mut self,
+        now: Instant,
+        ctx: &mut Ctx<'_>,
+        bytes: &[u8],
+    ) -> Option<Ending> {
+        let ending = self.channel_input(now, ctx, bytes);
+        self.stream_inbox(now, ctx).or(ending)
+    }
+
+    /// Deframes the plaintext the connection's security layer opened into the inbox.
+    pub(crate) fn stream_inbox(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Ending> {
+        ctx.out.inbox_lens.clear();
+        if ctx.out.inbox.is_empty() {
+            return None;
+        }
+        let plaintext = core::mem::take(&mut ctx.out.inbox);
+        let ended = self.stream_input(now, ctx, &plaintext);
+        // Keep the buffer's capacity for the next read.
+        ctx.out.inbox = plaintext;
+        ctx.out.inbox.clear();
+        ended
     }
 
     /// Runs the association's timer if it is due (or at once with `force`, to send the

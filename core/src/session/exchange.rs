@@ -102,8 +102,15 @@ impl Session {
             MessageType::NonConfirmable
         };
         let mid = self.peek_mid();
-        let (bytes, block) =
-            block::first_request(ctx.out, ctx.config, packet, mtype, mid, token.as_slice())?;
+        let (bytes, block) = block::first_request(
+            ctx.out,
+            ctx.config,
+            ctx.max_message_size,
+            packet,
+            mtype,
+            mid,
+            token.as_slice(),
+        )?;
         self.alloc_mid();
         let id = RequestId(new_id(ctx, self.key.slot));
         self.queue.push_back(Queued {

@@ -112,6 +112,7 @@ impl Session {
             // with ordinary GETs, which the application answers in full (RFC 7959 §2.6).
             let shaped = block::shape_response(
                 ctx.config,
+                ctx.max_message_size,
                 &block::ServerBlocks::default(),
                 token.len as usize,
                 notification,
@@ -121,7 +122,7 @@ impl Session {
                 mtype,
                 mid,
                 token.as_slice(),
-                ctx.config.max_message_size,
+                ctx.max_message_size,
             ) {
                 Ok(bytes) => bytes,
                 Err(e) => {
@@ -354,7 +355,7 @@ impl Session {
             mtype,
             mid,
             e.token.as_slice(),
-            ctx.config.max_message_size,
+            ctx.max_message_size,
         )?;
         let (id, confirmable) = (e.id, e.confirmable);
         self.alloc_mid();

@@ -72,8 +72,13 @@ impl Session {
             }
             None => response,
         };
-        let shaped =
-            block::shape_response(ctx.config, &inc.block, inc.token.len as usize, response);
+        let shaped = block::shape_response(
+            ctx.config,
+            ctx.max_message_size,
+            &inc.block,
+            inc.token.len as usize,
+            response,
+        );
         let response = shaped.as_ref().unwrap_or(response);
         let (mtype, mid) = self.answer_kind(ctx, inc);
         let bytes = ctx.out.encode_packet(
@@ -81,7 +86,7 @@ impl Session {
             mtype,
             mid,
             inc.token.as_slice(),
-            ctx.config.max_message_size,
+            ctx.max_message_size,
         )?;
         let inc = self.incoming.swap_remove(index);
         self.last_activity = now;
@@ -107,7 +112,7 @@ impl Session {
             if confirmable {
                 // The diagnostic payload (§5.5.2) is dropped if it would exceed the size limit.
                 let diagnostic: &[u8] = b"unrecognized critical option";
-                let fits = 5 + msg.token.len() + diagnostic.len() <= ctx.config.max_message_size;
+                let fits = 5 + msg.token.len() + diagnostic.len() <= ctx.max_message_size;
                 let payload = if fits { diagnostic } else { b"" };
                 self.reply(ctx, h, |out, mtype, mid| {
                     out.encode_simple(mtype, BAD_OPTION, mid, msg.token, payload)

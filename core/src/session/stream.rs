@@ -71,6 +71,10 @@ pub(crate) struct Stream {
     /// Writes handed to the adapter whose completion it has not reported: (id, bytes).
     writes: VecDeque<(TransmitId, usize)>,
     unwritten: usize,
+    /// Frames made before the connection (and its security layer) opened: an application
+    /// ping, a server's CSM; written after our CSM once it does. Requests wait in the
+    /// exchange queue instead.
+    early: Vec<Vec<u8>>,
 }
 
 impl Stream {
@@ -83,6 +87,7 @@ impl Stream {
             pings: Vec::new(),
             writes: VecDeque::new(),
             unwritten: 0,
+            early: Vec::new(),
         }
     }
 
@@ -117,6 +122,18 @@ impl Stream {
 }
 
 impl Session {
+    /// The largest message (in RFC 7252's layout) this session may send: ours, or less on a
+    /// connection whose peer accepts less (its Max-Message-Size counts the frame, whose
+    /// header can be 2 bytes longer than the datagram header, RFC 8323 §5.3.1).
+    pub(crate) fn send_limit(&self, config: &crate::config::Config) -> usize {
+        match self.stream.as_ref() {
+            Some(s) => config
+                .max_message_size
+                .min(s.capabilities().max_message_size.saturating_sub(2)),
+            None => config.max_message_size,
+        }
+    }
+
     fn stream_mut(&mut self) -> Option<&mut Stream> {
         self.stream.as_deref_mut()
     }
@@ -125,16 +142,30 @@ impl Session {
     pub(super) fn stream_send(&mut self, ctx: &mut Ctx<'_>, message: &[u8]) -> TransmitId {
         let mut frame = Vec::with_capacity(message.len() + 2);
         framing::frame(&mut frame, message);
+        if !self.ready() {
+            if let Some(s) = self.stream_mut() {
+                s.early.push(frame);
+            }
+            return ctx.out.reserve_id();
+        }
+        self.write_frame(ctx, frame)
+    }
+
+    /// Hands one frame to the adapter (sealed first on a secure connection).
+    fn write_frame(&mut self, ctx: &mut Ctx<'_>, frame: Vec<u8>) -> TransmitId {
         let record = TransmitRecord {
             peer: self.peer,
             session: Some(self.key),
             message_id: None,
         };
-        #[cfg(feature = "security")]
-        if self.is_secure() {
-            return self.seal(ctx, record, &frame);
-        }
         let len = frame.len();
+        #[cfg(feature = "security")]
+        let id = if self.is_secure() {
+            self.seal(ctx, record, &frame)
+        } else {
+            ctx.out.send(record, Datagram::from_slice(&frame))
+        };
+        #[cfg(not(feature = "security"))]
         let id = ctx.out.send(record, Datagram::from_slice(&frame));
         if let Some(s) = self.stream_mut() {
             s.writes.push_back((id, len));
@@ -163,15 +194,32 @@ impl Session {
         }
     }
 
-    /// The connection is open (a client's, as the adapter reports): our CSM goes first
-    /// (RFC 8323 §5.3), then what was waiting for it.
-    pub(crate) fn stream_connected(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        let Some(s) = self.stream_mut() else { return };
+    /// The connection is open (a client's, as the adapter reports): a secure one starts
+    /// its handshake; a plain one can carry messages at once.
+    pub(crate) fn stream_connected(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Ending> {
+        let s = self.stream_mut()?;
         s.connected = true;
+        #[cfg(feature = "security")]
+        if !self.channel_open() {
+            return self.start_channel(now, ctx);
+        }
+        self.stream_open(now, ctx);
+        None
+    }
+
+    /// Messages can flow (the connection is open, and so is its security layer if it has
+    /// one): our CSM goes first (RFC 8323 §5.3), then what was waiting for it.
+    pub(crate) fn stream_open(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
+        let Some(s) = self.stream_mut() else { return };
+        let early = core::mem::take(&mut s.early);
         self.send_csm(ctx);
+        for frame in early {
+            self.write_frame(ctx, frame);
+        }
         self.pump(now, ctx);
     }
 
+    /// The connection is open (always true of a datagram session).
     pub(super) fn stream_ready(&self) -> bool {
         self.stream.as_ref().is_none_or(|s| s.connected)
     }
@@ -257,7 +305,9 @@ impl Session {
         ctx: &mut Ctx<'_>,
         bytes: &[u8],
     ) -> Option<Ending> {
-        let max = ctx.config.max_message_size;
+        // A peer may send up to RFC 8323's default before our CSM reaches it (§5.3.1), so
+        // that much is always accepted, whatever we announce.
+        let max = ctx.config.max_message_size.max(DEFAULT_MAX_MESSAGE_SIZE);
         let s = self.stream_mut()?;
         s.deframer.push(bytes);
         let mut frame = core::mem::take(&mut s.frame);

@@ -25,6 +25,10 @@
 
 #[cfg(feature = "dtls")]
 pub mod dtls;
+#[cfg(any(feature = "dtls", feature = "tls"))]
+pub mod pki;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
