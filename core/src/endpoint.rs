@@ -738,6 +738,9 @@ impl Endpoint {
         let max_message_size = session
             .as_deref()
             .map_or(self.config.max_message_size, |s| s.send_limit(&self.config));
+        let path = session
+            .as_deref()
+            .map_or_else(Default::default, |s| s.block_path());
         let ctx = Ctx {
             config: &self.config,
             derived: &self.derived,
@@ -746,6 +749,7 @@ impl Endpoint {
             next_id: &mut self.next_id,
             observe: &mut self.observe,
             max_message_size,
+            path,
         };
         (session, ctx)
     }

@@ -284,6 +284,8 @@ pub(crate) struct Ctx<'a> {
     /// The largest message the session may send: `Config::max_message_size`, or less on a
     /// connection whose peer announced a smaller Max-Message-Size (RFC 8323 §5.3.1).
     pub(crate) max_message_size: usize,
+    /// What the session's transport means for block-wise transfers (BERT on streams).
+    pub(crate) path: crate::block::Path,
 }
 
 /// A security layer's outputs for one session (or one handshake): records become transmits

@@ -131,6 +131,47 @@ fn frame(code: u8, token: &[u8], options: &[(u16, &[u8])], payload: &[u8]) -> Ve
     f
 }
 
+/// A frame with a body of any size (all four length forms, RFC 8323 §3.2).
+fn frame_long(code: u8, token: &[u8], options: &[(u16, &[u8])], payload: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    let mut previous = 0;
+    for &(number, value) in options {
+        let delta = number - previous;
+        previous = number;
+        assert!(value.len() < 13, "short option values only");
+        if delta < 13 {
+            body.push((delta as u8) << 4 | value.len() as u8);
+        } else {
+            body.push(13 << 4 | value.len() as u8);
+            body.push((delta - 13) as u8);
+        }
+        body.extend_from_slice(value);
+    }
+    if !payload.is_empty() {
+        body.push(0xFF);
+        body.extend_from_slice(payload);
+    }
+    let len = body.len();
+    let mut f = Vec::new();
+    let tkl = token.len() as u8;
+    match len {
+        0..=12 => f.push((len as u8) << 4 | tkl),
+        13..=268 => f.extend_from_slice(&[13 << 4 | tkl, (len - 13) as u8]),
+        269..=65_804 => {
+            f.push(14 << 4 | tkl);
+            f.extend_from_slice(&((len - 269) as u16).to_be_bytes());
+        }
+        _ => {
+            f.push(15 << 4 | tkl);
+            f.extend_from_slice(&((len - 65_805) as u32).to_be_bytes());
+        }
+    }
+    f.push(code);
+    f.extend_from_slice(token);
+    f.extend_from_slice(&body);
+    f
+}
+
 const fn code(class: u8, detail: u8) -> u8 {
     class << 5 | detail
 }
@@ -533,6 +574,148 @@ fn a_large_response_comes_back_in_blocks_and_is_delivered_whole() {
         body,
         (0..10_000u32).map(|i| (i % 253) as u8).collect::<Vec<_>>()
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// BERT (RFC 8323 §6)
+
+/// Both sides accept 64 KiB messages and announce Block-Wise-Transfer; bodies up to 1 MB.
+fn bert() -> Config {
+    Config {
+        max_message_size: 64 * 1024 + 256,
+        blockwise: coap_engine::Blockwise {
+            max_body_size: 1 << 20,
+            ..coap_engine::Blockwise::default()
+        },
+        ..tcp()
+    }
+}
+
+/// The Block1 or Block2 values (number, more, szx) and payload lengths of the frames in
+/// `writes`.
+fn blocks_on_wire(writes: &[Sent], option: u16) -> Vec<(u32, bool, u8, usize)> {
+    writes
+        .iter()
+        .flat_map(|s| frames(&s.bytes))
+        .filter_map(|(_, _, options, payload)| {
+            let v = &options.iter().find(|(n, _)| *n == option)?.1;
+            let v = v.iter().fold(0u32, |a, &b| a << 8 | u32::from(b));
+            Some((v >> 4, v & 8 != 0, (v & 7) as u8, payload.len()))
+        })
+        .collect()
+}
+
+fn body(len: u32) -> Vec<u8> {
+    (0..len).map(|i| (i % 251) as u8).collect()
+}
+
+#[test]
+fn a_large_response_comes_in_bert_blocks_of_many_units() {
+    let mut w = World::new(24, bert(), bert());
+    w.sim.set_app(w.server, |sim, node, event| {
+        if let Event::Request { id, .. } = event {
+            sim.respond(node, *id, &content(&body(200_000))).unwrap();
+        }
+    });
+    // The first exchange brings the server's CSM; the second can use it.
+    let id = w.get(b"");
+    w.sim.run_for(Duration::from_secs(5));
+    assert_eq!(w.response(id), Ok(body(200_000)));
+    let blocks = blocks_on_wire(w.sim.sent(w.server), 23);
+    // SZX 7, numbered in 1024-byte units, each block a whole number of units but the last.
+    assert!(blocks.len() >= 4 && blocks.len() <= 5, "{blocks:?}");
+    let mut offset = 0;
+    for &(num, more, szx, len) in &blocks {
+        assert_eq!(szx, 7, "{blocks:?}");
+        assert_eq!(num as usize * 1024, offset, "{blocks:?}");
+        assert!(!more || (len % 1024 == 0 && len > 16 * 1024), "{blocks:?}");
+        offset += len;
+    }
+    assert_eq!(offset, 200_000);
+}
+
+#[test]
+fn a_large_request_body_goes_up_in_bert_blocks() {
+    let mut w = World::new(25, bert(), bert());
+    let hello = w.get(b"");
+    w.sim.run_for(Duration::from_secs(1));
+    assert!(w.response(hello).is_ok());
+    let mut put = con_get("x", &body(300_000));
+    put.header.code = MessageClass::Request(RequestType::Put);
+    let id = w.sim.request(w.client, w.sa, &put).unwrap();
+    w.sim.run_for(Duration::from_secs(5));
+    assert_eq!(w.response(id), Ok(b"got 300000 bytes".to_vec()));
+    let blocks = blocks_on_wire(w.sim.sent(w.client), 27);
+    assert!(blocks.len() >= 5 && blocks.len() <= 6, "{blocks:?}");
+    assert!(blocks.iter().all(|b| b.2 == 7), "{blocks:?}");
+    // The server acknowledged each with 2.31 Continue in BERT too.
+    let acks = blocks_on_wire(w.sim.sent(w.server), 27);
+    assert!(acks.iter().all(|b| b.2 == 7), "{acks:?}");
+}
+
+#[test]
+fn a_response_that_fits_the_peers_limit_goes_whole_on_a_stream() {
+    let mut w = World::new(26, bert(), bert());
+    w.sim.set_app(w.server, |sim, node, event| {
+        if let Event::Request { id, .. } = event {
+            sim.respond(node, *id, &content(&body(5000))).unwrap();
+        }
+    });
+    let hello = w.get(b"");
+    w.sim.run_for(Duration::from_secs(1));
+    assert!(w.response(hello).is_ok());
+    let mark = w.sim.sent(w.server).len();
+    let id = w.get(b"");
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(w.response(id), Ok(body(5000)));
+    // One frame, no Block2: a message limited by size, not by the block size.
+    let later = &w.sim.sent(w.server)[mark..];
+    assert!(blocks_on_wire(later, 23).is_empty());
+    assert!(later.iter().any(|s| s.bytes.len() > 5000));
+}
+
+#[test]
+fn no_bert_towards_a_peer_that_did_not_announce_block_wise_transfer() {
+    let mut h = Hand::server(Config {
+        blockwise: coap_engine::Blockwise {
+            max_body_size: 1 << 20,
+            ..coap_engine::Blockwise::default()
+        },
+        ..tcp()
+    });
+    h.take();
+    // A CSM with Max-Message-Size 1152 only.
+    h.feed(&frame(CSM, &[], &[(2, &[0x04, 0x80])], &[]));
+    h.feed(&frame(code(0, 1), &[1], &[(11, b"x")], &[]));
+    let id = h
+        .events
+        .iter()
+        .find_map(|e| match e {
+            Event::Request { id, .. } => Some(*id),
+            _ => None,
+        })
+        .expect("request delivered");
+    h.ep.respond(h.now, id, &content(&body(3000))).unwrap();
+    h.drain();
+    let out = h.take();
+    let (_, _, options, payload) = out.last().expect("a response");
+    let b2 = &options.iter().find(|(n, _)| *n == 23).expect("Block2").1;
+    assert_eq!(b2.last().unwrap() & 7, 6, "SZX 6, not BERT");
+    assert_eq!(payload.len(), 1024);
+}
+
+#[test]
+fn a_bert_block_that_is_not_a_whole_number_of_units_is_a_bad_request() {
+    let mut h = Hand::server(tcp());
+    h.take();
+    h.feed(&csm(1152));
+    // Block1 NUM 0, M 1, SZX 7 with 1000 bytes.
+    let payload = vec![7u8; 1000];
+    let block1 = [0x0F];
+    let f = frame_long(code(0, 3), &[2], &[(11, b"x"), (27, &block1)], &payload);
+    h.feed(&f);
+    let out = h.take();
+    assert_eq!(out.last().map(|f| f.0), Some(code(4, 0)), "{out:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ use crate::codec::{self, MessageView};
 use crate::config::Config;
 use crate::error::Error;
 use crate::event::ExchangeError;
-use crate::outputs::Outputs;
+use crate::outputs::{Ctx, Outputs};
 use crate::transmit::{Datagram, SendErrorKind};
 
 /// The parts of the application's request every block request repeats ("the same options as
@@ -58,6 +58,11 @@ impl Template {
         }
     }
 
+    /// What the template's options take on the wire, at most (each with a 5-byte header).
+    fn options_len(&self) -> usize {
+        self.options.iter().map(|(_, v)| v.len() + 5).sum()
+    }
+
     /// Encodes a block request: the template's options with `extra` (ascending, none of them
     /// a template option) merged in order, and `payload`.
     fn encode(
@@ -88,8 +93,13 @@ impl Template {
 /// Where a client transfer stands.
 #[derive(Debug)]
 enum Phase {
-    /// Sending the request body in Block1 blocks (RFC 7959 §2.5); `block` is the one in flight.
-    Upload { block: Block, restarted: bool },
+    /// Sending the request body in Block1 blocks (RFC 7959 §2.5); `block` is the one in flight,
+    /// `len` its payload length (a BERT block's is any number of 1024-byte units).
+    Upload {
+        block: Block,
+        restarted: bool,
+        len: usize,
+    },
     /// Reassembling the response body from Block2 blocks (§2.4); `block` is the one asked for.
     Download {
         block: Block,
@@ -113,6 +123,8 @@ pub(crate) struct ClientTransfer {
     early: bool,
     /// The next block request, encoded but waiting for an NSTART slot: (Message ID, bytes).
     pub(crate) parked: Option<(u16, Datagram)>,
+    /// The session's transport: a stream allows BERT.
+    path: Path,
 }
 
 /// What a response to one of our requests means.
@@ -130,33 +142,35 @@ pub(crate) enum Step {
 
 /// Encodes the application's request for its first transmission. Returns the bytes and, if
 /// the request became a block-wise transfer, its state: the body goes in Block1 blocks when it
-/// is larger than the block size or the message would exceed `max` (the session's largest message), and Block2 is
-/// added for early negotiation if configured.
+/// is larger than the block size (on a datagram path) or the message would exceed the
+/// session's largest message, and Block2 is added for early negotiation if configured.
 pub(crate) fn first_request(
-    out: &mut Outputs,
-    config: &Config,
-    max: usize,
+    ctx: &mut Ctx<'_>,
     packet: &Packet,
     mtype: MessageType,
     mid: u16,
     token: &[u8],
 ) -> Result<(Datagram, Option<Box<ClientTransfer>>), Error> {
+    let (out, config, max, path) = (&mut *ctx.out, ctx.config, ctx.max_message_size, ctx.path);
     let bw = &config.blockwise;
     let app_block2 = packet
         .get_first_option(CoapOption::Block2)
-        .map(|v| Block::decode(v));
+        .map(|v| Block::decode_on(v, path));
     let manual = packet.get_first_option(CoapOption::Block1).is_some()
         || app_block2.is_some_and(|b| b.map_or(true, |b| b.num != 0));
     let early = app_block2.is_some() || bw.early_negotiation;
-    if manual || (!early && packet.payload.len() <= bw.block_size) {
+    // On a stream a message is limited by its size, not cut at the block size (RFC 8323).
+    let whole = packet.payload.len() <= bw.block_size || path.stream;
+    if manual || (!early && whole) {
         match out.encode_packet(packet, mtype, mid, token, max) {
             Err(Error::MessageTooLarge(_)) if !manual => {}
             result => return result.map(|bytes| (bytes, None)),
         }
     }
+    let ours = path.ours(bw.block_size);
     let preferred = match app_block2 {
         Some(Ok(b)) => b.szx,
-        _ => szx_of(bw.block_size),
+        _ => ours,
     };
     let mut transfer = Box::new(ClientTransfer {
         template: Template::from_packet(packet, mtype),
@@ -169,21 +183,22 @@ pub(crate) fn first_request(
         preferred,
         early,
         parked: None,
+        path,
     });
-    if early && packet.payload.len() <= bw.block_size {
+    if early && whole {
         match transfer.encode_next(out, max, mid, token) {
             Err(Error::MessageTooLarge(_)) => {}
             result => return result.map(|bytes| (bytes, Some(transfer))),
         }
     }
-    let szx = szx_of(bw.block_size);
     let len = packet.payload.len();
-    if len as u64 > (MAX_NUM + 1) << (szx + 4) {
+    if len as u64 > (MAX_NUM + 1) << (ours.min(MAX_SZX) + 4) {
         return Err(Error::MessageTooLarge(len));
     }
     transfer.phase = Phase::Upload {
-        block: Block::new(0, true, szx),
+        block: Block::new(0, true, ours),
         restarted: false,
+        len: 0,
     };
     let bytes = transfer.encode_next(out, max, mid, token)?;
     Ok((bytes, Some(transfer)))
@@ -196,6 +211,7 @@ pub(crate) fn first_request(
 pub(crate) fn on_response(
     transfer: &mut Option<Box<ClientTransfer>>,
     config: &Config,
+    path: Path,
     request: &[u8],
     msg: &MessageView<'_>,
     piggybacked: bool,
@@ -205,7 +221,7 @@ pub(crate) fn on_response(
         let Some(value) = msg.option(BLOCK2) else {
             return Step::Deliver(msg.to_packet());
         };
-        let Ok(block2) = Block::decode(value) else {
+        let Ok(block2) = Block::decode_on(value, path) else {
             return Step::Fail(ExchangeError::UnexpectedBlock);
         };
         let Ok(req) = codec::parse(request) else {
@@ -218,7 +234,7 @@ pub(crate) fn on_response(
             // An error's diagnostic, or the application doing block-wise itself.
             return Step::Deliver(msg.to_packet());
         }
-        let preferred = szx_of(config.blockwise.block_size);
+        let preferred = path.ours(config.blockwise.block_size);
         let mut new = Box::new(ClientTransfer {
             template: Template::from_view(&req),
             phase: Phase::Download {
@@ -230,6 +246,7 @@ pub(crate) fn on_response(
             preferred,
             early: false,
             parked: None,
+            path,
         });
         let step = new.download(config, msg, Some(block2), piggybacked);
         if matches!(step, Step::Next) {
@@ -244,7 +261,7 @@ pub(crate) fn on_response(
     match t.phase {
         Phase::Upload { .. } => t.upload(config, msg, piggybacked),
         Phase::Download { .. } => {
-            let block2 = match msg.option(BLOCK2).map(Block::decode) {
+            let block2 = match msg.option(BLOCK2).map(|v| Block::decode_on(v, path)) {
                 None => None,
                 Some(Ok(b)) => Some(b),
                 Some(Err(_)) => return Step::Fail(ExchangeError::UnexpectedBlock),
@@ -265,41 +282,67 @@ impl ClientTransfer {
         token: &[u8],
     ) -> Result<Datagram, Error> {
         match &mut self.phase {
-            Phase::Upload { block, .. } => loop {
+            Phase::Upload {
+                block, len: sent, ..
+            } => {
                 let len = self.template.payload.len();
-                let start = usize::try_from(block.offset())
-                    .unwrap_or(usize::MAX)
-                    .min(len);
-                let end = start.saturating_add(block.size()).min(len);
-                block.more = end < len;
-                // In option number order: Block2 (23), Block1 (27), Size1 (60).
-                let mut extra = [(0, Uint::new(0)); 3];
-                let mut n = 0;
-                if !block.more && self.early {
-                    // Early negotiation of the response's block size, with the last block (§2.7).
-                    extra[n] = (BLOCK2, Block::new(0, false, self.preferred).encode());
-                    n += 1;
-                }
-                extra[n] = (BLOCK1, block.encode());
-                n += 1;
-                if block.num == 0 {
-                    // The size indication (§4), with the first block.
-                    extra[n] = (SIZE1, Uint::new(u32::try_from(len).unwrap_or(u32::MAX)));
-                    n += 1;
-                }
-                let payload = &self.template.payload[start..end];
-                match self
-                    .template
-                    .encode(out, mid, token, &extra[..n], payload, max)
-                {
-                    Err(Error::MessageTooLarge(_)) if block.szx > 0 => {
-                        let offset = block.offset();
-                        *block = Block::at(offset, true, block.szx - 1)
-                            .ok_or(Error::MessageTooLarge(len))?;
+                // A BERT block takes as many 1024-byte units as the message allows (RFC 8323
+                // §6): a first guess from the options' size, one unit less until it fits.
+                let mut units = if block.is_bert() {
+                    let overhead = 4 + token.len() + 32 + self.template.options_len();
+                    (max.saturating_sub(overhead) / 1024).clamp(1, MAX_BERT_UNITS)
+                } else {
+                    1
+                };
+                loop {
+                    let start = usize::try_from(block.offset())
+                        .unwrap_or(usize::MAX)
+                        .min(len);
+                    let size = if block.is_bert() {
+                        units * 1024
+                    } else {
+                        block.size()
+                    };
+                    let end = start.saturating_add(size).min(len);
+                    block.more = end < len;
+                    // In option number order: Block2 (23), Block1 (27), Size1 (60).
+                    let mut extra = [(0, Uint::new(0)); 3];
+                    let mut n = 0;
+                    if !block.more && self.early {
+                        // Early negotiation of the response's block size, with the last block
+                        // (§2.7).
+                        extra[n] = (BLOCK2, Block::new(0, false, self.preferred).encode());
+                        n += 1;
                     }
-                    result => return result,
+                    extra[n] = (BLOCK1, block.encode());
+                    n += 1;
+                    if block.num == 0 {
+                        // The size indication (§4), with the first block.
+                        extra[n] = (SIZE1, Uint::new(u32::try_from(len).unwrap_or(u32::MAX)));
+                        n += 1;
+                    }
+                    let payload = &self.template.payload[start..end];
+                    match self
+                        .template
+                        .encode(out, mid, token, &extra[..n], payload, max)
+                    {
+                        Err(Error::MessageTooLarge(_)) if block.is_bert() && units > 1 => {
+                            units -= 1;
+                        }
+                        Err(Error::MessageTooLarge(_)) if block.szx > 0 => {
+                            let offset = block.offset();
+                            let smaller = block.szx.min(MAX_SZX + 1) - 1;
+                            *block = Block::at(offset, true, smaller)
+                                .ok_or(Error::MessageTooLarge(len))?;
+                        }
+                        Ok(bytes) => {
+                            *sent = end - start;
+                            return Ok(bytes);
+                        }
+                        Err(e) => return Err(e),
+                    }
                 }
-            },
+            }
             Phase::Download { block, .. } => {
                 let extra = [(BLOCK2, block.encode())];
                 self.template
@@ -343,7 +386,7 @@ impl ClientTransfer {
                 Step::Fail(ExchangeError::UnexpectedBlock)
             };
         }
-        if got.more && msg.payload.len() != got.size() {
+        if !got.holds(msg.payload.len()) {
             return Step::Fail(ExchangeError::UnexpectedBlock);
         }
         let tag = msg.option(ETAG);
@@ -378,7 +421,11 @@ impl ClientTransfer {
             response.payload = core::mem::take(body);
             return Step::Deliver(response);
         }
-        match Block::at(body.len() as u64, false, got.szx.min(preferred)) {
+        match Block::at(
+            body.len() as u64,
+            false,
+            self.path.negotiate(got.szx, preferred),
+        ) {
             Some(next) => {
                 *block = next;
                 Step::Next
@@ -389,11 +436,17 @@ impl ClientTransfer {
 
     /// A response while uploading block `block` (§2.5).
     fn upload(&mut self, config: &Config, msg: &MessageView<'_>, piggybacked: bool) -> Step {
-        let Phase::Upload { block, restarted } = &mut self.phase else {
+        let path = self.path;
+        let Phase::Upload {
+            block,
+            restarted,
+            len: sent,
+        } = &mut self.phase
+        else {
             return Step::Fail(ExchangeError::UnexpectedBlock);
         };
         let code = msg.header.code;
-        let block1 = match msg.option(BLOCK1).map(Block::decode) {
+        let block1 = match msg.option(BLOCK1).map(|v| Block::decode_on(v, path)) {
             None => None,
             Some(Ok(b)) => Some(b),
             Some(Err(_)) => return Step::Fail(ExchangeError::UnexpectedBlock),
@@ -424,8 +477,8 @@ impl ClientTransfer {
         let acknowledged = code == CONTINUE || block1.is_some();
         if block.more && acknowledged {
             // The next block, in the server's preferred size if it is smaller (§2.5).
-            let next = block.offset() + block.size() as u64;
-            let szx = block1.map_or(block.szx, |b| b.szx.min(block.szx));
+            let next = block.offset() + *sent as u64;
+            let szx = block1.map_or(block.szx, |b| path.negotiate(b.szx, block.szx));
             return match Block::at(next, true, szx) {
                 Some(b) => {
                     *block = b;
@@ -437,7 +490,7 @@ impl ClientTransfer {
         if !block.more && msg.option(BLOCK2).is_some() {
             // The response body follows in blocks, asked for without Block1 and without the
             // request body (§2.7).
-            let block2 = match msg.option(BLOCK2).map(Block::decode) {
+            let block2 = match msg.option(BLOCK2).map(|v| Block::decode_on(v, path)) {
                 Some(Ok(b)) => b,
                 _ => return Step::Fail(ExchangeError::UnexpectedBlock),
             };

@@ -51,9 +51,16 @@
 //!   one entry per request target (method and every option but Block1, Block2, Size1, Size2),
 //!   at most `max_block_transfers` per session, each dropped EXCHANGE_LIFETIME after its latest
 //!   block (§2.5 lets a server discard it then), and all of them with the session.
+//! - **Streams: messages by size, BERT (RFC 8323 §6).** On a connection, a request or
+//!   response that fits the peer's Max-Message-Size goes whole, whatever the block size;
+//!   larger ones go block-wise, in BERT blocks (SZX 7: as many 1024-byte units as fit, at most
+//!   [`MAX_BERT_UNITS`], numbered in units) when the peer announced Block-Wise-Transfer in
+//!   its CSM and our block size is 1024 bytes, else in ordinary blocks. SZX 7 from the peer
+//!   is accepted on any connection (ours announce it); a non-final BERT block must be a
+//!   non-zero multiple of 1024 bytes.
 //! - **A block past the end** of the representation is answered with 4.02 Bad Option: RFC
 //!   7959 names no code for it, and the critical Block2 option is one the server cannot
-//!   honour (RFC 7252 §5.4.1). SZX 7 in a request gets 4.00 Bad Request (§2.2) and a Block
+//!   honour (RFC 7252 §5.4.1). SZX 7 in a request over UDP gets 4.00 Bad Request (§2.2) and a Block
 //!   option longer than 3 bytes is malformed, so treated as an unrecognized critical option
 //!   (RFC 7252 §5.4.3): 4.02 Bad Option for a Confirmable request, a rejection otherwise; in
 //!   a response it makes the response rejected (see [`well_formed`]).
@@ -85,8 +92,54 @@ pub(crate) const BAD_OPTION: u8 = codec::code(4, 2);
 pub(super) const INCOMPLETE: u8 = codec::code(4, 8);
 pub(super) const TOO_LARGE: u8 = codec::code(4, 13);
 
-/// The largest SZX: 1024-byte blocks. 7 is reserved (RFC 7959 §2.2).
+/// The largest SZX: 1024-byte blocks. 7 is reserved (RFC 7959 §2.2), except on streams.
 pub(crate) const MAX_SZX: u8 = 6;
+
+/// SZX 7 on a stream: BERT (RFC 8323 §6), blocks of any number of 1024-byte units, numbered
+/// in units.
+pub(crate) const BERT: u8 = 7;
+
+/// The most 1024-byte units a BERT block of ours carries: 64 KiB, so that one block message
+/// stays well within `Limits::max_unwritten_bytes` however large the peer allows.
+pub(crate) const MAX_BERT_UNITS: usize = 64;
+
+/// What a session's transport means for block-wise transfers.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Path {
+    /// A stream (RFC 8323), on which we announce Block-Wise-Transfer: a message is limited by
+    /// the peer's Max-Message-Size rather than cut at the block size, and SZX 7 (BERT) is
+    /// valid input.
+    pub(crate) stream: bool,
+    /// The peer announced Block-Wise-Transfer too: we may send BERT blocks (§6).
+    pub(crate) bert: bool,
+}
+
+impl Path {
+    /// The block size to ask for or use when the exponents `requested` (a peer's) and `ours`
+    /// meet: the smaller one, BERT only if both want it and the path allows it.
+    pub(crate) fn negotiate(self, requested: u8, ours: u8) -> u8 {
+        if requested == BERT {
+            if self.stream && ours >= MAX_SZX {
+                BERT
+            } else {
+                ours.min(MAX_SZX)
+            }
+        } else {
+            requested.min(ours).min(MAX_SZX)
+        }
+    }
+
+    /// Our own block size exponent for this path: BERT where the peer announced it and our
+    /// block size is 1024 bytes.
+    pub(crate) fn ours(self, block_size: usize) -> u8 {
+        let szx = szx_of(block_size);
+        if self.bert && szx == MAX_SZX {
+            BERT
+        } else {
+            szx
+        }
+    }
+}
 
 /// How often a download starts over because the representation changed (ETag) before the
 /// request fails with [`ExchangeError::RepresentationChanged`].
@@ -103,7 +156,7 @@ pub(super) const MAX_NUM: u64 = (1 << 20) - 1;
 pub(crate) struct Block {
     pub(crate) num: u32,
     pub(crate) more: bool,
-    /// 0..=6: blocks of `2^(szx + 4)` bytes.
+    /// 0..=6: blocks of `2^(szx + 4)` bytes; 7 ([`BERT`]): 1024-byte units.
     pub(crate) szx: u8,
 }
 
@@ -121,25 +174,32 @@ impl Block {
         Block {
             num: num & MAX_NUM as u32,
             more,
-            szx: szx.min(MAX_SZX),
+            szx: szx.min(BERT),
         }
     }
 
     /// The block of `szx` starting at byte `offset`, if `offset` is a multiple of the block
-    /// size and its number fits in 20 bits.
+    /// size (of 1024 for BERT) and its number fits in 20 bits.
     pub(crate) fn at(offset: u64, more: bool, szx: u8) -> Option<Block> {
-        let szx = szx.min(MAX_SZX);
-        let num = offset >> (szx + 4);
-        (num <= MAX_NUM && num << (szx + 4) == offset).then(|| Block::new(num as u32, more, szx))
+        let shift = szx.min(MAX_SZX) + 4;
+        let num = offset >> shift;
+        (num <= MAX_NUM && num << shift == offset).then(|| Block::new(num as u32, more, szx))
     }
 
+    /// Decodes an option value; SZX 7 is reserved (RFC 7959 §2.2).
+    #[cfg(test)]
     pub(crate) fn decode(value: &[u8]) -> Result<Block, BlockError> {
+        Block::decode_on(value, Path::default())
+    }
+
+    /// Decodes an option value received on `path`: SZX 7 is BERT on a stream (RFC 8323 §6).
+    pub(crate) fn decode_on(value: &[u8], path: Path) -> Result<Block, BlockError> {
         if value.len() > 3 {
             return Err(BlockError::TooLong);
         }
         let v = value.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
         let szx = (v & 7) as u8;
-        if szx == 7 {
+        if szx == BERT && !path.stream {
             return Err(BlockError::ReservedSize);
         }
         Ok(Block {
@@ -147,6 +207,22 @@ impl Block {
             more: v & 8 != 0,
             szx,
         })
+    }
+
+    pub(crate) fn is_bert(self) -> bool {
+        self.szx == BERT
+    }
+
+    /// Whether `len` bytes are a valid payload for this block: a non-final block is exactly
+    /// its size (RFC 7959 §2.3), or for BERT a non-zero multiple of 1024 (RFC 8323 §6).
+    pub(crate) fn holds(self, len: usize) -> bool {
+        if !self.more {
+            true
+        } else if self.is_bert() {
+            len > 0 && len % 1024 == 0
+        } else {
+            len == self.size()
+        }
     }
 
     /// The option value, in as few bytes as possible (0 is the empty value).
@@ -158,9 +234,9 @@ impl Block {
         size_of(self.szx)
     }
 
-    /// The position of the block's first byte in the body: `NUM × size`.
+    /// The position of the block's first byte in the body: `NUM × size` (× 1024 for BERT).
     pub(crate) fn offset(self) -> u64 {
-        u64::from(self.num) << (self.szx + 4)
+        u64::from(self.num) << (self.szx.min(MAX_SZX) + 4)
     }
 }
 
@@ -204,11 +280,11 @@ pub(crate) fn decode_uint(value: &[u8]) -> Option<u32> {
 /// Whether the Block options of a message can be decoded at all. A response carrying one that
 /// cannot (longer than 3 bytes, or SZX 7) must be rejected like one with an unrecognized
 /// critical option (RFC 7252 §5.4.1, §5.4.3).
-pub(crate) fn well_formed(msg: &MessageView<'_>) -> bool {
+pub(crate) fn well_formed(msg: &MessageView<'_>, path: Path) -> bool {
     msg.options()
         .take_while(|&(n, _)| n <= BLOCK1)
         .filter(|&(n, _)| n == BLOCK1 || n == BLOCK2)
-        .all(|(_, v)| Block::decode(v).is_ok())
+        .all(|(_, v)| Block::decode_on(v, path).is_ok())
 }
 
 pub(super) fn is_block_option(number: u16) -> bool {
@@ -420,17 +496,27 @@ mod tests {
         out
     }
 
+    fn well_formed_udp(msg: &MessageView<'_>) -> bool {
+        well_formed(msg, Path::default())
+    }
+
     #[test]
     fn well_formed_block_options() {
-        assert!(well_formed(&view_of(&message(&[], b""))));
-        assert!(well_formed(&view_of(&message(&[(BLOCK2, &[0x16])], b""))));
-        assert!(!well_formed(&view_of(&message(&[(BLOCK2, &[0x17])], b""))));
-        assert!(!well_formed(&view_of(&message(
+        assert!(well_formed_udp(&view_of(&message(&[], b""))));
+        assert!(well_formed_udp(&view_of(&message(
+            &[(BLOCK2, &[0x16])],
+            b""
+        ))));
+        assert!(!well_formed_udp(&view_of(&message(
+            &[(BLOCK2, &[0x17])],
+            b""
+        ))));
+        assert!(!well_formed_udp(&view_of(&message(
             &[(BLOCK1, &[0, 0, 0, 1])],
             b""
         ))));
         // Size options are elective: their shape does not matter here.
-        assert!(well_formed(&view_of(&message(
+        assert!(well_formed_udp(&view_of(&message(
             &[(SIZE1, &[1, 2, 3, 4, 5])],
             b""
         ))));

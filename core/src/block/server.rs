@@ -120,11 +120,12 @@ impl Reassembly {
     pub(crate) fn on_request(
         &mut self,
         config: &Config,
+        path: Path,
         expires: Instant,
         msg: &MessageView<'_>,
     ) -> Inbound {
         let confirmable = msg.header.mtype == MessageType::Confirmable;
-        let decode = |number| match msg.option(number).map(Block::decode) {
+        let decode = |number| match msg.option(number).map(|v| Block::decode_on(v, path)) {
             None => Ok(None),
             Some(Ok(b)) => Ok(Some(b)),
             Some(Err(BlockError::ReservedSize)) => Err(Inbound::Answer(Answer::code(BAD_REQUEST))),
@@ -164,7 +165,7 @@ impl Reassembly {
                 partials.swap_remove(i);
             }
         };
-        if b1.more && msg.payload.len() != b1.size() {
+        if !b1.holds(msg.payload.len()) {
             // A non-final block must be exactly its size (§2.3).
             drop_partial(&mut self.partials);
             return Inbound::Answer(Answer::code(BAD_REQUEST));
@@ -214,7 +215,7 @@ impl Reassembly {
             let ours = szx_of(config.blockwise.block_size);
             return Inbound::Answer(Answer {
                 code: CONTINUE,
-                block1: Some(Block::new(b1.num, true, b1.szx.min(ours))),
+                block1: Some(Block::new(b1.num, true, path.negotiate(b1.szx, ours))),
                 size1: None,
             });
         }
@@ -237,12 +238,13 @@ impl Reassembly {
 pub(crate) fn shape_response(
     config: &Config,
     max: usize,
+    path: Path,
     blocks: &ServerBlocks,
     token_len: usize,
     response: &Packet,
 ) -> Option<Packet> {
-    let ours = szx_of(config.blockwise.block_size);
-    let preferred = blocks.block2.map_or(ours, |b| b.szx.min(ours));
+    let ours = path.ours(config.blockwise.block_size);
+    let preferred = blocks.block2.map_or(ours, |b| path.negotiate(b.szx, ours));
     let has = |o| response.get_first_option(o).is_some();
     let echo = blocks.block1.filter(|_| !has(CoapOption::Block1));
     // The response with Block1 echoed, if a request body was reassembled.
@@ -255,7 +257,8 @@ pub(crate) fn shape_response(
     let len = response.payload.len();
     let fits = |p: &Packet| encoded_len(p, token_len) <= max;
     let success = is_success(u8::from(response.header.code));
-    let small = len <= size_of(preferred) && fits(base);
+    // On a stream a message is limited by its size, not cut at the block size (RFC 8323).
+    let small = (len <= size_of(preferred) || path.stream) && fits(base);
     if has(CoapOption::Block2) || (small && (blocks.block2.is_none() || !success)) {
         // Nothing to cut (or the application cut it itself).
         return echoed;
@@ -279,10 +282,19 @@ pub(crate) fn shape_response(
         head.add_option(CoapOption::Block1, b.encode().as_slice().to_vec());
     }
     let mut szx = preferred;
+    // A BERT block takes as many 1024-byte units as the message allows (RFC 8323 §6): a
+    // first guess from the options' size, one unit less until it fits.
+    let mut units =
+        (max.saturating_sub(encoded_len(&head, token_len) + 32) / 1024).clamp(1, MAX_BERT_UNITS);
     loop {
         let block = Block::at(offset, false, szx)?;
         let start = offset as usize;
-        let end = start.saturating_add(block.size()).min(len);
+        let size = if block.is_bert() {
+            units * 1024
+        } else {
+            block.size()
+        };
+        let end = start.saturating_add(size).min(len);
         let block = Block {
             more: end < len,
             ..block
@@ -300,7 +312,11 @@ pub(crate) fn shape_response(
         if fits(&p) || szx == 0 {
             return Some(p);
         }
-        szx -= 1;
+        if block.is_bert() && units > 1 {
+            units -= 1;
+        } else {
+            szx = szx.min(MAX_SZX + 1) - 1;
+        }
     }
 }
 
@@ -321,7 +337,7 @@ mod tests {
             (&[(BLOCK2, &[1, 2, 3, 4][..])][..], BAD_OPTION),
         ] {
             let bytes = message(options, b"x");
-            match table.on_request(&config, expires, &view_of(&bytes)) {
+            match table.on_request(&config, Path::default(), expires, &view_of(&bytes)) {
                 Inbound::Answer(a) => assert_eq!(a.code, code, "{options:?}"),
                 other => panic!("{options:?}: {other:?}"),
             }
@@ -337,7 +353,7 @@ mod tests {
         let block = |num, more| Block::new(num, more, 0).encode();
         let b0 = block(0, true);
         let first = message(&[(BLOCK1, b0.as_slice())], &[1; 16]);
-        match table.on_request(&config, t, &view_of(&first)) {
+        match table.on_request(&config, Path::default(), t, &view_of(&first)) {
             Inbound::Answer(a) => {
                 assert_eq!(a.code, CONTINUE);
                 assert_eq!(a.block1, Some(Block::new(0, true, 0)));
@@ -348,16 +364,16 @@ mod tests {
         // Block 2 before block 1: 4.08, and the partial body is gone.
         let b2 = block(2, false);
         let gap = message(&[(BLOCK1, b2.as_slice())], &[3; 5]);
-        match table.on_request(&config, t, &view_of(&gap)) {
+        match table.on_request(&config, Path::default(), t, &view_of(&gap)) {
             Inbound::Answer(a) => assert_eq!(a.code, INCOMPLETE),
             other => panic!("{other:?}"),
         }
         assert!(table.is_empty());
         // Again, in order.
-        let _ = table.on_request(&config, t, &view_of(&first));
+        let _ = table.on_request(&config, Path::default(), t, &view_of(&first));
         let b1 = block(1, false);
         let last = message(&[(BLOCK1, b1.as_slice())], &[2; 5]);
-        match table.on_request(&config, t, &view_of(&last)) {
+        match table.on_request(&config, Path::default(), t, &view_of(&last)) {
             Inbound::Deliver(Some(p), blocks) => {
                 assert_eq!(p.payload.len(), 21);
                 assert!(p.get_option(CoapOption::Block1).is_none());
@@ -377,6 +393,7 @@ mod tests {
         let first = shape_response(
             &config,
             config.max_message_size,
+            Path::default(),
             &ServerBlocks::default(),
             4,
             &response,
@@ -397,7 +414,15 @@ mod tests {
             block2: Some(Block::new(11, false, 4)),
             ..ServerBlocks::default()
         };
-        let last = shape_response(&config, config.max_message_size, &asked, 4, &response).unwrap();
+        let last = shape_response(
+            &config,
+            config.max_message_size,
+            Path::default(),
+            &asked,
+            4,
+            &response,
+        )
+        .unwrap();
         let b2 = Block::decode(last.get_first_option(CoapOption::Block2).unwrap()).unwrap();
         assert_eq!(b2, Block::new(11, false, 4));
         assert_eq!(last.payload, response.payload[2816..]);
@@ -408,13 +433,22 @@ mod tests {
             block2: Some(Block::new(12, false, 4)),
             ..ServerBlocks::default()
         };
-        let answer = shape_response(&config, config.max_message_size, &past, 4, &response).unwrap();
+        let answer = shape_response(
+            &config,
+            config.max_message_size,
+            Path::default(),
+            &past,
+            4,
+            &response,
+        )
+        .unwrap();
         assert_eq!(u8::from(answer.header.code), BAD_OPTION);
         // Small and not asked for: untouched.
         response.payload.truncate(10);
         assert!(shape_response(
             &config,
             config.max_message_size,
+            Path::default(),
             &ServerBlocks::default(),
             4,
             &response

@@ -24,7 +24,14 @@ impl Session {
     ) -> Option<Packet> {
         let piggybacked = msg.header.mtype == MessageType::Acknowledgement;
         let e = &mut self.exchanges[index];
-        match block::on_response(&mut e.block, ctx.config, &e.request, msg, piggybacked) {
+        match block::on_response(
+            &mut e.block,
+            ctx.config,
+            ctx.path,
+            &e.request,
+            msg,
+            piggybacked,
+        ) {
             block::Step::Deliver(response) => Some(response),
             block::Step::Ignore => None,
             block::Step::Next => {

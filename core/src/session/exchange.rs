@@ -102,15 +102,7 @@ impl Session {
             MessageType::NonConfirmable
         };
         let mid = self.peek_mid();
-        let (bytes, block) = block::first_request(
-            ctx.out,
-            ctx.config,
-            ctx.max_message_size,
-            packet,
-            mtype,
-            mid,
-            token.as_slice(),
-        )?;
+        let (bytes, block) = block::first_request(ctx, packet, mtype, mid, token.as_slice())?;
         self.alloc_mid();
         let id = RequestId(new_id(ctx, self.key.slot));
         self.queue.push_back(Queued {
@@ -237,7 +229,7 @@ impl Session {
         let acceptable = msg
             .unrecognized_critical(|n| is_known_critical(n, config))
             .is_none()
-            && block::well_formed(msg);
+            && block::well_formed(msg, ctx.path);
         acceptable.then_some(index)
     }
 

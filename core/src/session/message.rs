@@ -437,7 +437,7 @@ impl Session {
                         && msg
                             .unrecognized_critical(|n| is_known_critical(n, config))
                             .is_none()
-                        && block::well_formed(msg)
+                        && block::well_formed(msg, ctx.path)
                     {
                         self.complete(now, ctx, ei, msg);
                     }

@@ -113,6 +113,7 @@ impl Session {
             let shaped = block::shape_response(
                 ctx.config,
                 ctx.max_message_size,
+                ctx.path,
                 &block::ServerBlocks::default(),
                 token.len as usize,
                 notification,
@@ -241,9 +242,14 @@ impl Session {
                 etag: msg.option(block::ETAG).and_then(Token::from_slice),
             }),
         };
-        if let block::Step::Next =
-            block::on_response(&mut fetcher.block, ctx.config, &fetcher.request, msg, false)
-        {
+        if let block::Step::Next = block::on_response(
+            &mut fetcher.block,
+            ctx.config,
+            ctx.path,
+            &fetcher.request,
+            msg,
+            false,
+        ) {
             self.exchanges.push(fetcher);
             self.next_block(now, ctx, self.exchanges.len() - 1);
         }
@@ -306,7 +312,9 @@ impl Session {
         if fresh(obs.last) && fresh(fetching.map(|f| (f.seq, f.at))) {
             let max_age = observe::max_age(msg.option(observe::MAX_AGE));
             obs.reregister_at = Some(now + max_age + observe::REREGISTER_MARGIN);
-            let block2 = msg.option(block::BLOCK2).map(block::Block::decode);
+            let block2 = msg
+                .option(block::BLOCK2)
+                .map(|v| block::Block::decode_on(v, ctx.path));
             if block2.is_some_and(|b| b.is_ok_and(|b| b.more)) {
                 // Only the first block of a larger body: fetch the rest (RFC 7959 §2.6).
                 fetch = true;

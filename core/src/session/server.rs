@@ -75,6 +75,7 @@ impl Session {
         let shaped = block::shape_response(
             ctx.config,
             ctx.max_message_size,
+            ctx.path,
             &inc.block,
             inc.token.len as usize,
             response,
@@ -203,7 +204,7 @@ impl Session {
         msg: &MessageView<'_>,
     ) -> Option<(Option<Packet>, ServerBlocks)> {
         let expires = now + ctx.derived.exchange_lifetime;
-        match self.blocks.on_request(ctx.config, expires, msg) {
+        match self.blocks.on_request(ctx.config, ctx.path, expires, msg) {
             block::Inbound::Deliver(request, info) => Some((request, info)),
             block::Inbound::Answer(answer) => {
                 self.reply(ctx, msg.header, |out, mtype, mid| {

@@ -134,6 +134,18 @@ impl Session {
         }
     }
 
+    /// Block-wise on this session: BERT is valid input on any stream (we announce
+    /// Block-Wise-Transfer in our CSM) and ours to send once the peer announced it too.
+    pub(crate) fn block_path(&self) -> crate::block::Path {
+        match self.stream.as_ref() {
+            Some(s) => crate::block::Path {
+                stream: true,
+                bert: s.capabilities().block_wise,
+            },
+            None => crate::block::Path::default(),
+        }
+    }
+
     fn stream_mut(&mut self) -> Option<&mut Stream> {
         self.stream.as_deref_mut()
     }
