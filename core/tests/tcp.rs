@@ -515,6 +515,24 @@ fn nothing_larger_than_the_peers_max_message_size_is_sent() {
 }
 
 #[test]
+fn two_uploads_to_the_same_target_go_one_after_the_other() {
+    // The server keeps one partial body per target (RFC 7959 §2.5): interleaved, the second
+    // upload's first block would replace the first's.
+    let mut w = World::default(27);
+    let ids: Vec<_> = [5000usize, 7000]
+        .iter()
+        .map(|&len| {
+            let mut put = con_get("x", &vec![b'u'; len]);
+            put.header.code = MessageClass::Request(RequestType::Put);
+            w.sim.request(w.client, w.sa, &put).unwrap()
+        })
+        .collect();
+    w.sim.run_for(Duration::from_secs(5));
+    assert_eq!(w.response(ids[0]), Ok(b"got 5000 bytes".to_vec()));
+    assert_eq!(w.response(ids[1]), Ok(b"got 7000 bytes".to_vec()));
+}
+
+#[test]
 fn observe_over_a_stream_delivers_every_notification_in_order() {
     let mut w = World::default(22);
     let mut get = con_get("obs", b"");

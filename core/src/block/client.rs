@@ -272,6 +272,17 @@ pub(crate) fn on_response(
 }
 
 impl ClientTransfer {
+    /// Whether the request body is still going up in Block1 blocks.
+    pub(crate) fn is_upload(&self) -> bool {
+        matches!(self.phase, Phase::Upload { .. })
+    }
+
+    /// Whether `other` goes to the same request target (method and every option but the
+    /// block ones): a server reassembles one body per target.
+    pub(crate) fn same_target(&self, other: &ClientTransfer) -> bool {
+        self.template.code == other.template.code && self.template.options == other.template.options
+    }
+
     /// Encodes the request for the current block. An upload block that does not fit in
     /// `max` (the session's largest message) is made smaller (and renumbered) until it does.
     pub(crate) fn encode_next(

@@ -160,6 +160,18 @@ impl Session {
             if head.token.len == 0 && self.exchanges.iter().any(|e| e.token.len == 0) {
                 return;
             }
+            // A server reassembles one request body per target (RFC 7959 §2.5): a second
+            // upload to the same target would replace the first's blocks, so it waits.
+            if let Some(up) = head.block.as_deref().filter(|t| t.is_upload()) {
+                let busy = self.exchanges.iter().any(|e| {
+                    e.block
+                        .as_deref()
+                        .is_some_and(|t| t.is_upload() && t.same_target(up))
+                });
+                if busy {
+                    return;
+                }
+            }
             let Some(q) = self.queue.pop_front() else {
                 return;
             };

@@ -1193,8 +1193,10 @@ impl Sim {
         self.dispatch();
     }
 
-    /// Resets the connection between `a` and `b` now: both sides learn it.
+    /// Resets the connection between `a` and `b` now: both sides learn it, and what was in
+    /// flight on it is lost (a later connection between the same addresses starts clean).
     pub fn reset_connection(&mut self, a: SocketAddr, b: SocketAddr) {
+        self.drop_in_flight(a, b);
         for (x, y) in [(a, b), (b, a)] {
             if let Some(&node) = self.by_addr.get(&x) {
                 self.input(node, |ep, now| {
@@ -1202,6 +1204,25 @@ impl Sim {
                 });
             }
         }
+    }
+}
+
+impl Sim {
+    /// `a` loses its connection with `b` (a crash, a NAT that forgot it) and `b` is not told:
+    /// the connection is half-open. `b` writes on into the void until something (its
+    /// keepalive) notices.
+    pub fn lose_connection(&mut self, a: SocketAddr, b: SocketAddr) {
+        self.drop_in_flight(a, b);
+        if let Some(&node) = self.by_addr.get(&a) {
+            self.input(node, |ep, now| {
+                ep.handle_closed(now, b, StreamClosed::Reset)
+            });
+        }
+    }
+
+    fn drop_in_flight(&mut self, a: SocketAddr, b: SocketAddr) {
+        self.flight
+            .retain(|_, f| !((f.from == a && f.to == b) || (f.from == b && f.to == a)));
     }
 }
 
