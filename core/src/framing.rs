@@ -7,6 +7,27 @@
 //! frame for the stream, and [`Deframer`] cuts the received byte stream into frames and
 //! gives each back in UDP layout (Type Non-confirmable, Message ID 0), for the same
 //! validating parser as datagrams.
+//!
+//! The endpoint does this itself; the module is public for tools and tests that handle
+//! RFC 8323 byte streams directly.
+//!
+//! ```
+//! use coap_engine::framing::{frame, Deframer};
+//!
+//! // A GET in RFC 7252's layout (CON, Message ID 0x1234, token 0x7f, Uri-Path "a").
+//! let get = [0x41, 0x01, 0x12, 0x34, 0x7f, 0xb1, b'a'];
+//! let mut stream = Vec::new();
+//! assert!(frame(&mut stream, &get));
+//! assert_eq!(stream, [0x21, 0x01, 0x7f, 0xb1, b'a']);
+//!
+//! let mut deframer = Deframer::default();
+//! deframer.push(&stream[..2]);
+//! let mut message = Vec::new();
+//! assert_eq!(deframer.next(1152, &mut message), Ok(false)); // not all there yet
+//! deframer.push(&stream[2..]);
+//! assert_eq!(deframer.next(1152, &mut message), Ok(true));
+//! assert_eq!(message, [0x51, 0x01, 0, 0, 0x7f, 0xb1, b'a']); // NON, Message ID 0
+//! ```
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -49,7 +70,7 @@ impl fmt::Display for FramingError {
 /// Appends to `out` the frame of `message`, a message in RFC 7252's layout (4-byte header,
 /// token, options and payload). Returns false, appending nothing, if `message` is shorter
 /// than its header and token (never the case for what the engine encodes).
-pub(crate) fn frame(out: &mut Vec<u8>, message: &[u8]) -> bool {
+pub fn frame(out: &mut Vec<u8>, message: &[u8]) -> bool {
     let Some(&[b0, code, _, _]) = message.first_chunk::<4>() else {
         return false;
     };
@@ -92,12 +113,16 @@ fn framed_len(udp_len: usize, tkl: usize) -> usize {
     1 + ext + 1 + tkl + len
 }
 
-/// Cuts a received byte stream into frames. What has arrived of an incomplete frame waits in
-/// a buffer of at most one frame of the largest size we accept (plus its header), so a peer
-/// can never make it grow beyond that.
+/// Cuts a received byte stream into frames. Between calls, what has arrived of an
+/// incomplete frame waits in a buffer of at most one frame of the largest size accepted (plus
+/// its header) and the bytes of one `push`: a peer can never make it grow beyond that, and a
+/// frame too long is refused from its header, before its body is waited for.
 #[derive(Debug, Default)]
-pub(crate) struct Deframer {
+pub struct Deframer {
     buf: Vec<u8>,
+    /// Where the unread bytes of `buf` start: frames are read in place and the buffer is
+    /// compacted once per `push`, not once per frame.
+    start: usize,
 }
 
 /// One frame's fields (borrowed from the deframer's buffer until the next call).
@@ -109,36 +134,45 @@ struct Fields {
 }
 
 impl Deframer {
-    /// Bytes held for a frame still incomplete.
-    #[cfg(test)]
-    fn pending(&self) -> usize {
-        self.buf.len()
+    /// Bytes received and not yet returned as frames.
+    pub fn pending(&self) -> usize {
+        self.buf.len() - self.start
     }
 
     /// Takes in bytes from the stream.
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
+    pub fn push(&mut self, bytes: &[u8]) {
+        if self.start > 0 {
+            self.buf.drain(..self.start);
+            self.start = 0;
+        }
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next complete frame, rewritten in RFC 7252's layout into `out` (cleared first):
     /// `Ok(true)`; `Ok(false)` if no frame is complete yet; an error if the stream cannot be
-    /// CoAP or the frame is longer than `max` (its options and payload).
-    pub(crate) fn next(&mut self, max: usize, out: &mut Vec<u8>) -> Result<bool, FramingError> {
-        let Some(f) = fields(&self.buf, max)? else {
+    /// CoAP or the frame is longer than `max` (its options and payload). After an error the
+    /// stream cannot be read further: the connection is to be aborted.
+    pub fn next(&mut self, max: usize, out: &mut Vec<u8>) -> Result<bool, FramingError> {
+        let unread = &self.buf[self.start..];
+        let Some(f) = fields(unread, max)? else {
             return Ok(false);
         };
         let total = f.header + f.tkl + f.length;
-        if self.buf.len() < total {
+        if unread.len() < total {
             return Ok(false);
         }
         out.clear();
         // Version 1, Non-confirmable (there are no types on a stream), the token length, the
         // code, Message ID 0.
         out.push(0x50 | f.tkl as u8);
-        out.push(self.buf[f.header - 1]);
+        out.push(unread[f.header - 1]);
         out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(&self.buf[f.header..total]);
-        self.buf.drain(..total);
+        out.extend_from_slice(&unread[f.header..total]);
+        self.start += total;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
         Ok(true)
     }
 }

@@ -87,7 +87,7 @@ mod endpoint;
 mod entropy;
 mod error;
 mod event;
-mod framing;
+pub mod framing;
 mod liveness;
 mod observe;
 mod outputs;
