@@ -213,21 +213,22 @@ pub fn random_seed() -> u64 {
     h.finish()
 }
 
-/// 32 bytes from the operating system's random number generator, for
-/// [`Dtls::new`](coap_engine::dtls::Dtls::new): every key, random and cookie of the DTLS
-/// layer derives from them, so call this once per layer and never reuse the value.
+/// 32 bytes from the operating system's random number generator, for a security layer:
+/// [`Dtls::new`](coap_engine::dtls::Dtls::new) (feature `dtls`) or
+/// [`Tls::new`](coap_engine::tls::Tls::new) (feature `tls`). Every key, random and cookie
+/// of the layer derives from them, so call this once per layer and never reuse the value.
 ///
 /// # Panics
 ///
 /// If the operating system has no random number generator to offer (`getrandom` fails):
-/// without one no DTLS key can be made, and there is nothing safe to fall back to.
+/// without one no key can be made, and there is nothing safe to fall back to.
 ///
 /// ```
-/// let entropy = coap_engine_mio::dtls_entropy();
-/// assert_ne!(entropy, coap_engine_mio::dtls_entropy());
+/// let entropy = coap_engine_mio::security_entropy();
+/// assert_ne!(entropy, coap_engine_mio::security_entropy());
 /// ```
-#[cfg(feature = "dtls")]
-pub fn dtls_entropy() -> [u8; 32] {
+#[cfg(any(feature = "dtls", feature = "tls"))]
+pub fn security_entropy() -> [u8; 32] {
     let mut bytes = [0; 32];
     if let Err(e) = getrandom::fill(&mut bytes) {
         panic!("the operating system's random number generator failed: {e}");
@@ -235,9 +236,26 @@ pub fn dtls_entropy() -> [u8; 32] {
     bytes
 }
 
+/// The same as [`security_entropy`], under the name it had when DTLS was the only security
+/// layer: 32 bytes from the operating system's random number generator for
+/// [`Dtls::new`](coap_engine::dtls::Dtls::new).
+///
+/// # Panics
+///
+/// As [`security_entropy`]: if the operating system has no random number generator.
+///
+/// ```
+/// let entropy = coap_engine_mio::dtls_entropy();
+/// assert_ne!(entropy, coap_engine_mio::dtls_entropy());
+/// ```
+#[cfg(feature = "dtls")]
+pub fn dtls_entropy() -> [u8; 32] {
+    security_entropy()
+}
+
 /// Seconds since 1970 by the system clock; `None` for a clock set before 1970, which would
 /// only make every certificate look not yet valid.
-fn unix_time() -> Option<u64> {
+pub(crate) fn unix_time() -> Option<u64> {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .ok()
