@@ -2,9 +2,18 @@
 #![warn(missing_docs)]
 //! # coap-engine-mio
 //!
-//! Drives a sans-IO [`coap_engine::Endpoint`] from a non-blocking [`mio::net::UdpSocket`]:
-//! it reads the clock, moves datagrams, arms one timer and reports every `send_to` outcome
-//! back to the engine. All protocol logic stays in `coap-engine`.
+//! Drives a sans-IO [`coap_engine::Endpoint`] from mio: it reads the clock, moves the bytes,
+//! arms the timers and reports every I/O outcome back to the engine. All protocol logic
+//! stays in `coap-engine`.
+//!
+//! - [`Driver`]: CoAP over UDP (`coap://`) and, with feature `dtls`, over DTLS
+//!   (`coaps://`), on one non-blocking [`mio::net::UdpSocket`]. Described below.
+//! - [`StreamDriver`]: CoAP over TCP (`coap+tcp://`, RFC 8323) and, with feature `tls`,
+//!   over TLS (`coaps+tcp://`), on non-blocking TCP connections, as client and server. See
+//!   the [`stream`] module.
+//!
+//! `security_entropy()` (feature `dtls` or `tls`) seeds either security layer from the
+//! operating system's random number generator.
 //!
 //! Two ways to use a [`Driver`]:
 //!
@@ -113,6 +122,9 @@ use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime, UNIX
 
 pub use coap_engine;
 pub use mio;
+
+pub mod stream;
+pub use stream::{StreamDriver, StreamHandler};
 
 use coap_engine::coap_lite::Packet;
 use coap_engine::{
