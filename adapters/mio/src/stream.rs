@@ -700,8 +700,10 @@ impl StreamDriver {
     /// let mut events = Events::with_capacity(256);
     /// loop {
     ///     poll.poll(&mut events, driver.next_timeout())?;
-    ///     for event in events.iter().filter(|e| driver.owns(e.token())) {
-    ///         driver.handle_event(event);
+    ///     for event in events.iter() {
+    ///         if driver.owns(event.token()) {
+    ///             driver.handle_event(event);
+    ///         } // else: one of your own sources
     ///     }
     ///     driver.handle_timeout();
     ///     while let Some(event) = driver.poll_event() { /* ... */ }
