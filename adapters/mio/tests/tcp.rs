@@ -1,8 +1,8 @@
 //! CoAP over TCP (RFC 8323) through the mio stream driver on real loopback sockets: requests
 //! and responses, many in flight, block-wise bodies byte-exact, several clients in one user
-//! poll, a refused connect, a server that closes, resets, goes away or releases the
-//! connection, a peer that never reads (backpressure), and libcoap's client against our
-//! server.
+//! poll, a refused connect and one never answered, a server that closes, resets, goes away
+//! or releases the connection, a peer that never reads (backpressure), and libcoap's client
+//! against our server.
 
 mod stream_common;
 
@@ -505,4 +505,29 @@ fn libcoap_client_gets_a_resource_from_our_server_over_coap_tcp() {
         output.stdout.len(),
         String::from_utf8_lossy(&output.stderr)
     );
+}
+
+#[test]
+fn a_connect_that_gets_no_answer_fails_after_the_connect_timeout() {
+    // A listener that never accepts and whose accept queue is full: the kernel drops
+    // further SYNs, so a connect to it is never answered.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..4096 {
+        match std::net::TcpStream::connect_timeout(&addr, StdDuration::from_millis(200)) {
+            Ok(s) => fillers.push(s),
+            Err(_) => break, // the queue is full
+        }
+    }
+    assert!(fillers.len() < 4096, "the accept queue never filled");
+    let mut client = client();
+    client.set_connect_timeout(StdDuration::from_millis(500));
+    let started = StdInstant::now();
+    let id = client.request(addr, &get("hello")).unwrap();
+    let timed_out = session_failure(ConnectionFailure::ConnectFailed(SendErrorKind::Other));
+    assert_eq!(outcome(&mut client, id).unwrap_err(), timed_out);
+    // Not an error the kernel reported at once: the driver's timeout ended it.
+    assert!(started.elapsed() >= StdDuration::from_millis(500));
+    assert_eq!(client.connections(), 0);
 }
