@@ -50,7 +50,7 @@
 //!
 //! ## `coaps://` (feature `dtls`)
 //!
-//! A secure endpoint is a driver whose [`Config::security`] holds the engine's DTLS layer,
+//! A secure endpoint is a driver whose `Config::security` holds the engine's DTLS layer,
 //! seeded with `dtls_entropy()`; requests, responses and events are the same as on a plain
 //! one, and the socket is the CoAPS port (5684). The driver gives the engine the wall-clock
 //! time when it starts ([`Driver::from_parts`]), so certificate validity periods are checked
