@@ -6,7 +6,7 @@
 
 mod stream_common;
 
-use std::io::{ErrorKind, Read};
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::process::Command;
 use std::time::{Duration as StdDuration, Instant as StdInstant};
@@ -439,16 +439,9 @@ fn a_peer_that_never_reads_gets_queue_full_and_nothing_grows_without_bound() {
     assert!(still <= bound, "{still} bytes queued");
     // Once the peer reads, the writes complete and requests are accepted again.
     let reader = std::thread::spawn(move || {
-        let mut buf = vec![0; 64 * 1024];
-        let mut total = 0usize;
-        loop {
-            match peer.read(&mut buf) {
-                Ok(0) => return total,
-                Ok(n) => total += n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
+        let mut all = Vec::new();
+        peer.read_to_end(&mut all).unwrap();
+        all
     });
     let give_up = StdInstant::now() + GIVE_UP;
     loop {
@@ -463,15 +456,57 @@ fn a_peer_that_never_reads_gets_queue_full_and_nothing_grows_without_bound() {
             StdDuration::from_millis(50),
         );
         if client.request(addr, &post).is_ok() {
+            sent += 1;
             break;
         }
     }
+    while client.unwritten_bytes(addr) != Some(0) {
+        assert!(StdInstant::now() < give_up, "the last writes never went");
+        pump(
+            &mut client,
+            &mut poll,
+            &mut events,
+            StdDuration::from_millis(50),
+        );
+    }
     drop(client); // closes the connection, which ends the reader
-    let read = reader.join().unwrap();
-    assert!(
-        read >= sent * body.len(),
-        "{read} bytes for {sent} requests"
-    );
+                  // Through all the partial writes the stream stayed whole: our CSM, then every request,
+                  // each frame intact.
+    let frames = frames(&reader.join().unwrap());
+    assert_eq!(frames.len(), 1 + sent);
+    assert_eq!(frames[0].0, 0xE1, "a CSM first");
+    let mut tail = vec![0xFF];
+    tail.extend_from_slice(&body);
+    for (code, body) in &frames[1..] {
+        assert_eq!(*code, 0x02, "a POST");
+        assert!(body.ends_with(&tail), "a request's payload differs");
+    }
+}
+
+/// Splits an RFC 8323 byte stream into frames: (code, options and payload). Panics on a
+/// stream that does not end at a frame's end.
+fn frames(mut bytes: &[u8]) -> Vec<(u8, Vec<u8>)> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let tkl = usize::from(bytes[0] & 0x0F);
+        let (len, ext) = match bytes[0] >> 4 {
+            13 => (usize::from(bytes[1]) + 13, 1),
+            14 => (
+                usize::from(u16::from_be_bytes([bytes[1], bytes[2]])) + 269,
+                2,
+            ),
+            15 => (
+                u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize + 65805,
+                4,
+            ),
+            l => (usize::from(l), 0),
+        };
+        let start = 2 + ext + tkl;
+        assert!(bytes.len() >= start + len, "a frame cut short");
+        out.push((bytes[1 + ext], bytes[start..start + len].to_vec()));
+        bytes = &bytes[start + len..];
+    }
+    out
 }
 
 #[test]
