@@ -1,8 +1,9 @@
 //! CoAP over TCP (RFC 8323) through the mio stream driver on real loopback sockets: requests
 //! and responses, many in flight, block-wise bodies byte-exact, several clients in one user
 //! poll, a refused connect and one never answered, a server that closes, resets, goes away
-//! or releases the connection, a peer that never reads (backpressure), and libcoap's client
-//! against our server.
+//! or releases the connection, a client that releases it, a connection beyond the session
+//! limit, a peer that never reads (backpressure) and one that floods Pings without reading,
+//! and libcoap's client against our server.
 
 mod stream_common;
 
@@ -565,4 +566,137 @@ fn a_connect_that_gets_no_answer_fails_after_the_connect_timeout() {
     // Not an error the kernel reported at once: the driver's timeout ended it.
     assert!(started.elapsed() >= StdDuration::from_millis(500));
     assert_eq!(client.connections(), 0);
+}
+
+#[test]
+fn a_session_the_client_closes_is_released_to_the_server_before_the_connection_ends() {
+    let (server, seen) = Server::start(tcp());
+    let mut client = client();
+    let id = client.request(server.addr, &get("hello")).unwrap();
+    assert_eq!(outcome(&mut client, id).unwrap().payload, b"hello");
+    let now = client.now();
+    client
+        .endpoint_mut()
+        .close_session(now, server.addr)
+        .unwrap();
+    client.drive();
+    assert_eq!(client.connections(), 0, "the engine has forgotten it");
+    // The 7.04 Release is flushed before the FIN: the server hears it, and closes in order.
+    wait_for(&seen, "the Release", |e| {
+        matches!(e, Event::Released { .. })
+    });
+    wait_for(&seen, "the session's close", |e| {
+        assert!(!matches!(e, Event::SessionFailed { .. }), "{e:?}");
+        matches!(
+            e,
+            Event::SessionClosed {
+                reason: CloseReason::Released,
+                ..
+            }
+        )
+    });
+}
+
+#[test]
+fn a_connection_beyond_the_session_limit_is_closed_at_once() {
+    let server_config = Config {
+        limits: Limits {
+            max_sessions: 1,
+            ..Limits::default()
+        },
+        ..tcp()
+    };
+    let (server, _) = Server::start(server_config);
+    let mut first = client();
+    let id = first.request(server.addr, &get("hello")).unwrap();
+    assert_eq!(outcome(&mut first, id).unwrap().payload, b"hello");
+    let mut second = client();
+    let id = second.request(server.addr, &get("hello")).unwrap();
+    // Closed at once: a FIN, or a reset if the request had already arrived unread.
+    let error = outcome(&mut second, id).unwrap_err();
+    assert!(
+        error == session_failure(ConnectionFailure::Closed)
+            || error == session_failure(ConnectionFailure::Reset),
+        "{error}"
+    );
+    // The first client's session is untouched.
+    let id = first.request(server.addr, &get("hello")).unwrap();
+    assert_eq!(outcome(&mut first, id).unwrap().payload, b"hello");
+}
+
+#[test]
+fn a_peer_that_floods_pings_and_never_reads_is_no_longer_read() {
+    const MAX_UNWRITTEN: usize = 16 * 1024;
+    // What the driver stops reading at, as its docs say.
+    const PAUSE: usize = 4 * MAX_UNWRITTEN + (1 << 20);
+    let config = Config {
+        limits: Limits {
+            max_unwritten_bytes: MAX_UNWRITTEN,
+            ..Limits::default()
+        },
+        ..tcp()
+    };
+    let mut server = StreamDriver::bind("127.0.0.1:0".parse().unwrap(), config).unwrap();
+    let mut poll = Poll::new().unwrap();
+    let mut events = Events::with_capacity(256);
+    server
+        .register(poll.registry(), Token(0)..Token(10))
+        .unwrap();
+    let mut peer = std::net::TcpStream::connect(server.local_addr().unwrap()).unwrap();
+    let me = peer.local_addr().unwrap();
+    peer.set_nonblocking(true).unwrap();
+    // A CSM, then 7.02 Pings with 8-byte tokens, 64 KiB of them per write.
+    let mut flood = vec![0x00, 0xE1];
+    let ping = [0x08u8, 0xE2, 1, 2, 3, 4, 5, 6, 7, 8];
+    let mut chunk = Vec::new();
+    while chunk.len() + ping.len() <= 64 * 1024 {
+        chunk.extend_from_slice(&ping);
+    }
+    let (mut written, mut stalled) = (0usize, 0);
+    let give_up = StdInstant::now() + GIVE_UP;
+    // Until the peer's writes stop going anywhere for a while: the server stopped reading.
+    while stalled < 20 {
+        assert!(
+            StdInstant::now() < give_up,
+            "still reading after {written} bytes of pings"
+        );
+        let mut progressed = false;
+        loop {
+            let bytes = if flood.is_empty() { &chunk } else { &flood };
+            match std::io::Write::write(&mut peer, bytes) {
+                Ok(n) if !flood.is_empty() => {
+                    flood.drain(..n);
+                    progressed = true;
+                }
+                Ok(n) => {
+                    written += n;
+                    progressed = true;
+                    if n < bytes.len() {
+                        // Keep frames whole: finish this one before the next chunk.
+                        let rest = n % ping.len();
+                        if rest != 0 {
+                            flood = ping[rest..].to_vec();
+                        }
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        for e in pump(
+            &mut server,
+            &mut poll,
+            &mut events,
+            StdDuration::from_millis(20),
+        ) {
+            assert!(!matches!(e, Event::SessionFailed { .. }), "{e:?}");
+        }
+        stalled = if progressed { 0 } else { stalled + 1 };
+    }
+    let queued = server.unwritten_bytes(me).unwrap();
+    // Over the pause threshold, but by no more than one read's Pongs.
+    assert!(
+        queued > PAUSE && queued <= PAUSE + 32 * 1024,
+        "{queued} bytes of Pongs queued after {written} bytes of Pings"
+    );
 }
