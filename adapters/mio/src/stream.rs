@@ -551,7 +551,9 @@ impl StreamDriver {
     /// Bytes the engine handed over for `peer`'s connection that the kernel has not taken
     /// yet (`None`: no connection to `peer`). It stays within
     /// [`Limits::max_unwritten_bytes`](coap_engine::Limits::max_unwritten_bytes) plus one
-    /// message, because the engine refuses more beyond it.
+    /// message, because the engine refuses application messages beyond it; only its answers
+    /// to the peer's signals can go further, up to the point where the driver stops reading
+    /// (see the [module docs](self)).
     ///
     /// ```
     /// # use coap_engine::{Config, Transport};
