@@ -2,9 +2,18 @@
 #![warn(missing_docs)]
 //! # coap-engine-mio
 //!
-//! Drives a sans-IO [`coap_engine::Endpoint`] from a non-blocking [`mio::net::UdpSocket`]:
-//! it reads the clock, moves datagrams, arms one timer and reports every `send_to` outcome
-//! back to the engine. All protocol logic stays in `coap-engine`.
+//! Drives a sans-IO [`coap_engine::Endpoint`] from mio: it reads the clock, moves the bytes,
+//! arms the timers and reports every I/O outcome back to the engine. All protocol logic
+//! stays in `coap-engine`.
+//!
+//! - [`Driver`]: CoAP over UDP (`coap://`) and, with feature `dtls`, over DTLS
+//!   (`coaps://`), on one non-blocking [`mio::net::UdpSocket`]. Described below.
+//! - [`StreamDriver`]: CoAP over TCP (`coap+tcp://`, RFC 8323) and, with feature `tls`,
+//!   over TLS (`coaps+tcp://`), on non-blocking TCP connections, as client and server. See
+//!   the [`stream`] module.
+//!
+//! `security_entropy()` (feature `dtls` or `tls`) seeds either security layer from the
+//! operating system's random number generator.
 //!
 //! Two ways to use a [`Driver`]:
 //!
@@ -41,7 +50,7 @@
 //!
 //! ## `coaps://` (feature `dtls`)
 //!
-//! A secure endpoint is a driver whose [`Config::security`] holds the engine's DTLS layer,
+//! A secure endpoint is a driver whose `Config::security` holds the engine's DTLS layer,
 //! seeded with `dtls_entropy()`; requests, responses and events are the same as on a plain
 //! one, and the socket is the CoAPS port (5684). The driver gives the engine the wall-clock
 //! time when it starts ([`Driver::from_parts`]), so certificate validity periods are checked
@@ -113,6 +122,9 @@ use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime, UNIX
 
 pub use coap_engine;
 pub use mio;
+
+pub mod stream;
+pub use stream::{StreamDriver, StreamHandler};
 
 use coap_engine::coap_lite::Packet;
 use coap_engine::{
@@ -213,21 +225,22 @@ pub fn random_seed() -> u64 {
     h.finish()
 }
 
-/// 32 bytes from the operating system's random number generator, for
-/// [`Dtls::new`](coap_engine::dtls::Dtls::new): every key, random and cookie of the DTLS
-/// layer derives from them, so call this once per layer and never reuse the value.
+/// 32 bytes from the operating system's random number generator, for a security layer:
+/// [`Dtls::new`](coap_engine::dtls::Dtls::new) (feature `dtls`) or
+/// [`Tls::new`](coap_engine::tls::Tls::new) (feature `tls`). Every key, random and cookie
+/// of the layer derives from them, so call this once per layer and never reuse the value.
 ///
 /// # Panics
 ///
 /// If the operating system has no random number generator to offer (`getrandom` fails):
-/// without one no DTLS key can be made, and there is nothing safe to fall back to.
+/// without one no key can be made, and there is nothing safe to fall back to.
 ///
 /// ```
-/// let entropy = coap_engine_mio::dtls_entropy();
-/// assert_ne!(entropy, coap_engine_mio::dtls_entropy());
+/// let entropy = coap_engine_mio::security_entropy();
+/// assert_ne!(entropy, coap_engine_mio::security_entropy());
 /// ```
-#[cfg(feature = "dtls")]
-pub fn dtls_entropy() -> [u8; 32] {
+#[cfg(any(feature = "dtls", feature = "tls"))]
+pub fn security_entropy() -> [u8; 32] {
     let mut bytes = [0; 32];
     if let Err(e) = getrandom::fill(&mut bytes) {
         panic!("the operating system's random number generator failed: {e}");
@@ -235,9 +248,26 @@ pub fn dtls_entropy() -> [u8; 32] {
     bytes
 }
 
+/// The same as [`security_entropy`], under the name it had when DTLS was the only security
+/// layer: 32 bytes from the operating system's random number generator for
+/// [`Dtls::new`](coap_engine::dtls::Dtls::new).
+///
+/// # Panics
+///
+/// As [`security_entropy`]: if the operating system has no random number generator.
+///
+/// ```
+/// let entropy = coap_engine_mio::dtls_entropy();
+/// assert_ne!(entropy, coap_engine_mio::dtls_entropy());
+/// ```
+#[cfg(feature = "dtls")]
+pub fn dtls_entropy() -> [u8; 32] {
+    security_entropy()
+}
+
 /// Seconds since 1970 by the system clock; `None` for a clock set before 1970, which would
 /// only make every certificate look not yet valid.
-fn unix_time() -> Option<u64> {
+pub(crate) fn unix_time() -> Option<u64> {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .ok()
