@@ -740,7 +740,7 @@ impl Endpoint {
             .map_or(self.config.max_message_size, |s| s.send_limit(&self.config));
         let path = session
             .as_deref()
-            .map_or_else(Default::default, |s| s.block_path());
+            .map_or_else(Default::default, |s| s.block_path(&self.config));
         let ctx = Ctx {
             config: &self.config,
             derived: &self.derived,

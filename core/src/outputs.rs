@@ -159,6 +159,10 @@ impl Outputs {
         !self.transmits.is_empty()
     }
 
+    pub(crate) fn has_commands(&self) -> bool {
+        !self.commands.is_empty()
+    }
+
     /// Encodes `packet` as `mtype`/`mid`, enforcing `max_message_size`.
     pub(crate) fn encode_packet(
         &mut self,

@@ -376,6 +376,34 @@ fn a_ping_is_answered_with_a_pong_echoing_token_and_custody() {
 }
 
 #[test]
+fn pings_from_a_peer_that_does_not_read_stop_being_answered_at_the_write_cap() {
+    let config = Config {
+        limits: Limits {
+            max_unwritten_bytes: 300,
+            ..Limits::default()
+        },
+        ..tcp()
+    };
+    let mut ep = Endpoint::new(config, 3).unwrap();
+    let now = Instant::ZERO;
+    ep.handle_accepted(now, PEER).unwrap();
+    ep.handle_datagram(now, PEER, &csm(1152));
+    // The adapter takes every write and never says it is done: the peer is not reading.
+    let mut written = 0;
+    for i in 0..1000u32 {
+        ep.handle_datagram(now, PEER, &frame(PING, &i.to_be_bytes(), &[], &[]));
+        while let Some(t) = ep.poll_transmit() {
+            written += t.payload.len();
+        }
+    }
+    assert!(
+        written <= 300 + 64,
+        "{written} bytes queued for a peer that reads nothing"
+    );
+    assert_eq!(ep.session_count(), 1);
+}
+
+#[test]
 fn malformed_framing_or_an_oversized_frame_is_aborted_before_it_is_buffered() {
     // Token length 9 (reserved).
     let mut h = Hand::server(tcp());

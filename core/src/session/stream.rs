@@ -135,12 +135,15 @@ impl Session {
     }
 
     /// Block-wise on this session: BERT is valid input on any stream (we announce
-    /// Block-Wise-Transfer in our CSM) and ours to send once the peer announced it too.
-    pub(crate) fn block_path(&self) -> crate::block::Path {
+    /// Block-Wise-Transfer in our CSM) and ours to send once the peer announced it too, when
+    /// messages may carry at least two 1024-byte units: with room for one only, an ordinary
+    /// SZX 6 block is the same on the wire and every implementation knows it (libcoap 4.3.1
+    /// takes a one-unit BERT block for the whole body).
+    pub(crate) fn block_path(&self, config: &crate::config::Config) -> crate::block::Path {
         match self.stream.as_ref() {
             Some(s) => crate::block::Path {
                 stream: true,
-                bert: s.capabilities().block_wise,
+                bert: s.capabilities().block_wise && self.send_limit(config) >= 2 * 1024 + 128,
             },
             None => crate::block::Path::default(),
         }
@@ -429,6 +432,12 @@ impl Session {
                 None
             }
             PING => {
+                if self.write_backlog(ctx) {
+                    // A peer that pings without reading what we write would make us queue
+                    // Pongs without end: unanswered, its Ping only times out at its end.
+                    log::debug!("{}: Ping left unanswered: writes backlogged", self.peer);
+                    return None;
+                }
                 let custody = msg.option(CUSTODY).is_some();
                 let options = [(CUSTODY, &[][..])];
                 let n = usize::from(custody);
