@@ -54,7 +54,7 @@
 //! ## `coaps://` (feature `dtls`)
 //!
 //! A secure endpoint is a driver whose [`Config::security`](coap_engine::Config::security) holds the engine's DTLS layer,
-//! seeded with `dtls_entropy()`; [`Client`], [`Incoming`] and [`Events`] work as on a plain
+//! seeded with `security_entropy()`; [`Client`], [`Incoming`] and [`Events`] work as on a plain
 //! one, and the socket is the CoAPS port (5684). A handshake the server refuses (a wrong key,
 //! an untrusted certificate) fails the request with
 //! [`ExchangeError::SessionFailed`]`(`[`FailureReason::Security`](coap_engine::FailureReason::Security)`)`.
@@ -70,14 +70,14 @@
 //! use coap_engine::coap_lite::{MessageClass, Packet, RequestType, ResponseType};
 //! use coap_engine::dtls::{Dtls, DtlsConfig, PskCredentials};
 //! use coap_engine::{Config, Security};
-//! use coap_engine_smol::{dtls_entropy, Driver};
+//! use coap_engine_smol::{security_entropy, Driver};
 //!
 //! smol::block_on(async {
 //!     // Server: the key of every PSK identity it accepts.
 //!     let mut keys = BTreeMap::new();
 //!     keys.insert(b"sensor-1".to_vec(), b"secret-key".to_vec());
 //!     let dtls = DtlsConfig { psk_store: Some(Arc::new(keys)), ..DtlsConfig::default() };
-//!     let security = Security::new(Dtls::new(dtls, dtls_entropy())?);
+//!     let security = Security::new(Dtls::new(dtls, security_entropy())?);
 //!     let config = Config { security: Some(security), ..Config::default() };
 //!     let server = Driver::bind("127.0.0.1:5684".parse()?, config)?;
 //!     let incoming = server.incoming();
@@ -93,7 +93,7 @@
 //!     // Client: its identity and key; the handshake starts with the first request.
 //!     let psk = PskCredentials { identity: b"sensor-1".to_vec(), key: b"secret-key".to_vec() };
 //!     let dtls = DtlsConfig { psk: Some(psk), ..DtlsConfig::default() };
-//!     let security = Security::new(Dtls::new(dtls, dtls_entropy())?);
+//!     let security = Security::new(Dtls::new(dtls, security_entropy())?);
 //!     let config = Config { security: Some(security), ..Config::default() };
 //!     let driver = Driver::bind("127.0.0.1:0".parse()?, config)?;
 //!     let (client, _task) = (driver.client(), driver.spawn());
@@ -157,14 +157,36 @@ impl std::fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// 32 bytes from the operating system's random number generator, for
-/// [`Dtls::new`](coap_engine::dtls::Dtls::new): every key, random and cookie of the DTLS
+/// 32 bytes from the operating system's random number generator, for a security layer:
+/// [`Dtls::new`](coap_engine::dtls::Dtls::new) (feature `dtls`) or
+/// [`Tls::new`](coap_engine::tls::Tls::new) (feature `tls`). Every key and random of the
 /// layer derives from them, so call this once per layer and never reuse the value.
 ///
 /// # Panics
 ///
 /// If the operating system has no random number generator to offer (`getrandom` fails):
-/// without one no DTLS key can be made, and there is nothing safe to fall back to.
+/// without one no key can be made, and there is nothing safe to fall back to.
+///
+/// ```
+/// let entropy = coap_engine_smol::security_entropy();
+/// assert_ne!(entropy, coap_engine_smol::security_entropy());
+/// ```
+#[cfg(any(feature = "dtls", feature = "tls"))]
+pub fn security_entropy() -> [u8; 32] {
+    let mut bytes = [0; 32];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        panic!("the operating system's random number generator failed: {e}");
+    }
+    bytes
+}
+
+/// The same as [`security_entropy`], under the name it had before TLS: 32 fresh bytes from
+/// the operating system for [`Dtls::new`](coap_engine::dtls::Dtls::new), to be called once
+/// per layer.
+///
+/// # Panics
+///
+/// As [`security_entropy`].
 ///
 /// ```
 /// let entropy = coap_engine_smol::dtls_entropy();
@@ -172,9 +194,5 @@ impl std::error::Error for Error {}
 /// ```
 #[cfg(feature = "dtls")]
 pub fn dtls_entropy() -> [u8; 32] {
-    let mut bytes = [0; 32];
-    if let Err(e) = getrandom::fill(&mut bytes) {
-        panic!("the operating system's random number generator failed: {e}");
-    }
-    bytes
+    security_entropy()
 }
