@@ -173,8 +173,10 @@ pub struct Client {
 }
 
 impl Client {
-    /// Sends `request` to `peer` (Confirmable unless the packet says Non-confirmable) and
-    /// resolves to the response. Dropping the future cancels the request in the engine.
+    /// Sends `request` to `peer` and resolves to the response. Dropping the future cancels
+    /// the request in the engine. Over UDP the request is Confirmable unless the packet says
+    /// Non-confirmable; over TCP it goes on the connection with `peer`, opened first if there
+    /// is none.
     pub async fn request(&self, peer: SocketAddr, request: Packet) -> Result<Packet, Error> {
         let event = self.exchange(move |e, now| e.request(now, peer, &request));
         match event.await? {
@@ -183,7 +185,8 @@ impl Client {
         }
     }
 
-    /// Sends a CoAP ping (Empty CON) to `peer` and resolves to the round-trip time.
+    /// Sends a CoAP ping to `peer` (an Empty Confirmable message over UDP, a 7.02 Ping over
+    /// TCP) and resolves to the round-trip time.
     pub async fn ping(&self, peer: SocketAddr) -> Result<StdDuration, Error> {
         match self.exchange(move |e, now| e.ping(now, peer)).await? {
             Event::Pong { rtt, .. } => Ok(rtt.into()),
@@ -191,12 +194,14 @@ impl Client {
         }
     }
 
-    /// Opens a session with `peer` without sending anything, so that keepalive watches it.
+    /// Opens a session with `peer` without sending a request, so that keepalive watches it
+    /// (over TCP: opens the connection).
     pub async fn open_session(&self, peer: SocketAddr) -> Result<(), Error> {
         call(&self.cmds, move |e, now| e.open_session(now, peer)).await
     }
 
-    /// Closes the session with `peer`; its pending requests end with
+    /// Closes the session with `peer` (over TCP with a 7.04 Release, then the connection);
+    /// its pending requests end with
     /// [`ExchangeError::SessionClosed`](coap_engine::ExchangeError::SessionClosed).
     pub async fn close_session(&self, peer: SocketAddr) -> Result<(), Error> {
         call(&self.cmds, move |e, now| e.close_session(now, peer)).await
@@ -276,9 +281,10 @@ pub struct IncomingRequest {
     pub responder: Responder,
 }
 
-/// Answers one incoming request. Respond whenever ready: if it takes longer than
+/// Answers one incoming request. Respond whenever ready: over UDP, if it takes longer than
 /// [`Config::empty_ack_delay`] the engine has already acknowledged the request and the answer
-/// goes out as a separate response. Dropping it unanswered sends 5.00 Internal Server Error.
+/// goes out as a separate response (over TCP there is nothing to acknowledge). Dropping it
+/// unanswered sends 5.00 Internal Server Error.
 pub struct Responder {
     id: IncomingRequestId,
     cmds: Sender<Cmd>,
@@ -375,7 +381,8 @@ impl Incoming {
 
 /// The session event stream: [`Event::SessionNew`], [`Event::SessionEstablished`],
 /// [`Event::SessionFailed`], [`Event::SessionClosed`], [`Event::SendFailed`],
-/// [`Event::HandshakeFailed`] (a secure server's refused or stalled handshakes). Responses,
+/// [`Event::HandshakeFailed`] (a secure server's refused or stalled handshakes),
+/// [`Event::Released`] (a TCP peer's 7.04 Release), and the engine's other events. Responses,
 /// pongs and failures of requests and pings go to their futures (and are dropped with a
 /// future that was dropped), requests to [`Incoming`]. Bounded by [`EVENT_CAPACITY`].
 pub struct Events(Pin<Box<Receiver<Event>>>);

@@ -3,11 +3,19 @@
 //! # coap-engine-smol
 //!
 //! An async CoAP client and server on [smol](https://docs.rs/smol), driven by the sans-IO
-//! [`coap_engine::Endpoint`]. One driver task owns the endpoint and an
-//! `Async<std::net::UdpSocket>`; it moves datagrams, reads the clock, arms one
-//! `async_io::Timer` for the engine's deadline and reports every send's outcome back to the
-//! engine. All protocol logic (retransmission, deduplication, separate responses, keepalive)
-//! lives in the engine; the handles here are channels to the driver, cheap to clone.
+//! [`coap_engine::Endpoint`]. One driver task owns the endpoint and its sockets; it moves
+//! bytes, reads the clock, arms one `async_io::Timer` for the engine's deadline and reports
+//! every send's outcome back to the engine. All protocol logic (retransmission,
+//! deduplication, separate responses, keepalive, RFC 8323 signaling) lives in the engine;
+//! the handles here are channels to the driver, cheap to clone.
+//!
+//! - [`Driver`]: CoAP over UDP (`coap://`) and DTLS (`coaps://`, feature `dtls`), one
+//!   `Async<std::net::UdpSocket>` for every peer.
+//! - [`StreamDriver`]: CoAP over TCP (`coap+tcp://`) and TLS (`coaps+tcp://`, feature
+//!   `tls`), RFC 8323: a listener and a connection per peer; see the [`stream`] module for
+//!   connections, backpressure and how their failures reach the application.
+//!
+//! Both hand out the same handles, so application code is the same whatever the transport:
 //!
 //! - [`Client`]: [`request`](Client::request) resolves to the response or a typed [`Error`]:
 //!   the engine's own [`ExchangeError`] (timeout, reset, session/keepalive failure, send
@@ -112,9 +120,11 @@ pub use coap_engine;
 use coap_engine::ExchangeError;
 
 mod handles;
+pub mod stream;
 mod udp;
 
 pub use handles::{Client, Events, Incoming, IncomingRequest, Responder};
+pub use stream::StreamDriver;
 pub use udp::Driver;
 
 /// Capacity of the [`Events`] channel; when full, further events are dropped (logged), so an

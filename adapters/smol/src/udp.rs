@@ -3,7 +3,7 @@
 use std::io::{self, ErrorKind};
 use std::net::{SocketAddr, UdpSocket};
 
-use coap_engine::{Config, Endpoint, SendErrorKind};
+use coap_engine::{Config, Endpoint, SendErrorKind, Transport};
 use smol::future::FutureExt as _;
 use smol::{Async, Timer};
 
@@ -27,8 +27,15 @@ impl Driver {
     /// [`spawn`](Self::spawn). The engine is told the wall-clock time, as by
     /// [`from_parts`](Self::from_parts).
     ///
-    /// Fails with [`ErrorKind::InvalidInput`] for a configuration the engine refuses.
+    /// Fails with [`ErrorKind::InvalidInput`] for a configuration the engine refuses, or one
+    /// for [`Transport::Tcp`] (a [`StreamDriver`](crate::StreamDriver) serves those).
     pub fn bind(addr: SocketAddr, config: Config) -> io::Result<Driver> {
+        if config.transport != Transport::Udp {
+            return Err(io::Error::new(
+                ErrorKind::InvalidInput,
+                "a UDP driver needs Transport::Udp; a StreamDriver serves Transport::Tcp",
+            ));
+        }
         let endpoint = new_endpoint(config)?;
         Ok(Self::from_parts(Async::<UdpSocket>::bind(addr)?, endpoint))
     }
