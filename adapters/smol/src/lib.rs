@@ -22,9 +22,9 @@
 //!   failure, ...), a refused call, or a stopped driver; dropping the future cancels the
 //!   request. [`ping`](Client::ping) resolves to the round-trip time.
 //! - [`Incoming`]: the server side, a stream of [`IncomingRequest`]s each with a
-//!   [`Responder`] that may answer at any time: if the application is slow the engine sends the
-//!   Empty ACK itself and the answer goes out as a separate response. [`Incoming::serve`] runs
-//!   an async handler per request.
+//!   [`Responder`] that may answer at any time (over UDP, if the application is slow the
+//!   engine sends the Empty ACK itself and the answer goes out as a separate response).
+//!   [`Incoming::serve`] runs an async handler per request.
 //! - [`Events`]: session lifecycle and send failures ([`Event::SessionNew`](coap_engine::Event::SessionNew),
 //!   [`Event::SessionEstablished`](coap_engine::Event::SessionEstablished), [`Event::SessionFailed`](coap_engine::Event::SessionFailed), [`Event::SessionClosed`](coap_engine::Event::SessionClosed),
 //!   [`Event::SendFailed`](coap_engine::Event::SendFailed), and on a secure server [`Event::HandshakeFailed`](coap_engine::Event::HandshakeFailed)).

@@ -306,9 +306,10 @@ impl StreamDriver {
         smol::spawn(self.run())
     }
 
-    /// Drives the engine and its connections until every handle is gone. A failing listener
-    /// is retried after a pause, never fatal; the result is `Ok` so far, and `io::Result`
-    /// leaves room for failures a future version cannot retry.
+    /// Drives the engine and its connections until every handle is gone, then returns
+    /// `Ok(())`. A listener that fails to accept (out of file descriptors, ...) is tried
+    /// again after a pause rather than ending the driver; the `io::Result` is the UDP
+    /// [`Driver::run`](crate::Driver::run)'s, so both run alike.
     pub async fn run(self) -> io::Result<()> {
         let StreamDriver { mut state, handles } = self;
         let cmd_rx = handles.into_commands(); // only the application's handles keep it running
