@@ -108,11 +108,14 @@ impl Core {
         self.epoch + StdDuration::from_micros(deadline.as_micros())
     }
 
-    /// Routes every event the engine has.
-    pub(crate) fn route_events(&mut self) {
+    /// Routes every event the engine has; whether there was any.
+    pub(crate) fn route_events(&mut self) -> bool {
+        let mut any = false;
         while let Some(event) = self.endpoint.poll_event() {
             self.route(event);
+            any = true;
         }
+        any
     }
 
     /// Hands an event to the future waiting for it, to [`Incoming`] or to [`Events`].

@@ -464,7 +464,8 @@ impl State {
                     other => log::warn!("stream command {other:?} not understood; ignored"),
                 }
             }
-            self.core.route_events();
+            // Routing can make output too: a request nobody takes is answered 4.04 at once.
+            progressed |= self.core.route_events();
             if !progressed {
                 return;
             }

@@ -175,6 +175,22 @@ fn request_response_over_tcp_ipv6() {
 }
 
 #[test]
+fn a_server_without_an_incoming_handle_answers_not_found() {
+    smol::block_on(within(20, async {
+        let driver = StreamDriver::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+        let server_addr = driver.local_addr().unwrap();
+        // A client handle keeps the driver running; no Incoming is ever taken.
+        let (_server_client, _server) = (driver.client(), driver.spawn());
+        let (client, _events, _client) = client(Config::default());
+        let response = client.request(server_addr, get("x")).await.unwrap();
+        assert_eq!(
+            response.header.code,
+            MessageClass::Response(ResponseType::NotFound)
+        );
+    }));
+}
+
+#[test]
 fn many_concurrent_requests_share_one_connection_and_each_gets_its_answer() {
     smol::block_on(within(60, async {
         // Room for all of them at once on both sides (by default a client queues 64 requests
