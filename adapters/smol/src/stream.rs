@@ -20,11 +20,10 @@
 //!   [`Limits::max_unwritten_bytes`](coap_engine::Limits::max_unwritten_bytes) waiting per
 //!   connection: beyond it a request or response to that peer is refused with
 //!   [`Error::Rejected`](crate::Error::Rejected)`(`[`QueueFull`](coap_engine::Error::QueueFull)`)`
-//!   until the peer reads. What the engine sends on its own (Pong, Release, Abort) is not
-//!   refused; so that a peer that sends without reading cannot grow that backlog without
-//!   bound, a connection is no longer read from while more than twice
-//!   `max_unwritten_bytes` (at least 64 KiB) waits to be written to it, and TCP's flow
-//!   control holds the peer back.
+//!   until the peer reads; the engine also leaves a backlogged peer's Pings unanswered. As a
+//!   second line of defence (the engine's own Release or Abort are never refused), a
+//!   connection is no longer read from while more than twice `max_unwritten_bytes` (at
+//!   least 64 KiB) waits to be written to it, and TCP's flow control holds the peer back.
 //! - **Close**, when the engine asks (a Release, an Abort, a failed keepalive, an idle
 //!   session, [`Client::close_session`]): the writes already handed over are flushed, the
 //!   sending side is shut down, and the connection is closed once the peer closes its side,
@@ -42,7 +41,7 @@
 //! |---|---|
 //! | connect: refused (ECONNREFUSED) | `ConnectFailed(SendErrorKind::Refused)` |
 //! | connect: no route (ENETUNREACH, EHOSTUNREACH, ENETDOWN) | `ConnectFailed(SendErrorKind::Unreachable)` |
-//! | connect: no answer within the connect timeout, or the kernel's ETIMEDOUT | `ConnectFailed(SendErrorKind::Unreachable)` |
+//! | connect: no answer within the connect timeout, or the kernel's ETIMEDOUT | `ConnectFailed(SendErrorKind::TimedOut)` |
 //! | connect: anything else | `ConnectFailed(SendErrorKind::Other)` |
 //! | read: end of stream (the peer closed without a Release) | `Closed` |
 //! | read: an error (ECONNRESET, ETIMEDOUT, ...) | `Reset` |
@@ -266,7 +265,7 @@ impl StreamDriver {
     }
 
     /// How long opening a connection may take before the requests waiting for it fail with
-    /// `ConnectFailed(SendErrorKind::Unreachable)` (default [`DEFAULT_CONNECT_TIMEOUT`]).
+    /// `ConnectFailed(SendErrorKind::TimedOut)` (default [`DEFAULT_CONNECT_TIMEOUT`]).
     pub fn set_connect_timeout(&mut self, timeout: StdDuration) {
         self.state.connect_timeout = timeout;
     }
@@ -615,11 +614,7 @@ async fn connect(
     let report = match opened {
         Ok(stream) => Report::Connected { id, peer, stream },
         Err(e) => {
-            let kind = match e.kind() {
-                // Nothing answered: as far as we can tell, nothing is there.
-                ErrorKind::TimedOut => SendErrorKind::Unreachable,
-                _ => SendErrorKind::from_io_error(&e).unwrap_or(SendErrorKind::Other),
-            };
+            let kind = SendErrorKind::from_io_error(&e).unwrap_or(SendErrorKind::Other);
             log::debug!("connect to {peer}: {e} ({kind:?})");
             Report::ConnectFailed { id, peer, kind }
         }

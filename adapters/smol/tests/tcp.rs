@@ -366,7 +366,7 @@ fn a_connect_that_gets_no_answer_times_out_as_unreachable() {
         let result = client.request(addr, get("x")).await;
         assert_eq!(
             result,
-            connection_failure(ConnectionFailure::ConnectFailed(SendErrorKind::Unreachable))
+            connection_failure(ConnectionFailure::ConnectFailed(SendErrorKind::TimedOut))
         );
     }));
 }
