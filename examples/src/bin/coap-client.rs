@@ -54,14 +54,16 @@
 //! Size2 and Size1 (the server's limit, with 4.13 Request Entity Too Large) when it has them.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant as StdInstant};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use coap_engine::dtls::{Dtls, DtlsConfig, PskCredentials};
+use coap_engine::uri::{CoapUri, Host};
 use coap_engine::{
     CertificateError, Config, Event, ExchangeError, FailureReason, RequestId, SecurityError,
+    Transport,
 };
 use coap_engine_mio::{Driver, Handler};
 
@@ -283,15 +285,22 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
     if r.observe.is_some() && !matches!(method, RequestType::Get | RequestType::Fetch) {
         return Err("-s observes with GET or FETCH only (RFC 7641 §2)".into());
     }
-    let uri = parse_uri(uri)?;
-    if let Some(flag) = dtls.first.filter(|_| !uri.secure) {
+    let uri = coap_engine::uri::parse(uri).map_err(|e| format!("bad URI {uri:?}: {e}"))?;
+    if uri.scheme().transport() == Transport::Tcp {
+        return Err(format!(
+            "{}:// is not supported yet (only coap:// and coaps://)",
+            uri.scheme()
+        ));
+    }
+    let secure = uri.scheme().is_secure();
+    if let Some(flag) = dtls.first.filter(|_| !secure) {
         return Err(format!(
             "-{flag} is a DTLS flag: use a coaps:// URI (the request would go unprotected)"
         ));
     }
     cli::init_logging(PROG, &verbosity)?;
-    r.peer = resolve(&uri.host, uri.port)?;
-    if uri.secure {
+    r.peer = resolve(&uri)?;
+    if secure {
         r.have_certificate = dtls.certificate.is_some();
         r.security = Some(dtls.security(r.give_up)?);
     }
@@ -304,18 +313,12 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
     if let Some(t) = token {
         p.set_token(t);
     }
-    let own_host = options.iter().any(|(num, _)| *num == 3);
-    if uri.host.parse::<IpAddr>().is_err() && !own_host {
-        // RFC 7252 §6.4 step 5: a host name travels as Uri-Host, as libcoap's client sends
-        // it; over coaps:// it is also the name the server's certificate must carry. An
-        // explicit `-O 3,name` takes its place (one Uri-Host at most).
-        p.add_option(CoapOption::UriHost, uri.host.clone().into_bytes());
-    }
-    for segment in uri.path {
-        p.add_option(CoapOption::UriPath, segment);
-    }
-    for segment in uri.query {
-        p.add_option(CoapOption::UriQuery, segment);
+    // RFC 7252 §6.4: a host name travels as Uri-Host, as libcoap's client sends it; over
+    // coaps:// it is also the name the server's certificate must carry.
+    uri.apply_to(p);
+    if options.iter().any(|(num, _)| *num == 3) {
+        // An explicit `-O 3,name` takes the place of the URI's (one Uri-Host at most).
+        p.clear_option(CoapOption::UriHost);
     }
     for (num, value) in options {
         p.add_option(CoapOption::from(num), value);
@@ -761,105 +764,18 @@ fn bytes_or_hex(s: &str) -> Result<Vec<u8>, String> {
         .collect())
 }
 
-#[derive(Debug)]
-struct Uri {
-    /// `coaps://`: DTLS.
-    secure: bool,
-    host: String,
-    port: u16,
-    path: Vec<Vec<u8>>,
-    query: Vec<Vec<u8>>,
-}
-
-/// `coap://host[:port]/path?query` or `coaps://...` (RFC 7252 §6.4, §6.2): IPv6 literals in
-/// brackets, each path and query segment percent-decoded into one Uri-Path / Uri-Query
-/// option.
-fn parse_uri(s: &str) -> Result<Uri, String> {
-    let bad = |why: &str| format!("bad URI {s:?}: {why}");
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| bad("expected coap://host[:port]/path"))?;
-    let secure = match scheme.to_ascii_lowercase().as_str() {
-        "coap" => false,
-        "coaps" => true,
-        "coap+tcp" | "coaps+tcp" | "coap+ws" | "coaps+ws" => {
-            return Err(format!(
-                "{scheme}:// is not supported yet (only coap:// and coaps://)"
-            ))
-        }
-        _ => return Err(bad("the scheme must be coap or coaps")),
-    };
-    let rest = rest.split('#').next().unwrap_or_default();
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, rest) = rest.split_at(end);
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-        (host.to_string(), after)
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h.to_string(), &authority[h.len()..][..p.len() + 1]),
-            None => (authority.to_string(), ""),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
+/// The address of the URI's host: its IP address, or the first its name (or its zone's
+/// interface name, which the system's resolver knows) resolves to.
+fn resolve(uri: &CoapUri) -> Result<SocketAddr, String> {
+    if let Some(address) = uri.socket_addr() {
+        return Ok(address);
     }
-    let port = match port {
-        "" if secure => 5684,
-        "" => 5683,
-        p => p
-            .strip_prefix(':')
-            .and_then(|p| p.parse::<u16>().ok())
-            .filter(|p| *p != 0)
-            .ok_or_else(|| bad("bad port"))?,
+    let host = match (uri.host(), uri.zone()) {
+        (Host::Name(name), _) => name.clone(),
+        (Host::Ip(ip), Some(zone)) => format!("{ip}%{zone}"),
+        (Host::Ip(ip), None) => ip.to_string(),
     };
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let path = path.strip_prefix('/').unwrap_or(path);
-    let decode = |seg: &str| percent_decode(seg).ok_or_else(|| bad("bad percent-encoding"));
-    let path = if path.is_empty() {
-        Vec::new()
-    } else {
-        path.split('/').map(decode).collect::<Result<_, _>>()?
-    };
-    let query = if query.is_empty() {
-        Vec::new()
-    } else {
-        query.split('&').map(decode).collect::<Result<_, _>>()?
-    };
-    Ok(Uri {
-        secure,
-        host,
-        port,
-        path,
-        query,
-    })
-}
-
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    (host, port)
+    (host.as_str(), uri.port())
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
@@ -964,36 +880,6 @@ fn code_name(class: u8, detail: u8) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uris_parse_like_rfc7252() {
-        let u = parse_uri("coap://[::1]:5684/a%20b/c?x=1&y%3D2").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 5684));
-        assert_eq!(u.path, vec![b"a b".to_vec(), b"c".to_vec()]);
-        assert_eq!(u.query, vec![b"x=1".to_vec(), b"y=2".to_vec()]);
-        let u = parse_uri("coap://127.0.0.1").unwrap();
-        assert_eq!((u.port, u.path.len(), u.query.len()), (5683, 0, 0));
-        let u = parse_uri("COAP://h:1/?q").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.query.len()), ("h", 1, 1));
-        for bad in [
-            "http://x/",
-            "coap://",
-            "coap://[::1/x",
-            "coap://h:0/",
-            "coap://h:x/",
-            "coap://h/%zz",
-            "x",
-        ] {
-            assert!(parse_uri(bad).is_err(), "{bad}");
-        }
-        let u = parse_uri("coaps://h/x").unwrap();
-        assert_eq!((u.secure, u.port), (true, 5684));
-        assert!(!parse_uri("coap://h/x").unwrap().secure);
-        assert_eq!(parse_uri("coaps://[::1]:7/").unwrap().port, 7);
-        assert!(parse_uri("coap+tcp://h/")
-            .unwrap_err()
-            .contains("not supported yet"));
-    }
 
     #[test]
     fn tokens_and_options_take_text_or_hex() {
