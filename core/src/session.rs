@@ -40,6 +40,8 @@ use server::Incoming;
 /// 4.02 Bad Option, 5.03 Service Unavailable.
 const BAD_OPTION: u8 = codec::code(4, 2);
 const SERVICE_UNAVAILABLE: u8 = codec::code(5, 3);
+/// 5.00 Internal Server Error: a kept response that no longer fits the path.
+const INTERNAL_ERROR: u8 = codec::code(5, 0);
 
 /// Who opened the session. Only peer-opened (server-side) sessions are reaped when idle: a
 /// session the application opened lives until the application closes it or it fails.
