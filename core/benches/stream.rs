@@ -134,9 +134,11 @@ fn tcp() -> Config {
 fn bench(c: &mut Criterion) {
     let mut group = c.benchmark_group("stream");
     group.throughput(Throughput::Elements(1));
-    let mut pairs = vec![("tcp", Pair::new(tcp(), tcp()))];
-    #[cfg(feature = "tls")]
-    pairs.push(("tls", tls::pair()));
+    let pairs = vec![
+        ("tcp", Pair::new(tcp(), tcp())),
+        #[cfg(feature = "tls")]
+        ("tls", tls::pair()),
+    ];
     for (name, mut pair) in pairs {
         assert!(pair.round_trip(), "{name}: one round trip per iteration");
         group.bench_function(name, |b| b.iter(|| pair.round_trip()));

@@ -327,7 +327,7 @@ impl Endpoint {
         let ending = match result {
             Ok(()) => {
                 if let Some(s) = session {
-                    s.on_send_ok(id);
+                    s.on_send_ok(now, &mut ctx, id);
                 }
                 None
             }

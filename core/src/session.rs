@@ -309,10 +309,13 @@ impl Session {
     // ---------------------------------------------------------------- send results
 
     /// Send `id` went out: a streak of unreachable failures is broken, and a write is no
-    /// longer owed to the connection.
-    pub(crate) fn on_send_ok(&mut self, id: TransmitId) {
+    /// longer owed to the connection (requests held back by the backlog may go now).
+    pub(crate) fn on_send_ok(&mut self, now: Instant, ctx: &mut Ctx<'_>, id: TransmitId) {
         self.unreachable_in_row = 0;
-        self.stream_written(id);
+        if self.reliable() {
+            self.stream_written(id);
+            self.pump(now, ctx);
+        }
     }
 
     // ---------------------------------------------------------------- timers

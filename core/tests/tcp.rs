@@ -875,6 +875,84 @@ fn a_failed_write_ends_the_session() {
 }
 
 #[test]
+fn a_refused_request_to_a_new_peer_asks_for_no_connection() {
+    let config = Config {
+        limits: Limits {
+            max_queued_requests: 0,
+            ..Limits::default()
+        },
+        ..tcp()
+    };
+    let mut ep = Endpoint::new(config, 1).unwrap();
+    let peer = addr(5683);
+    assert_eq!(
+        ep.request(Instant::ZERO, peer, &con_get("x", b"")),
+        Err(Error::QueueFull)
+    );
+    assert_eq!(ep.poll_stream_command(), None);
+    assert_eq!(ep.session_count(), 0);
+}
+
+#[test]
+fn requests_queued_before_the_connection_opened_wait_for_the_write_backlog() {
+    let client = Config {
+        limits: Limits {
+            max_unwritten_bytes: 64,
+            ..Limits::default()
+        },
+        ..tcp()
+    };
+    let mut ep = Endpoint::new(client, 1).unwrap();
+    let peer = addr(5683);
+    let now = Instant::ZERO;
+    for _ in 0..3 {
+        ep.request(now, peer, &con_get("x", &[7; 500])).unwrap();
+    }
+    assert_eq!(ep.poll_stream_command(), Some(StreamCommand::Connect(peer)));
+    ep.handle_connected(now, peer);
+    // Only as much as the limit allows plus one message goes out at once...
+    let first: Vec<_> = std::iter::from_fn(|| ep.poll_transmit()).collect();
+    let bytes: usize = first.iter().map(|t| t.payload.len()).sum();
+    assert!(bytes <= 64 + 520, "{bytes} bytes written at once");
+    // ...and the rest follows as the adapter reports its writes done.
+    let mut total = bytes;
+    let mut pending = first;
+    for _ in 0..10 {
+        for t in pending.drain(..) {
+            ep.handle_send_result(now, t.id, Ok(()));
+        }
+        pending = std::iter::from_fn(|| ep.poll_transmit()).collect();
+        total += pending.iter().map(|t| t.payload.len()).sum::<usize>();
+    }
+    assert!(
+        total >= 3 * 500,
+        "{total} bytes: a queued request never left"
+    );
+}
+
+#[test]
+fn a_full_transmit_queue_never_drops_a_write_from_a_stream() {
+    let config = Config {
+        limits: Limits {
+            max_queued_transmits: 1,
+            ..Limits::default()
+        },
+        ..tcp()
+    };
+    let mut ep = Endpoint::new(config, 1).unwrap();
+    let peer = addr(5683);
+    let now = Instant::ZERO;
+    ep.ping(now, peer).unwrap();
+    ep.handle_connected(now, peer);
+    // The CSM and the Ping, in order: nothing cut out of the stream.
+    let written: Vec<u8> = std::iter::from_fn(|| ep.poll_transmit())
+        .flat_map(|t| t.payload.to_vec())
+        .collect();
+    let codes: Vec<u8> = frames(&written).iter().map(|f| f.0).collect();
+    assert_eq!(codes, vec![CSM, PING]);
+}
+
+#[test]
 fn writes_the_adapter_never_confirms_are_capped() {
     let client = Config {
         limits: Limits {

@@ -251,7 +251,7 @@ impl Endpoint {
         let now = self.advance(now);
         if !self.by_peer.contains_key(&peer) {
             let slot = self.create_local_session(now, peer, None)?;
-            self.after_local_call(slot, true, peer, true);
+            self.after_local_call(now, slot, true, peer, true);
         }
         Ok(())
     }

@@ -94,8 +94,9 @@ impl Endpoint {
         (session, ctx)
     }
 
-    /// A session we open: on a secure endpoint its handshake starts now, checking the
-    /// server's certificate against `server_name` (or else the peer's address).
+    /// A session we open, for an application call to `peer`: a secure endpoint's association
+    /// checks the server's certificate against `server_name` (or else the peer's address).
+    /// Nothing goes out until the call is accepted ([`after_local_call`](Self::after_local_call)).
     pub(super) fn create_local_session(
         &mut self,
         now: Instant,
@@ -109,16 +110,7 @@ impl Endpoint {
             let _ = server_name;
             None
         };
-        let slot = self.create_session(now, peer, Origin::Local, channel)?;
-        if self.config.transport == crate::config::Transport::Tcp {
-            // A secure connection's handshake starts once it is open.
-            self.out
-                .command(crate::outputs::StreamCommand::Connect(peer));
-            return Ok(slot);
-        }
-        #[cfg(feature = "security")]
-        self.start_handshake(now, slot);
-        Ok(slot)
+        self.create_session(now, peer, Origin::Local, channel)
     }
 
     pub(super) fn create_session(
@@ -173,13 +165,21 @@ impl Endpoint {
         let result = session
             .ok_or(Error::UnknownSession)
             .and_then(|s| call(s, &mut ctx));
-        self.after_local_call(slot, fresh, peer, result.is_ok());
+        self.after_local_call(now, slot, fresh, peer, result.is_ok());
         result
     }
 
-    /// A session opened for an application call is announced only if the call succeeded;
-    /// otherwise it is discarded as if never made.
-    pub(super) fn after_local_call(&mut self, slot: u32, fresh: bool, peer: SocketAddr, ok: bool) {
+    /// A session opened for an application call is announced, and its connection or
+    /// handshake started, only if the call succeeded; otherwise it is discarded as if never
+    /// made, and nothing about it went out.
+    pub(super) fn after_local_call(
+        &mut self,
+        now: Instant,
+        slot: u32,
+        fresh: bool,
+        peer: SocketAddr,
+        ok: bool,
+    ) {
         if fresh && !ok {
             // The session may hold a returning peer's memory; keep that, announce nothing.
             if let Some(session) = self.free_slot(slot) {
@@ -189,7 +189,17 @@ impl Endpoint {
         }
         if fresh {
             self.out.event(Event::SessionNew { peer });
+            if self.config.transport == crate::config::Transport::Tcp {
+                // A secure connection's handshake starts once it is open.
+                self.out
+                    .command(crate::outputs::StreamCommand::Connect(peer));
+            } else {
+                #[cfg(feature = "security")]
+                self.start_handshake(now, slot);
+            }
         }
+        #[cfg(not(feature = "security"))]
+        let _ = now;
         self.rearm(slot);
     }
 

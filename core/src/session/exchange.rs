@@ -146,8 +146,16 @@ impl Session {
         if !self.ready() {
             return; // requests wait for the handshake (bounded by max_queued_requests)
         }
+        // Requests and further blocks wait while the adapter has not written what it was
+        // given (`on_send_ok` pumps again).
+        if self.write_backlog(ctx) {
+            return;
+        }
         self.unpark(now, ctx);
         loop {
+            if self.write_backlog(ctx) {
+                return;
+            }
             let outstanding = self.exchanges.iter().filter(|e| e.outstanding()).count();
             if outstanding >= ctx.config.transmission.nstart
                 || self.exchanges.len() >= ctx.config.limits.max_exchanges
