@@ -346,13 +346,84 @@ impl<'a, M: RawMutex, const N: usize> Server<'a, M, N> {
     }
 }
 
+/// What every runner does for the handles: carry out their calls on the engine and route the
+/// engine's events back to them. One per runner, so the UDP and TCP runners behave alike.
+struct Dispatch<'a, M: RawMutex, const N: usize> {
+    channels: &'a CoapChannels<M, N>,
+    pending: BTreeMap<RequestId, Reply<M>>,
+}
+
+impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
+    fn new(channels: &'a CoapChannels<M, N>) -> Self {
+        Dispatch {
+            channels,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    fn command(&mut self, endpoint: &mut Endpoint, command: Command<M>) {
+        let t = now();
+        let (result, reply) = match command {
+            Command::Request(peer, packet, reply) => (endpoint.request(t, peer, &packet), reply),
+            Command::Ping(peer, reply) => (endpoint.ping(t, peer), reply),
+            Command::Respond(id, packet) => {
+                let _ = endpoint.respond(t, id, &packet); // unknown id: nothing to do
+                return;
+            }
+            Command::Open(peer, keepalive) => {
+                if endpoint.open_session(t, peer).is_ok() && keepalive.is_some() {
+                    let _ = endpoint.set_keepalive(t, peer, keepalive);
+                }
+                return;
+            }
+            Command::Close(peer) => {
+                let _ = endpoint.close_session(t, peer); // none: already gone
+                return;
+            }
+        };
+        match result {
+            Ok(id) => {
+                self.pending.insert(id, reply);
+            }
+            Err(e) => reply.signal(Outcome::Failed(RequestError::Rejected(e))),
+        }
+    }
+
+    /// Never waits for the application: a full channel drops a session event, or answers an
+    /// incoming request with 5.03 Service Unavailable.
+    fn event(&mut self, endpoint: &mut Endpoint, event: Event) {
+        let (id, outcome) = match event {
+            Event::Request { id, peer, request } => {
+                let incoming = IncomingRequest { id, peer, request };
+                if self.channels.requests.try_send(incoming).is_err() {
+                    let mut busy = Packet::new();
+                    busy.header.code = MessageClass::Response(ResponseType::ServiceUnavailable);
+                    let _ = endpoint.respond(now(), id, &busy);
+                }
+                return;
+            }
+            Event::Response { id, response, .. } => (id, Outcome::Response(response)),
+            Event::RequestFailed { id, error, .. } | Event::PingFailed { id, error, .. } => {
+                (id, Outcome::Failed(error.into()))
+            }
+            Event::Pong { id, rtt, .. } => (id, Outcome::Pong(rtt)),
+            other => {
+                let _ = self.channels.events.try_send(other); // full: dropped
+                return;
+            }
+        };
+        if let Some(reply) = self.pending.remove(&id) {
+            reply.signal(outcome);
+        }
+    }
+}
+
 /// Owns the [`Endpoint`] and the [`UdpSocket`] and moves everything between them, the clock
 /// and the handles. Run it with [`run`](Self::run).
 pub struct CoapRunner<'a, M: RawMutex, const N: usize> {
     endpoint: Endpoint,
     socket: UdpSocket<'a>,
-    channels: &'a CoapChannels<M, N>,
-    pending: BTreeMap<RequestId, Reply<M>>,
+    dispatch: Dispatch<'a, M, N>,
     /// A transmit waiting for room in the socket's transmit buffer.
     blocked: Option<Transmit>,
     buf: Vec<u8>,
@@ -371,8 +442,7 @@ impl<'a, M: RawMutex, const N: usize> CoapRunner<'a, M, N> {
         CoapRunner {
             endpoint,
             socket,
-            channels,
-            pending: BTreeMap::new(),
+            dispatch: Dispatch::new(channels),
             blocked: None,
             buf,
         }
@@ -402,47 +472,17 @@ impl<'a, M: RawMutex, const N: usize> CoapRunner<'a, M, N> {
                 }
             };
             let recv = self.socket.recv_from(&mut self.buf);
-            match select4(recv, timer, self.channels.commands.receive(), writable).await {
+            let commands = self.dispatch.channels.commands.receive();
+            match select4(recv, timer, commands, writable).await {
                 Either4::First(Ok((n, meta))) => {
                     let peer = to_socket_addr(meta.endpoint);
                     self.endpoint.handle_datagram(now(), peer, &self.buf[..n]);
                 }
                 Either4::First(Err(RecvError::Truncated)) => {} // too big for us: dropped
                 Either4::Second(()) => self.endpoint.handle_timeout(now()),
-                Either4::Third(command) => self.command(command),
+                Either4::Third(command) => self.dispatch.command(&mut self.endpoint, command),
                 Either4::Fourth(()) => {} // retried by drain()
             }
-        }
-    }
-
-    fn command(&mut self, command: Command<M>) {
-        let t = now();
-        let (result, reply) = match command {
-            Command::Request(peer, packet, reply) => {
-                (self.endpoint.request(t, peer, &packet), Some(reply))
-            }
-            Command::Ping(peer, reply) => (self.endpoint.ping(t, peer), Some(reply)),
-            Command::Respond(id, packet) => {
-                let _ = self.endpoint.respond(t, id, &packet); // unknown id: nothing to do
-                return;
-            }
-            Command::Open(peer, keepalive) => {
-                if self.endpoint.open_session(t, peer).is_ok() && keepalive.is_some() {
-                    let _ = self.endpoint.set_keepalive(t, peer, keepalive);
-                }
-                return;
-            }
-            Command::Close(peer) => {
-                let _ = self.endpoint.close_session(t, peer); // none: already gone
-                return;
-            }
-        };
-        match (result, reply) {
-            (Ok(id), Some(reply)) => {
-                self.pending.insert(id, reply);
-            }
-            (Err(e), Some(reply)) => reply.signal(Outcome::Failed(RequestError::Rejected(e))),
-            _ => {}
         }
     }
 
@@ -462,7 +502,7 @@ impl<'a, M: RawMutex, const N: usize> CoapRunner<'a, M, N> {
             let mut any = false;
             while let Some(event) = self.endpoint.poll_event() {
                 any = true;
-                self.event(event);
+                self.dispatch.event(&mut self.endpoint, event);
             }
             if !any && (self.blocked.is_some() || !self.endpoint.has_transmits()) {
                 return;
@@ -491,32 +531,6 @@ impl<'a, M: RawMutex, const N: usize> CoapRunner<'a, M, N> {
                 self.blocked = Some(t);
                 false
             }
-        }
-    }
-
-    fn event(&mut self, event: Event) {
-        let (id, outcome) = match event {
-            Event::Request { id, peer, request } => {
-                let incoming = IncomingRequest { id, peer, request };
-                if self.channels.requests.try_send(incoming).is_err() {
-                    let mut busy = Packet::new();
-                    busy.header.code = MessageClass::Response(ResponseType::ServiceUnavailable);
-                    let _ = self.endpoint.respond(now(), id, &busy);
-                }
-                return;
-            }
-            Event::Response { id, response, .. } => (id, Outcome::Response(response)),
-            Event::RequestFailed { id, error, .. } | Event::PingFailed { id, error, .. } => {
-                (id, Outcome::Failed(error.into()))
-            }
-            Event::Pong { id, rtt, .. } => (id, Outcome::Pong(rtt)),
-            other => {
-                let _ = self.channels.events.try_send(other); // full: dropped
-                return;
-            }
-        };
-        if let Some(reply) = self.pending.remove(&id) {
-            reply.signal(outcome);
         }
     }
 }
