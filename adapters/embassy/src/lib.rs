@@ -5,7 +5,8 @@
 //!
 //! An async CoAP client and server for [embassy](https://embassy.dev): the sans-IO
 //! [`coap_engine::Endpoint`] driven over an `embassy-net` [`UdpSocket`] with `embassy-time`
-//! timers. `#![no_std]` + `alloc`, no `unsafe`.
+//! timers, or over `TcpSocket`s for CoAP over TCP (RFC 8323, feature `tcp`, see the `tcp`
+//! module). `#![no_std]` + `alloc`, no `unsafe`.
 //!
 //! Three pieces share one [`CoapChannels`] (place it in a `static` or a `StaticCell`):
 //!
@@ -15,7 +16,8 @@
 //!   one [`Timer`] for the engine's deadline and the command channel, and after every input
 //!   drains the engine (transmits, then events) as `coap-engine` requires. It never blocks on
 //!   the application: a full channel drops a session event, or answers an incoming request
-//!   with 5.03 Service Unavailable.
+//!   with 5.03 Service Unavailable. With feature `tcp`, `tcp::TcpRunner` takes its place
+//!   for a CoAP-over-TCP endpoint and serves the same handles.
 //! - [`Client`]: [`Client::request`] sends a request and resolves to the response or a typed
 //!   [`RequestError`] (timeout, reset, keepalive/session failure, send failure, ...);
 //!   [`Client::ping`], [`Client::open_session`] (with a per-session keepalive),
@@ -33,8 +35,9 @@
 //!
 //! ## Security
 //!
-//! This adapter runs plain CoAP (`coap://`) only. The engine's DTLS (its `dtls` feature) is
-//! built on dimpl, which needs `std`, so it is not available on `no_std` targets. What the
+//! This adapter runs plain CoAP (`coap://`, and `coap+tcp://` with feature `tcp`) only. The
+//! engine's DTLS (its `dtls` feature) is built on dimpl, and its TLS (its `tls` feature, for
+//! `coaps+tcp://`) on rustls; both need `std`, so neither is available on `no_std` targets. What the
 //! engine does offer on `no_std` is its security seam: [`coap_engine::security::SecurityLayer`]
 //! and [`coap_engine::security::SecureChannel`] are always compiled, and an embedded DTLS
 //! implementation of them, put in [`Config::security`](coap_engine::Config::security), turns
@@ -98,6 +101,11 @@ use embassy_sync::signal::Signal;
 use embassy_time::Timer;
 
 pub use coap_engine;
+
+#[cfg(feature = "tcp")]
+pub mod tcp;
+#[cfg(feature = "tcp")]
+pub use tcp::TcpRunner;
 
 /// The current time as the engine counts it: microseconds since embassy-time's epoch (boot).
 pub fn now() -> coap_engine::Instant {
@@ -278,7 +286,8 @@ impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
         }
     }
 
-    /// Sends a CoAP ping (Empty CON) to `peer`; resolves to the round-trip time.
+    /// Sends a CoAP ping to `peer` (an Empty CON, answered by Reset; over TCP a 7.02 Ping,
+    /// answered by 7.03 Pong); resolves to the round-trip time.
     pub async fn ping(&self, peer: SocketAddr) -> Result<Duration, RequestError> {
         match self.call(|r| Command::Ping(peer, r)).await {
             Outcome::Pong(rtt) => Ok(rtt),
@@ -287,8 +296,9 @@ impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
         }
     }
 
-    /// Opens a session with `peer` (without sending anything) and sets its keepalive
-    /// (`None`: the `Config`'s). With a keepalive, a silent peer ends in
+    /// Opens a session with `peer` (over UDP without sending anything; over TCP by opening
+    /// the connection) and sets its keepalive (`None`: the `Config`'s). With a keepalive, a
+    /// silent peer ends in
     /// [`Event::SessionFailed`] on [`next_event`](Self::next_event) within
     /// `interval + timeout`.
     pub async fn open_session(&self, peer: SocketAddr, keepalive: Option<Keepalive>) {
@@ -304,7 +314,8 @@ impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
     }
 
     /// The next session event: [`Event::SessionNew`], [`Event::SessionEstablished`],
-    /// [`Event::SessionFailed`], [`Event::SessionClosed`] or [`Event::SendFailed`]. The runner
+    /// [`Event::SessionFailed`], [`Event::SessionClosed`], [`Event::SendFailed`] (or, over
+    /// TCP, [`Event::Released`] when the peer releases the connection). The runner
     /// drops events while the channel is full, so read them if you care about them.
     pub async fn next_event(&self) -> Event {
         self.channels.events.receive().await
