@@ -37,11 +37,12 @@
 //!
 //! This adapter runs plain CoAP (`coap://`, and `coap+tcp://` with feature `tcp`) only. The
 //! engine's DTLS (its `dtls` feature) is built on dimpl, and its TLS (its `tls` feature, for
-//! `coaps+tcp://`) on rustls; both need `std`, so neither is available on `no_std` targets. What the
-//! engine does offer on `no_std` is its security seam: [`coap_engine::security::SecurityLayer`]
-//! and [`coap_engine::security::SecureChannel`] are always compiled, and an embedded DTLS
-//! implementation of them, put in [`Config::security`](coap_engine::Config::security), turns
-//! an endpoint into a `coaps://` one without changes to the engine. Such a layer will need
+//! `coaps+tcp://`) on rustls; both need `std`, so neither is available on `no_std` targets.
+//! What the engine does offer on `no_std` is its security seam:
+//! [`coap_engine::security::SecurityLayer`] and [`coap_engine::security::SecureChannel`] are
+//! always compiled, and an embedded DTLS (or TLS) implementation of them, put in
+//! `Config::security` (the engine's `security` feature), turns an endpoint into a `coaps://`
+//! (or `coaps+tcp://`) one without changes to the engine. Such a layer will need
 //! [`Endpoint::set_unix_time`] from the application (an RTC or SNTP; embassy has no wall
 //! clock) before certificates can be checked, though not for pre-shared keys; and this
 //! runner receives into a buffer of
