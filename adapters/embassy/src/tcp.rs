@@ -59,6 +59,19 @@
 //!   once the peer closed its side too, or after [`CLOSE_TIMEOUT`] whatever happens (then it
 //!   is aborted). What the peer still sends meanwhile is read and dropped.
 //!
+//! ## Limits to set on a microcontroller
+//!
+//! - [`Limits::max_sessions`](coap_engine::Limits::max_sessions): at most the number of
+//!   sockets; a session beyond cannot get a connection.
+//! - [`Limits::max_unwritten_bytes`](coap_engine::Limits::max_unwritten_bytes): what may wait
+//!   for room in a socket, per connection (see Writes above).
+//! - [`Limits::max_queued_transmits`](coap_engine::Limits::max_queued_transmits): when one
+//!   input makes the engine queue more messages than this, it drops the oldest, which on a
+//!   stream is a message lost for good (nothing is retransmitted over TCP). The runner drains
+//!   the engine after every read, but one read of [`READ_BUFFER_SIZE`] bytes may hold
+//!   `READ_BUFFER_SIZE / 2` two-byte Pings, each answered with a Pong: keep the limit above
+//!   that (e.g. 264), which costs memory only when it is used.
+//!
 //! ## Failures, as the engine hears them
 //!
 //! | What embassy-net said | Input to the engine | The session fails with |
