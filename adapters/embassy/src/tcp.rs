@@ -541,14 +541,18 @@ impl<'a, M: RawMutex, const N: usize> TcpRunner<'a, M, N> {
         if let Some(i) = self.slots.iter().position(|s| s.peer() == Some(peer)) {
             self.abort(i);
         }
-        let free = |phase: Phase| self.slots.iter().position(|s| s.phase == phase);
-        let closing = self
-            .slots
+        // A free socket, else one listening (not one in the middle of a handshake), else one
+        // closing: the new connection is worth more than a clean end of the old one.
+        let idle = |s: &Slot<'_>| s.phase == Phase::Idle;
+        let listening =
+            |s: &Slot<'_>| s.phase == Phase::Listening && s.socket.state() == State::Listen;
+        let closing = |s: &Slot<'_>| matches!(s.phase, Phase::Closing { .. });
+        let slots = &self.slots;
+        let Some(i) = slots
             .iter()
-            .position(|s| matches!(s.phase, Phase::Closing { .. }));
-        let Some(i) = free(Phase::Idle)
-            .or_else(|| free(Phase::Listening))
-            .or(closing)
+            .position(idle)
+            .or_else(|| slots.iter().position(listening))
+            .or_else(|| slots.iter().position(closing))
         else {
             let failed = Input::ConnectFailed(peer, SendErrorKind::Other);
             self.inputs.push_back(failed);

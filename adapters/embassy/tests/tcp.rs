@@ -575,3 +575,35 @@ fn runner_refuses_what_it_cannot_run() {
     assert_eq!(runner.listen(0), Err(TcpRunnerError::InvalidPort));
     assert_eq!(runner.listen(5683), Ok(()));
 }
+
+#[test]
+fn a_connect_finding_no_free_socket_fails_at_once() {
+    let link = Link::new();
+    let (stack_c, stack_s, mut tasks) = stacks(&link);
+    let (client, runner) = tcp_client(stack_c, tcp(Limits::default()), |_| {});
+    tasks.push(runner);
+    tasks.extend(tcp_server(stack_s));
+    run_virtual(
+        embassy_time::Duration::from_secs(60),
+        async {
+            assert_eq!(
+                client.request(SERVER, get("hello")).await.unwrap().payload,
+                b"world"
+            );
+            // The client's one socket carries the session with SERVER: another peer gets none.
+            let other = SocketAddr::new(IpAddr::V4(SERVER_IP), 5684);
+            let start = now();
+            let result = client.request(other, get("hello")).await;
+            let no_socket =
+                connection_failed(ConnectionFailure::ConnectFailed(SendErrorKind::Other));
+            assert_eq!(result, Err(RequestError::SessionFailed(no_socket)));
+            assert_eq!(now(), start);
+            // The open session is untouched.
+            assert_eq!(
+                client.request(SERVER, get("hello")).await.unwrap().payload,
+                b"world"
+            );
+        },
+        tasks,
+    );
+}
