@@ -23,12 +23,13 @@
 //!   connection listens on the port (embassy-net has no listener: each socket accepts one
 //!   connection), and every connection accepted is offered to the engine, which refuses it
 //!   beyond `max_sessions`; a refused one is closed at once. A client connect takes a
-//!   listening socket when no other is free.
+//!   listening socket (not one in the middle of a handshake) when none is idle.
 //! - **Not supported**: CoAP over TLS (`coaps+tcp://`). The engine's TLS layer (its `tls`
 //!   feature) is built on rustls and needs `std`, so it is not available on `no_std` targets;
 //!   as for DTLS (see the crate's Security section), an embedded TLS implementation of
 //!   [`coap_engine::security::SecurityLayer`] in `Config::security` (the engine's
-//!   `security` feature) would work with this runner unchanged. Name resolution is not done either: peers are socket addresses.
+//!   `security` feature) would work with this runner unchanged. Name resolution is not done
+//!   either: peers are socket addresses.
 //!
 //! ## Writes, reads and timers
 //!
