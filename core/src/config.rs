@@ -165,7 +165,8 @@ pub struct Limits {
     pub max_handshakes: usize,
     /// Bytes written to one connection (CoAP over TCP) that the adapter has not yet reported
     /// done ([`Endpoint::handle_send_result`](crate::Endpoint::handle_send_result) with `Ok`,
-    /// which stream adapters must report). Beyond it, application calls for that peer
+    /// which stream adapters must report), each write counting 64 bytes more for its
+    /// bookkeeping (so that many tiny writes are bounded too). Beyond it, application calls for that peer
     /// (requests, answers, pings, deregistrations) are refused with
     /// [`Error::QueueFull`](crate::Error::QueueFull), notifications are skipped, queued
     /// requests and further blocks wait, and the peer's Pings go unanswered, until the adapter

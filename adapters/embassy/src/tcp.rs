@@ -66,12 +66,9 @@
 //!   sockets; a session beyond cannot get a connection.
 //! - [`Limits::max_unwritten_bytes`](coap_engine::Limits::max_unwritten_bytes): what may wait
 //!   for room in a socket, per connection (see Writes above).
-//! - [`Limits::max_queued_transmits`](coap_engine::Limits::max_queued_transmits): when one
-//!   input makes the engine queue more messages than this, it drops the oldest, which on a
-//!   stream is a message lost for good (nothing is retransmitted over TCP). The runner drains
-//!   the engine after every read, but one read of [`READ_BUFFER_SIZE`] bytes may hold
-//!   `READ_BUFFER_SIZE / 2` two-byte Pings, each answered with a Pong: keep the limit above
-//!   that (e.g. 264), which costs memory only when it is used.
+//!   Each write counts 64 bytes more than its size, so this also bounds how many small
+//!   writes (Pongs to a flood of Pings) can wait. (`Limits::max_queued_transmits` does not
+//!   apply to a stream endpoint: a stream drops no write.)
 //!
 //! ## Failures, as the engine hears them
 //!

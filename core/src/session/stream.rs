@@ -36,6 +36,10 @@ const ALTERNATIVE_ADDRESS: u16 = 2;
 const HOLD_OFF: u16 = 4;
 const BAD_CSM_OPTION: u16 = 2;
 
+/// What one write counts for in `Limits::max_unwritten_bytes` besides its bytes: roughly its
+/// transmit, record and buffer headers.
+pub(crate) const WRITE_COST: usize = 64;
+
 /// What the peer may send until its CSM says otherwise (RFC 8323 §5.3.1).
 pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: usize = 1152;
 
@@ -173,7 +177,9 @@ impl Session {
             session: Some(self.key),
             message_id: None,
         };
-        let len = frame.len();
+        // A write costs its bytes and the bookkeeping that comes with it here and in the
+        // adapter, so that many tiny writes (Pongs) are bounded as surely as a few large ones.
+        let len = frame.len() + WRITE_COST;
         #[cfg(feature = "security")]
         let id = if self.is_secure() {
             self.seal(ctx, record, &frame)

@@ -170,12 +170,8 @@ fn config() -> Config {
             max_pending_requests: 4,
             max_dedup_entries: 16,
             max_remembered_peers: 4,
-            #[cfg(not(feature = "tcp"))]
+            // (Not applied to a TCP endpoint, whose writes `max_unwritten_bytes` bounds.)
             max_queued_transmits: 8,
-            // A stream cannot lose a message to a full queue: one read of the TCP runner
-            // (512 bytes) may hold 256 two-byte Pings, each answered at once.
-            #[cfg(feature = "tcp")]
-            max_queued_transmits: 264,
             tracked_transmits: 8,
             max_observers: 2,
             max_block_transfers: 1,
