@@ -314,15 +314,7 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
             }
             'b' => r.block = Some(parse_block(&value)?),
             'r' => reliable = true,
-            'X' => {
-                r.max_message_size = value.trim().parse().ok().filter(|x| *x >= 64).ok_or_else(
-                    || {
-                        format!(
-                            "-X needs a message size from 64 to 4294967295 bytes, not {value:?}"
-                        )
-                    },
-                )?
-            }
+            'X' => r.max_message_size = cli::max_message_size(&value)?,
             'h' => {
                 return Err(format!(
                     "-h {value}: libcoap's match_hint_file is not supported (use -u and -k)"

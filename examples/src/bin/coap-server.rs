@@ -379,20 +379,7 @@ fn main() {
                 }
                 'e' => echo = true,
                 'N' => confirmable = false,
-                'X' => {
-                    max_message_size =
-                        value
-                            .trim()
-                            .parse()
-                            .ok()
-                            .filter(|x| *x >= 64)
-                            .ok_or_else(|| {
-                                format!(
-                                    "-X needs a message size from 64 to 4294967295 bytes, not \
-                                 {value:?}"
-                                )
-                            })?
-                }
+                'X' => max_message_size = cli::max_message_size(&value)?,
                 'l' => loss = Some(cli::Selector::parse('l', &value)?),
                 'Z' => fail = Some(cli::Selector::parse('Z', &value)?),
                 'k' | 'h' | 'i' | 'c' | 'j' | 'C' | 'R' | 'n' => dtls.set(flag, value)?,
