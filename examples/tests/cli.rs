@@ -1408,6 +1408,25 @@ fn keepalive_over_tcp_pings_a_quiet_server_and_detects_a_frozen_one() {
 }
 
 #[test]
+fn a_server_killed_mid_observation_over_tcp_is_one_line_and_status_3() {
+    let mut s = start(SERVER, &[]);
+    let observer = spawn_client(&["-s", "60", "-w", &tcp(&s, "time")]);
+    std::thread::sleep(Duration::from_millis(2500));
+    // Its kernel closes the connection: the observation ends at once, not at -B.
+    let _ = s.child.kill();
+    let (out, took) = finish(observer, Duration::from_secs(30));
+    assert_status(&out, 3);
+    // A FIN, or a reset if a notification was still unread.
+    assert_one_line(&out, &["during the observation"]);
+    assert!(
+        text(&out.stdout).lines().count() >= 2,
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+#[test]
 fn our_server_ends_a_frozen_tcp_observer_with_keepalive() {
     let (log_path, log) = log_file("tcp-keepalive.log");
     let s = start_logging(SERVER, &["-K", "1", "-v", "6"], Some(&log));

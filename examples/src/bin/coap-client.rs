@@ -878,10 +878,15 @@ impl Client {
                         format!("{layer} with {peer}: {e}{}", self.hint(e))
                     }
                     ExchangeError::SessionFailed(FailureReason::Connection(c)) => {
-                        connection_failure(peer, c)
+                        connection_failure(peer, c, self.notifications > 0)
                     }
                     ExchangeError::SessionClosed if self.released => {
-                        format!("{peer} released the connection (7.04 Release) before answering")
+                        let when = if self.notifications > 0 {
+                            "during the observation"
+                        } else {
+                            "before answering"
+                        };
+                        format!("{peer} released the connection (7.04 Release) {when}")
                     }
                     other => format!("request failed: {other}"),
                 };
@@ -959,15 +964,21 @@ impl Client {
     }
 }
 
-/// One line for a connection that failed: refused, reset, closed, aborted.
-fn connection_failure(peer: SocketAddr, failure: ConnectionFailure) -> String {
+/// One line for a connection that failed: refused, reset, closed, aborted. `observing`:
+/// notifications came before it did.
+fn connection_failure(peer: SocketAddr, failure: ConnectionFailure, observing: bool) -> String {
+    let when = if observing {
+        "during the observation"
+    } else {
+        "before answering"
+    };
     match failure {
         ConnectionFailure::ConnectFailed(SendErrorKind::Refused) => {
             format!("connection refused by {peer} (nothing listens on that port?)")
         }
         ConnectionFailure::ConnectFailed(kind) => format!("cannot connect to {peer}: {kind}"),
-        ConnectionFailure::Reset => format!("connection reset by {peer}"),
-        ConnectionFailure::Closed => format!("{peer} closed the connection before answering"),
+        ConnectionFailure::Reset => format!("connection reset by {peer} {when}"),
+        ConnectionFailure::Closed => format!("{peer} closed the connection {when}"),
         other => format!("connection to {peer}: {other}"),
     }
 }
