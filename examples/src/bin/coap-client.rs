@@ -40,13 +40,15 @@
 //! Capabilities and Settings Message's Max-Message-Size, 64 to 4294967295; libcoap's
 //! default 8388864); messages we send are bounded by it and by the server's own. A body
 //! larger than what the server accepts in one message goes block-wise (BERT where both
-//! sides allow it); a body reassembled from blocks may be as large as a message may be by
-//! default (8388864 bytes, or `-X` if larger), where UDP's bodies stop at 64 KiB. Flags about datagrams mean nothing on a stream, as in libcoap: `-N` has no
-//! effect (RFC 8323 has no message types) and `-l` drops nothing (libcoap's `-l` only
-//! applies to datagrams; at `-v 4` we say so); `-Z`, ours, is refused over TCP. `-K` pings
-//! with 7.02 Ping. A connection refused, reset or closed by the server, or one that does
-//! not open within `-B`, ends with one line and exit status 3, as a refused certificate
-//! does.
+//! sides allow it), whatever `-b` says: on a stream a message is bounded by its size, not
+//! cut at the block size, so `-b` only asks for response blocks of its size. A body
+//! reassembled from blocks may be as large as a message may be by default (8388864 bytes,
+//! or `-X` if larger), where UDP's bodies stop at 64 KiB. Flags about datagrams mean
+//! nothing on a stream, as in libcoap: `-N` has no effect (RFC 8323 has no message types)
+//! and `-l` drops nothing (libcoap's `-l` only applies to datagrams; at `-v 4` we say so);
+//! `-Z`, ours, is refused over TCP. `-K` pings with 7.02 Ping. A connection refused, reset
+//! or closed by the server, or one that does not open within `-B`, ends with one line and
+//! exit status 3, as a refused certificate does.
 //!
 //! `-s seconds` observes the resource (RFC 7641), as libcoap's `-s` does: the GET goes out
 //! with Observe = 0 and every notification's payload is written as it arrives (one after
@@ -110,6 +112,7 @@ Usage: coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type]
 			message types)
 	-b [num,]size	Block size (16, 32, ... 1024) for request bodies and, asked for from
 			the first request on, responses; with num > 0 get only block num
+			(over TCP a request body goes whole when the server takes it)
 	-T token	Token: text, or hex with a 0x prefix (up to 8 bytes)
 	-O num,text	Add option num with text (hex if it starts with 0x); repeatable
 	-K seconds	Keepalive: ping after this much silence (7.02 Ping over TCP), fail
