@@ -325,8 +325,12 @@ fn alert_name(code: u8) -> &'static str {
         80 => "internal_error",
         90 => "user_canceled",
         100 => "no_renegotiation",
+        109 => "missing_extension",
         110 => "unsupported_extension",
+        112 => "unrecognized_name",
         115 => "unknown_psk_identity",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
         _ => "unknown alert",
     }
 }
