@@ -1,8 +1,8 @@
-//! TCP_01–07 (CoAP over TCP, RFC 8323) against libcoap 4.3.1's OpenSSL
+//! TCP_01–07 and TLS_01 (CoAP over TCP and TLS, RFC 8323) against libcoap 4.3.1's OpenSSL
 //! build, in both directions: our `coap-client` → `coap-server-openssl` (rows
 //! "ours → coap-server-openssl") and `coap-client-openssl` → our `coap-server` (rows
-//! "coap-client-openssl → ours"). libcoap's server listens for `coap+tcp://` on `-p`, and
-//! so does ours.
+//! "coap-client-openssl → ours"). libcoap's server listens for `coap+tcp://` on `-p` and,
+//! with a certificate, for `coaps+tcp://` on `-p` + 1; so does ours.
 //!
 //! Every exchange passes a recording TCP relay ([`wire::TcpRelay`]), whose byte streams are
 //! cut into frames with the engine's public `Deframer`, so the cases check the signalling on
@@ -17,11 +17,12 @@ use std::time::{Duration, Instant};
 
 use coap_engine_conformance::{libcoap, ours, run, Background, Ready, Run, Server};
 
+use crate::dtls::pki;
 use crate::{Case, Dir, Tls, CLIENT_LIMIT};
 
 mod wire;
 
-use wire::{csm, encode, End, FakeServer, Frame, Raw, TcpRelay};
+use wire::{csm, encode, server_hello, tls_records, End, FakeServer, Frame, Raw, TcpRelay};
 
 const OPENSSL: Tls = Tls::OpenSsl;
 
@@ -34,6 +35,9 @@ const CUSTODY: u16 = 2;
 const OBSERVE: u16 = 6;
 const BLOCK2: u16 = 23;
 const BLOCK1: u16 = 27;
+
+/// How `/` begins on both servers.
+const ROOT_TEXT: &str = "This is a test server";
 
 /// Bound on anything a peer is expected to do at once (close, answer), on a loaded machine.
 const PROMPT: Duration = Duration::from_secs(5);
@@ -78,6 +82,14 @@ fn tcp_server(program: &std::path::Path, args: &[&str]) -> Server {
     s
 }
 
+/// A server with a certificate: `coaps+tcp://` on port + 1.
+fn tls_server(program: &std::path::Path, args: &[&str]) -> Server {
+    let s = Server::start_dtls(program, args);
+    wait_listening(&s, s.port);
+    wait_listening(&s, s.port + 1);
+    s
+}
+
 fn libcoap_server(args: &[&str]) -> Server {
     tcp_server(&libcoap(OPENSSL.server()), args)
 }
@@ -88,6 +100,10 @@ fn our_server(args: &[&str]) -> Server {
 
 fn tcp_addr(s: &Server) -> SocketAddr {
     s.addr()
+}
+
+fn tls_addr(s: &Server) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], s.port + 1))
 }
 
 fn our_client(args: &[&str]) -> Run {
@@ -1077,6 +1093,104 @@ fn malformed_libcoap_client() -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
+// TLS_01: coaps+tcp with certificates
+
+/// TLS on the wire: a ClientHello first, handshake records back, application data both
+/// ways, none of `clear` in either direction.
+#[track_caller]
+fn check_tls(relay: &TcpRelay, clear: &[&str], c: &str) -> String {
+    let mut counts = Vec::new();
+    for conn in 0..relay.connections() {
+        let up = relay.bytes(conn, true);
+        let down = relay.bytes(conn, false);
+        assert!(
+            up.len() > 5 && up[0] == 22 && up[5] == 1,
+            "connection {conn} does not start with a TLS ClientHello\n{c}"
+        );
+        assert!(down.first() == Some(&22), "no TLS handshake back\n{c}");
+        for (bytes, who) in [(&up, "client"), (&down, "server")] {
+            let n = tls_records(bytes).iter().filter(|(t, _)| *t == 23).count();
+            assert!(n > 0, "no application data from the {who}\n{c}");
+            counts.push(n);
+        }
+        for text in clear {
+            assert!(
+                text.len() >= 12,
+                "{text:?} is too short to search ciphertext for"
+            );
+            for bytes in [&up, &down] {
+                assert!(
+                    !bytes.windows(text.len()).any(|w| w == text.as_bytes()),
+                    "{text:?} crossed the relay in the clear\n{c}"
+                );
+            }
+        }
+    }
+    let (version, suite) = server_hello(&relay.bytes(0, false))
+        .unwrap_or_else(|| panic!("no readable ServerHello\n{c}"));
+    let version = match version {
+        0x0304 => "TLS 1.3".to_string(),
+        0x0303 => "TLS 1.2".to_string(),
+        v => format!("version {v:#06x}"),
+    };
+    let suite = match suite {
+        0x1301 => "TLS_AES_128_GCM_SHA256".to_string(),
+        0x1302 => "TLS_AES_256_GCM_SHA384".to_string(),
+        0x1303 => "TLS_CHACHA20_POLY1305_SHA256".to_string(),
+        s => format!("{s:#06x}"),
+    };
+    format!(
+        "{} TLS connection(s), {version}, {suite}, each a ClientHello, then \
+         application-data records both ways ({counts:?}); no payload in the clear",
+        relay.connections()
+    )
+}
+
+fn tls(ours_client: bool) -> String {
+    let (cert, key, ca) = (pki("server.pem"), pki("server.key"), pki("ca.pem"));
+    let (mine, my_key) = (pki("client.pem"), pki("client.key"));
+    let server_args = ["-c", &cert, "-j", &key, "-C", &ca, "-d", "10"];
+    let server = if ours_client {
+        tls_server(&libcoap(OPENSSL.server()), &server_args)
+    } else {
+        tls_server(&ours("coap-server"), &server_args)
+    };
+    let relay = TcpRelay::new(tls_addr(&server));
+    let creds = [
+        "-c",
+        mine.as_str(),
+        "-j",
+        my_key.as_str(),
+        "-C",
+        ca.as_str(),
+    ];
+    let client = |args: &[&str]| {
+        let a = [&creds[..], args].concat();
+        if ours_client {
+            our_client(&a)
+        } else {
+            libcoap_client(&a)
+        }
+    };
+    let secret = "coaps+tcp conformance payload, never in the clear";
+    let r = client(&["-m", "put", "-e", secret, &relay.uri("coaps+tcp", "secret")]);
+    r.expect_code(0);
+    let r = client(&[&relay.uri("coaps+tcp", "secret")]);
+    r.expect_code(0);
+    assert!(r.stdout.contains(secret), "{}", r.describe());
+    let r = client(&[&relay.uri("coaps+tcp", "")]);
+    r.expect_code(0);
+    assert!(r.stdout.contains(ROOT_TEXT), "{}", r.describe());
+    relay.wait_closed(false, PROMPT);
+    let c = format!("{}\n--- wire\n{}", r.describe(), relay.tls_trace());
+    let checked = check_tls(&relay, &[secret, ROOT_TEXT], &c);
+    format!(
+        "certificates both ways (server -C asks for the client's): PUT, GET of it, GET / over \
+         coaps+tcp, exit 0; {checked}"
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
 // Rows
 
 pub fn cases() -> Vec<Case> {
@@ -1215,6 +1329,20 @@ pub fn cases() -> Vec<Case> {
             "malformed to coap-client-openssl: a fake server (the test) sends no CSM / token length 15; what it does",
             malformed_libcoap_client,
             true,
+        ),
+        case(
+            "TLS_01",
+            ours,
+            "coaps+tcp with certificates both ways: PUT/GET exit 0, TLS records on the wire, no payload in the clear",
+            || tls(true),
+            false,
+        ),
+        case(
+            "TLS_01",
+            theirs,
+            "coaps+tcp with certificates both ways: PUT/GET exit 0, TLS records on the wire, no payload in the clear",
+            || tls(false),
+            false,
         ),
     ]
 }

@@ -1,7 +1,7 @@
 //! The wire of CoAP over TCP (RFC 8323) as the tests see it: a recording TCP relay between a
 //! client and a server, frames cut from each direction's bytes with the engine's public
 //! [`Deframer`], a raw peer that writes chosen bytes (the malformed or signalling peer the
-//! tools cannot play),.
+//! tools cannot play), and a reader of TLS records for `coaps+tcp://`.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -357,6 +357,15 @@ impl TcpRelay {
         }
     }
 
+    /// The bytes of one direction of a connection, as read.
+    pub fn bytes(&self, conn: usize, to_server: bool) -> Vec<u8> {
+        self.chunks()
+            .iter()
+            .filter(|c| c.conn == conn && c.to_server == to_server)
+            .flat_map(|c| c.bytes.clone())
+            .collect()
+    }
+
     /// The frames of one direction of a connection, and the framing error that stopped the
     /// cutting, if any.
     pub fn frames(&self, conn: usize, to_server: bool) -> (Vec<Frame>, Option<String>) {
@@ -406,6 +415,26 @@ impl TcpRelay {
             for (at, l) in lines {
                 let t = at.saturating_duration_since(start).as_secs_f64();
                 out.push_str(&format!("{t:8.3}s {l}\n"));
+            }
+        }
+        out
+    }
+
+    /// [`TcpRelay::trace`] for TLS: the records of each direction.
+    pub fn tls_trace(&self) -> String {
+        let mut out = String::new();
+        for conn in 0..self.connections() {
+            for to_server in [true, false] {
+                let dir = if to_server { "C->S" } else { "S->C" };
+                let records: Vec<String> = tls_records(&self.bytes(conn, to_server))
+                    .iter()
+                    .map(|(t, l)| format!("{t}({l})"))
+                    .collect();
+                out.push_str(&format!(
+                    "connection {conn} {dir}: {} {:?}\n",
+                    records.join(" "),
+                    self.end(conn, to_server).map(|(_, e)| e)
+                ));
             }
         }
         out
@@ -466,6 +495,45 @@ fn copy(
             }
         }
     }
+}
+
+/// TLS records of a byte stream: (content type, length).
+pub fn tls_records(mut b: &[u8]) -> Vec<(u8, usize)> {
+    let mut out = Vec::new();
+    while b.len() >= 5 {
+        let len = usize::from(u16::from_be_bytes([b[3], b[4]]));
+        out.push((b[0], len));
+        if b.len() < 5 + len {
+            break;
+        }
+        b = &b[5 + len..];
+    }
+    out
+}
+
+/// The (TLS version, cipher suite) a server's first flight chose: from its ServerHello, the
+/// supported_versions extension (RFC 8446 §4.2.1) if there, else the legacy version.
+pub fn server_hello(bytes: &[u8]) -> Option<(u16, u16)> {
+    let be = |b: &[u8], at: usize| Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]));
+    if *bytes.first()? != 22 || *bytes.get(5)? != 2 {
+        return None;
+    }
+    let hello = bytes.get(9..)?; // record header (5), handshake type and length (4)
+    let legacy = be(hello, 0)?;
+    let sid = usize::from(*hello.get(34)?);
+    let suite = be(hello, 35 + sid)?;
+    let mut at = 35 + sid + 3;
+    let end = at + 2 + usize::from(be(hello, at)?);
+    at += 2;
+    let mut version = legacy;
+    while at + 4 <= end {
+        let (ty, len) = (be(hello, at)?, usize::from(be(hello, at + 2)?));
+        if ty == 43 && len == 2 {
+            version = be(hello, at + 4)?;
+        }
+        at += 4 + len;
+    }
+    Some((version, suite))
 }
 
 // ---------------------------------------------------------------------------------------------
