@@ -981,6 +981,12 @@ fn malformed_to_libcoap() -> String {
         .into_iter()
         .map(|(name, raw, secs)| {
             let (frames, err) = raw.frames();
+            // The scenario ran: libcoap's server took the connection and sent its CSM.
+            assert!(
+                frames.first().is_some_and(|f| f.is("7.01")),
+                "{name}: no CSM from coap-server-openssl\n{}",
+                raw.trace()
+            );
             let codes: Vec<String> = frames.iter().map(Frame::code).collect();
             let abort = abort_of(&raw).map_or(String::new(), |a| {
                 format!(" (Abort {:?})", String::from_utf8_lossy(&a.payload))
