@@ -1077,3 +1077,34 @@ fn an_application_ping_gets_a_pong() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn keepalive_goes_on_when_pongs_carry_no_token() {
+    // libcoap 4.3.1 answers every Ping with a Pong whose token is empty (RFC 8323 §5.4 asks
+    // for the Ping's token). The peer is alive all the same: the probe must not stay
+    // outstanding for good, or no Ping would ever go again and the session would fail
+    // `interval + timeout` after that first Pong although every Ping would be answered.
+    let mut h = Hand::server(with_keepalive());
+    h.take();
+    h.feed(&csm(1152));
+    let mut pings = 0;
+    for second in 1..=20u64 {
+        h.now = Instant::ZERO + Duration::from_secs(second);
+        h.ep.handle_timeout(h.now);
+        h.drain();
+        for f in h.take() {
+            if f.0 == PING {
+                pings += 1;
+                h.feed(&frame(PONG, &[], &[(2, &[])], &[]));
+            }
+        }
+    }
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| matches!(e, Event::SessionFailed { .. })),
+        "{:?}",
+        h.events
+    );
+    assert!(pings >= 9, "{pings} Pings in 20 s with a 2 s interval");
+}

@@ -381,6 +381,13 @@ impl Session {
             return Some(self.abort(ctx, None, "the first message was not a CSM"));
         }
         self.heard(now, ctx);
+        // Anything heard answers a keepalive probe: the peer is alive. A probe left waiting
+        // for a Pong with its token would block every later probe for good, and a peer that
+        // answers with another token (libcoap 4.3.1's Pongs have an empty one) would then
+        // see its session fail `interval + timeout` after the first Pong.
+        if let Some(s) = self.stream_mut() {
+            s.pings.retain(|p| p.id.is_some());
+        }
         if msg.header.code_class() == 7 {
             return self.on_signal(now, ctx, msg);
         }
