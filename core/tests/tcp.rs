@@ -1079,6 +1079,42 @@ fn an_application_ping_gets_a_pong() {
 }
 
 #[test]
+fn pongs_without_a_token_answer_application_pings_in_order() {
+    // libcoap's Pongs carry no token: on a stream they come in the order of the Pings, so
+    // each answers the oldest outstanding one. A Pong with a token nobody sent answers none.
+    let mut h = Hand::server(tcp());
+    h.feed(&csm(1152));
+    let first = h.ep.ping(h.now, PEER).unwrap();
+    let second = h.ep.ping(h.now, PEER).unwrap();
+    h.drain();
+    assert_eq!(h.take().iter().filter(|f| f.0 == PING).count(), 2);
+    let pongs = |h: &Hand| -> Vec<coap_engine::RequestId> {
+        h.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Pong { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    h.feed(&frame(PONG, b"zz", &[], &[]));
+    assert_eq!(pongs(&h), vec![], "a stranger's token");
+    h.feed(&frame(PONG, &[], &[], &[]));
+    assert_eq!(pongs(&h), vec![first]);
+    h.feed(&frame(PONG, &[], &[], &[]));
+    assert_eq!(pongs(&h), vec![first, second]);
+    h.feed(&frame(PONG, &[], &[], &[]));
+    assert_eq!(pongs(&h), vec![first, second], "nothing left to answer");
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| matches!(e, Event::PingFailed { .. } | Event::SessionFailed { .. })),
+        "{:?}",
+        h.events
+    );
+}
+
+#[test]
 fn keepalive_goes_on_when_pongs_carry_no_token() {
     // libcoap 4.3.1 answers every Ping with a Pong whose token is empty (RFC 8323 §5.4 asks
     // for the Ping's token). The peer is alive all the same: the probe must not stay

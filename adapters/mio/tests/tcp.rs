@@ -61,7 +61,10 @@ fn corked_writes_wait_and_leave_together_on_uncork() {
         .collect();
     client.drive();
     let held = client.unwritten_bytes(server.addr).unwrap();
-    assert!(held > 3 * 3, "three requests held back, {held} bytes queued");
+    assert!(
+        held > 3 * 3,
+        "three requests held back, {held} bytes queued"
+    );
     assert!(
         client.next_timeout() != Some(StdDuration::ZERO),
         "held writes are not work to wake up for"

@@ -471,11 +471,15 @@ impl Session {
             PONG => {
                 let peer = self.peer;
                 let s = self.stream_mut()?;
+                // libcoap (4.3.1) answers every Ping with an empty token rather than the
+                // Ping's (RFC 8323 §5.4); a stream keeps order, so such a Pong answers the
+                // oldest Ping outstanding. `pings` is in the order they were written.
                 let i = s
                     .pings
                     .iter()
-                    .position(|p| p.token.as_slice() == msg.token)?;
-                let p = s.pings.swap_remove(i);
+                    .position(|p| p.token.as_slice() == msg.token)
+                    .or_else(|| (msg.token.is_empty() && !s.pings.is_empty()).then_some(0))?;
+                let p = s.pings.remove(i);
                 if let Some(id) = p.id {
                     ctx.out.event(Event::Pong {
                         id,
