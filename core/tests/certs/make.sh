@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates the test PKI (ECDSA P-256, valid for 100 years): a CA, a server certificate for
 # localhost / 127.0.0.1 / ::1, a client certificate, and a second, untrusted CA with a server
-# certificate of its own. The files are committed; run this only to replace them.
+# certificate and a client certificate of its own. The files are committed; run this only to
+# replace them.
 set -euo pipefail
 cd "$(dirname "$0")"
 days=36500
@@ -28,5 +29,7 @@ leaf client ca "coap-engine test client" "extendedKeyUsage=clientAuth
 basicConstraints=CA:FALSE"
 leaf other-server other-ca localhost "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1
 extendedKeyUsage=serverAuth
+basicConstraints=CA:FALSE"
+leaf other-client other-ca "coap-engine untrusted client" "extendedKeyUsage=clientAuth
 basicConstraints=CA:FALSE"
 rm -f ./*.srl
