@@ -42,6 +42,7 @@ mod live;
 mod observe;
 mod options;
 mod tcp;
+mod tls;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
@@ -1278,6 +1279,8 @@ fn cases() -> Vec<Case> {
     .chain(dtls::cases())
     .chain(live::dtls_cases())
     .chain(tcp::cases())
+    .chain(tls::cases())
+    .chain(live::tcp_cases())
     .collect()
 }
 
@@ -1460,6 +1463,7 @@ fn write_report(rows: &[Row], complete: bool) {
     s.push_str(OBSERVATIONS);
     s.push_str(block::OBSERVATIONS);
     s.push_str(dtls::OBSERVATIONS);
+    s.push_str(tls::OBSERVATIONS);
     s.push_str(NOT_COVERED);
     s.push_str(dtls::NOT_COVERED);
     std::fs::write(&path, s).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));

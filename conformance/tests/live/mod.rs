@@ -1,5 +1,6 @@
 //! LIVE_01–04 for real (LIVE_01/03/04 in `more_cases`, further down; LIVE_04's client
-//! observes `/time` with `-s`; LIVE_06, the same over DTLS, in `dtls.rs`). LIVE_02: two network
+//! observes `/time` with `-s`; LIVE_06, the same over DTLS, in `dtls.rs`;
+//! LIVE_05, over TCP and TLS on loopback, in `tcp.rs`). LIVE_02: two network
 //! namespaces created by the case, joined by a veth pair (addresses only inside them), a server in one, a client with `-K 1` in the other; mid-session
 //! the client's link goes down, so its `sendto()` fails with ENETUNREACH. Needs root and
 //! iproute2 (`ip`): the case fails, never skips, without them.
@@ -19,7 +20,9 @@ use coap_engine_conformance::{libcoap, ours, run_command, Run};
 use crate::{Case, Dir};
 
 mod dtls;
+mod tcp;
 pub use dtls::cases as dtls_cases;
+pub use tcp::cases as tcp_cases;
 
 const KEEPALIVE_S: u64 = 1;
 /// interval + timeout for `-K 1` (both tools: a ping after K s of silence, failure after K more).
