@@ -923,4 +923,28 @@ pub const OBSERVATIONS: &str = "
 - **Both servers require a client certificate when given CAs** (libcoap's `-C`, ours `-C`/`-R`),
   and refuse one from another CA (`unable to get local issuer certificate` there, `unknown CA`
   here).
+- **TLS version**: with our client and with our server, libcoap's OpenSSL build negotiates TLS 1.3
+  (TLS_AES_256_GCM_SHA384), so certificates and alerts are encrypted on the wire; the refusals are
+  checked by what each side logs and by the exit status.
+
+## TCP and TLS liveness: differences observed (LIVE_05)
+
+- **libcoap's Pong carries no token**: 4.3.1 answers a 7.02 Ping with `10 e3 20`, a 7.03 Pong
+  with an empty token and a Custody option, where RFC 8323 §5.4 asks for the Ping's token. The
+  engine used to keep its keepalive probe outstanding when no Pong matched it, so it sent
+  no further Ping and failed a live, idle libcoap peer at interval + timeout (our client waiting
+  for `/async?5` with `-K 1` exited 3 after 3 s; our server with `-K 1` dropped healthy
+  observers about 3 s after they registered). Now whatever is heard answers the probe; the
+  \"live but slow server\" rows check it.
+- **coap-server-openssl has no keepalive**: when our observing client is frozen it goes on
+  writing a notification every second into the open connection (its kernel still acknowledges
+  them) and keeps the observation; over TCP nothing ever tells it the client is gone. Our
+  `coap-server -K 1` pings the silent client and drops the session and its observer within
+  interval + timeout.
+- **coap-client-openssl -K 1 against our frozen server**: it pings once, logs an internal
+  `session disconnected (reason 1)` 2 s after the freeze, tries to reconnect (`bind: Invalid
+  argument`) and exits 0 without reporting a failure. Our client reports `keepalive failure`
+  and exits 3 within the same bound. On a reset connection it also exits 0 at once; ours exits
+  3 naming the reset (`connection reset by ...`) or the close (`... closed the connection
+  during the observation`, when the server is killed).
 ";
