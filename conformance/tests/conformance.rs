@@ -1413,6 +1413,10 @@ fn write_report(rows: &[Row], complete: bool) {
     s.push_str(
         "(cipher suite, certificates), alerts, and that no payload crosses in the clear.\n\n",
     );
+    s.push_str(
+        "TCP_*, TLS_* and LIVE_05 rows run against the OpenSSL build over `coap+tcp://` and\n",
+    );
+    s.push_str("`coaps+tcp://` (RFC 8323), with the same direction labels, through recording TCP relays.\n\n");
     if !complete {
         s.push_str("**Partial run (a filter selected only some cases).**\n\n");
     }
@@ -1427,7 +1431,7 @@ fn write_report(rows: &[Row], complete: bool) {
     };
     s.push_str(&format!(
         "Result: **{passed}/{} passed** (ours → libcoap {}, libcoap → ours {}, engine → ours {}; \
-         DTLS: ours → coap-server-openssl {}, ours → coap-server-gnutls {}, \
+         libcoap's DTLS/TLS builds: ours → coap-server-openssl {}, ours → coap-server-gnutls {}, \
          coap-client-openssl → ours {}, coap-client-gnutls → ours {}); \
          {} of them record libcoap's behaviour rather than judge it.\n\n",
         rows.len(),
