@@ -7,6 +7,9 @@
 mod stream_framing;
 #[path = "harness/stream_inputs.rs"]
 mod stream_inputs;
+#[cfg(feature = "tls")]
+#[path = "harness/stream_tls.rs"]
+mod stream_tls;
 
 use proptest::prelude::*;
 use stream_inputs::{Tolerate, KNOWN_DEFECTS};
@@ -33,6 +36,19 @@ proptest! {
     #[test]
     fn tcp_endpoint_survives_arbitrary_input_sequences(data in prop::collection::vec(any::<u8>(), 0..1500)) {
         stream_inputs::run(&data);
+    }
+}
+
+#[cfg(feature = "tls")]
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1_000))]
+
+    /// A TLS client and server whose connection is opened, broken and half-opened, whose bytes
+    /// are delivered in any pieces or damaged, with strangers replaying the client's bytes:
+    /// no panic, every request ends once, the server hears only the client's own requests.
+    #[test]
+    fn tls_connections_survive_arbitrary_damage(data in prop::collection::vec(any::<u8>(), 0..1500)) {
+        stream_tls::run(&data);
     }
 }
 
@@ -98,6 +114,27 @@ fn input_harness_reaches_every_outcome() {
         ("refusals for a write backlog", c.backlog_refusals),
     ] {
         assert!(n > 0, "the harness never produced any {what}: {c:?}");
+    }
+}
+
+/// The TLS harness must get through handshakes to exchanges, and fail some: over a fixed set
+/// of pseudo-random inputs each outcome occurs.
+#[cfg(feature = "tls")]
+#[test]
+fn tls_harness_reaches_every_outcome() {
+    let mut r = stream_tls::Reached::default();
+    for data in inputs(200, 100, 10) {
+        r.add(&stream_tls::run(&data));
+    }
+    for (what, n) in [
+        ("sessions", r.sessions),
+        ("handshake failures", r.handshake_failures),
+        ("requests seen by the server", r.requests_seen),
+        ("responses", r.responses),
+        ("pongs", r.pongs),
+        ("failures", r.failures),
+    ] {
+        assert!(n > 0, "the TLS harness never produced any {what}: {r:?}");
     }
 }
 
