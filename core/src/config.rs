@@ -119,7 +119,8 @@ pub struct Limits {
     /// Our own Confirmable messages other than requests awaiting their ACK on one session:
     /// application pings and separate responses. Beyond it [`Endpoint::ping`](crate::Endpoint::ping)
     /// returns [`Error::QueueFull`](crate::Error::QueueFull) and a late answer is sent as a
-    /// Non-confirmable separate response (RFC 7252 §5.2.2). Keepalive probes are exempt.
+    /// Non-confirmable separate response (RFC 7252 §5.2.2). Keepalive probes are exempt. On a
+    /// connection it caps the application's 7.02 Pings awaiting their Pong.
     pub max_confirmables: usize,
     /// Incoming requests waiting for the application's response on one session; a further
     /// request is answered by the engine with 5.03 Service Unavailable (RFC 7252 §5.9.3).
@@ -133,7 +134,9 @@ pub struct Limits {
     /// forgotten early. 0 remembers nothing.
     pub max_remembered_peers: usize,
     /// Transmits waiting to be polled; when full the oldest is dropped as if lost on the wire
-    /// (a CON will be retransmitted). Only reached by an adapter that does not drain.
+    /// (a CON will be retransmitted). Only reached by an adapter that does not drain. Not
+    /// applied on a stream endpoint, whose writes are bounded by `max_unwritten_bytes`
+    /// instead (a dropped write would cut a hole in the byte stream).
     pub max_queued_transmits: usize,
     /// Recent transmits whose send result can still be reported; older reports are ignored.
     pub tracked_transmits: usize,
@@ -162,10 +165,14 @@ pub struct Limits {
     pub max_handshakes: usize,
     /// Bytes written to one connection (CoAP over TCP) that the adapter has not yet reported
     /// done ([`Endpoint::handle_send_result`](crate::Endpoint::handle_send_result) with `Ok`,
-    /// which stream adapters must report). Beyond it, application messages to that peer
-    /// (requests, answers, notifications) are refused with
-    /// [`Error::QueueFull`](crate::Error::QueueFull) until the adapter catches up; the
-    /// engine's own small signals (Pong, Release, Abort) still go.
+    /// which stream adapters must report), each write counting 64 bytes more for its
+    /// bookkeeping (so that many tiny writes are bounded too). Beyond it, application calls for that peer
+    /// (requests, answers, pings, deregistrations) are refused with
+    /// [`Error::QueueFull`](crate::Error::QueueFull), notifications are skipped, queued
+    /// requests and further blocks wait, and the peer's Pings go unanswered, until the adapter
+    /// catches up; only the engine's own one-off signals (its CSM, Release, Abort) still go.
+    /// So a connection holds at most this much plus one message and those signals. (A stream
+    /// endpoint never drops a queued write as `max_queued_transmits` does for datagrams.)
     pub max_unwritten_bytes: usize,
 }
 

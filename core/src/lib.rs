@@ -62,6 +62,25 @@
 //! A request that carries its own Block1 option, or Block2 with a block number other than 0,
 //! is left alone: the application is doing block-wise itself.
 //!
+//! ## Requests from URIs (RFC 7252 §6, RFC 8323 §8)
+//!
+//! [`uri::parse`] decomposes `coap://`, `coaps://`, `coap+tcp://` and `coaps+tcp://` URIs
+//! into a [`CoapUri`]: its [`Scheme`] (which says the [`Transport`] and whether it is
+//! secured), its host and port, and the Uri-Host, Uri-Path and Uri-Query options it stands
+//! for (§6.4); [`CoapUri::request`] makes the request in one call. The way back, from a
+//! request's options to its URI (§6.5), is [`uri::compose`]. Names stay names: resolving
+//! them is the application's job, as the engine does no DNS.
+//!
+//! ```
+//! use coap_engine::coap_lite::RequestType;
+//! let uri = coap_engine::uri::parse("coap://[::1]/sensors/temp")?;
+//! let request = uri.request(RequestType::Get);
+//! let peer = uri.socket_addr().expect("an IP address, no name to resolve");
+//! # let _ = (request, peer);
+//! // endpoint.request(now, peer, &request)
+//! # Ok::<(), coap_engine::UriError>(())
+//! ```
+//!
 //! ## Bounded memory
 //!
 //! Every per-peer structure has a cap in [`Limits`], and each cap's behaviour when reached is
@@ -98,6 +117,7 @@ mod time;
 #[cfg(feature = "tls")]
 pub mod tls;
 mod transmit;
+pub mod uri;
 
 pub use coap_lite;
 pub use config::{
@@ -115,6 +135,7 @@ pub use security::{CertificateError, PeerIdentity, Security, SecurityError};
 pub use session::SessionFootprint;
 pub use time::{Duration, Instant};
 pub use transmit::{Datagram, SendErrorKind, Transmit, TransmitId};
+pub use uri::{CoapUri, Scheme, UriError};
 
 /// The README's examples, compiled and run as doctests so they cannot drift from the API.
 #[cfg(doctest)]

@@ -56,6 +56,8 @@ pub(crate) struct Outputs {
     /// Reused encode buffer, so building a message allocates only its final `Datagram`.
     scratch: Vec<u8>,
     max_queued_transmits: usize,
+    /// The endpoint's transport is a stream: every transmit is part of a byte stream.
+    stream: bool,
     tracked_transmits: usize,
     /// Plaintext messages a security layer opened from one datagram, back to back, and
     /// their lengths; reused so that a secure datagram allocates nothing here.
@@ -76,6 +78,7 @@ impl Outputs {
             next_transmit: 0,
             scratch: Vec::with_capacity(256),
             max_queued_transmits: config.limits.max_queued_transmits,
+            stream: config.transport == crate::config::Transport::Tcp,
             tracked_transmits: config.limits.tracked_transmits,
             #[cfg(feature = "security")]
             inbox: Vec::new(),
@@ -111,8 +114,10 @@ impl Outputs {
             self.records_base += 1;
         }
         self.records.push_back(record);
-        if self.transmits.len() >= self.max_queued_transmits {
-            // The adapter is not draining; treat the oldest as lost on the wire.
+        if self.transmits.len() >= self.max_queued_transmits && !self.stream {
+            // The adapter is not draining; treat the oldest as lost on the wire. (A stream
+            // loses nothing on the wire: its writes are bounded by `max_unwritten_bytes`
+            // instead, and dropping one would cut a hole in the byte stream.)
             self.transmits.pop_front();
         }
         self.transmits.push_back(Transmit {
@@ -157,6 +162,10 @@ impl Outputs {
 
     pub(crate) fn has_transmits(&self) -> bool {
         !self.transmits.is_empty()
+    }
+
+    pub(crate) fn has_commands(&self) -> bool {
+        !self.commands.is_empty()
     }
 
     /// Encodes `packet` as `mtype`/`mid`, enforcing `max_message_size`.

@@ -262,6 +262,9 @@ pub enum SecurityError {
     /// No cipher suite or mode both sides support (e.g. a PSK-only server and a certificate
     /// client).
     NoCommonCipherSuite,
+    /// No protocol version both sides support (e.g. a TLS 1.3-only client and a TLS 1.2-only
+    /// server).
+    NoCommonVersion,
     /// This endpoint has no credentials for the role or mode asked of it.
     NoCredentials,
     /// The peer broke the protocol (unexpected or malformed handshake message).
@@ -287,6 +290,7 @@ impl fmt::Display for SecurityError {
             SecurityError::Certificate(e) => write!(f, "peer certificate refused: {e}"),
             SecurityError::Alert(code) => write!(f, "the peer sent fatal alert {code} ({})", alert_name(*code)),
             SecurityError::NoCommonCipherSuite => f.write_str("handshake failed: no cipher suite in common with the peer"),
+            SecurityError::NoCommonVersion => f.write_str("handshake failed: no protocol version in common with the peer"),
             SecurityError::NoCredentials => f.write_str("no credentials configured for this role or mode"),
             SecurityError::Protocol => f.write_str("the peer violated the (D)TLS protocol"),
             SecurityError::Renegotiation => f.write_str("the peer attempted a renegotiation, which is not supported"),
@@ -321,8 +325,12 @@ fn alert_name(code: u8) -> &'static str {
         80 => "internal_error",
         90 => "user_canceled",
         100 => "no_renegotiation",
+        109 => "missing_extension",
         110 => "unsupported_extension",
+        112 => "unrecognized_name",
         115 => "unknown_psk_identity",
+        116 => "certificate_required",
+        120 => "no_application_protocol",
         _ => "unknown alert",
     }
 }

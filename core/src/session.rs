@@ -40,6 +40,8 @@ use server::Incoming;
 /// 4.02 Bad Option, 5.03 Service Unavailable.
 const BAD_OPTION: u8 = codec::code(4, 2);
 const SERVICE_UNAVAILABLE: u8 = codec::code(5, 3);
+/// 5.00 Internal Server Error: a kept response that no longer fits the path.
+const INTERNAL_ERROR: u8 = codec::code(5, 0);
 
 /// Who opened the session. Only peer-opened (server-side) sessions are reaped when idle: a
 /// session the application opened lives until the application closes it or it fails.
@@ -307,10 +309,13 @@ impl Session {
     // ---------------------------------------------------------------- send results
 
     /// Send `id` went out: a streak of unreachable failures is broken, and a write is no
-    /// longer owed to the connection.
-    pub(crate) fn on_send_ok(&mut self, id: TransmitId) {
+    /// longer owed to the connection (requests held back by the backlog may go now).
+    pub(crate) fn on_send_ok(&mut self, now: Instant, ctx: &mut Ctx<'_>, id: TransmitId) {
         self.unreachable_in_row = 0;
-        self.stream_written(id);
+        if self.reliable() {
+            self.stream_written(id);
+            self.pump(now, ctx);
+        }
     }
 
     // ---------------------------------------------------------------- timers

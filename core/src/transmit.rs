@@ -72,6 +72,9 @@ pub enum SendErrorKind {
     /// The datagram is too large for the path (EMSGSIZE); retrying cannot help, so a request
     /// whose message hits this ends at once.
     TooBig,
+    /// The peer did not answer in time (ETIMEDOUT, or the adapter's own connect timeout on a
+    /// stream).
+    TimedOut,
     /// Any other error.
     Other,
 }
@@ -82,6 +85,7 @@ impl fmt::Display for SendErrorKind {
             SendErrorKind::Unreachable => "network unreachable",
             SendErrorKind::Refused => "connection refused",
             SendErrorKind::TooBig => "message too big for the path",
+            SendErrorKind::TimedOut => "timed out",
             SendErrorKind::Other => "send failed",
         })
     }
@@ -91,7 +95,7 @@ impl fmt::Display for SendErrorKind {
 impl SendErrorKind {
     /// Classifies a socket's `send_to` error, for std adapters (feature `std`):
     /// ENETUNREACH / EHOSTUNREACH / ENETDOWN → `Unreachable`, ECONNREFUSED → `Refused`,
-    /// EMSGSIZE → `TooBig`, anything else → `Other`. `None` for WouldBlock, which is not a
+    /// EMSGSIZE → `TooBig`, ETIMEDOUT → `TimedOut`, anything else → `Other`. `None` for WouldBlock, which is not a
     /// failure: keep the datagram and send it when the socket is writable.
     ///
     /// ```
@@ -106,6 +110,7 @@ impl SendErrorKind {
         Some(match error.kind() {
             ErrorKind::WouldBlock => return None,
             ErrorKind::ConnectionRefused => SendErrorKind::Refused,
+            ErrorKind::TimedOut => SendErrorKind::TimedOut,
             ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable | ErrorKind::NetworkDown => {
                 SendErrorKind::Unreachable
             }
@@ -139,6 +144,7 @@ mod tests {
         assert_eq!(kind(100), Some(SendErrorKind::Unreachable)); // ENETDOWN
         assert_eq!(kind(111), Some(SendErrorKind::Refused)); // ECONNREFUSED
         assert_eq!(kind(90), Some(SendErrorKind::TooBig)); // EMSGSIZE
+        assert_eq!(kind(110), Some(SendErrorKind::TimedOut)); // ETIMEDOUT
         assert_eq!(kind(11), None); // EAGAIN
         assert_eq!(kind(1), Some(SendErrorKind::Other)); // EPERM
     }

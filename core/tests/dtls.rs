@@ -147,6 +147,36 @@ fn failed_with(result: Result<Vec<u8>, ExchangeError>) -> SecurityError {
 // Handshakes and modes
 
 #[test]
+fn a_refused_request_to_a_new_peer_starts_no_handshake() {
+    // The session made for the call is discarded when the call is refused (here: no room to
+    // queue a request at all); nothing about it may reach the wire.
+    let config = psk_client(
+        Config {
+            limits: Limits {
+                max_queued_requests: 0,
+                ..Limits::default()
+            },
+            ..Config::default()
+        },
+        b"client",
+        b"secret",
+        70,
+    );
+    let mut ep = Endpoint::new(config, 70).unwrap();
+    let peer = addr(5684);
+    assert_eq!(
+        ep.request(Instant::ZERO, peer, &con_get("x", b"")),
+        Err(Error::QueueFull)
+    );
+    assert!(
+        ep.poll_transmit().is_none(),
+        "a ClientHello for a refused call"
+    );
+    assert_eq!(ep.session_count(), 0);
+    assert!(ep.poll_event().is_none());
+}
+
+#[test]
 fn psk_handshake_then_requests_and_the_peer_identity() {
     let mut w = World::psk(1);
     let id = w.get(b"a");

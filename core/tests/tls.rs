@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, RequestType};
 use coap_engine::credentials::ClientAuth;
-use coap_engine::tls::{Tls, TlsConfig};
+use coap_engine::tls::{Tls, TlsConfig, TlsVersions};
 use coap_engine::{
     CertificateError, CloseReason, Config, ConnectionFailure, Duration, Endpoint, Error, Event,
     ExchangeError, FailureReason, Instant, Keepalive, PeerIdentity, RequestId, SecurityError,
@@ -301,6 +301,48 @@ fn without_a_wall_clock_a_certificate_cannot_be_checked() {
             ..
         }
     ));
+}
+
+#[test]
+fn tls_1_2_works_too_and_the_servers_csm_may_come_first() {
+    // Over TLS 1.2 the server's first flight ends its handshake: its CSM can reach the
+    // client with, or before, the client's own first write.
+    let client = tls_with_versions(Config::default(), true, TlsVersions::Tls12, 17);
+    let server = tls_with_versions(Config::default(), false, TlsVersions::All, 18);
+    let mut w = World::new(17, client, server);
+    let id = w.get(b"12");
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(w.response(id), Ok(b"hello 12".to_vec()));
+    // TLS 1.2 on the wire: the client's ClientKeyExchange (handshake type 16) travels in a
+    // plaintext handshake record, which TLS 1.3 does not have.
+    let stream: Vec<u8> = w
+        .sim
+        .sent(w.client)
+        .iter()
+        .flat_map(|s| s.bytes.to_vec())
+        .collect();
+    let mut records = Vec::new();
+    let mut rest = &stream[..];
+    while rest.len() >= 5 {
+        let len = usize::from(u16::from_be_bytes([rest[3], rest[4]]));
+        records.push((rest[0], rest.get(5).copied()));
+        rest = &rest[(5 + len).min(rest.len())..];
+    }
+    assert!(records.contains(&(22, Some(16))), "{records:?}");
+}
+
+#[test]
+fn no_common_version_is_a_typed_refusal_on_both_sides() {
+    let client = tls_with_versions(Config::default(), true, TlsVersions::Tls13, 19);
+    let server = tls_with_versions(Config::default(), false, TlsVersions::Tls12, 20);
+    let mut w = World::new(19, client, server);
+    let id = w.get(b"v");
+    w.sim.run_for(Duration::from_secs(1));
+    assert_eq!(
+        w.response(id),
+        security_failure(SecurityError::NoCommonVersion)
+    );
+    assert_eq!(w.handshake_failures(), vec![SecurityError::NoCommonVersion]);
 }
 
 #[test]

@@ -198,6 +198,19 @@ pub fn keepalive(k: std::time::Duration) -> coap_engine::Keepalive {
     }
 }
 
+/// libcoap's `-X size`, the largest message to take over TCP and TLS: at least 64 bytes
+/// (libcoap asserts as much), at most what the CSM's Max-Message-Size option can say.
+pub fn max_message_size(value: &str) -> Result<u32, String> {
+    value
+        .trim()
+        .parse()
+        .ok()
+        .filter(|x| *x >= 64)
+        .ok_or_else(|| {
+            format!("-X needs a message size from 64 to 4294967295 bytes, not {value:?}")
+        })
+}
+
 /// Content-format names accepted by `-t`/`-A` (libcoap's short names) or a number.
 pub fn content_format(flag: char, value: &str) -> Result<u16, String> {
     let known = [

@@ -1,9 +1,11 @@
 //! End to end: our `coap-client` against our `coap-server`, and each against libcoap's
-//! (`coap-server-notls`, `coap-client-notls`, and for `coaps://` the `-openssl` and `-gnutls`
-//! builds, from the Debian package `libcoap3-bin`). Servers run on free loopback ports (and
-//! the next port for DTLS) and are killed by a guard.
+//! (`coap-server-notls`, `coap-client-notls`, and for `coaps://` and `coaps+tcp://` the
+//! `-openssl` and `-gnutls` builds, from the Debian package `libcoap3-bin`). Servers run on
+//! free loopback ports (UDP and TCP on one, DTLS and TLS on the next) and are killed by a
+//! guard.
 
-use std::net::UdpSocket;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -41,13 +43,17 @@ fn start(program: &str, args: &[&str]) -> Server {
     start_logging(program, args, None)
 }
 
-/// A loopback UDP port whose next port is free too: with DTLS credentials, libcoap's server
-/// and ours listen on PORT + 1 as well.
+/// A loopback port free for UDP and TCP whose next port is free too: libcoap's server and
+/// ours listen for TCP next to UDP, and with credentials on PORT + 1 as well.
 fn free_port_pair() -> u16 {
     loop {
         let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
         let port = socket.local_addr().unwrap().port();
-        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+        let free = port < u16::MAX
+            && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 1)).is_ok();
+        if free {
             return port;
         }
     }
@@ -1069,4 +1075,546 @@ fn libcoap_dtls_clients_against_our_server() {
             "{flavour} certificate"
         );
     }
+}
+
+// ---- coap+tcp:// and coaps+tcp:// (RFC 8323) ----
+
+/// The server's `coap+tcp://` URI: TCP listens on the UDP port.
+fn tcp(server: &Server, path: &str) -> String {
+    format!("coap+tcp://127.0.0.1:{}/{path}", server.port)
+}
+
+/// The server's `coaps+tcp://` URI: TLS listens next to DTLS, on port + 1.
+fn tls(server: &Server, path: &str) -> String {
+    format!("coaps+tcp://127.0.0.1:{}/{path}", server.port + 1)
+}
+
+/// Our server with the test PKI's server certificate (and `extra` flags).
+fn start_with_certificate(program: &str, extra: &[&str]) -> Server {
+    let cert = ["-c", &pki("server.pem"), "-j", &pki("server.key")];
+    start(program, &[&cert[..], extra].concat())
+}
+
+/// Lines of `log` (a server's stderr) containing `what`.
+fn count_lines(log: &std::path::Path, what: &str) -> usize {
+    let logged = std::fs::read_to_string(log).unwrap();
+    logged.lines().filter(|l| l.contains(what)).count()
+}
+
+/// Waits until `log` has a line containing each of `words` (the server logs after it
+/// answered, so possibly after the client is gone); returns the log.
+#[track_caller]
+fn wait_for_log(log: &std::path::Path, words: &[&str]) -> String {
+    let start = Instant::now();
+    loop {
+        let logged = std::fs::read_to_string(log).unwrap();
+        if words.iter().all(|w| logged.contains(w)) {
+            return logged;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{words:?} never logged:\n{logged}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A log file for a server's stderr, removed on drop.
+fn log_file(name: &str) -> (Scratch, std::fs::File) {
+    let scratch = Scratch::new(name, 0);
+    let file = std::fs::File::create(&scratch.path).unwrap();
+    (scratch, file)
+}
+
+#[test]
+fn coap_tcp_between_our_client_and_server_with_the_usual_flags() {
+    let s = start(SERVER, &["-d", "2"]);
+    let out = client(&[&tcp(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("coap-engine"));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    // A 100 kB body goes up as one message (Max-Message-Size 8388864 on both sides) and
+    // comes back byte-exact, also into a file (-o).
+    let body = Scratch::new("tcp-put.bin", 100_000);
+    let put = ["-m", "put", "-f", body.path(), &tcp(&s, "big")];
+    let out = client(&[&["-v", "6"][..], &put].concat());
+    assert_status(&out, 0);
+    assert!(text(&out.stderr).contains("2.01 Created"));
+    let out = client(&[&tcp(&s, "big")]);
+    assert_status(&out, 0);
+    assert!(out.stdout == body.data, "{} bytes back", out.stdout.len());
+    let saved = Scratch::new("tcp-out.bin", 0);
+    assert_status(&client(&["-o", saved.path(), &tcp(&s, "big")]), 0);
+    assert!(std::fs::read(saved.path()).unwrap() == body.data);
+    // -N (no message types on a stream: no effect), -T, -A, -O, -v 6, and -b 64: the
+    // initial example_data in 64-byte blocks, asked for from the first request on.
+    let out = client(&[
+        "-N",
+        "-T",
+        "0xbeef",
+        "-A",
+        "text",
+        "-O",
+        "2048,ignored",
+        "-b",
+        "64",
+        "-v",
+        "6",
+        &tcp(&s, "example_data"),
+    ]);
+    assert_status(&out, 0);
+    assert_eq!(out.stdout, libcoap_example_data());
+    assert!(text(&out.stderr).contains("2.05 Content"));
+    let out = client(&["-v", "6", "-b", "2,64", &tcp(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert_eq!(out.stdout, &libcoap_example_data()[128..192]);
+    assert!(text(&out.stderr).contains("Block2: 2/M/64"));
+    // -e, -t, POST creating a resource; -r makes a coap:// URI go over TCP; -l drops
+    // nothing from a stream (as libcoap's -l), and says so at -v 4.
+    let post = ["-m", "post", "-t", "json", "-e", "{}", &tcp(&s, "made")];
+    assert_status(&client(&post), 0);
+    let out = client(&["-r", "-v", "6", &uri(&s, "made")]);
+    assert_status(&out, 0);
+    assert_eq!(text(&out.stdout), "{}");
+    assert!(text(&out.stderr).contains("Content-Format: 50"));
+    let out = client(&["-l", "1", "-v", "4", &tcp(&s, "made")]);
+    assert_status(&out, 0);
+    assert_one_line(&out, &["-l", "drops nothing"]);
+    // What one transport stored, the others read: UDP reads the small one.
+    assert_eq!(text(&client(&[&uri(&s, "made")]).stdout), "{}");
+    assert_status(&client(&["-m", "delete", &tcp(&s, "made")]), 0);
+    assert_status(&client(&[&tcp(&s, "made")]), 1);
+    assert_status(&client(&[&tcp(&s, "nothing/here")]), 1);
+}
+
+#[test]
+fn x_bounds_the_messages_of_a_connection_and_bodies_go_block_wise() {
+    // The server takes messages of 1152 bytes at most (and aborts a connection that sends
+    // a larger one): a 100 kB body gets there in blocks, and its answers go in blocks too,
+    // each block a GET of its own (the application answers every one: -v 6 logs them).
+    let (log_path, log) = log_file("x.log");
+    let s = start_logging(SERVER, &["-X", "1152", "-v", "6"], Some(&log));
+    let body = Scratch::new("x-put.bin", 100_000);
+    let put = ["-m", "put", "-f", body.path(), &tcp(&s, "example_data")];
+    assert_status(&client(&put), 0);
+    let out = client(&[&tcp(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert!(out.stdout == body.data, "{} bytes back", out.stdout.len());
+    wait_for_log(&log_path.path, &["0.01 /example_data"]);
+    let gets = count_lines(&log_path.path, "0.01 /example_data");
+    assert!(gets >= 98, "{gets} GETs");
+    drop(s);
+
+    // The client's -X: a server with the default sends it blocks too.
+    let (log_path, log) = log_file("x-client.log");
+    let s = start_logging(SERVER, &["-v", "6"], Some(&log));
+    let put = ["-m", "put", "-f", body.path(), &tcp(&s, "example_data")];
+    assert_status(&client(&put), 0);
+    let out = client(&["-X", "1152", &tcp(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert!(out.stdout == body.data, "{} bytes back", out.stdout.len());
+    wait_for_log(&log_path.path, &["0.01 /example_data"]);
+    let gets = count_lines(&log_path.path, "0.01 /example_data");
+    assert!(gets >= 98, "{gets} GETs");
+    // Without -X: one message, one GET.
+    let out = client(&[&tcp(&s, "example_data")]);
+    assert!(out.stdout == body.data, "{} bytes back", out.stdout.len());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(count_lines(&log_path.path, "0.01 /example_data"), gets + 1);
+}
+
+#[test]
+fn observing_over_tcp_and_tls_prints_every_notification_then_deregisters() {
+    let s = start_with_certificate(SERVER, &[]);
+    let ca = pki("ca.pem");
+    let plain = tcp(&s, "time?ticks");
+    let secure = tls(&s, "time?ticks");
+    for args in [&[&plain[..]][..], &["-C", &ca, &secure]] {
+        let out = client(&[&["-s", "3", "-w", "-v", "6"][..], args].concat());
+        assert_status(&out, 0);
+        let stdout = text(&out.stdout);
+        let ticks: Vec<u64> = stdout
+            .lines()
+            .map(|l| l.parse().unwrap_or_else(|_| panic!("{l:?} in {stdout}")))
+            .collect();
+        // The registration's answer, then one notification a second for 3 s.
+        assert!(ticks.len() >= 3, "{args:?}: {stdout}");
+        assert!(ticks.windows(2).all(|w| w[0] <= w[1]), "{stdout}");
+        assert!(ticks[ticks.len() - 1] - ticks[0] >= 2, "{stdout}");
+        assert!(text(&out.stderr).contains("deregistered after"), "{args:?}");
+    }
+}
+
+#[test]
+fn coaps_tcp_between_our_client_and_server() {
+    let s = start_with_certificate(SERVER, &["-d", "1"]);
+    let ca = pki("ca.pem");
+    let out = client(&["-C", &ca, &tls(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("coap-engine"));
+    assert!(out.stderr.is_empty(), "{}", text(&out.stderr));
+    // -r: coaps:// as coaps+tcp:// (the same port, next to DTLS).
+    let secure = format!("coaps://127.0.0.1:{}/", s.port + 1);
+    assert_status(&client(&["-r", "-R", &ca, &secure]), 0);
+    // 100 kB up over TLS, read back over TCP and TLS.
+    let body = Scratch::new("tls-put.bin", 100_000);
+    let put = ["-C", &ca, "-m", "put", "-f", body.path(), &tls(&s, "big")];
+    assert_status(&client(&put), 0);
+    let out = client(&[&tcp(&s, "big")]);
+    assert!(out.stdout == body.data, "{} bytes back", out.stdout.len());
+    let out = client(&["-C", &ca, "-X", "1152", &tls(&s, "big")]);
+    assert_status(&out, 0);
+    assert!(out.stdout == body.data, "{} bytes back", out.stdout.len());
+    // A host name is the name checked (and sent as Uri-Host).
+    let named = format!("coaps+tcp://localhost:{}/", s.port + 1);
+    assert_status(&client(&["-C", &ca, "-K", "1", &named]), 0);
+}
+
+#[test]
+fn refused_certificates_end_tls_with_one_line_and_status_3() {
+    let s = start_with_certificate(SERVER, &[]);
+    let ca = pki("ca.pem");
+    let out = client(&["-R", &pki("other-ca.pem"), &tls(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["TLS", "unknown CA"]);
+    let out = client(&["-C", &ca, "-O", "3,example.org", &tls(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["TLS", "name mismatch", "example.org"]);
+    // With -K too: keepalive does not open the session without the request's name.
+    let out = client(&["-K", "1", "-C", &ca, "-O", "3,example.org", &tls(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["TLS", "name mismatch", "example.org"]);
+    drop(s);
+
+    // An untrusted server: refused, unless -n (which warns).
+    let other = [
+        "-c",
+        &pki("other-server.pem"),
+        "-j",
+        &pki("other-server.key"),
+    ];
+    let s = start(SERVER, &other);
+    let out = client(&["-C", &ca, &tls(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["unknown CA"]);
+    let out = client(&["-n", &tls(&s, "")]);
+    assert_status(&out, 0);
+    assert_one_line(&out, &["WARNING", "-n", "NOT verified"]);
+    drop(s);
+
+    // -C on the server requires client certificates.
+    let (log_path, log) = log_file("tls-client-cert.log");
+    let cert = ["-c", &pki("server.pem"), "-j", &pki("server.key")];
+    let required = [&cert[..], &["-C", &ca, "-v", "4"]].concat();
+    let s = start_logging(SERVER, &required, Some(&log));
+    let mine = [
+        "-c",
+        &pki("client.pem"),
+        "-j",
+        &pki("client.key"),
+        "-C",
+        &ca,
+    ];
+    let out = client(&[&mine[..], &[&tls(&s, "")]].concat());
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("coap-engine"));
+    let out = client(&["-C", &ca, "-B", "10", &tls(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["TLS", "certificate_required", "-c certfile"]);
+    wait_for_log(&log_path.path, &["WARN", "TLS: peer certificate refused"]);
+}
+
+/// A TCP listener on a free loopback port that answers each connection as `serve` says,
+/// one connection at a time, until the test ends.
+fn fake_tcp_server(serve: fn(TcpStream)) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            serve(stream);
+        }
+    });
+    port
+}
+
+#[test]
+fn connections_refused_reset_or_closed_end_with_one_line_and_status_3() {
+    // Refused: nothing listens (the port was free a moment ago).
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = client(&[&format!("coap+tcp://127.0.0.1:{port}/")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["connection refused"]);
+    // Closed: a server that reads our CSM and request, then ends the connection.
+    let closing = fake_tcp_server(|mut stream| {
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = stream.set_nonblocking(true);
+        let _ = stream.read(&mut [0; 4096]);
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    });
+    let out = client(&["-B", "30", &format!("coap+tcp://127.0.0.1:{closing}/")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["closed the connection"]);
+    // Reset: one that drops the connection with our bytes unread (the kernel resets it).
+    let resetting = fake_tcp_server(|stream| {
+        std::thread::sleep(Duration::from_millis(200));
+        drop(stream);
+    });
+    let out = client(&["-B", "30", &format!("coap+tcp://127.0.0.1:{resetting}/")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["connection reset"]);
+    // A TLS client against a plain TCP server that says nothing: the handshake never
+    // completes, and -B says so.
+    let silent = fake_tcp_server(|mut stream| {
+        let _ = stream.read(&mut [0; 4096]);
+        std::thread::sleep(Duration::from_secs(30));
+    });
+    let out = client(&["-n", "-B", "2", &format!("coaps+tcp://127.0.0.1:{silent}/")]);
+    assert_status(&out, 3);
+    let err = text(&out.stderr);
+    // The -n warning, then the one line of the failure.
+    assert_eq!(err.lines().count(), 2, "{err}");
+    assert!(err.lines().nth(1).unwrap().contains("timed out"), "{err}");
+}
+
+#[test]
+fn keepalive_over_tcp_pings_a_quiet_server_and_detects_a_frozen_one() {
+    let s = start(SERVER, &[]);
+    // /async?3 answers after 3 s: the pings after 1 s of silence are answered with Pongs,
+    // which keep the session alive past its 2 s bound.
+    let out = client(&["-K", "1", "-B", "20", &tcp(&s, "async?3")]);
+    assert_status(&out, 0);
+    assert_eq!(text(&out.stdout), "done");
+    // A server frozen mid-observation: its kernel still takes our Pings, nothing answers.
+    let observer = spawn_client(&["-s", "60", "-K", "1", "-w", &tcp(&s, "time")]);
+    std::thread::sleep(Duration::from_millis(2500));
+    signal(&s.child, "-STOP");
+    let frozen = Instant::now();
+    let (out, _) = finish(observer, Duration::from_secs(30));
+    let after = frozen.elapsed();
+    signal(&s.child, "-CONT");
+    assert_status(&out, 3);
+    assert_one_line(&out, &["keepalive failure"]);
+    assert!(
+        text(&out.stdout).lines().count() >= 2,
+        "{}",
+        text(&out.stdout)
+    );
+    // Within interval + timeout (2 s) of the last notification, with a generous margin.
+    assert!(after < Duration::from_secs(10), "{after:?}");
+}
+
+#[test]
+fn a_server_killed_mid_observation_over_tcp_is_one_line_and_status_3() {
+    let mut s = start(SERVER, &[]);
+    let observer = spawn_client(&["-s", "60", "-w", &tcp(&s, "time")]);
+    std::thread::sleep(Duration::from_millis(2500));
+    // Its kernel closes the connection: the observation ends at once, not at -B.
+    let _ = s.child.kill();
+    let (out, took) = finish(observer, Duration::from_secs(30));
+    assert_status(&out, 3);
+    // A FIN, or a reset if a notification was still unread.
+    assert_one_line(&out, &["during the observation"]);
+    assert!(
+        text(&out.stdout).lines().count() >= 2,
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(took < Duration::from_secs(20), "{took:?}");
+}
+
+#[test]
+fn our_server_ends_a_frozen_tcp_observer_with_keepalive() {
+    let (log_path, log) = log_file("tcp-keepalive.log");
+    let s = start_logging(SERVER, &["-K", "1", "-v", "6"], Some(&log));
+    let observer = spawn_client(&["-s", "60", "-w", &tcp(&s, "time")]);
+    wait_for_log(&log_path.path, &["observer added"]);
+    signal(&observer, "-STOP");
+    let logged = wait_for_log(&log_path.path, &["keepalive failure", "observer removed"]);
+    signal(&observer, "-CONT");
+    let _ = finish(observer, Duration::from_secs(30));
+    assert!(
+        logged.contains("(TCP): session failed: keepalive failure"),
+        "{logged}"
+    );
+    drop(s);
+}
+
+#[test]
+fn tcp_and_tls_flags_misused_exit_2_with_one_line() {
+    let ca = pki("ca.pem");
+    for args in [
+        // Pre-shared keys are DTLS's here.
+        &["-u", IDENTITY, "-k", KEY, "coaps+tcp://127.0.0.1/"][..],
+        &["-k", KEY, "-C", &ca, "coaps+tcp://127.0.0.1/"],
+        // Nothing to verify the server with.
+        &["coaps+tcp://127.0.0.1/"],
+        &["-c", &pki("client.pem"), "coaps+tcp://127.0.0.1/"],
+        &[
+            "-j",
+            &pki("client.key"),
+            "-C",
+            &ca,
+            "coaps+tcp://127.0.0.1/",
+        ],
+        // Security flags over plain TCP.
+        &["-C", &ca, "coap+tcp://127.0.0.1/"],
+        &["-n", "-r", "coap://127.0.0.1/"],
+        // -Z fails datagrams.
+        &["-Z", "1", "coap+tcp://127.0.0.1/"],
+        &["-X", "63", "coap+tcp://127.0.0.1/"],
+        &["-X", "4294967296", "coap+tcp://127.0.0.1/"],
+        &["-X", "big", "coap+tcp://127.0.0.1/"],
+        &["-C", "/nonexistent/ca.pem", "coaps+tcp://127.0.0.1/"],
+    ] {
+        let out = client(args);
+        assert_status(&out, 2);
+        assert_eq!(text(&out.stderr).lines().count(), 1, "{args:?}");
+    }
+    for args in [&["-X", "10"][..], &["-X", "-1"]] {
+        let out = run_briefly(SERVER, &[args, &["-p", "0"]].concat());
+        assert_status(&out, 2);
+        assert_eq!(text(&out.stderr).lines().count(), 1, "{args:?}");
+    }
+}
+
+#[test]
+fn our_client_against_libcoap_server_over_tcp_and_tls() {
+    let server = libcoap("coap-server-openssl");
+    let s = start_with_certificate(server.to_str().unwrap(), &[]);
+    let out = client(&[&tcp(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("libcoap"));
+    let body = Scratch::new("libcoap-tcp.bin", 100_000);
+    let put = ["-m", "put", "-f", body.path(), &tcp(&s, "example_data")];
+    assert_status(&client(&put), 0);
+    let out = client(&[&tcp(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert!(out.stdout == body.data, "{} bytes back", out.stdout.len());
+    let out = client(&["-X", "1152", &tcp(&s, "example_data")]);
+    assert_status(&out, 0);
+    assert!(out.stdout == body.data, "{} bytes back", out.stdout.len());
+    let out = client(&["-s", "2", "-w", "-K", "1", &tcp(&s, "time")]);
+    assert_status(&out, 0);
+    assert!(
+        text(&out.stdout).lines().count() >= 2,
+        "{}",
+        text(&out.stdout)
+    );
+    assert_status(&client(&[&tcp(&s, "missing")]), 1);
+
+    let ca = pki("ca.pem");
+    let out = client(&["-C", &ca, &tls(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("libcoap"));
+    let put = [
+        "-C",
+        &ca,
+        "-m",
+        "put",
+        "-e",
+        "over TLS",
+        &tls(&s, "example_data"),
+    ];
+    assert_status(&client(&put), 0);
+    assert_eq!(
+        text(&client(&["-C", &ca, &tls(&s, "example_data")]).stdout),
+        "over TLS"
+    );
+    let out = client(&["-R", &pki("other-ca.pem"), &tls(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["TLS", "unknown CA"]);
+    drop(s);
+
+    // libcoap's -C: client certificates required.
+    let s = start_with_certificate(server.to_str().unwrap(), &["-C", &ca]);
+    let mine = [
+        "-c",
+        &pki("client.pem"),
+        "-j",
+        &pki("client.key"),
+        "-C",
+        &ca,
+    ];
+    assert_status(&client(&[&mine[..], &[&tls(&s, "")]].concat()), 0);
+    let out = client(&["-C", &ca, "-B", "10", &tls(&s, "")]);
+    assert_status(&out, 3);
+    assert_one_line(&out, &["TLS", "certificate_required", "-c certfile"]);
+}
+
+#[test]
+fn libcoap_client_against_our_server_over_tcp_and_tls() {
+    let coap_client = libcoap("coap-client-openssl");
+    let coap_client = coap_client.to_str().unwrap();
+    let s = start_with_certificate(SERVER, &["-d", "1"]);
+    let out = run(coap_client, &["-B", "10", &tcp(&s, "")]);
+    assert_status(&out, 0);
+    assert!(text(&out.stdout).contains("coap-engine"));
+    let body = Scratch::new("from-libcoap.bin", 100_000);
+    let put = ["-B", "10", "-m", "put", "-f", body.path(), &tcp(&s, "big")];
+    assert_status(&run(coap_client, &put), 0);
+    // Read back with ours, byte-exact.
+    let out = client(&[&tcp(&s, "big")]);
+    assert!(out.stdout == body.data, "{} bytes back", out.stdout.len());
+    let out = run(coap_client, &["-B", "10", &tcp(&s, ".well-known/core")]);
+    assert!(text(&out.stdout).contains("</example_data>"));
+    let out = run(coap_client, &["-B", "10", "-s", "2", &tcp(&s, "time")]);
+    assert_status(&out, 0);
+    assert!(!out.stdout.is_empty());
+
+    let ca = pki("ca.pem");
+    let out = run(coap_client, &["-B", "10", "-C", &ca, &tls(&s, "")]);
+    assert!(
+        text(&out.stdout).contains("coap-engine"),
+        "{}",
+        text(&out.stdout)
+    );
+    let put = [
+        "-B",
+        "10",
+        "-C",
+        &ca,
+        "-m",
+        "put",
+        "-e",
+        "via TLS",
+        &tls(&s, "example_data"),
+    ];
+    assert_status(&run(coap_client, &put), 0);
+    // Stored over TLS, read over UDP.
+    assert_eq!(text(&client(&[&uri(&s, "example_data")]).stdout), "via TLS");
+    // libcoap's client exits 0 after a failed handshake and says so on stdout.
+    let out = run(
+        coap_client,
+        &["-B", "5", "-R", &pki("other-ca.pem"), &tls(&s, "")],
+    );
+    assert!(
+        !text(&out.stdout).contains("coap-engine"),
+        "{}",
+        text(&out.stdout)
+    );
+    drop(s);
+
+    // Client certificates required: libcoap's presents one.
+    let s = start_with_certificate(SERVER, &["-C", &ca]);
+    let mine = [
+        "-c",
+        &pki("client.pem"),
+        "-j",
+        &pki("client.key"),
+        "-C",
+        &ca,
+    ];
+    let out = run(
+        coap_client,
+        &[&mine[..], &["-B", "10", &tls(&s, "")]].concat(),
+    );
+    assert!(
+        text(&out.stdout).contains("coap-engine"),
+        "{}",
+        text(&out.stdout)
+    );
 }

@@ -5,7 +5,8 @@
 //!
 //! An async CoAP client and server for [embassy](https://embassy.dev): the sans-IO
 //! [`coap_engine::Endpoint`] driven over an `embassy-net` [`UdpSocket`] with `embassy-time`
-//! timers. `#![no_std]` + `alloc`, no `unsafe`.
+//! timers, or over `TcpSocket`s for CoAP over TCP (RFC 8323, feature `tcp`, see the `tcp`
+//! module). `#![no_std]` + `alloc`, no `unsafe`.
 //!
 //! Three pieces share one [`CoapChannels`] (place it in a `static` or a `StaticCell`):
 //!
@@ -15,7 +16,8 @@
 //!   one [`Timer`] for the engine's deadline and the command channel, and after every input
 //!   drains the engine (transmits, then events) as `coap-engine` requires. It never blocks on
 //!   the application: a full channel drops a session event, or answers an incoming request
-//!   with 5.03 Service Unavailable.
+//!   with 5.03 Service Unavailable. With feature `tcp`, `tcp::TcpRunner` takes its place
+//!   for a CoAP-over-TCP endpoint and serves the same handles.
 //! - [`Client`]: [`Client::request`] sends a request and resolves to the response or a typed
 //!   [`RequestError`] (timeout, reset, keepalive/session failure, send failure, ...);
 //!   [`Client::ping`], [`Client::open_session`] (with a per-session keepalive),
@@ -33,12 +35,14 @@
 //!
 //! ## Security
 //!
-//! This adapter runs plain CoAP (`coap://`) only. The engine's DTLS (its `dtls` feature) is
-//! built on dimpl, which needs `std`, so it is not available on `no_std` targets. What the
-//! engine does offer on `no_std` is its security seam: [`coap_engine::security::SecurityLayer`]
-//! and [`coap_engine::security::SecureChannel`] are always compiled, and an embedded DTLS
-//! implementation of them, put in [`Config::security`](coap_engine::Config::security), turns
-//! an endpoint into a `coaps://` one without changes to the engine. Such a layer will need
+//! This adapter runs plain CoAP (`coap://`, and `coap+tcp://` with feature `tcp`) only. The
+//! engine's DTLS (its `dtls` feature) is built on dimpl, and its TLS (its `tls` feature, for
+//! `coaps+tcp://`) on rustls; both need `std`, so neither is available on `no_std` targets.
+//! What the engine does offer on `no_std` is its security seam:
+//! [`coap_engine::security::SecurityLayer`] and [`coap_engine::security::SecureChannel`] are
+//! always compiled, and an embedded DTLS (or TLS) implementation of them, put in
+//! `Config::security` (the engine's `security` feature), turns an endpoint into a `coaps://`
+//! (or `coaps+tcp://`) one without changes to the engine. Such a layer will need
 //! [`Endpoint::set_unix_time`] from the application (an RTC or SNTP; embassy has no wall
 //! clock) before certificates can be checked, though not for pre-shared keys; and this
 //! runner receives into a buffer of
@@ -98,6 +102,11 @@ use embassy_sync::signal::Signal;
 use embassy_time::Timer;
 
 pub use coap_engine;
+
+#[cfg(feature = "tcp")]
+pub mod tcp;
+#[cfg(feature = "tcp")]
+pub use tcp::TcpRunner;
 
 /// The current time as the engine counts it: microseconds since embassy-time's epoch (boot).
 pub fn now() -> coap_engine::Instant {
@@ -278,7 +287,8 @@ impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
         }
     }
 
-    /// Sends a CoAP ping (Empty CON) to `peer`; resolves to the round-trip time.
+    /// Sends a CoAP ping to `peer` (an Empty CON, answered by Reset; over TCP a 7.02 Ping,
+    /// answered by 7.03 Pong); resolves to the round-trip time.
     pub async fn ping(&self, peer: SocketAddr) -> Result<Duration, RequestError> {
         match self.call(|r| Command::Ping(peer, r)).await {
             Outcome::Pong(rtt) => Ok(rtt),
@@ -287,8 +297,9 @@ impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
         }
     }
 
-    /// Opens a session with `peer` (without sending anything) and sets its keepalive
-    /// (`None`: the `Config`'s). With a keepalive, a silent peer ends in
+    /// Opens a session with `peer` (over UDP without sending anything; over TCP by opening
+    /// the connection) and sets its keepalive (`None`: the `Config`'s). With a keepalive, a
+    /// silent peer ends in
     /// [`Event::SessionFailed`] on [`next_event`](Self::next_event) within
     /// `interval + timeout`.
     pub async fn open_session(&self, peer: SocketAddr, keepalive: Option<Keepalive>) {
@@ -304,7 +315,8 @@ impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
     }
 
     /// The next session event: [`Event::SessionNew`], [`Event::SessionEstablished`],
-    /// [`Event::SessionFailed`], [`Event::SessionClosed`] or [`Event::SendFailed`]. The runner
+    /// [`Event::SessionFailed`], [`Event::SessionClosed`], [`Event::SendFailed`] (or, over
+    /// TCP, [`Event::Released`] when the peer releases the connection). The runner
     /// drops events while the channel is full, so read them if you care about them.
     pub async fn next_event(&self) -> Event {
         self.channels.events.receive().await
@@ -346,13 +358,84 @@ impl<'a, M: RawMutex, const N: usize> Server<'a, M, N> {
     }
 }
 
+/// What every runner does for the handles: carry out their calls on the engine and route the
+/// engine's events back to them. One per runner, so the UDP and TCP runners behave alike.
+struct Dispatch<'a, M: RawMutex, const N: usize> {
+    channels: &'a CoapChannels<M, N>,
+    pending: BTreeMap<RequestId, Reply<M>>,
+}
+
+impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
+    fn new(channels: &'a CoapChannels<M, N>) -> Self {
+        Dispatch {
+            channels,
+            pending: BTreeMap::new(),
+        }
+    }
+
+    fn command(&mut self, endpoint: &mut Endpoint, command: Command<M>) {
+        let t = now();
+        let (result, reply) = match command {
+            Command::Request(peer, packet, reply) => (endpoint.request(t, peer, &packet), reply),
+            Command::Ping(peer, reply) => (endpoint.ping(t, peer), reply),
+            Command::Respond(id, packet) => {
+                let _ = endpoint.respond(t, id, &packet); // unknown id: nothing to do
+                return;
+            }
+            Command::Open(peer, keepalive) => {
+                if endpoint.open_session(t, peer).is_ok() && keepalive.is_some() {
+                    let _ = endpoint.set_keepalive(t, peer, keepalive);
+                }
+                return;
+            }
+            Command::Close(peer) => {
+                let _ = endpoint.close_session(t, peer); // none: already gone
+                return;
+            }
+        };
+        match result {
+            Ok(id) => {
+                self.pending.insert(id, reply);
+            }
+            Err(e) => reply.signal(Outcome::Failed(RequestError::Rejected(e))),
+        }
+    }
+
+    /// Never waits for the application: a full channel drops a session event, or answers an
+    /// incoming request with 5.03 Service Unavailable.
+    fn event(&mut self, endpoint: &mut Endpoint, event: Event) {
+        let (id, outcome) = match event {
+            Event::Request { id, peer, request } => {
+                let incoming = IncomingRequest { id, peer, request };
+                if self.channels.requests.try_send(incoming).is_err() {
+                    let mut busy = Packet::new();
+                    busy.header.code = MessageClass::Response(ResponseType::ServiceUnavailable);
+                    let _ = endpoint.respond(now(), id, &busy);
+                }
+                return;
+            }
+            Event::Response { id, response, .. } => (id, Outcome::Response(response)),
+            Event::RequestFailed { id, error, .. } | Event::PingFailed { id, error, .. } => {
+                (id, Outcome::Failed(error.into()))
+            }
+            Event::Pong { id, rtt, .. } => (id, Outcome::Pong(rtt)),
+            other => {
+                let _ = self.channels.events.try_send(other); // full: dropped
+                return;
+            }
+        };
+        if let Some(reply) = self.pending.remove(&id) {
+            reply.signal(outcome);
+        }
+    }
+}
+
 /// Owns the [`Endpoint`] and the [`UdpSocket`] and moves everything between them, the clock
 /// and the handles. Run it with [`run`](Self::run).
 pub struct CoapRunner<'a, M: RawMutex, const N: usize> {
     endpoint: Endpoint,
     socket: UdpSocket<'a>,
-    channels: &'a CoapChannels<M, N>,
-    pending: BTreeMap<RequestId, Reply<M>>,
+    dispatch: Dispatch<'a, M, N>,
     /// A transmit waiting for room in the socket's transmit buffer.
     blocked: Option<Transmit>,
     buf: Vec<u8>,
@@ -371,8 +454,7 @@ impl<'a, M: RawMutex, const N: usize> CoapRunner<'a, M, N> {
         CoapRunner {
             endpoint,
             socket,
-            channels,
-            pending: BTreeMap::new(),
+            dispatch: Dispatch::new(channels),
             blocked: None,
             buf,
         }
@@ -402,47 +484,17 @@ impl<'a, M: RawMutex, const N: usize> CoapRunner<'a, M, N> {
                 }
             };
             let recv = self.socket.recv_from(&mut self.buf);
-            match select4(recv, timer, self.channels.commands.receive(), writable).await {
+            let commands = self.dispatch.channels.commands.receive();
+            match select4(recv, timer, commands, writable).await {
                 Either4::First(Ok((n, meta))) => {
                     let peer = to_socket_addr(meta.endpoint);
                     self.endpoint.handle_datagram(now(), peer, &self.buf[..n]);
                 }
                 Either4::First(Err(RecvError::Truncated)) => {} // too big for us: dropped
                 Either4::Second(()) => self.endpoint.handle_timeout(now()),
-                Either4::Third(command) => self.command(command),
+                Either4::Third(command) => self.dispatch.command(&mut self.endpoint, command),
                 Either4::Fourth(()) => {} // retried by drain()
             }
-        }
-    }
-
-    fn command(&mut self, command: Command<M>) {
-        let t = now();
-        let (result, reply) = match command {
-            Command::Request(peer, packet, reply) => {
-                (self.endpoint.request(t, peer, &packet), Some(reply))
-            }
-            Command::Ping(peer, reply) => (self.endpoint.ping(t, peer), Some(reply)),
-            Command::Respond(id, packet) => {
-                let _ = self.endpoint.respond(t, id, &packet); // unknown id: nothing to do
-                return;
-            }
-            Command::Open(peer, keepalive) => {
-                if self.endpoint.open_session(t, peer).is_ok() && keepalive.is_some() {
-                    let _ = self.endpoint.set_keepalive(t, peer, keepalive);
-                }
-                return;
-            }
-            Command::Close(peer) => {
-                let _ = self.endpoint.close_session(t, peer); // none: already gone
-                return;
-            }
-        };
-        match (result, reply) {
-            (Ok(id), Some(reply)) => {
-                self.pending.insert(id, reply);
-            }
-            (Err(e), Some(reply)) => reply.signal(Outcome::Failed(RequestError::Rejected(e))),
-            _ => {}
         }
     }
 
@@ -462,7 +514,7 @@ impl<'a, M: RawMutex, const N: usize> CoapRunner<'a, M, N> {
             let mut any = false;
             while let Some(event) = self.endpoint.poll_event() {
                 any = true;
-                self.event(event);
+                self.dispatch.event(&mut self.endpoint, event);
             }
             if !any && (self.blocked.is_some() || !self.endpoint.has_transmits()) {
                 return;
@@ -491,32 +543,6 @@ impl<'a, M: RawMutex, const N: usize> CoapRunner<'a, M, N> {
                 self.blocked = Some(t);
                 false
             }
-        }
-    }
-
-    fn event(&mut self, event: Event) {
-        let (id, outcome) = match event {
-            Event::Request { id, peer, request } => {
-                let incoming = IncomingRequest { id, peer, request };
-                if self.channels.requests.try_send(incoming).is_err() {
-                    let mut busy = Packet::new();
-                    busy.header.code = MessageClass::Response(ResponseType::ServiceUnavailable);
-                    let _ = self.endpoint.respond(now(), id, &busy);
-                }
-                return;
-            }
-            Event::Response { id, response, .. } => (id, Outcome::Response(response)),
-            Event::RequestFailed { id, error, .. } | Event::PingFailed { id, error, .. } => {
-                (id, Outcome::Failed(error.into()))
-            }
-            Event::Pong { id, rtt, .. } => (id, Outcome::Pong(rtt)),
-            other => {
-                let _ = self.channels.events.try_send(other); // full: dropped
-                return;
-            }
-        };
-        if let Some(reply) = self.pending.remove(&id) {
-            reply.signal(outcome);
         }
     }
 }

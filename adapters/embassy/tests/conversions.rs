@@ -46,3 +46,30 @@ fn instants_convert_in_microseconds() {
     let far = coap_engine::Instant::from_micros(u64::MAX);
     assert_eq!(to_embassy_instant(far), embassy_time::Instant::MAX);
 }
+
+#[cfg(feature = "tcp")]
+#[test]
+fn tcp_errors_map_to_engine_inputs() {
+    use coap_engine::StreamClosed;
+    use coap_engine_embassy::tcp::{connect_error_kind, stream_closed};
+    use embassy_net::tcp::{ConnectError, Error};
+
+    // A SYN answered with RST is the peer refusing; no route is the network's doing.
+    assert_eq!(
+        connect_error_kind(ConnectError::ConnectionReset),
+        SendErrorKind::Refused
+    );
+    assert_eq!(
+        connect_error_kind(ConnectError::TimedOut),
+        SendErrorKind::TimedOut
+    );
+    assert_eq!(
+        connect_error_kind(ConnectError::NoRoute),
+        SendErrorKind::Unreachable
+    );
+    assert_eq!(
+        connect_error_kind(ConnectError::InvalidState),
+        SendErrorKind::Other
+    );
+    assert_eq!(stream_closed(Error::ConnectionReset), StreamClosed::Reset);
+}

@@ -23,7 +23,7 @@
 //!   failed ([`Endpoint::handle_connect_failed`]): the session and its requests then fail with
 //!   [`ConnectionFailure::ConnectFailed`](coap_engine::ConnectionFailure::ConnectFailed).
 //!   A connect not done within [`StreamDriver::set_connect_timeout`] (default 30 s) fails with
-//!   [`SendErrorKind::Other`], as the kernel's own `ETIMEDOUT` does. Peers are socket
+//!   [`SendErrorKind::TimedOut`], as the kernel's own `ETIMEDOUT` does. Peers are socket
 //!   addresses: name resolution is the application's business.
 //! - **Accepting.** Readiness on the listener accepts until `WouldBlock`; every connection is
 //!   offered to the engine ([`Endpoint::handle_accepted`]) and closed at once if it refuses it
@@ -44,9 +44,9 @@
 //!   256 KiB at a time so that one busy peer cannot starve the others (the rest is read at once
 //!   on the next [`StreamDriver::handle_timeout`]). The driver stops reading from a connection
 //!   whose queue of unwritten bytes has grown beyond four times `max_unwritten_bytes` plus
-//!   1 MiB (only the engine's answers to a peer's signals, such as Pongs to a flood of Pings
-//!   it never reads, can get there) until the queue shrinks: the peer's own kernel then
-//!   pushes back on it.
+//!   1 MiB until the queue shrinks: the peer's own kernel then pushes back on it. (The
+//!   engine itself stops answering Pings once a connection is backlogged, so this is a
+//!   second line of defence.)
 //! - **Closing.** [`StreamCommand::Close`] writes what is still queued, then shuts the
 //!   connection down (FIN) and waits for the peer's end (reading and dropping what still
 //!   arrives, so that the close does not turn into a reset that could destroy the last
@@ -59,7 +59,8 @@
 //! | --- | --- |
 //! | connect: `ECONNREFUSED` | `handle_connect_failed(..)` with [`SendErrorKind::Refused`] |
 //! | connect: `ENETUNREACH`, `EHOSTUNREACH`, `ENETDOWN` | `handle_connect_failed(..)` with [`SendErrorKind::Unreachable`] |
-//! | connect: no answer within the connect timeout, any other error | `handle_connect_failed(..)` with [`SendErrorKind::Other`] |
+//! | connect: no answer within the connect timeout | `handle_connect_failed(..)` with [`SendErrorKind::TimedOut`] |
+//! | connect: any other error | `handle_connect_failed(..)` with [`SendErrorKind::Other`] |
 //! | read returned 0 (the peer closed its side) | `handle_closed(.., StreamClosed::Eof)` |
 //! | read failed (`ECONNRESET`, `ETIMEDOUT`, ...) | `handle_closed(.., StreamClosed::Reset)` |
 //! | write failed with `ECONNRESET`, `EPIPE`, `ECONNABORTED` | `handle_closed(.., StreamClosed::Reset)` |
@@ -477,7 +478,7 @@ impl StreamDriver {
     }
 
     /// How long a connection may take to open before it fails with
-    /// [`SendErrorKind::Other`] (default 30 s; the kernel gives up on its own after about
+    /// [`SendErrorKind::TimedOut`] (default 30 s; the kernel gives up on its own after about
     /// two minutes on Linux). Applies to connections started from now on.
     ///
     /// ```
@@ -551,9 +552,8 @@ impl StreamDriver {
     /// Bytes the engine handed over for `peer`'s connection that the kernel has not taken
     /// yet (`None`: no connection to `peer`). It stays within
     /// [`Limits::max_unwritten_bytes`](coap_engine::Limits::max_unwritten_bytes) plus one
-    /// message, because the engine refuses application messages beyond it; only its answers
-    /// to the peer's signals can go further, up to the point where the driver stops reading
-    /// (see the [module docs](self)).
+    /// message, because the engine refuses application messages beyond it and leaves the
+    /// peer's Pings unanswered while it is over it (see the [module docs](self)).
     ///
     /// ```
     /// # use coap_engine::{Config, Transport};
@@ -1167,8 +1167,8 @@ impl StreamDriver {
             State::Connecting => {
                 let peer = c.peer;
                 log::debug!("connect to {peer} timed out");
-                let failed = Input::ConnectFailed(peer, SendErrorKind::Other);
-                self.discard(slot, Some(failed), SendErrorKind::Other);
+                let failed = Input::ConnectFailed(peer, SendErrorKind::TimedOut);
+                self.discard(slot, Some(failed), SendErrorKind::TimedOut);
             }
             State::Closing { .. } => {
                 log::debug!("{}: connection not closed in time; dropped", c.peer);

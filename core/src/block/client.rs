@@ -204,6 +204,24 @@ pub(crate) fn first_request(
     Ok((bytes, Some(transfer)))
 }
 
+/// The key of an encoded request's target (method and every option but the block ones): two
+/// requests with the same key would share the server's block-wise state for it.
+pub(crate) fn target_key(request: &[u8]) -> Option<u64> {
+    let msg = codec::parse(request).ok()?;
+    let mut key = Vec::with_capacity(64);
+    key.push(msg.header.code);
+    for (n, v) in msg.options().filter(|(n, _)| !is_block_option(*n)) {
+        push_option(&mut key, n, v);
+    }
+    Some(u64::from_be_bytes(body_etag(&key)))
+}
+
+fn push_option(key: &mut Vec<u8>, number: u16, value: &[u8]) {
+    key.extend_from_slice(&number.to_be_bytes());
+    key.extend_from_slice(&(value.len() as u32).to_be_bytes());
+    key.extend_from_slice(value);
+}
+
 /// What the response `msg` to our request means for its transfer (created here when a plain
 /// request is answered with the first of several blocks). `request` is the request's first
 /// transmission; `piggybacked` says whether `msg` came on the ACK of the block request just
@@ -272,15 +290,26 @@ pub(crate) fn on_response(
 }
 
 impl ClientTransfer {
-    /// Whether the request body is still going up in Block1 blocks.
-    pub(crate) fn is_upload(&self) -> bool {
-        matches!(self.phase, Phase::Upload { .. })
+    /// Whether the transfer needs the server's state for its request target to itself: a
+    /// body going up in Block1 blocks (the server reassembles one per target, §2.5), or the
+    /// answer to a request that must not run twice coming down in Block2 blocks (the server
+    /// keeps one such answer per target, §2.6). Another request to the target must wait.
+    pub(crate) fn holds_target(&self) -> bool {
+        match self.phase {
+            Phase::Upload { .. } => true,
+            Phase::Download { .. } => !matches!(self.template.code, 1 | 5),
+        }
     }
 
-    /// Whether `other` goes to the same request target (method and every option but the
-    /// block ones): a server reassembles one body per target.
-    pub(crate) fn same_target(&self, other: &ClientTransfer) -> bool {
-        self.template.code == other.template.code && self.template.options == other.template.options
+    /// The key of the transfer's request target (method and every option but the block
+    /// ones), as [`target_key`] computes it.
+    pub(crate) fn target(&self) -> u64 {
+        let mut key = Vec::with_capacity(64);
+        key.push(self.template.code);
+        for (n, v) in &self.template.options {
+            push_option(&mut key, *n, v);
+        }
+        u64::from_be_bytes(body_etag(&key))
     }
 
     /// Encodes the request for the current block. An upload block that does not fit in

@@ -1,6 +1,7 @@
 //! The server side of block-wise transfers (RFC 7959 §2.3–§2.5): request bodies
 //! reassembled from Block1 blocks, responses cut to the Block2 block asked for.
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use coap_lite::{CoapOption, MessageClass, MessageType, Packet};
@@ -21,6 +22,9 @@ pub(crate) struct ServerBlocks {
     size2: bool,
     /// The last Block1 block of a reassembled request body, echoed in the response (§2.5).
     block1: Option<Block>,
+    /// For a request that must not run twice (not GET or FETCH): its target's key, under
+    /// which a response cut into blocks is kept for the requests of its further blocks.
+    cache: Option<u64>,
 }
 
 /// An answer the engine gives for the application.
@@ -68,6 +72,34 @@ pub(crate) enum Inbound {
     Answer(Answer),
     /// A malformed Block option in a Non-confirmable request: reject it (RFC 7252 §5.4.1).
     Reject,
+    /// A further block of a response kept for a request that must not run again: answer with
+    /// this response, cut as `ServerBlocks` says (RFC 7959 §2.6).
+    Serve(ServerBlocks, Arc<Packet>),
+}
+
+/// Whether `response` is a block with more to come (its Block2 option's M bit).
+pub(crate) fn more_blocks(response: &Packet) -> bool {
+    response
+        .get_first_option(CoapOption::Block2)
+        .and_then(|v| {
+            Block::decode_on(
+                v,
+                Path {
+                    stream: true,
+                    bert: false,
+                },
+            )
+            .ok()
+        })
+        .is_some_and(|b| b.more)
+}
+
+/// A response cut into blocks, kept for the requests of its further blocks.
+#[derive(Debug)]
+struct Kept {
+    key: u64,
+    response: Arc<Packet>,
+    expires: Instant,
 }
 
 /// A request body being reassembled.
@@ -83,6 +115,16 @@ struct Partial {
 #[derive(Debug, Default)]
 pub(crate) struct Reassembly {
     partials: Vec<Partial>,
+    /// Responses to POST, PUT, ... cut into blocks (oldest first): their further blocks are
+    /// served from here rather than by running the request again, which would repeat its
+    /// effect (RFC 7959 §2.6). They share `max_block_transfers` with `partials`, which take
+    /// precedence.
+    kept: Vec<Kept>,
+}
+
+/// GET and FETCH can be asked again for each block (RFC 7959 §2.4); other methods cannot.
+fn is_safe(code: u8) -> bool {
+    matches!(code, 1 | 5)
 }
 
 fn request_key(msg: &MessageView<'_>) -> Vec<u8> {
@@ -98,21 +140,57 @@ fn request_key(msg: &MessageView<'_>) -> Vec<u8> {
 
 impl Reassembly {
     pub(crate) fn len(&self) -> usize {
-        self.partials.len()
+        self.partials.len() + self.kept.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.partials.is_empty()
+        self.partials.is_empty() && self.kept.is_empty()
     }
 
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
-        self.partials.iter().map(|p| p.expires).min()
+        let partials = self.partials.iter().map(|p| p.expires);
+        partials.chain(self.kept.iter().map(|k| k.expires)).min()
+    }
+
+    /// Keeps `response` if it was cut into blocks (`first` is what went out: with Block2 and
+    /// more to come) for a request that must not run twice, until `expires`.
+    pub(crate) fn keep(
+        &mut self,
+        config: &Config,
+        blocks: &ServerBlocks,
+        first: Option<&Packet>,
+        response: &Packet,
+        expires: Instant,
+    ) {
+        let Some(key) = blocks.cache else { return };
+        self.kept.retain(|k| k.key != key);
+        if !first.is_some_and(more_blocks) {
+            return;
+        }
+        while self.len() >= config.limits.max_block_transfers && !self.kept.is_empty() {
+            self.kept.remove(0);
+        }
+        if self.len() < config.limits.max_block_transfers {
+            self.kept.push(Kept {
+                key,
+                response: Arc::new(response.clone()),
+                expires,
+            });
+        }
+    }
+
+    /// The last block of a kept response went out: it is not needed any more.
+    pub(crate) fn served(&mut self, blocks: &ServerBlocks, last: bool) {
+        if let (Some(key), true) = (blocks.cache, last) {
+            self.kept.retain(|k| k.key != key);
+        }
     }
 
     /// Drops the partial bodies whose time is up (§2.5: EXCHANGE_LIFETIME after their latest
     /// block).
     pub(crate) fn expire(&mut self, now: Instant) {
         self.partials.retain(|p| p.expires > now);
+        self.kept.retain(|k| k.expires > now);
     }
 
     /// Handles the Block options of a new (deduplicated) request; `expires` is when a partial
@@ -142,16 +220,29 @@ impl Reassembly {
             Ok(b) => b,
             Err(answer) => return answer,
         };
+        let key = request_key(msg);
         let mut blocks = ServerBlocks {
             block2: block2.map(|b| Block { more: false, ..b }),
             size2: msg.option(SIZE2).is_some(),
             block1: None,
+            cache: (!is_safe(msg.header.code)).then(|| u64::from_be_bytes(body_etag(&key))),
         };
+        if let Some(cache) = blocks.cache {
+            match block2 {
+                // A further block of a response we kept: never run the request again.
+                Some(b2) if b2.num > 0 && block1.is_none() => {
+                    if let Some(k) = self.kept.iter().find(|k| k.key == cache) {
+                        return Inbound::Serve(blocks, k.response.clone());
+                    }
+                }
+                // A new request to the target: its answer replaces the one kept.
+                _ => self.kept.retain(|k| k.key != cache),
+            }
+        }
         let Some(b1) = block1 else {
             return Inbound::Deliver(None, blocks);
         };
         let max = config.blockwise.max_body_size;
-        let key = request_key(msg);
         let index = self.partials.iter().position(|p| p.key == key);
         let too_large = Answer {
             code: TOO_LARGE,
@@ -191,6 +282,12 @@ impl Reassembly {
                 None if self.partials.len() >= config.limits.max_block_transfers => {
                     // No room to store another body now (§2.9.3).
                     return Inbound::Answer(Answer::code(TOO_LARGE));
+                }
+                None if self.len() >= config.limits.max_block_transfers => {
+                    // A body being received matters more than a response kept.
+                    self.kept.remove(0);
+                    self.partials.push(Partial { key, body, expires });
+                    self.partials.len() - 1
                 }
                 None => {
                     self.partials.push(Partial { key, body, expires });

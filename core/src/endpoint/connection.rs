@@ -35,6 +35,12 @@ impl Endpoint {
         self.out.poll_command()
     }
 
+    /// Whether stream commands are waiting to be polled (like
+    /// [`has_transmits`](Self::has_transmits)).
+    pub fn has_stream_commands(&self) -> bool {
+        self.out.has_commands()
+    }
+
     /// The connection the engine asked for with [`StreamCommand::Connect`] is open: the
     /// engine sends its Capabilities and Settings Message (RFC 8323 §5.3), then the requests
     /// that waited for the connection.

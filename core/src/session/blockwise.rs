@@ -83,7 +83,7 @@ impl Session {
             .position(|e| e.block.as_ref().is_some_and(|t| t.parked.is_some()))
         {
             let outstanding = self.exchanges.iter().filter(|e| e.outstanding()).count();
-            if outstanding >= ctx.config.transmission.nstart {
+            if outstanding >= ctx.config.transmission.nstart || self.write_backlog(ctx) {
                 return;
             }
             let e = &mut self.exchanges[i];

@@ -146,8 +146,16 @@ impl Session {
         if !self.ready() {
             return; // requests wait for the handshake (bounded by max_queued_requests)
         }
+        // Requests and further blocks wait while the adapter has not written what it was
+        // given (`on_send_ok` pumps again).
+        if self.write_backlog(ctx) {
+            return;
+        }
         self.unpark(now, ctx);
         loop {
+            if self.write_backlog(ctx) {
+                return;
+            }
             let outstanding = self.exchanges.iter().filter(|e| e.outstanding()).count();
             if outstanding >= ctx.config.transmission.nstart
                 || self.exchanges.len() >= ctx.config.limits.max_exchanges
@@ -160,16 +168,16 @@ impl Session {
             if head.token.len == 0 && self.exchanges.iter().any(|e| e.token.len == 0) {
                 return;
             }
-            // A server reassembles one request body per target (RFC 7959 §2.5): a second
-            // upload to the same target would replace the first's blocks, so it waits.
-            if let Some(up) = head.block.as_deref().filter(|t| t.is_upload()) {
-                let busy = self.exchanges.iter().any(|e| {
-                    e.block
-                        .as_deref()
-                        .is_some_and(|t| t.is_upload() && t.same_target(up))
-                });
-                if busy {
-                    return;
+            // A server keeps one request body being reassembled (RFC 7959 §2.5) and one
+            // answer of a request that must not run twice (§2.6) per target: a request to a
+            // target a transfer holds would replace that state, so it waits.
+            let mut head_key = None;
+            for e in &self.exchanges {
+                if let Some(t) = e.block.as_deref().filter(|t| t.holds_target()) {
+                    let key = *head_key.get_or_insert_with(|| block::target_key(&head.bytes));
+                    if key == Some(t.target()) {
+                        return;
+                    }
                 }
             }
             let Some(q) = self.queue.pop_front() else {

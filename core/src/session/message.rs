@@ -285,7 +285,12 @@ impl Session {
     }
 
     pub(crate) fn ping(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Result<RequestId, Error> {
-        if self.other_confirmables() >= ctx.config.limits.max_confirmables {
+        // On a stream the Pings in flight take the place of Confirmable messages.
+        let in_flight = match self.stream.as_ref() {
+            Some(s) => s.pings_in_flight(),
+            None => self.other_confirmables(),
+        };
+        if in_flight >= ctx.config.limits.max_confirmables || self.write_backlog(ctx) {
             return Err(Error::QueueFull);
         }
         let id = RequestId(new_id(ctx, self.key.slot));

@@ -417,6 +417,10 @@ impl Session {
             .iter()
             .position(|e| e.id == id && e.observe.as_ref().is_some_and(|o| !o.deregistering))
             .ok_or(Error::UnknownRequest)?;
+        if self.write_backlog(ctx) {
+            // A deregistration is a request like any other: it waits for the writes.
+            return Err(Error::QueueFull);
+        }
         self.resend_observe(now, ctx, index, 1)?;
         if let Some(obs) = self.exchanges[index].observe.as_mut() {
             obs.deregistering = true;

@@ -80,6 +80,7 @@ impl Session {
             inc.token.len as usize,
             response,
         );
+        let whole = response;
         let response = shaped.as_ref().unwrap_or(response);
         let (mtype, mid) = self.answer_kind(ctx, inc);
         let bytes = ctx.out.encode_packet(
@@ -90,6 +91,9 @@ impl Session {
             ctx.max_message_size,
         )?;
         let inc = self.incoming.swap_remove(index);
+        let expires = now + ctx.derived.exchange_lifetime;
+        self.blocks
+            .keep(ctx.config, &inc.block, shaped.as_ref(), whole, expires);
         self.last_activity = now;
         self.send_answer(now, ctx, inc.mid, mtype, bytes);
         if let Some(resource) = register {
@@ -214,6 +218,28 @@ impl Session {
             }
             block::Inbound::Reject => {
                 self.refuse(ctx, msg);
+                None
+            }
+            block::Inbound::Serve(info, response) => {
+                let token = msg.token;
+                let shaped = block::shape_response(
+                    ctx.config,
+                    ctx.max_message_size,
+                    ctx.path,
+                    &info,
+                    token.len(),
+                    &response,
+                );
+                let answer = shaped.as_ref().unwrap_or(&response);
+                let last = !block::more_blocks(answer);
+                let max = ctx.max_message_size;
+                self.reply(ctx, msg.header, |out, mtype, mid| {
+                    out.encode_packet(answer, mtype, mid, token, max)
+                        .unwrap_or_else(|_| {
+                            out.encode_simple(mtype, INTERNAL_ERROR, mid, token, b"")
+                        })
+                });
+                self.blocks.served(&info, last);
                 None
             }
         }

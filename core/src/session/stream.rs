@@ -36,6 +36,10 @@ const ALTERNATIVE_ADDRESS: u16 = 2;
 const HOLD_OFF: u16 = 4;
 const BAD_CSM_OPTION: u16 = 2;
 
+/// What one write counts for in `Limits::max_unwritten_bytes` besides its bytes: roughly its
+/// transmit, record and buffer headers.
+pub(crate) const WRITE_COST: usize = 64;
+
 /// What the peer may send until its CSM says otherwise (RFC 8323 §5.3.1).
 pub(crate) const DEFAULT_MAX_MESSAGE_SIZE: usize = 1152;
 
@@ -135,12 +139,15 @@ impl Session {
     }
 
     /// Block-wise on this session: BERT is valid input on any stream (we announce
-    /// Block-Wise-Transfer in our CSM) and ours to send once the peer announced it too.
-    pub(crate) fn block_path(&self) -> crate::block::Path {
+    /// Block-Wise-Transfer in our CSM) and ours to send once the peer announced it too, when
+    /// messages may carry at least two 1024-byte units: with room for one only, an ordinary
+    /// SZX 6 block is the same on the wire and every implementation knows it (libcoap 4.3.1
+    /// takes a one-unit BERT block for the whole body).
+    pub(crate) fn block_path(&self, config: &crate::config::Config) -> crate::block::Path {
         match self.stream.as_ref() {
             Some(s) => crate::block::Path {
                 stream: true,
-                bert: s.capabilities().block_wise,
+                bert: s.capabilities().block_wise && self.send_limit(config) >= 2 * 1024 + 128,
             },
             None => crate::block::Path::default(),
         }
@@ -170,7 +177,9 @@ impl Session {
             session: Some(self.key),
             message_id: None,
         };
-        let len = frame.len();
+        // A write costs its bytes and the bookkeeping that comes with it here and in the
+        // adapter, so that many tiny writes (Pongs) are bounded as surely as a few large ones.
+        let len = frame.len() + WRITE_COST;
         #[cfg(feature = "security")]
         let id = if self.is_secure() {
             self.seal(ctx, record, &frame)
@@ -429,6 +438,12 @@ impl Session {
                 None
             }
             PING => {
+                if self.write_backlog(ctx) {
+                    // A peer that pings without reading what we write would make us queue
+                    // Pongs without end: unanswered, its Ping only times out at its end.
+                    log::debug!("{}: Ping left unanswered: writes backlogged", self.peer);
+                    return None;
+                }
                 let custody = msg.option(CUSTODY).is_some();
                 let options = [(CUSTODY, &[][..])];
                 let n = usize::from(custody);

@@ -463,7 +463,18 @@ pub(super) fn map_error(error: &rustls::Error, client: bool) -> SecurityError {
         rustls::Error::FailedToGetCurrentTime => {
             SecurityError::Certificate(CertificateError::NoClock)
         }
+        // The peer's way of saying it speaks none of our versions (RFC 8446 §6.2).
+        rustls::Error::AlertReceived(rustls::AlertDescription::ProtocolVersion) => {
+            SecurityError::NoCommonVersion
+        }
         rustls::Error::AlertReceived(alert) => SecurityError::Alert(u8::from(*alert)),
+        rustls::Error::PeerIncompatible(
+            rustls::PeerIncompatible::ServerDoesNotSupportTls12Or13
+            | rustls::PeerIncompatible::ServerTlsVersionIsDisabledByOurConfig
+            | rustls::PeerIncompatible::SupportedVersionsExtensionRequired
+            | rustls::PeerIncompatible::Tls12NotOffered
+            | rustls::PeerIncompatible::Tls12NotOfferedOrEnabled,
+        ) => SecurityError::NoCommonVersion,
         rustls::Error::PeerIncompatible(_) | rustls::Error::NoApplicationProtocol => {
             SecurityError::NoCommonCipherSuite
         }

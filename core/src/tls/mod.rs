@@ -72,9 +72,37 @@ pub struct TlsConfig {
     pub verify_peer: bool,
     /// Server role: whether clients are asked for a certificate, and must present one.
     pub client_auth: ClientAuth,
-    /// A handshake not complete this long after the connection opened fails with
+    /// A handshake not complete this long after the session started fails with
     /// [`SecurityError::HandshakeTimeout`] (default 30 s).
     pub handshake_timeout: Duration,
+    /// The TLS versions offered or accepted (default both 1.3 and 1.2).
+    pub versions: TlsVersions,
+}
+
+/// Which TLS versions an endpoint speaks.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsVersions {
+    /// TLS 1.3 and 1.2, 1.3 preferred.
+    #[default]
+    All,
+    /// TLS 1.3 only.
+    Tls13,
+    /// TLS 1.2 only (for peers that need it; 1.3 is preferable wherever it works).
+    Tls12,
+}
+
+static TLS13_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS13];
+static TLS12_ONLY: [&rustls::SupportedProtocolVersion; 1] = [&rustls::version::TLS12];
+
+impl TlsVersions {
+    fn rustls(self) -> &'static [&'static rustls::SupportedProtocolVersion] {
+        match self {
+            TlsVersions::All => rustls::ALL_VERSIONS,
+            TlsVersions::Tls13 => &TLS13_ONLY,
+            TlsVersions::Tls12 => &TLS12_ONLY,
+        }
+    }
 }
 
 impl Default for TlsConfig {
@@ -85,6 +113,7 @@ impl Default for TlsConfig {
             verify_peer: true,
             client_auth: ClientAuth::NotRequested,
             handshake_timeout: Duration::from_secs(30),
+            versions: TlsVersions::All,
         }
     }
 }
@@ -97,6 +126,7 @@ impl fmt::Debug for TlsConfig {
             .field("verify_peer", &self.verify_peer)
             .field("client_auth", &self.client_auth)
             .field("handshake_timeout", &self.handshake_timeout)
+            .field("versions", &self.versions)
             .finish()
     }
 }
@@ -133,7 +163,7 @@ impl Tls {
         }
         let provider = Arc::new(kx::provider());
         let time = Arc::new(channel::WallClock);
-        let versions = rustls::ALL_VERSIONS;
+        let versions = config.versions.rustls();
         let mut roots = rustls::RootCertStore::empty();
         for anchor in &config.trust_anchors {
             roots

@@ -2,7 +2,7 @@
 //! and entropy derived from the world's seed so that a run replays exactly.
 
 use coap_engine::credentials::{trust_anchors_from_pem, ClientAuth};
-use coap_engine::tls::{Tls, TlsConfig};
+use coap_engine::tls::{Tls, TlsConfig, TlsVersions};
 use coap_engine::{Config, Duration, Security, Transport};
 
 pub use super::pki::*;
@@ -40,6 +40,28 @@ pub fn tls_server(base: Config, cert: &str, client_auth: ClientAuth, seed: u64) 
         client_auth,
         handshake_timeout: HANDSHAKE_TIMEOUT,
         ..TlsConfig::default()
+    };
+    tls_secure(base, tls, seed)
+}
+
+/// `config` (made by `tls_client` or `tls_server`) limited to `versions`: rebuilt from the
+/// same files, as a layer cannot be changed once made.
+pub fn tls_with_versions(base: Config, client: bool, versions: TlsVersions, seed: u64) -> Config {
+    let tls = if client {
+        TlsConfig {
+            trust_anchors: trust_anchors_from_pem(&pem("ca.pem")).unwrap(),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            versions,
+            ..TlsConfig::default()
+        }
+    } else {
+        TlsConfig {
+            certificate: Some(certified("server")),
+            trust_anchors: trust_anchors_from_pem(&pem("ca.pem")).unwrap(),
+            handshake_timeout: HANDSHAKE_TIMEOUT,
+            versions,
+            ..TlsConfig::default()
+        }
     };
     tls_secure(base, tls, seed)
 }

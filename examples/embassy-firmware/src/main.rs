@@ -2,7 +2,8 @@
 //! network driver (what it sends comes back to it), a [`CoapRunner`] per socket, and a client
 //! that GETs `/temp` from the server every 5 s with a keepalive on the session. Replace the
 //! loopback driver with your HAL's Ethernet/Wi-Fi driver (and the SysTick time driver with the
-//! HAL's) for a real device; everything else stays.
+//! HAL's) for a real device; everything else stays. With feature `tcp` the same client and
+//! server speak CoAP over TCP, a `TcpRunner` with one socket each.
 
 #![no_std]
 #![no_main]
@@ -21,12 +22,19 @@ use core::task::{Context, Waker};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use coap_engine::{Config, Duration, Endpoint, Keepalive, Limits};
-use coap_engine_embassy::{Client, CoapChannels, CoapRunner, Server};
+#[cfg(not(feature = "tcp"))]
+use coap_engine_embassy::CoapRunner;
+#[cfg(feature = "tcp")]
+use coap_engine_embassy::TcpRunner;
+use coap_engine_embassy::{Client, CoapChannels, Server};
 use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::{entry, exception};
 use critical_section::Mutex;
 use embassy_executor::{Executor, Spawner};
 use embassy_net::driver::{Capabilities, Driver, HardwareAddress, LinkState, RxToken, TxToken};
+#[cfg(feature = "tcp")]
+use embassy_net::tcp::TcpSocket;
+#[cfg(not(feature = "tcp"))]
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{Ipv4Cidr, Runner, Stack, StackResources, StaticConfigV4};
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
@@ -162,17 +170,24 @@ fn config() -> Config {
             max_pending_requests: 4,
             max_dedup_entries: 16,
             max_remembered_peers: 4,
+            // (Not applied to a TCP endpoint, whose writes `max_unwritten_bytes` bounds.)
             max_queued_transmits: 8,
             tracked_transmits: 8,
             max_observers: 2,
             max_block_transfers: 1,
+            // What may wait for room in a TCP socket, per connection.
+            #[cfg(feature = "tcp")]
+            max_unwritten_bytes: 4096,
             ..Limits::default()
         },
         max_message_size: 1152,
+        #[cfg(feature = "tcp")]
+        transport: coap_engine::Transport::Tcp,
         ..Config::default()
     }
 }
 
+#[cfg(not(feature = "tcp"))]
 fn socket(stack: Stack<'static>, port: u16) -> UdpSocket<'static> {
     let mut s = UdpSocket::new(
         stack,
@@ -187,13 +202,27 @@ fn socket(stack: Stack<'static>, port: u16) -> UdpSocket<'static> {
     s
 }
 
+#[cfg(feature = "tcp")]
+fn tcp_socket(stack: Stack<'static>) -> TcpSocket<'static> {
+    TcpSocket::new(
+        stack,
+        Box::leak(Box::new([0; 1536])),
+        Box::leak(Box::new([0; 1536])),
+    )
+}
+
+#[cfg(not(feature = "tcp"))]
+type CoapTaskRunner = CoapRunner<'static, NoopRawMutex, 4>;
+#[cfg(feature = "tcp")]
+type CoapTaskRunner = TcpRunner<'static, NoopRawMutex, 4>;
+
 #[embassy_executor::task]
 async fn net_task(mut runner: Runner<'static, Loopback>) -> ! {
     runner.run().await
 }
 
 #[embassy_executor::task(pool_size = 2)]
-async fn coap_task(mut runner: CoapRunner<'static, NoopRawMutex, 4>) -> ! {
+async fn coap_task(mut runner: CoapTaskRunner) -> ! {
     runner.run().await
 }
 
@@ -237,10 +266,23 @@ async fn main_task(spawner: Spawner) {
         panic!()
     };
     spawner.spawn(net_task(net).unwrap_or_else(|_| panic!()));
+    #[cfg(not(feature = "tcp"))]
     let runners = [
         coap_task(CoapRunner::new(client_ep, socket(stack, 40000), client_ch)),
         coap_task(CoapRunner::new(server_ep, socket(stack, 5683), server_ch)),
     ];
+    #[cfg(feature = "tcp")]
+    let runners = {
+        let client = TcpRunner::new(client_ep, [tcp_socket(stack)], client_ch);
+        let server = TcpRunner::new(server_ep, [tcp_socket(stack)], server_ch);
+        let (Ok(client), Ok(mut server)) = (client, server) else {
+            panic!()
+        };
+        if server.listen(5683).is_err() {
+            panic!()
+        }
+        [coap_task(client), coap_task(server)]
+    };
     for t in runners {
         spawner.spawn(t.unwrap_or_else(|_| panic!()));
     }

@@ -98,13 +98,13 @@ async fn main(spawner: Spawner) {
     let (stack_c, net_c) = stack(
         link.port(0),
         Ipv4Addr::new(10, 0, 0, 1),
-        leak(StackResources::new()),
+        leak(StackResources::<2>::new()),
         1,
     );
     let (stack_s, net_s) = stack(
         link.port(1),
         Ipv4Addr::new(10, 0, 0, 2),
-        leak(StackResources::new()),
+        leak(StackResources::<2>::new()),
         2,
     );
     let (chan_c, chan_s): (&'static Channels, &'static Channels) =

@@ -9,12 +9,23 @@
 //! cargo build --release -p coap-engine-examples
 //! target/release/coap-bench [-P 16,2000] [-W 4,1] [-D 3] [-R 3] [-p path/to/coap-server]
 //!                            [-k key -u identity]
+//!                            [-s coap+tcp | -s coaps+tcp -c certfile -j keyfile -C cafile]
 //! ```
 //!
 //! With `-k key -u identity` every client speaks CoAP over DTLS with that pre-shared key
 //! (TLS_PSK_WITH_AES_128_CCM_8) to our `coap-server -k key` and libcoap's
 //! `coap-server-openssl -k key`, both on their DTLS port (`-p`+1); each client's handshake
 //! happens during the ramp-up, before the measurement window.
+//!
+//! With `-s coap+tcp` every client is a CoAP-over-TCP endpoint (RFC 8323) with a connection
+//! of its own to our `coap-server` and libcoap's `coap-server-notls`, both on their TCP port
+//! (`-p`); with `-s coaps+tcp` the connections are TLS, to both servers' TLS port (`-p`+1)
+//! of `coap-server -c certfile -j keyfile` and `coap-server-openssl` with the same
+//! certificate, which the clients verify against `-C cafile` (and the address 127.0.0.1).
+//! The clients are the mio adapter's `StreamDriver`s in one poll; they connect one per
+//! millisecond (libcoap's server listens with a backlog of 5) and the measurement starts
+//! 0.2 s after every client has had its first answer, so connecting and handshakes are not
+//! measured.
 //!
 //! `-P` and `-W` take comma-separated lists that pair up (a single value pairs with every
 //! value of the other list): each round measures every (P, W) pair against both servers, so
@@ -57,12 +68,16 @@ fn main() {
 
 #[cfg(target_os = "linux")]
 mod bench {
-    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+    use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
     use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
-    use coap_engine::{Config, Endpoint, Event, Limits, RequestId, TransmissionParameters};
+    use coap_engine::{
+        Config, Endpoint, Event, Limits, RequestId, TransmissionParameters, Transport,
+    };
+    use coap_engine_mio::mio::{Events, Poll, Token};
+    use coap_engine_mio::StreamDriver;
 
     use crate::cli;
     use crate::mmsg::{MultiSocket, RecvBatch, SendBatch};
@@ -93,39 +108,64 @@ mod bench {
         }
     }
 
-    /// Starts `program` on a free port; with a PSK, the server listens for DTLS on the next
-    /// port too, and that is the one measured.
-    fn spawn(program: &str, psk: Option<&str>) -> Result<Server, String> {
+    /// What the clients speak, and so which of a server's ports is measured.
+    #[derive(Clone, Copy, PartialEq, Eq)]
+    enum Mode {
+        Udp,
+        Dtls,
+        Tcp,
+        Tls,
+    }
+
+    impl Mode {
+        fn stream(self) -> bool {
+            matches!(self, Mode::Tcp | Mode::Tls)
+        }
+        fn secure(self) -> bool {
+            matches!(self, Mode::Dtls | Mode::Tls)
+        }
+    }
+
+    /// Starts `program` with `args` on a free port (free for UDP and TCP, and the next one
+    /// too): datagrams and TCP are served on it, DTLS and TLS on the next port, the one
+    /// measured in those modes.
+    fn spawn(program: &str, mode: Mode, args: &[String]) -> Result<Server, String> {
+        let free = |port: u16| {
+            UdpSocket::bind(("127.0.0.1", port)).is_ok()
+                && TcpListener::bind(("127.0.0.1", port)).is_ok()
+        };
         let port = loop {
             let port = UdpSocket::bind("127.0.0.1:0")
                 .and_then(|s| s.local_addr())
                 .map_err(|e| format!("no free port: {e}"))?
                 .port();
-            if psk.is_none() || UdpSocket::bind(("127.0.0.1", port.wrapping_add(1))).is_ok() {
+            if port < u16::MAX && free(port) && free(port + 1) {
                 break port;
             }
         };
-        let mut args = vec![
-            "-A".to_string(),
-            "127.0.0.1".into(),
-            "-p".into(),
-            port.to_string(),
-        ];
-        if let Some(key) = psk {
-            args.extend(["-k".to_string(), key.to_string()]);
-        }
         let child = Command::new(program)
-            .args(&args)
+            .args(["-A", "127.0.0.1", "-p", &port.to_string()])
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("cannot start {program}: {e}"))?;
-        std::thread::sleep(Duration::from_millis(300));
-        let port = if psk.is_some() { port + 1 } else { port };
-        Ok(Server {
+        let port = if mode.secure() { port + 1 } else { port };
+        let server = Server {
             child,
             addr: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
-        })
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        if mode.stream() {
+            let started = Instant::now();
+            while TcpStream::connect(server.addr).is_err() {
+                if started.elapsed() > Duration::from_secs(5) {
+                    return Err(format!("{program} does not listen on TCP port {port}"));
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        Ok(server)
     }
 
     /// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
@@ -208,31 +248,15 @@ mod bench {
     }
 
     impl Generator {
-        fn new(
-            clients: usize,
-            nstart: usize,
-            security: Option<coap_engine::Security>,
-        ) -> Result<Generator, String> {
+        fn new(clients: usize, config: Config) -> Result<Generator, String> {
             let socket = MultiSocket::bind(4 << 20, Duration::from_millis(5))
                 .map_err(|e| format!("cannot open the client socket: {e}"))?;
-            let config = Config {
-                transmission: TransmissionParameters {
-                    nstart,
-                    ..TransmissionParameters::default()
-                },
-                limits: Limits {
-                    max_exchanges: nstart.max(Limits::default().max_exchanges),
-                    ..Limits::default()
-                },
-                security,
-                ..Config::default()
-            };
             let seed = coap_engine_mio::random_seed();
             let clients = (0..clients)
                 .map(|i| {
                     let endpoint = Endpoint::new(config.clone(), seed.wrapping_add(i as u64))
                         .map_err(|e| format!("bad client config: {e}"))?;
-                    let in_flight = Vec::with_capacity(nstart);
+                    let in_flight = Vec::with_capacity(config.transmission.nstart);
                     Ok(Client {
                         endpoint,
                         in_flight,
@@ -422,6 +446,241 @@ mod bench {
         }
     }
 
+    /// The load generator of `-s coap+tcp` and `-s coaps+tcp`: one connection per client.
+    mod streams {
+        use super::*;
+
+        /// Tokens per client in the shared poll: its driver's listener slot (unused) and
+        /// its one connection, with room to spare.
+        const TOKEN_BITS: usize = 2;
+        /// Clients started per millisecond: libcoap's server listens with a backlog of 5.
+        const RAMP_PER_MS: usize = 1;
+
+        struct Client {
+            driver: StreamDriver,
+            in_flight: Vec<(RequestId, Instant)>,
+            /// It had an answer: its connection (and handshake) is done.
+            answered: bool,
+            /// Already in this turn's list of clients to service.
+            touched: bool,
+        }
+
+        /// Sends a GET from `client` to `server`.
+        fn issue(client: &mut Client, server: SocketAddr, get: &Packet, tally: &mut Tally) {
+            let t = Instant::now();
+            match client.driver.request(server, get) {
+                Ok(id) => client.in_flight.push((id, t)),
+                Err(e) => {
+                    tally.failures += 1;
+                    eprintln!("{PROG}: request refused: {e}");
+                }
+            }
+        }
+
+        /// Runs `p` clients with `w` requests each in flight against `server`.
+        pub(super) fn load(
+            server: &Server,
+            config: &Config,
+            p: usize,
+            w: usize,
+            secs: f64,
+        ) -> Result<Run, String> {
+            let peer = SocketAddr::V4(server.addr);
+            let pid = server.child.id().to_string();
+            let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
+            let mut clients = Vec::with_capacity(p);
+            for i in 0..p {
+                let mut driver = StreamDriver::new(config.clone())
+                    .map_err(|e| format!("bad client config: {e}"))?;
+                let first = i << TOKEN_BITS;
+                driver
+                    .register(
+                        poll.registry(),
+                        Token(first)..Token(first + (1 << TOKEN_BITS)),
+                    )
+                    .map_err(|e| format!("register: {e}"))?;
+                clients.push(Client {
+                    driver,
+                    in_flight: Vec::with_capacity(w),
+                    answered: false,
+                    touched: false,
+                });
+            }
+            let mut get = Packet::new();
+            get.header.code = MessageClass::Request(RequestType::Get);
+            let mut tally = Tally {
+                window: None,
+                running: true,
+                latencies: Vec::with_capacity(1 << 20),
+                failures: 0,
+            };
+            let mut events = Events::with_capacity(1024);
+            let mut touched = Vec::with_capacity(p);
+            let (mut started, mut ready_at) = (0, None);
+            let run_start = Instant::now();
+            let mut cpu_at_start = (Duration::ZERO, Duration::ZERO);
+            let mut last_sweep = Instant::now();
+            let mut wind_down_until = None;
+            // Give up if the clients never all get an answer (the server is stuck).
+            let connect_limit = run_start + Duration::from_secs(30);
+            loop {
+                let now = Instant::now();
+                if ready_at.is_none() && started == p && clients.iter().all(|c| c.answered) {
+                    ready_at = Some(now);
+                }
+                if ready_at.is_none() && now > connect_limit {
+                    return Err(format!(
+                        "{} of {p} clients never got an answer",
+                        clients.iter().filter(|c| !c.answered).count()
+                    ));
+                }
+                if tally.window.is_none() && ready_at.is_some_and(|t| now >= t + WARM_UP) {
+                    tally.window = Some((now, now + Duration::from_secs_f64(secs)));
+                    cpu_at_start = (cpu_time(&pid), cpu_time("self"));
+                }
+                if let Some((_, end)) = tally.window {
+                    if now >= end && tally.running {
+                        tally.running = false;
+                        wind_down_until = Some(now + WIND_DOWN);
+                    }
+                }
+                if let Some(until) = wind_down_until {
+                    let idle = clients.iter().all(|c| c.in_flight.is_empty());
+                    if idle || now >= until {
+                        break;
+                    }
+                }
+                // Start clients at a bounded pace, W requests each (the first connects).
+                let due = (now.duration_since(run_start).as_micros() as usize / 1000 + 1)
+                    .saturating_mul(RAMP_PER_MS);
+                for client in &mut clients[started..due.min(p).max(started)] {
+                    for _ in 0..w {
+                        issue(client, peer, &get, &mut tally);
+                    }
+                }
+                started = due.min(p).max(started);
+                poll.poll(&mut events, Some(Duration::from_millis(1)))
+                    .or_else(|e| match e.kind() {
+                        std::io::ErrorKind::Interrupted => Ok(()),
+                        _ => Err(format!("poll: {e}")),
+                    })?;
+                for event in events.iter() {
+                    let i = event.token().0 >> TOKEN_BITS;
+                    if let Some(client) = clients.get_mut(i) {
+                        client.driver.handle_event(event);
+                        if !client.touched {
+                            client.touched = true;
+                            touched.push(i);
+                        }
+                    }
+                }
+                if now.duration_since(last_sweep) >= SWEEP {
+                    // Engine timers and connect deadlines of every client.
+                    last_sweep = now;
+                    for (i, client) in clients.iter_mut().enumerate() {
+                        if !client.touched {
+                            client.touched = true;
+                            touched.push(i);
+                        }
+                    }
+                }
+                for i in touched.drain(..) {
+                    let client = &mut clients[i];
+                    client.touched = false;
+                    client.driver.handle_timeout();
+                    while let Some(event) = client.driver.poll_event() {
+                        let (id, ok) = match event {
+                            Event::Response { id, .. } => (id, true),
+                            Event::RequestFailed { id, error, .. } => {
+                                eprintln!("{PROG}: request failed: {error}");
+                                (id, false)
+                            }
+                            _ => continue,
+                        };
+                        let Some(k) = client.in_flight.iter().position(|(r, _)| *r == id) else {
+                            continue;
+                        };
+                        let (_, sent) = client.in_flight.swap_remove(k);
+                        let t = Instant::now();
+                        if !ok {
+                            tally.failures += 1;
+                        } else {
+                            client.answered = true;
+                            if tally
+                                .window
+                                .is_some_and(|(start, end)| t >= start && t < end)
+                            {
+                                tally
+                                    .latencies
+                                    .push(t.duration_since(sent).as_micros() as u32);
+                            }
+                        }
+                        if tally.running {
+                            issue(client, peer, &get, &mut tally);
+                        }
+                    }
+                }
+            }
+            let (start, end) = tally
+                .window
+                .expect("the window opened before the run ended");
+            let elapsed = end.duration_since(start).as_secs_f64();
+            let server_cpu = (cpu_time(&pid) - cpu_at_start.0).as_secs_f64();
+            let generator_cpu = (cpu_time("self") - cpu_at_start.1).as_secs_f64();
+            let mut unanswered = 0;
+            for client in &mut clients {
+                unanswered += client.in_flight.len() as u64;
+                // A Release, then the connection's end.
+                let now = client.driver.now();
+                let _ = client.driver.endpoint_mut().close_session(now, peer);
+                client.driver.drive();
+            }
+            let mut latencies = tally.latencies;
+            latencies.sort_unstable();
+            let pct = |q: f64| {
+                let i =
+                    ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+                Duration::from_micros(latencies.get(i).copied().unwrap_or_default().into())
+            };
+            Ok(Run {
+                rate: latencies.len() as f64 / elapsed,
+                p50: pct(0.5),
+                p99: pct(0.99),
+                failures: tally.failures,
+                unanswered,
+                // A stream loses nothing: what the server cannot take waits in its kernel.
+                server_drops: 0,
+                server_cpu: server_cpu / elapsed,
+                generator_cpu: generator_cpu / elapsed,
+            })
+        }
+    }
+
+    /// Every simulated client's configuration: W requests in flight.
+    fn client_config(
+        nstart: usize,
+        security: Option<coap_engine::Security>,
+        stream: bool,
+    ) -> Config {
+        Config {
+            transmission: TransmissionParameters {
+                nstart,
+                ..TransmissionParameters::default()
+            },
+            limits: Limits {
+                max_exchanges: nstart.max(Limits::default().max_exchanges),
+                ..Limits::default()
+            },
+            security,
+            transport: if stream {
+                Transport::Tcp
+            } else {
+                Transport::Udp
+            },
+            ..Config::default()
+        }
+    }
+
     fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
         let mid = v.len() / 2;
@@ -466,9 +725,11 @@ mod bench {
     /// Parses the flags, starts both servers and measures; whether every request succeeded.
     fn run() -> Result<bool, String> {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let (flags, _) =
-            cli::getopt(args, "P:W:D:R:p:k:u:").unwrap_or_else(|e| cli::usage_error(PROG, e));
+        let (flags, _) = cli::getopt(args, "P:W:D:R:p:k:u:s:c:j:C:")
+            .unwrap_or_else(|e| cli::usage_error(PROG, e));
         let (mut key, mut identity) = (None, None);
+        let mut scheme = None;
+        let (mut cert, mut cert_key, mut ca) = (None, None, None);
         let (mut ps, mut ws, mut d, mut r) = (vec![16], vec![4], 3.0f64, 3usize);
         let mut ours = std::env::current_exe()
             .unwrap()
@@ -491,6 +752,10 @@ mod bench {
                 'p' => ours = value,
                 'k' => key = Some(value),
                 'u' => identity = Some(value),
+                's' => scheme = Some(value),
+                'c' => cert = Some(value),
+                'j' => cert_key = Some(value),
+                'C' => ca = Some(value),
                 _ => unreachable!(),
             }
         }
@@ -502,9 +767,27 @@ mod bench {
         };
         let max_p = pairs.iter().map(|&(p, _)| p).max().unwrap_or(1);
         let max_w = pairs.iter().map(|&(_, w)| w).max().unwrap_or(1);
-        let security = match (&key, &identity) {
-            (None, None) => None,
-            (Some(key), Some(identity)) => {
+        let mode = match (scheme.as_deref(), &key) {
+            (None, None) | (Some("coap"), None) => Mode::Udp,
+            (None, Some(_)) | (Some("coaps"), _) => Mode::Dtls,
+            (Some("coap+tcp"), None) => Mode::Tcp,
+            (Some("coaps+tcp"), None) => Mode::Tls,
+            (Some(s), Some(_)) if s.ends_with("tcp") => {
+                cli::usage_error(PROG, "-k/-u are for coaps (DTLS); TLS takes -c -j -C")
+            }
+            (Some(s), _) => cli::usage_error(
+                PROG,
+                format!("-s {s:?}: coap, coaps, coap+tcp or coaps+tcp"),
+            ),
+        };
+        let mut server_args = Vec::new();
+        let security = match mode {
+            Mode::Udp | Mode::Tcp => None,
+            Mode::Dtls => {
+                let (Some(key), Some(identity)) = (&key, &identity) else {
+                    cli::usage_error(PROG, "-k and -u go together (a PSK and its identity)")
+                };
+                server_args.extend(["-k".to_string(), key.clone()]);
                 let dtls = coap_engine::dtls::DtlsConfig {
                     psk: Some(coap_engine::dtls::PskCredentials {
                         identity: identity.as_bytes().to_vec(),
@@ -516,20 +799,48 @@ mod bench {
                     .map_err(|e| format!("-k/-u: {e}"))?;
                 Some(coap_engine::Security::new(dtls))
             }
-            _ => cli::usage_error(PROG, "-k and -u go together (a PSK and its identity)"),
+            Mode::Tls => {
+                let (Some(cert), Some(cert_key), Some(ca)) = (&cert, &cert_key, &ca) else {
+                    cli::usage_error(
+                        PROG,
+                        "-s coaps+tcp needs -c certfile -j keyfile (the servers') and -C \
+                         cafile (its issuer, trusted by the clients)",
+                    )
+                };
+                server_args.extend(["-c", cert, "-j", cert_key].map(String::from));
+                let tls = coap_engine::tls::TlsConfig {
+                    trust_anchors: cli::load_trust_anchors(&[('C', ca.clone())])?,
+                    ..Default::default()
+                };
+                let tls = coap_engine::tls::Tls::new(tls, coap_engine_mio::security_entropy())
+                    .map_err(|e| format!("-C: {e}"))?;
+                Some(coap_engine::Security::new(tls))
+            }
         };
-        let servers = if security.is_some() {
-            [
-                ("coap-engine coap-server (DTLS)", ours.as_str()),
-                ("libcoap coap-server-openssl", "coap-server-openssl"),
-            ]
-        } else {
-            [
+        let servers = match mode {
+            Mode::Udp => [
                 ("coap-engine coap-server", ours.as_str()),
                 ("libcoap coap-server-notls", "coap-server-notls"),
-            ]
+            ],
+            Mode::Dtls => [
+                ("coap-engine coap-server (DTLS)", ours.as_str()),
+                ("libcoap coap-server-openssl", "coap-server-openssl"),
+            ],
+            Mode::Tcp => [
+                ("coap-engine coap-server (TCP)", ours.as_str()),
+                ("libcoap coap-server-notls (TCP)", "coap-server-notls"),
+            ],
+            Mode::Tls => [
+                ("coap-engine coap-server (TLS)", ours.as_str()),
+                ("libcoap coap-server-openssl (TLS)", "coap-server-openssl"),
+            ],
         };
-        let mut generator = Generator::new(max_p, max_w, security)?;
+        let config = client_config(max_w, security.clone(), mode.stream());
+        let mut generator = if mode.stream() {
+            None
+        } else {
+            Some(Generator::new(max_p, config.clone())?)
+        };
         // results[pair][server][round]
         let mut results: Vec<Vec<Vec<Run>>> = pairs
             .iter()
@@ -539,7 +850,11 @@ mod bench {
             for (k, &(p, w)) in pairs.iter().enumerate() {
                 for (s, &(name, program)) in servers.iter().enumerate() {
                     // A fresh server per run: no run inherits another's sessions.
-                    let run = generator.load(&spawn(program, key.as_deref())?, p, w, d)?;
+                    let server = spawn(program, mode, &server_args)?;
+                    let run = match &mut generator {
+                        Some(generator) => generator.load(&server, p, w, d)?,
+                        None => streams::load(&server, &config, p, w, d)?,
+                    };
                     let mut trouble = String::new();
                     if run.failures > 0 {
                         trouble += &format!("  {} requests failed", run.failures);
@@ -564,11 +879,8 @@ mod bench {
                 }
             }
         }
-        if generator.send_errors > 0 {
-            eprintln!(
-                "{PROG}: {} datagrams could not be sent",
-                generator.send_errors
-            );
+        if let Some(errors) = generator.map(|g| g.send_errors).filter(|n| *n > 0) {
+            eprintln!("{PROG}: {errors} datagrams could not be sent");
         }
         for (k, &(p, w)) in pairs.iter().enumerate() {
             println!("\nP={p} W={w} D={d}s, medians of {r} runs");

@@ -1,20 +1,22 @@
 //! `coap-client`: a CoAP client on the mio adapter with the flags of libcoap's example
-//! clients (`coap-client-notls`, and for `coaps://` `coap-client-openssl`).
+//! clients (`coap-client-notls`, and for `coaps://` and `coaps+tcp://`
+//! `coap-client-openssl`).
 //!
 //! ```text
 //! coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type] [-N]
 //!             [-b [num,]size] [-T token] [-O num,text]... [-K seconds] [-B seconds]
-//!             [-s seconds] [-w]
+//!             [-s seconds] [-w] [-r] [-X size]
 //!             [-l list|loss%] [-Z list|fail%] [-v num]
 //!             [-k key -u identity] [-c certfile [-j keyfile]] [-C cafile] [-R trust_casfile]
-//!             [-n] coap[s]://host[:port]/path?query
+//!             [-n] coap[s][+tcp]://host[:port]/path?query
 //! ```
 //!
 //! The response payload goes to stdout (or `-o file`) as received: a block-wise (RFC 7959)
 //! response whole, once the engine has reassembled it. Exit status: 0 on a 2.xx
 //! response; 1 on a 4.xx/5.xx response (the code on stderr, the payload still printed); 3
-//! when no response came (timeout, reset, send failure, keepalive failure, failed DTLS
-//! handshake: one line on stderr); 2 for bad flags, URIs or credential files.
+//! when no response came (timeout, reset, send failure, keepalive failure, failed DTLS or
+//! TLS handshake, a connection refused, reset or closed: one line on stderr); 2 for bad
+//! flags, URIs or credential files.
 //!
 //! `coaps://` (default port 5684) runs the same request over DTLS 1.2 (RFC 7252 §9); every
 //! other flag works as over `coap://`. With `-k key -u identity` the client uses that
@@ -26,8 +28,27 @@
 //! without `-C`/`-R` is refused unless `-n` says to skip it on purpose, and `-n` prints a
 //! warning. A handshake that fails (wrong key, unknown CA, name mismatch, no answer) exits
 //! 3 with one line naming the cause, where libcoap's client exits 0. The security flags
-//! with a `coap://` URI are a usage error (libcoap ignores them): a request the user meant
-//! to protect never goes out in the clear.
+//! with a `coap://` or `coap+tcp://` URI are a usage error (libcoap ignores them): a
+//! request the user meant to protect never goes out in the clear.
+//!
+//! `coap+tcp://` and `coaps+tcp://` (RFC 8323; default ports 5683 and 5684) carry the same
+//! request over one TCP connection, or TLS on it, on the mio adapter's `StreamDriver`; `-r`
+//! turns `coap://` and `coaps://` URIs into them, as libcoap's `-r` does. TLS takes the
+//! certificate flags with the meanings they have for DTLS; pre-shared keys (`-k`, `-u`) are
+//! refused there (libcoap's OpenSSL build would do TLS-PSK; the engine's TLS layer does
+//! certificates only). `-X size` is the largest message we accept on the connection (our
+//! Capabilities and Settings Message's Max-Message-Size, 64 to 4294967295; libcoap's
+//! default 8388864); messages we send are bounded by it and by the server's own. A body
+//! larger than what the server accepts in one message goes block-wise (BERT where both
+//! sides allow it), whatever `-b` says: on a stream a message is bounded by its size, not
+//! cut at the block size, so `-b` only asks for response blocks of its size. A body
+//! reassembled from blocks may be as large as a message may be by default (8388864 bytes,
+//! or `-X` if larger), where UDP's bodies stop at 64 KiB. Flags about datagrams mean
+//! nothing on a stream, as in libcoap: `-N` has no effect (RFC 8323 has no message types)
+//! and `-l` drops nothing (libcoap's `-l` only applies to datagrams; at `-v 4` we say so);
+//! `-Z`, ours, is refused over TCP. `-K` pings with 7.02 Ping. A connection refused, reset
+//! or closed by the server, or one that does not open within `-B`, ends with one line and
+//! exit status 3, as a refused certificate does.
 //!
 //! `-s seconds` observes the resource (RFC 7641), as libcoap's `-s` does: the GET goes out
 //! with Observe = 0 and every notification's payload is written as it arrives (one after
@@ -41,10 +62,10 @@
 //! exit 1) or a failure (exit 3; with `-K`, a server that went silent is a keepalive
 //! failure). When Max-Age passes without a notification the engine re-registers.
 //!
-//! `-K seconds` opens the session before the request with `Keepalive { interval: K,
-//! timeout: K }`: a ping after K seconds of silence, a failure after K more. A path that
-//! dies while the client waits is then reported as "keepalive failure" within 2K seconds
-//! instead of after the response timeout.
+//! `-K seconds` sets `Keepalive { interval: K, timeout: K }` on the session: a ping after K
+//! seconds of silence (an Empty Confirmable message over UDP and DTLS, a 7.02 Ping over TCP
+//! and TLS), a failure after K more. A path that dies while the client waits is then
+//! reported as "keepalive failure" within 2K seconds instead of after the response timeout.
 //!
 //! `-b size` (a power of two from 16 to 1024) is the block size of both directions: request
 //! bodies larger than it go in Block1 blocks of that size, and the first request asks for
@@ -54,16 +75,19 @@
 //! Size2 and Size1 (the server's limit, with 4.13 Request Entity Too Large) when it has them.
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant as StdInstant};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use coap_engine::dtls::{Dtls, DtlsConfig, PskCredentials};
+use coap_engine::tls::{Tls, TlsConfig};
+use coap_engine::uri::{CoapUri, Host, Scheme};
 use coap_engine::{
-    CertificateError, Config, Event, ExchangeError, FailureReason, RequestId, SecurityError,
+    CertificateError, Config, ConnectionFailure, Endpoint, Event, ExchangeError, FailureReason,
+    Instant, RequestId, SecurityError, SendErrorKind, Transport,
 };
-use coap_engine_mio::{Driver, Handler};
+use coap_engine_mio::{Driver, Handler, StreamDriver, StreamHandler};
 
 #[path = "../cli.rs"]
 mod cli;
@@ -72,34 +96,45 @@ const PROG: &str = "coap-client";
 const HELP: &str = "\
 Usage: coap-client [-m method] [-e text | -f file] [-o file] [-t type] [-A type] [-N]
                    [-b [num,]size] [-T token] [-O num,text]... [-K seconds] [-B seconds]
-                   [-s seconds] [-w] [-l list|loss%] [-Z list|fail%] [-v num]
-                   [-k key -u identity] [-c certfile [-j keyfile]] [-C cafile]
+                   [-s seconds] [-w] [-r] [-X size] [-l list|loss%] [-Z list|fail%]
+                   [-v num] [-k key -u identity] [-c certfile [-j keyfile]] [-C cafile]
                    [-R trust_casfile] [-n] URI
 	URI		coap://host[:port]/path?query (IPv6 literals as coap://[::1]/path),
-			or coaps:// for DTLS (default port 5684)
+			coaps:// for DTLS (default port 5684), coap+tcp:// for TCP and
+			coaps+tcp:// for TLS (RFC 8323; default ports 5683 and 5684)
 	-m method	get|post|put|delete|fetch|patch|ipatch (default get)
 	-e text		Payload text
 	-f file		Payload from file ('-' for stdin)
 	-o file		Write the response payload to file instead of stdout
 	-t type		Content format of the payload (number or text, link, xml, binary, json, cbor)
 	-A type		Accepted media type
-	-N		Send a Non-confirmable request
+	-N		Send a Non-confirmable request (no effect over TCP: RFC 8323 has no
+			message types)
 	-b [num,]size	Block size (16, 32, ... 1024) for request bodies and, asked for from
 			the first request on, responses; with num > 0 get only block num
+			(over TCP a request body goes whole when the server takes it)
 	-T token	Token: text, or hex with a 0x prefix (up to 8 bytes)
 	-O num,text	Add option num with text (hex if it starts with 0x); repeatable
-	-K seconds	Keepalive: ping after this much silence, fail after as much again
+	-K seconds	Keepalive: ping after this much silence (7.02 Ping over TCP), fail
+			after as much again
 	-B seconds	Give up after this many seconds (default 90)
 	-s seconds	Observe the resource (RFC 7641) for this many seconds: print every
 			notification, then deregister (GET with Observe 1)
 	-w		Append a newline to the received data (each notification's)
-	-l list|loss%	Drop outgoing datagrams (list of numbers/ranges, or a probability)
+	-r		Use a reliable transport: coap:// as coap+tcp://, coaps:// as
+			coaps+tcp://
+	-X size		Largest message to accept over TCP/TLS, announced in our CSM as
+			Max-Message-Size (64 to 4294967295, default 8388864)
+	-l list|loss%	Drop outgoing datagrams (list of numbers/ranges, or a probability);
+			as libcoap's, it drops nothing over TCP
 	-Z list|fail%	Like -l, but the send fails and the engine is told \"unreachable\"
+			(UDP and DTLS only)
 	-v num		Verbosity level (default 3, maximum 9)
 	-h		This help
-DTLS (coaps:// only; with a coap:// URI these flags are an error)
-	-k key		Pre-shared key (text); needs -u, as in libcoap 4.3.1
-	-u identity	PSK identity to send
+DTLS and TLS (coaps:// and coaps+tcp:// only; with coap:// or coap+tcp:// these
+flags are an error)
+	-k key		Pre-shared key (text); needs -u, as in libcoap 4.3.1 (DTLS only)
+	-u identity	PSK identity to send (DTLS only)
 	-c certfile	PEM certificate to present when the server asks for one (its key
 			in the same file, or in -j)
 	-j keyfile	PEM private key (ECDSA P-256 or P-384) of -c certfile
@@ -109,12 +144,18 @@ DTLS (coaps:// only; with a coap:// URI these flags are an error)
 			pose as the server); without -k, one of -C, -R or -n is required
 	The server's certificate must name the URI's host (DNS name or IP address).
 	libcoap's -h match_hint_file is not supported.
-Exit status: 0 on 2.xx, 1 on 4.xx/5.xx, 3 when no response came (a failed DTLS
-handshake too), 2 on bad usage or unreadable credentials.";
+Exit status: 0 on 2.xx, 1 on 4.xx/5.xx, 3 when no response came (a failed DTLS or
+TLS handshake, a refused, reset or closed connection too), 2 on bad usage or
+unreadable credentials.";
+
+/// libcoap's default for `-X`: 8 MiB + 256 (its COAP_DEFAULT_MAX_PDU_RX_SIZE).
+const DEFAULT_MAX_MESSAGE_SIZE: u32 = 8 * 1024 * 1024 + 256;
 
 struct Request {
     peer: SocketAddr,
-    /// `coaps://`: the DTLS layer (credentials already loaded).
+    /// The URI's (or `-r`'s): the transport, and whether it is secured.
+    scheme: Scheme,
+    /// `coaps://` and `coaps+tcp://`: the DTLS or TLS layer (credentials already loaded).
     security: Option<coap_engine::Security>,
     /// `-c` was given.
     have_certificate: bool,
@@ -129,13 +170,18 @@ struct Request {
     fail: Option<cli::Selector>,
     /// `-b [num,]size`: (block number, block size in bytes).
     block: Option<(u32, usize)>,
+    /// `-X`: the largest message we accept over TCP.
+    max_message_size: u32,
 }
 
 struct Client {
     id: Option<RequestId>,
     peer: SocketAddr,
-    /// `coaps://`: a request that gets nowhere may be stuck in the DTLS handshake.
-    secure: bool,
+    /// A request that gets nowhere may be stuck in the DTLS or TLS handshake, or in the
+    /// TCP connection.
+    scheme: Scheme,
+    /// The server sent a 7.04 Release (RFC 8323 §5.5): the connection is ending.
+    released: bool,
     /// The name the server's certificate must carry: the Uri-Host, else the address.
     server_name: String,
     /// `-c`: we have a certificate to show a server that asks for one.
@@ -177,16 +223,19 @@ fn main() {
 }
 
 fn parse_args(args: Vec<String>) -> Result<Request, String> {
-    let (flags, positional) = cli::getopt(args, "m:e:f:o:t:A:NT:O:K:B:l:Z:v:s:b:wh:k:u:c:j:C:R:n")?;
+    let (flags, positional) =
+        cli::getopt(args, "m:e:f:o:t:A:NT:O:K:B:l:Z:v:s:b:wrX:h:k:u:c:j:C:R:n")?;
     let mut method = RequestType::Get;
     let mut payload: Option<Vec<u8>> = None;
     let mut options: Vec<(u16, Vec<u8>)> = Vec::new();
     let mut token = None;
     let mut non = false;
     let mut verbosity = "3".to_string();
-    let mut dtls = DtlsFlags::default();
+    let mut reliable = false;
+    let mut security = SecurityFlags::default();
     let mut r = Request {
         peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+        scheme: Scheme::Coap,
         security: None,
         have_certificate: false,
         packet: Packet::new(),
@@ -198,6 +247,7 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
         loss: None,
         fail: None,
         block: None,
+        max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
     };
     for (flag, value) in flags {
         match flag {
@@ -266,34 +316,61 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
                 r.observe = Some(s);
             }
             'b' => r.block = Some(parse_block(&value)?),
+            'r' => reliable = true,
+            'X' => r.max_message_size = cli::max_message_size(&value)?,
             'h' => {
                 return Err(format!(
                     "-h {value}: libcoap's match_hint_file is not supported (use -u and -k)"
                 ))
             }
-            'k' | 'u' | 'c' | 'j' | 'C' | 'R' | 'n' => dtls.set(flag, value)?,
+            'k' | 'u' | 'c' | 'j' | 'C' | 'R' | 'n' => security.set(flag, value)?,
             _ => unreachable!("getopt returns only known flags"),
         }
     }
     let uri = match positional.as_slice() {
         [uri] => uri,
-        [] => return Err("missing URI (coap[s]://host[:port]/path)".into()),
+        [] => return Err("missing URI (coap[s][+tcp]://host[:port]/path)".into()),
         [_, extra, ..] => return Err(format!("unexpected argument {extra:?}")),
     };
     if r.observe.is_some() && !matches!(method, RequestType::Get | RequestType::Fetch) {
         return Err("-s observes with GET or FETCH only (RFC 7641 §2)".into());
     }
-    let uri = parse_uri(uri)?;
-    if let Some(flag) = dtls.first.filter(|_| !uri.secure) {
+    let uri = coap_engine::uri::parse(uri).map_err(|e| format!("bad URI {uri:?}: {e}"))?;
+    // libcoap's -r: the same URI over the reliable transport (the default ports are the
+    // same, RFC 8323 §8).
+    r.scheme = match uri.scheme() {
+        s if !reliable => s,
+        Scheme::Coap => Scheme::CoapTcp,
+        Scheme::Coaps => Scheme::CoapsTcp,
+        s => s,
+    };
+    let secure = r.scheme.is_secure();
+    if let Some(flag) = security.first.filter(|_| !secure) {
         return Err(format!(
-            "-{flag} is a DTLS flag: use a coaps:// URI (the request would go unprotected)"
+            "-{flag} is a security flag: use a coaps:// or coaps+tcp:// URI (the request \
+             would go unprotected)"
+        ));
+    }
+    let tcp = r.scheme.transport() == Transport::Tcp;
+    if tcp && r.fail.is_some() {
+        return Err(format!(
+            "-Z fails datagram sends: it applies to coap:// and coaps://, not {}://",
+            r.scheme
         ));
     }
     cli::init_logging(PROG, &verbosity)?;
-    r.peer = resolve(&uri.host, uri.port)?;
-    if uri.secure {
-        r.have_certificate = dtls.certificate.is_some();
-        r.security = Some(dtls.security(r.give_up)?);
+    if tcp && r.loss.take().is_some() {
+        // As libcoap's -l, which applies to datagrams only: a stream cannot lose a message.
+        log::warn!("-l drops datagrams; over {}:// it drops nothing", r.scheme);
+    }
+    r.peer = resolve(&uri)?;
+    if secure {
+        r.have_certificate = security.certificate.is_some();
+        r.security = Some(if tcp {
+            security.tls(r.give_up)?
+        } else {
+            security.dtls(r.give_up)?
+        });
     }
 
     let p = &mut r.packet;
@@ -304,18 +381,12 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
     if let Some(t) = token {
         p.set_token(t);
     }
-    let own_host = options.iter().any(|(num, _)| *num == 3);
-    if uri.host.parse::<IpAddr>().is_err() && !own_host {
-        // RFC 7252 §6.4 step 5: a host name travels as Uri-Host, as libcoap's client sends
-        // it; over coaps:// it is also the name the server's certificate must carry. An
-        // explicit `-O 3,name` takes its place (one Uri-Host at most).
-        p.add_option(CoapOption::UriHost, uri.host.clone().into_bytes());
-    }
-    for segment in uri.path {
-        p.add_option(CoapOption::UriPath, segment);
-    }
-    for segment in uri.query {
-        p.add_option(CoapOption::UriQuery, segment);
+    // RFC 7252 §6.4: a host name travels as Uri-Host, as libcoap's client sends it; over
+    // coaps:// it is also the name the server's certificate must carry.
+    uri.apply_to(p);
+    if options.iter().any(|(num, _)| *num == 3) {
+        // An explicit `-O 3,name` takes the place of the URI's (one Uri-Host at most).
+        p.clear_option(CoapOption::UriHost);
     }
     for (num, value) in options {
         p.add_option(CoapOption::from(num), value);
@@ -330,11 +401,11 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
     Ok(r)
 }
 
-/// The DTLS flags as given (libcoap's client's names), checked together once the URI says
-/// whether they apply.
+/// The DTLS and TLS flags as given (libcoap's client's names), checked together once the
+/// URI says whether they apply, and which.
 #[derive(Default)]
-struct DtlsFlags {
-    /// The first DTLS flag given, for the error when the URI is `coap://`.
+struct SecurityFlags {
+    /// The first security flag given, for the error when the URI is not a secure one.
     first: Option<char>,
     key: Option<String>,
     identity: Option<String>,
@@ -345,7 +416,7 @@ struct DtlsFlags {
     no_verify: bool,
 }
 
-impl DtlsFlags {
+impl SecurityFlags {
     fn set(&mut self, flag: char, value: String) -> Result<(), String> {
         self.first.get_or_insert(flag);
         let slot = match flag {
@@ -361,7 +432,7 @@ impl DtlsFlags {
                 self.no_verify = true;
                 return Ok(());
             }
-            _ => unreachable!("only DTLS flags come here"),
+            _ => unreachable!("only security flags come here"),
         };
         if value.is_empty() {
             return Err(format!("-{flag} must not be empty"));
@@ -371,15 +442,9 @@ impl DtlsFlags {
     }
 
     /// The DTLS layer for a `coaps://` request: PSK with `-k`, else certificates.
-    fn security(self, give_up: Duration) -> Result<coap_engine::Security, String> {
-        // A stalled handshake gives up a little before -B does (by a tenth of it, at most
-        // a second), so the user reads its own cause: a server that never answers our
-        // Finished has most likely refused our key. At most 30 s, the engine's default.
-        let handshake_timeout = give_up
-            .saturating_sub((give_up / 10).min(Duration::from_secs(1)))
-            .clamp(Duration::from_millis(1), Duration::from_secs(30));
+    fn dtls(self, give_up: Duration) -> Result<coap_engine::Security, String> {
         let mut config = DtlsConfig {
-            handshake_timeout: handshake_timeout.into(),
+            handshake_timeout: early(give_up).into(),
             ..DtlsConfig::default()
         };
         if self.private_key.is_some() && self.certificate.is_none() {
@@ -414,15 +479,70 @@ impl DtlsFlags {
         let dtls = Dtls::new(config, coap_engine_mio::dtls_entropy())
             .map_err(|e| format!("DTLS credentials: {e}"))?;
         if unverified {
-            // Said every time: nothing else would tell the user that the server may not be
-            // the one the URI names. (With a PSK the key itself authenticates the server.)
-            eprintln!(
-                "{PROG}: WARNING: -n: the server's certificate is NOT verified; the \
-                 connection is encrypted, but anyone can pose as the server"
-            );
+            warn_unverified();
         }
         Ok(coap_engine::Security::new(dtls))
     }
+
+    /// The TLS layer for a `coaps+tcp://` request: certificates only.
+    fn tls(self, give_up: Duration) -> Result<coap_engine::Security, String> {
+        if let Some(flag) = [('k', &self.key), ('u', &self.identity)]
+            .into_iter()
+            .find_map(|(flag, given)| given.as_ref().map(|_| flag))
+        {
+            return Err(format!(
+                "-{flag}: pre-shared keys work over coaps:// (DTLS) only; coaps+tcp:// (TLS) \
+                 takes certificates: -C cafile or -R trust_casfile (-n skips the check)"
+            ));
+        }
+        if self.private_key.is_some() && self.certificate.is_none() {
+            return Err("-j keyfile is the key of -c certfile: give -c too".into());
+        }
+        if self.trust.is_empty() && !self.no_verify {
+            return Err(
+                "coaps+tcp:// needs -C cafile or -R trust_casfile to verify the server's \
+                 certificate (-n skips the check)"
+                    .into(),
+            );
+        }
+        let certificate = match &self.certificate {
+            Some(cert) => Some(cli::load_certificate(cert, self.private_key.as_deref())?),
+            None => None,
+        };
+        let config = TlsConfig {
+            certificate,
+            trust_anchors: cli::load_trust_anchors(&self.trust)?,
+            verify_peer: !self.no_verify,
+            handshake_timeout: early(give_up).into(),
+            ..TlsConfig::default()
+        };
+        let tls = Tls::new(config, coap_engine_mio::security_entropy())
+            .map_err(|e| format!("TLS credentials: {e}"))?;
+        if self.no_verify {
+            warn_unverified();
+        }
+        Ok(coap_engine::Security::new(tls))
+    }
+}
+
+/// Said every time `-n` skips the check of a certificate: nothing else would tell the user
+/// that the server may not be the one the URI names. (With a PSK the key itself
+/// authenticates the server.)
+fn warn_unverified() {
+    eprintln!(
+        "{PROG}: WARNING: -n: the server's certificate is NOT verified; the connection is \
+         encrypted, but anyone can pose as the server"
+    );
+}
+
+/// When a handshake or a connect that stalls gives up: a little before -B does (by a
+/// tenth of it, at most a second), so the user reads its own cause (a server that never
+/// answers our Finished has most likely refused our key). At most 30 s, the engine's and
+/// the stream driver's default.
+fn early(give_up: Duration) -> Duration {
+    give_up
+        .saturating_sub((give_up / 10).min(Duration::from_secs(1)))
+        .clamp(Duration::from_millis(1), Duration::from_secs(30))
 }
 
 /// libcoap's `-b [num,]size`: a block size that is a power of two from 16 to 1024 (SZX 0-6,
@@ -452,30 +572,22 @@ fn parse_block(value: &str) -> Result<(u32, usize), String> {
 }
 
 fn run(r: Request) -> (i32, Option<String>) {
-    let secure = r.security.is_some();
+    let transport = r.scheme.transport();
     let mut config = Config {
         keepalive: r.keepalive.map(cli::keepalive),
         security: r.security,
+        transport,
         ..Config::default()
     };
     if let Some((_, size)) = r.block {
         config.blockwise.block_size = size;
         config.blockwise.early_negotiation = true;
     }
-    let local: SocketAddr = match r.peer {
-        SocketAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
-        SocketAddr::V6(_) => "[::]:0".parse().unwrap(),
-    };
-    let mut driver = match Driver::bind(local, config) {
-        Ok(d) => d,
-        Err(e) => return (3, Some(format!("cannot open a socket: {e}"))),
-    };
-    if r.loss.is_some() || r.fail.is_some() {
-        driver.set_send_filter(cli::send_filter(
-            r.loss,
-            r.fail,
-            coap_engine_mio::random_seed(),
-        ));
+    if transport == Transport::Tcp {
+        config.max_message_size = r.max_message_size as usize;
+        // A body may be as large as a message may be by default, whether it comes whole
+        // or, because -X asked for smaller messages, in blocks.
+        config.blockwise.max_body_size = r.max_message_size.max(DEFAULT_MAX_MESSAGE_SIZE) as usize;
     }
     let server_name = r
         .packet
@@ -486,7 +598,8 @@ fn run(r: Request) -> (i32, Option<String>) {
     let mut client = Client {
         id: None,
         peer: r.peer,
-        secure,
+        scheme: r.scheme,
+        released: false,
         server_name,
         have_certificate: r.have_certificate,
         deadline: StdInstant::now() + r.give_up,
@@ -500,39 +613,115 @@ fn run(r: Request) -> (i32, Option<String>) {
         notifications: 0,
         outcome: None,
     };
-    if r.keepalive.is_some() {
-        // Keepalive watches the session from now on, whatever happens to the request.
-        let now = driver.now();
-        if let Err(e) = driver.endpoint_mut().open_session(now, r.peer) {
-            return (3, Some(format!("cannot open a session: {e}")));
+    let started = match transport {
+        Transport::Udp => {
+            let local: SocketAddr = match r.peer {
+                SocketAddr::V4(_) => "0.0.0.0:0".parse().unwrap(),
+                SocketAddr::V6(_) => "[::]:0".parse().unwrap(),
+            };
+            Driver::bind(local, config).map(|mut driver| {
+                if r.loss.is_some() || r.fail.is_some() {
+                    let seed = coap_engine_mio::random_seed();
+                    driver.set_send_filter(cli::send_filter(r.loss, r.fail, seed));
+                }
+                exchange(&mut driver, &mut client, &r.packet)
+            })
         }
-    }
-    let sent = if r.observe.is_some() {
-        let now = driver.now();
-        let id = driver.endpoint_mut().observe(now, r.peer, &r.packet);
-        driver.drive();
-        id
-    } else {
-        driver.request(r.peer, &r.packet)
+        Transport::Tcp => StreamDriver::new(config).map(|mut driver| {
+            // A server that never accepts fails with its own words before -B ends it.
+            driver.set_connect_timeout(early(r.give_up));
+            exchange(&mut driver, &mut client, &r.packet)
+        }),
     };
+    match started {
+        Err(e) => (3, Some(format!("cannot open a socket: {e}"))),
+        Ok(Err(failed)) => failed,
+        Ok(Ok(())) => client
+            .outcome
+            .unwrap_or((3, Some("stopped without an answer".into()))),
+    }
+}
+
+/// Sends the request (or registers the observation) and runs the driver until the client
+/// has its outcome; then ends the session the way its transport ends one in order.
+fn exchange<D: Io>(
+    driver: &mut D,
+    client: &mut Client,
+    packet: &Packet,
+) -> Result<(), (i32, Option<String>)> {
+    let peer = client.peer;
+    let now = driver.now();
+    // Keepalive (-K) is in the endpoint's config, so it watches the session this opens
+    // from now on, whatever happens to the request; the session gets the request's
+    // Uri-Host as the name the server's certificate must carry.
+    let sent = if client.observe.is_some() {
+        driver.endpoint_mut().observe(now, peer, packet)
+    } else {
+        driver.endpoint_mut().request(now, peer, packet)
+    };
+    driver.drive();
     match sent {
         Ok(id) => client.id = Some(id),
-        Err(e) => return (3, Some(format!("cannot send the request: {e}"))),
+        Err(e) => return Err((3, Some(format!("cannot send the request: {e}")))),
     }
-    if let Err(e) = driver.run(&mut client) {
-        return (3, Some(format!("I/O error: {e}")));
+    if let Err(e) = driver.run_client(client) {
+        return Err((3, Some(format!("I/O error: {e}"))));
     }
-    if secure {
-        // A close_notify, so the server can free the association now rather than when it
-        // times out (sent once: no answer is awaited).
+    if client.scheme != Scheme::Coap {
+        // A close_notify (DTLS), or a 7.04 Release then a FIN (TCP, TLS): the server can
+        // free the session now rather than when it times out or finds the connection gone.
         let now = driver.now();
-        if driver.endpoint_mut().close_session(now, r.peer).is_ok() {
+        if driver.endpoint_mut().close_session(now, peer).is_ok() {
             driver.drive();
         }
     }
-    client
-        .outcome
-        .unwrap_or((3, Some("stopped without an answer".into())))
+    Ok(())
+}
+
+/// What the client needs of its driver, whichever transport it moves: a datagram [`Driver`]
+/// or a [`StreamDriver`].
+trait Io {
+    fn now(&self) -> Instant;
+    fn endpoint(&self) -> &Endpoint;
+    fn endpoint_mut(&mut self) -> &mut Endpoint;
+    fn drive(&mut self);
+    fn run_client(&mut self, client: &mut Client) -> std::io::Result<()>;
+}
+
+impl Io for Driver {
+    fn now(&self) -> Instant {
+        Driver::now(self)
+    }
+    fn endpoint(&self) -> &Endpoint {
+        Driver::endpoint(self)
+    }
+    fn endpoint_mut(&mut self) -> &mut Endpoint {
+        Driver::endpoint_mut(self)
+    }
+    fn drive(&mut self) {
+        Driver::drive(self)
+    }
+    fn run_client(&mut self, client: &mut Client) -> std::io::Result<()> {
+        self.run(client)
+    }
+}
+
+impl Io for StreamDriver {
+    fn now(&self) -> Instant {
+        StreamDriver::now(self)
+    }
+    fn endpoint(&self) -> &Endpoint {
+        StreamDriver::endpoint(self)
+    }
+    fn endpoint_mut(&mut self) -> &mut Endpoint {
+        StreamDriver::endpoint_mut(self)
+    }
+    fn drive(&mut self) {
+        StreamDriver::drive(self)
+    }
+    fn run_client(&mut self, client: &mut Client) -> std::io::Result<()> {
+        self.run(client)
+    }
 }
 
 impl Client {
@@ -544,7 +733,8 @@ impl Client {
             }
             // Alerts about a certificate are about ours: without -c the server was shown
             // only a placeholder nobody trusts.
-            SecurityError::Alert(42..=46 | 48 | 49) if !self.have_certificate => {
+            // 116: TLS 1.3's certificate_required.
+            SecurityError::Alert(42..=46 | 48 | 49 | 116) if !self.have_certificate => {
                 " (the server wants a client certificate: -c certfile [-j keyfile])".into()
             }
             _ => String::new(),
@@ -577,6 +767,26 @@ impl Client {
 
 impl Handler for Client {
     fn on_event(&mut self, _driver: &mut Driver, event: Event) -> ControlFlow<()> {
+        self.event(event)
+    }
+
+    fn on_tick(&mut self, driver: &mut Driver) -> ControlFlow<(), Option<StdInstant>> {
+        self.tick(driver)
+    }
+}
+
+impl StreamHandler for Client {
+    fn on_event(&mut self, _driver: &mut StreamDriver, event: Event) -> ControlFlow<()> {
+        self.event(event)
+    }
+
+    fn on_tick(&mut self, driver: &mut StreamDriver) -> ControlFlow<(), Option<StdInstant>> {
+        self.tick(driver)
+    }
+}
+
+impl Client {
+    fn event(&mut self, event: Event) -> ControlFlow<()> {
         match event {
             Event::Notification { id, response, .. } if Some(id) == self.id => {
                 self.notifications += 1;
@@ -663,12 +873,33 @@ impl Handler for Client {
                     ExchangeError::SendFailed(kind) => format!("send failure: {kind}"),
                     // The handshake's own words: wrong key, unknown CA, name mismatch, ...
                     ExchangeError::SessionFailed(FailureReason::Security(e)) => {
-                        format!("DTLS with {peer}: {e}{}", self.hint(e))
+                        let layer = if self.scheme == Scheme::Coaps {
+                            "DTLS"
+                        } else {
+                            "TLS"
+                        };
+                        format!("{layer} with {peer}: {e}{}", self.hint(e))
+                    }
+                    ExchangeError::SessionFailed(FailureReason::Connection(c)) => {
+                        connection_failure(peer, c, self.notifications > 0)
+                    }
+                    ExchangeError::SessionClosed if self.released => {
+                        let when = if self.notifications > 0 {
+                            "during the observation"
+                        } else {
+                            "before answering"
+                        };
+                        format!("{peer} released the connection (7.04 Release) {when}")
                     }
                     other => format!("request failed: {other}"),
                 };
                 self.outcome = Some((3, Some(reason)));
                 ControlFlow::Break(())
+            }
+            Event::Released { peer, .. } if peer == self.peer => {
+                log::info!("{peer} sent 7.04 Release: it is closing the connection");
+                self.released = true;
+                ControlFlow::Continue(())
             }
             Event::SendFailed { peer, kind, .. } => {
                 log::info!("send to {peer} failed: {kind}");
@@ -681,7 +912,7 @@ impl Handler for Client {
         }
     }
 
-    fn on_tick(&mut self, driver: &mut Driver) -> ControlFlow<(), Option<StdInstant>> {
+    fn tick<D: Io>(&mut self, driver: &mut D) -> ControlFlow<(), Option<StdInstant>> {
         let now = StdInstant::now();
         if let Some(until) = self.deregistered_until {
             if now >= until {
@@ -710,14 +941,20 @@ impl Handler for Client {
         }
         if now >= self.deadline {
             let s = self.give_up.as_secs_f64();
-            let handshaking = self.secure
+            let opening = self.scheme != Scheme::Coap
                 && !driver
                     .endpoint()
                     .session_info(self.peer)
                     .is_some_and(|i| i.established);
-            let message = if handshaking {
+            let what = match self.scheme {
+                Scheme::Coap => "",
+                Scheme::Coaps => "the DTLS handshake",
+                Scheme::CoapTcp => "the connection (TCP, then the server's CSM)",
+                Scheme::CoapsTcp => "the connection (TCP, TLS, then the server's CSM)",
+            };
+            let message = if opening {
                 format!(
-                    "timeout: the DTLS handshake with {} did not complete within -B {s} s",
+                    "timeout: {what} with {} did not complete within -B {s} s",
                     self.peer
                 )
             } else {
@@ -727,6 +964,25 @@ impl Handler for Client {
             return ControlFlow::Break(());
         }
         ControlFlow::Continue(Some(self.deadline))
+    }
+}
+
+/// One line for a connection that failed: refused, reset, closed, aborted. `observing`:
+/// notifications came before it did.
+fn connection_failure(peer: SocketAddr, failure: ConnectionFailure, observing: bool) -> String {
+    let when = if observing {
+        "during the observation"
+    } else {
+        "before answering"
+    };
+    match failure {
+        ConnectionFailure::ConnectFailed(SendErrorKind::Refused) => {
+            format!("connection refused by {peer} (nothing listens on that port?)")
+        }
+        ConnectionFailure::ConnectFailed(kind) => format!("cannot connect to {peer}: {kind}"),
+        ConnectionFailure::Reset => format!("connection reset by {peer} {when}"),
+        ConnectionFailure::Closed => format!("{peer} closed the connection {when}"),
+        other => format!("connection to {peer}: {other}"),
     }
 }
 
@@ -761,105 +1017,18 @@ fn bytes_or_hex(s: &str) -> Result<Vec<u8>, String> {
         .collect())
 }
 
-#[derive(Debug)]
-struct Uri {
-    /// `coaps://`: DTLS.
-    secure: bool,
-    host: String,
-    port: u16,
-    path: Vec<Vec<u8>>,
-    query: Vec<Vec<u8>>,
-}
-
-/// `coap://host[:port]/path?query` or `coaps://...` (RFC 7252 §6.4, §6.2): IPv6 literals in
-/// brackets, each path and query segment percent-decoded into one Uri-Path / Uri-Query
-/// option.
-fn parse_uri(s: &str) -> Result<Uri, String> {
-    let bad = |why: &str| format!("bad URI {s:?}: {why}");
-    let (scheme, rest) = s
-        .split_once("://")
-        .ok_or_else(|| bad("expected coap://host[:port]/path"))?;
-    let secure = match scheme.to_ascii_lowercase().as_str() {
-        "coap" => false,
-        "coaps" => true,
-        "coap+tcp" | "coaps+tcp" | "coap+ws" | "coaps+ws" => {
-            return Err(format!(
-                "{scheme}:// is not supported yet (only coap:// and coaps://)"
-            ))
-        }
-        _ => return Err(bad("the scheme must be coap or coaps")),
-    };
-    let rest = rest.split('#').next().unwrap_or_default();
-    let end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, rest) = rest.split_at(end);
-    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed ["))?;
-        (host.to_string(), after)
-    } else {
-        match authority.split_once(':') {
-            Some((h, p)) => (h.to_string(), &authority[h.len()..][..p.len() + 1]),
-            None => (authority.to_string(), ""),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("no host"));
+/// The address of the URI's host: its IP address, or the first its name (or its zone's
+/// interface name, which the system's resolver knows) resolves to.
+fn resolve(uri: &CoapUri) -> Result<SocketAddr, String> {
+    if let Some(address) = uri.socket_addr() {
+        return Ok(address);
     }
-    let port = match port {
-        "" if secure => 5684,
-        "" => 5683,
-        p => p
-            .strip_prefix(':')
-            .and_then(|p| p.parse::<u16>().ok())
-            .filter(|p| *p != 0)
-            .ok_or_else(|| bad("bad port"))?,
+    let host = match (uri.host(), uri.zone()) {
+        (Host::Name(name), _) => name.clone(),
+        (Host::Ip(ip), Some(zone)) => format!("{ip}%{zone}"),
+        (Host::Ip(ip), None) => ip.to_string(),
     };
-    let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
-    let path = path.strip_prefix('/').unwrap_or(path);
-    let decode = |seg: &str| percent_decode(seg).ok_or_else(|| bad("bad percent-encoding"));
-    let path = if path.is_empty() {
-        Vec::new()
-    } else {
-        path.split('/').map(decode).collect::<Result<_, _>>()?
-    };
-    let query = if query.is_empty() {
-        Vec::new()
-    } else {
-        query.split('&').map(decode).collect::<Result<_, _>>()?
-    };
-    Ok(Uri {
-        secure,
-        host,
-        port,
-        path,
-        query,
-    })
-}
-
-fn percent_decode(s: &str) -> Option<Vec<u8>> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' {
-            let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-            if !hex.bytes().all(|c| c.is_ascii_hexdigit()) {
-                return None;
-            }
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    Some(out)
-}
-
-fn resolve(host: &str, port: u16) -> Result<SocketAddr, String> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(SocketAddr::new(ip, port));
-    }
-    (host, port)
+    (host.as_str(), uri.port())
         .to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
@@ -964,36 +1133,6 @@ fn code_name(class: u8, detail: u8) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uris_parse_like_rfc7252() {
-        let u = parse_uri("coap://[::1]:5684/a%20b/c?x=1&y%3D2").unwrap();
-        assert_eq!((u.host.as_str(), u.port), ("::1", 5684));
-        assert_eq!(u.path, vec![b"a b".to_vec(), b"c".to_vec()]);
-        assert_eq!(u.query, vec![b"x=1".to_vec(), b"y=2".to_vec()]);
-        let u = parse_uri("coap://127.0.0.1").unwrap();
-        assert_eq!((u.port, u.path.len(), u.query.len()), (5683, 0, 0));
-        let u = parse_uri("COAP://h:1/?q").unwrap();
-        assert_eq!((u.host.as_str(), u.port, u.query.len()), ("h", 1, 1));
-        for bad in [
-            "http://x/",
-            "coap://",
-            "coap://[::1/x",
-            "coap://h:0/",
-            "coap://h:x/",
-            "coap://h/%zz",
-            "x",
-        ] {
-            assert!(parse_uri(bad).is_err(), "{bad}");
-        }
-        let u = parse_uri("coaps://h/x").unwrap();
-        assert_eq!((u.secure, u.port), (true, 5684));
-        assert!(!parse_uri("coap://h/x").unwrap().secure);
-        assert_eq!(parse_uri("coaps://[::1]:7/").unwrap().port, 7);
-        assert!(parse_uri("coap+tcp://h/")
-            .unwrap_err()
-            .contains("not supported yet"));
-    }
 
     #[test]
     fn tokens_and_options_take_text_or_hex() {

@@ -1,24 +1,36 @@
 //! `coap-server`: a CoAP server on the mio adapter with the flags of libcoap's example
-//! servers (`coap-server-notls`, and for DTLS `coap-server-openssl`).
+//! servers (`coap-server-notls`, and for DTLS and TLS `coap-server-openssl`).
 //!
 //! ```text
 //! coap-server [-A address] [-p port] [-v level] [-K seconds] [-d max] [-e] [-N]
-//!             [-l list|loss%] [-Z list|fail%]
+//!             [-X size] [-l list|loss%] [-Z list|fail%]
 //!             [-k key [-h hint] [-i match_identity_file]]
 //!             [-c certfile [-j keyfile] [-C cafile] [-R trust_casfile] [-n]]
 //! ```
 //!
-//! With DTLS credentials (`-k` and/or `-c`), the server listens for `coaps://` on port
-//! `-p` + 1 next to `coap://` on `-p`, as libcoap's does: two mio drivers, one plain endpoint
-//! and one secure, in one poll loop. Both serve the same resources: what a PUT over one
-//! stores, a GET over the other reads, and a notification goes to the observers on both.
-//! Credentials follow libcoap's server: `-k key` accepts any PSK identity with that key
-//! (`-i` lines `hint,identity,key` give chosen identities another key when the hint
-//! matches), `-h hint` is the identity hint sent (default `CoAP`, an empty one sends none);
-//! `-c certfile [-j keyfile]` is the certificate, and `-C`/`-R` CAs make a client
-//! certificate required and verified against them (`-n` turns that off again). A client
-//! whose handshake fails is logged at `-v 4` (warning). Credential files that cannot be
-//! used stop the server at start with one line and exit status 1.
+//! Like libcoap's, the server listens for `coap://` (UDP) and `coap+tcp://` (TCP, RFC 8323)
+//! on port `-p`, and with credentials for `coaps://` (DTLS) and `coaps+tcp://` (TLS) on
+//! `-p` + 1; `-A` is the address of all of them. Each is a mio driver of its own (a
+//! `Driver` for datagrams, a `StreamDriver` for connections) in one poll loop, and all serve
+//! the same resources: what a PUT over one stores, a GET over another reads, and a
+//! notification goes to the observers on every one. Credentials follow libcoap's server:
+//! `-k key` accepts any PSK identity with that key (`-i` lines `hint,identity,key` give
+//! chosen identities another key when the hint matches), `-h hint` is the identity hint
+//! sent (default `CoAP`, an empty one sends none); `-c certfile [-j keyfile]` is the
+//! certificate, and `-C`/`-R` CAs make a client certificate required and verified against
+//! them (`-n` turns that off again). A client whose handshake fails is logged at `-v 4`
+//! (warning). Credential files that cannot be used stop the server at start with one line
+//! and exit status 1.
+//!
+//! TLS takes certificates only: with `-c` it listens next to DTLS with the same certificate
+//! and the same client-certificate rules. libcoap's OpenSSL server also offers TLS-PSK on
+//! that port with `-k` alone; the engine's TLS layer has no PSK cipher suites, so with `-k`
+//! alone there is no TLS port (said at `-v 4`), and with both `-k` and `-c` TLS clients get
+//! certificates. `-X size` is the largest message accepted over TCP and TLS, announced in
+//! our Capabilities and Settings Message as Max-Message-Size (libcoap's default 8388864);
+//! request bodies sent there in blocks are reassembled up to as much (8388864 bytes, or
+//! `-X` if larger) where UDP's stop at 64 KiB. `-l` and `-Z` act on datagrams only, as
+//! libcoap's `-l` does: a stream loses nothing.
 //!
 //! Resources: `/` (text), `/time` (current UTC time; `?ticks` for seconds since the Unix
 //! epoch), `/async?N` (a separate response after N seconds: the engine sends the Empty ACK
@@ -57,9 +69,11 @@
 //! observer at least every 24 hours, §4.5). At `-v 6`, observers added and removed are logged
 //! with the reason.
 //!
-//! `-K seconds` turns on keepalive for every client session: a ping after K seconds of
-//! silence, and the session fails (its state freed, its observers removed) after K more:
-//! `Keepalive { interval: K, timeout: K }`.
+//! `-K seconds` turns on keepalive for every client session, on every transport: a ping
+//! after K seconds of silence (an Empty Confirmable message over UDP and DTLS, a 7.02 Ping
+//! over TCP and TLS), and the session fails (its state freed, its observers removed, its
+//! connection closed) after K more: `Keepalive { interval: K, timeout: K }`. (libcoap
+//! 4.3.1's server has no `-K`.)
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
@@ -68,9 +82,14 @@ use std::time::{Duration, Instant as StdInstant, SystemTime};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use coap_engine::dtls::{ClientAuth, Dtls, DtlsConfig};
-use coap_engine::{Config, Event, IncomingRequestId, ResourceId};
-use coap_engine_mio::mio::{Events, Poll, Token};
-use coap_engine_mio::Driver;
+use coap_engine::tls::{Tls, TlsConfig};
+use coap_engine::uri::Scheme;
+use coap_engine::{
+    Config, ConnectionFailure, Endpoint, Error, Event, FailureReason, IncomingRequestId, Instant,
+    ResourceId, Transport,
+};
+use coap_engine_mio::mio::{event::Event as Readiness, Events, Poll, Registry, Token};
+use coap_engine_mio::{Driver, StreamDriver};
 
 #[path = "../cli.rs"]
 mod cli;
@@ -84,16 +103,18 @@ const ROOT_TEXT: &str = "This is a test server made with coap-engine (a sans-IO 
                          driven by the mio adapter; flags mirror libcoap's coap-server\n";
 const HELP: &str = "\
 Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e] [-N]
-                   [-l list|loss%] [-Z list|fail%]
+                   [-X size] [-l list|loss%] [-Z list|fail%]
                    [-k key [-h hint] [-i match_identity_file]]
                    [-c certfile [-j keyfile] [-C cafile] [-R trust_casfile] [-n]]
 	-A address	Interface address to bind to (default ::, falling back to 0.0.0.0)
-	-p port		Listen on specified port (default 5683); with DTLS credentials also
-			on port+1 for coaps://
-	-v num		Verbosity level (default 3, maximum 9; 4 logs failed DTLS
+	-p port		Listen on specified port for UDP and TCP (default 5683); with
+			credentials also on port+1 for DTLS (-k, -c) and TLS (-c)
+	-v num		Verbosity level (default 3, maximum 9; 4 logs failed DTLS and TLS
 			handshakes, 6 every request)
-	-K seconds	Keepalive for client sessions: ping after this much silence, fail the
-			session after as much again
+	-K seconds	Keepalive for client sessions: ping after this much silence (7.02
+			Ping over TCP), fail the session after as much again
+	-X size		Largest message accepted over TCP and TLS, announced in our CSM as
+			Max-Message-Size (64 to 4294967295, default 8388864)
 	-d max		Allow dynamic creation of up to max resources by PUT or POST (POST
 			answers with Location-Path/-Query); past it 4.06
 	-e		Echo back the data stored by a PUT or POST in its answer
@@ -102,9 +123,11 @@ Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e] [-
 	-l list		Drop outgoing datagrams: a comma separated list of numbers or ranges
 	-l loss%	Drop outgoing datagrams randomly with this probability
 	-Z list|fail%	Like -l, but the send fails and the engine is told \"unreachable\"
+			(-l and -Z act on UDP and DTLS only: a stream loses nothing)
 	-h		This help (with no argument; see -h hint)
-DTLS (coaps:// on port+1; same resources as coap://)
-	-k key		Pre-shared key (text), accepted with any PSK identity
+DTLS and TLS (coaps:// and coaps+tcp:// on port+1; same resources as coap://)
+	-k key		Pre-shared key (text), accepted with any PSK identity (DTLS only:
+			without -c there is no TLS port)
 	-h hint		PSK identity hint to send (default CoAP; -h '' sends none)
 	-i file		Lines hint_to_match,identity_to_match,use_key ('#' comments): that
 			identity uses that key when our hint matches; needs -k
@@ -113,7 +136,11 @@ DTLS (coaps:// on port+1; same resources as coap://)
 	-C cafile	PEM CA certificate(s): clients must present a certificate they issued
 	-R trust_casfile	Like -C (a file or a directory of .pem/.crt files)
 	-n		Do not ask clients for a certificate even with -C/-R
-	With both -k and -c, each client gets the mode it asks for.";
+	With both -k and -c, each DTLS client gets the mode it asks for; TLS clients
+	get certificates.";
+
+/// libcoap's default for `-X`: 8 MiB + 256 (its COAP_DEFAULT_MAX_PDU_RX_SIZE).
+const DEFAULT_MAX_MESSAGE_SIZE: u32 = 8 * 1024 * 1024 + 256;
 
 struct Resource {
     data: Vec<u8>,
@@ -228,9 +255,9 @@ impl Observable {
         }
     }
 
-    /// Sends the pending notifications to the observers on every endpoint (`coap://` and
-    /// `coaps://` observers of one resource share its id).
-    fn flush(&mut self, drivers: &mut [Driver]) {
+    /// Sends the pending notifications to the observers on every endpoint (the observers of
+    /// one resource share its id over every transport).
+    fn flush(&mut self, drivers: &mut [Listener]) {
         for (id, p) in std::mem::take(&mut self.pending) {
             let mut sent = Ok(0);
             for driver in drivers.iter_mut() {
@@ -265,7 +292,7 @@ impl Observable {
     }
 
     /// Drops the name of an id no representation has and no observer uses any more.
-    fn forget_if_unused(&mut self, drivers: &[Driver], id: ResourceId) {
+    fn forget_if_unused(&mut self, drivers: &[Listener], id: ResourceId) {
         if observers(drivers, id) == 0 && !self.ids.values().any(|v| *v == id) {
             self.names.remove(&id);
         }
@@ -273,7 +300,7 @@ impl Observable {
 
     /// Notifies `/time`'s observers once per second; returns when to come back (the next
     /// second boundary while anyone observes it).
-    fn tick_time(&mut self, drivers: &mut [Driver]) -> Option<StdInstant> {
+    fn tick_time(&mut self, drivers: &mut [Listener]) -> Option<StdInstant> {
         let ids: Vec<(ResourceId, bool)> = TIME_KEYS
             .iter()
             .filter_map(|k| {
@@ -310,7 +337,7 @@ fn main() {
         println!("{HELP}");
         std::process::exit(0);
     }
-    let (flags, positional) = cli::getopt(args, "A:p:v:K:d:eNl:Z:h:k:i:c:j:C:R:n")
+    let (flags, positional) = cli::getopt(args, "A:p:v:K:d:eNX:l:Z:h:k:i:c:j:C:R:n")
         .unwrap_or_else(|e| cli::usage_error(PROG, e));
     if let Some(extra) = positional.first() {
         cli::usage_error(PROG, format!("unexpected argument {extra:?}"));
@@ -318,6 +345,7 @@ fn main() {
     let mut address: Option<IpAddr> = None;
     let mut port: u16 = 5683;
     let mut config = Config::default();
+    let mut max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
     let mut max_dynamic = 0;
     let mut echo = false;
     let mut confirmable = true;
@@ -351,6 +379,7 @@ fn main() {
                 }
                 'e' => echo = true,
                 'N' => confirmable = false,
+                'X' => max_message_size = cli::max_message_size(&value)?,
                 'l' => loss = Some(cli::Selector::parse('l', &value)?),
                 'Z' => fail = Some(cli::Selector::parse('Z', &value)?),
                 'k' | 'h' | 'i' | 'c' | 'j' | 'C' | 'R' | 'n' => dtls.set(flag, value)?,
@@ -364,51 +393,78 @@ fn main() {
     }
     cli::init_logging(PROG, &verbosity).unwrap_or_else(|e| cli::usage_error(PROG, e));
     dtls.check().unwrap_or_else(|e| cli::usage_error(PROG, e));
-    let security = dtls.security().unwrap_or_else(|e| {
+    let (dtls, tls) = dtls.security().unwrap_or_else(|e| {
         eprintln!("{PROG}: {e}");
         std::process::exit(1);
     });
+    let tcp = Config {
+        transport: Transport::Tcp,
+        max_message_size: max_message_size as usize,
+        blockwise: coap_engine::Blockwise {
+            // Bodies as large as a message may be by default, whole or in blocks.
+            max_body_size: max_message_size.max(DEFAULT_MAX_MESSAGE_SIZE) as usize,
+            ..config.blockwise.clone()
+        },
+        ..config.clone()
+    };
+    let secure = |security: coap_engine::Security, config: &Config| Config {
+        security: Some(security),
+        ..config.clone()
+    };
 
-    let bind = |port: u16, config: &Config| {
-        let bind = |ip: IpAddr| Driver::bind(SocketAddr::new(ip, port), config.clone());
-        match address {
+    let bind = |scheme: Scheme, port: u16, config: &Config| {
+        let bind = |ip: IpAddr| {
+            let at = SocketAddr::new(ip, port);
+            match scheme.transport() {
+                Transport::Udp => Driver::bind(at, config.clone()).map(Io::Datagram),
+                Transport::Tcp => StreamDriver::bind(at, config.clone()).map(Io::Stream),
+            }
+        };
+        let io = match address {
             Some(ip) => bind(ip),
             // Like libcoap: the IPv6 wildcard (dual stack on Linux), else IPv4.
             None => bind("::".parse().unwrap()).or_else(|_| bind("0.0.0.0".parse().unwrap())),
-        }
+        };
+        let io = io.unwrap_or_else(|e| {
+            eprintln!("{PROG}: cannot listen for {scheme}:// on port {port}: {e}");
+            std::process::exit(1);
+        });
+        Listener { scheme, io }
     };
-    let mut drivers = vec![bind(port, &config).unwrap_or_else(|e| {
-        eprintln!("{PROG}: cannot listen on port {port}: {e}");
-        std::process::exit(1);
-    })];
-    if let Some(security) = security {
-        // libcoap's server puts DTLS on the next port (5684 next to 5683, RFC 7252 §6.2);
-        // with -p 0 both ports are picked by the system.
-        let secure_port = match port {
+    let mut drivers = vec![bind(Scheme::Coap, port, &config)];
+    // With -p 0 the system picks the UDP port; TCP takes the same number, as it would
+    // with -p given.
+    let port = drivers[0].local_addr().map_or(port, |a| a.port());
+    drivers.push(bind(Scheme::CoapTcp, port, &tcp));
+    if dtls.is_some() || tls.is_some() {
+        // libcoap's server puts DTLS and TLS on the next port (5684 next to 5683, RFC 7252
+        // §6.2, RFC 8323 §8.2).
+        let mut secure_port = match port {
             0 => 0,
             p => p.checked_add(1).unwrap_or_else(|| {
-                eprintln!("{PROG}: -p {p}: no port+1 left for DTLS");
+                eprintln!("{PROG}: -p {p}: no port+1 left for DTLS and TLS");
                 std::process::exit(1);
             }),
         };
-        let config = Config {
-            security: Some(security),
-            ..config.clone()
-        };
-        drivers.push(bind(secure_port, &config).unwrap_or_else(|e| {
-            eprintln!("{PROG}: cannot listen for DTLS on port {secure_port}: {e}");
-            std::process::exit(1);
-        }));
-    }
-    for (i, driver) in drivers.iter_mut().enumerate() {
-        if loss.is_some() || fail.is_some() {
-            // Each socket counts its own datagrams for -l/-Z lists.
-            let filter =
-                cli::send_filter(loss.clone(), fail.clone(), coap_engine_mio::random_seed());
-            driver.set_send_filter(filter);
+        if let Some(security) = dtls {
+            let listener = bind(Scheme::Coaps, secure_port, &secure(security, &config));
+            secure_port = listener.local_addr().map_or(secure_port, |a| a.port());
+            drivers.push(listener);
         }
-        match driver.local_addr() {
-            Ok(addr) => log::info!("listening on {}://{addr}/", SCHEMES[i]),
+        if let Some(security) = tls {
+            drivers.push(bind(Scheme::CoapsTcp, secure_port, &secure(security, &tcp)));
+        }
+    }
+    for listener in drivers.iter_mut() {
+        if let Io::Datagram(driver) = &mut listener.io {
+            if loss.is_some() || fail.is_some() {
+                // Each socket counts its own datagrams for -l/-Z lists.
+                let seed = coap_engine_mio::random_seed();
+                driver.set_send_filter(cli::send_filter(loss.clone(), fail.clone(), seed));
+            }
+        }
+        match listener.local_addr() {
+            Ok(addr) => log::info!("listening on {}://{addr}/", listener.scheme),
             Err(e) => log::warn!("local address unknown: {e}"),
         }
     }
@@ -437,20 +493,133 @@ fn main() {
     }
 }
 
-/// The scheme of each driver, by index: the plain endpoint first, then the secure one.
-const SCHEMES: [&str; 2] = ["coap", "coaps"];
+/// One of the server's endpoints: its scheme, and the driver that moves its messages.
+struct Listener {
+    scheme: Scheme,
+    io: Io,
+}
+
+enum Io {
+    Datagram(Driver),
+    Stream(StreamDriver),
+}
+
+/// Each listener's tokens in the one poll: listener `i` has `i << TOKEN_BITS` and the
+/// tokens above it, a stream driver one per connection.
+const TOKEN_BITS: u32 = 24;
+
+impl Listener {
+    fn now(&self) -> Instant {
+        match &self.io {
+            Io::Datagram(d) => d.now(),
+            Io::Stream(d) => d.now(),
+        }
+    }
+
+    fn endpoint(&self) -> &Endpoint {
+        match &self.io {
+            Io::Datagram(d) => d.endpoint(),
+            Io::Stream(d) => d.endpoint(),
+        }
+    }
+
+    fn endpoint_mut(&mut self) -> &mut Endpoint {
+        match &mut self.io {
+            Io::Datagram(d) => d.endpoint_mut(),
+            Io::Stream(d) => d.endpoint_mut(),
+        }
+    }
+
+    fn drive(&mut self) {
+        match &mut self.io {
+            Io::Datagram(d) => d.drive(),
+            Io::Stream(d) => d.drive(),
+        }
+    }
+
+    fn respond(&mut self, id: IncomingRequestId, response: &Packet) -> Result<(), Error> {
+        match &mut self.io {
+            Io::Datagram(d) => d.respond(id, response),
+            Io::Stream(d) => d.respond(id, response),
+        }
+    }
+
+    fn poll_event(&mut self) -> Option<Event> {
+        match &mut self.io {
+            Io::Datagram(d) => d.poll_event(),
+            Io::Stream(d) => d.poll_event(),
+        }
+    }
+
+    fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        match &self.io {
+            Io::Datagram(d) => d.local_addr(),
+            Io::Stream(d) => d.local_addr(),
+        }
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        match &self.io {
+            Io::Datagram(d) => d.next_timeout(),
+            Io::Stream(d) => d.next_timeout(),
+        }
+    }
+
+    /// Registers the listener as number `index` of the poll (see [`TOKEN_BITS`]).
+    fn register(&mut self, registry: &Registry, index: usize) -> std::io::Result<()> {
+        let first = index << TOKEN_BITS;
+        match &mut self.io {
+            Io::Datagram(d) => d.register(registry, Token(first)),
+            Io::Stream(d) => d.register(registry, Token(first)..Token(first + (1 << TOKEN_BITS))),
+        }
+    }
+
+    fn handle_event(&mut self, event: &Readiness) {
+        match &mut self.io {
+            Io::Datagram(d) => d.handle_event(event),
+            Io::Stream(d) => d.handle_event(event),
+        }
+    }
+
+    fn handle_timeout(&mut self) {
+        match &mut self.io {
+            Io::Datagram(d) => d.handle_timeout(),
+            Io::Stream(d) => d.handle_timeout(),
+        }
+    }
+
+    /// What its secure sessions' handshakes are, for the log.
+    fn layer(&self) -> &'static str {
+        match self.scheme {
+            Scheme::Coaps => "DTLS",
+            _ => "TLS",
+        }
+    }
+}
+
+/// Logs why a request went unanswered. A client that sent its last request and closed its
+/// connection at once (libcoap's client does, after deregistering) is gone before the
+/// answer: not worth a warning.
+fn not_answered(peer: &str, e: Error) {
+    if e == Error::UnknownRequest {
+        log::info!("{peer}: not answered, the session ended first");
+    } else {
+        log::warn!("{peer}: cannot respond: {e}");
+    }
+}
 
 /// How many clients observe `id`, over every endpoint.
-fn observers(drivers: &[Driver], id: ResourceId) -> usize {
+fn observers(drivers: &[Listener], id: ResourceId) -> usize {
     drivers.iter().map(|d| d.endpoint().observers(id)).sum()
 }
 
-/// A peer for the log: its address, marked when it came over DTLS.
-fn who(from: usize, peer: SocketAddr) -> String {
-    if from == 0 {
-        peer.to_string()
-    } else {
-        format!("{peer} (DTLS)")
+/// A peer for the log: its address, and the transport unless it is plain UDP.
+fn who(listener: &Listener, peer: SocketAddr) -> String {
+    match listener.scheme {
+        Scheme::Coap => peer.to_string(),
+        Scheme::Coaps => format!("{peer} (DTLS)"),
+        Scheme::CoapTcp => format!("{peer} (TCP)"),
+        Scheme::CoapsTcp => format!("{peer} (TLS)"),
     }
 }
 
@@ -507,11 +676,13 @@ impl DtlsFlags {
         Ok(())
     }
 
-    /// The DTLS layer, if any credentials were given; an error is a credentials file that
-    /// cannot be used.
-    fn security(self) -> Result<Option<coap_engine::Security>, String> {
+    /// The DTLS layer if any credentials were given, and the TLS layer if a certificate
+    /// was; an error is a credentials file that cannot be used.
+    fn security(
+        self,
+    ) -> Result<(Option<coap_engine::Security>, Option<coap_engine::Security>), String> {
         if self.key.is_none() && self.certificate.is_none() {
-            return Ok(None);
+            return Ok((None, None));
         }
         let mut config = DtlsConfig::default();
         if let Some(key) = self.key {
@@ -539,9 +710,29 @@ impl DtlsFlags {
                 config.client_auth = ClientAuth::Required;
             }
         }
+        let tls = match &config.certificate {
+            Some(certificate) => {
+                let tls = TlsConfig {
+                    certificate: Some(certificate.clone()),
+                    trust_anchors: config.trust_anchors.clone(),
+                    client_auth: config.client_auth,
+                    ..TlsConfig::default()
+                };
+                let tls = Tls::new(tls, coap_engine_mio::security_entropy())
+                    .map_err(|e| format!("TLS credentials: {e}"))?;
+                Some(coap_engine::Security::new(tls))
+            }
+            None => {
+                log::warn!(
+                    "no coaps+tcp:// port: TLS takes a certificate (-c certfile), pre-shared \
+                     keys are for DTLS only"
+                );
+                None
+            }
+        };
         let dtls = Dtls::new(config, coap_engine_mio::dtls_entropy())
             .map_err(|e| format!("DTLS credentials: {e}"))?;
-        Ok(Some(coap_engine::Security::new(dtls)))
+        Ok((Some(coap_engine::Security::new(dtls)), tls))
     }
 }
 
@@ -574,14 +765,15 @@ fn identity_keys(file: &str, hint: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, S
     Ok(keys)
 }
 
-/// Runs both endpoints in one `mio::Poll` (token = index in `drivers`) until an I/O error,
-/// the way `Driver::run` runs one: timed work, then every queued event, then sleep until
-/// the earliest deadline of either endpoint or of the application.
-fn serve(server: &mut Server, drivers: &mut [Driver]) -> std::io::Result<()> {
+/// Runs every endpoint in one `mio::Poll` (tokens by index in `drivers`, see
+/// [`TOKEN_BITS`]) until an I/O error, the way `Driver::run` runs one: timed work, then
+/// every queued event, then sleep until the earliest deadline of any endpoint or of the
+/// application.
+fn serve(server: &mut Server, drivers: &mut [Listener]) -> std::io::Result<()> {
     let mut poll = Poll::new()?;
-    let mut events = Events::with_capacity(64);
+    let mut events = Events::with_capacity(256);
     for (i, driver) in drivers.iter_mut().enumerate() {
-        driver.register(poll.registry(), Token(i))?;
+        driver.register(poll.registry(), i)?;
         driver.drive();
     }
     loop {
@@ -601,7 +793,7 @@ fn serve(server: &mut Server, drivers: &mut [Driver]) -> std::io::Result<()> {
         let now = StdInstant::now();
         let timeout = drivers
             .iter()
-            .filter_map(Driver::next_timeout)
+            .filter_map(Listener::next_timeout)
             .chain(wake.map(|w| w.saturating_duration_since(now)))
             .min();
         if let Err(e) = poll.poll(&mut events, timeout) {
@@ -611,7 +803,7 @@ fn serve(server: &mut Server, drivers: &mut [Driver]) -> std::io::Result<()> {
             return Err(e);
         }
         for event in events.iter() {
-            if let Some(driver) = drivers.get_mut(event.token().0) {
+            if let Some(driver) = drivers.get_mut(event.token().0 >> TOKEN_BITS) {
                 driver.handle_event(event);
             }
         }
@@ -623,12 +815,12 @@ fn serve(server: &mut Server, drivers: &mut [Driver]) -> std::io::Result<()> {
 
 impl Server {
     /// One event of the endpoint `drivers[from]`.
-    fn on_event(&mut self, drivers: &mut [Driver], from: usize, event: Event) {
+    fn on_event(&mut self, drivers: &mut [Listener], from: usize, event: Event) {
         let driver = &mut drivers[from];
         match event {
             Event::Request { id, peer, request } => {
                 let path = segments(&request, CoapOption::UriPath).join("/");
-                let peer = who(from, peer);
+                let peer = who(driver, peer);
                 match self.answer(&request, &path) {
                     Answer::Now(response) => {
                         log::info!(
@@ -637,7 +829,7 @@ impl Server {
                             response.header.code
                         );
                         if let Err(e) = driver.respond(id, &response) {
-                            log::warn!("{peer}: cannot respond: {e}");
+                            not_answered(&peer, e);
                         }
                     }
                     Answer::Observable(response, resource) => {
@@ -658,7 +850,7 @@ impl Server {
                                 observers(drivers, resource)
                             ),
                             Ok(false) => {}
-                            Err(e) => log::warn!("{peer}: cannot respond: {e}"),
+                            Err(e) => not_answered(&peer, e),
                         }
                     }
                     Answer::Later(delay) => {
@@ -675,21 +867,30 @@ impl Server {
             } => {
                 log::info!(
                     "{}: observer removed: {reason} ({})",
-                    who(from, peer),
+                    who(driver, peer),
                     self.observe.name(resource)
                 );
                 self.observe.forget_if_unused(drivers, resource);
             }
+            // A client that closes its connection without a Release, or resets it, is
+            // how many TCP clients say goodbye: not worth a warning.
+            Event::SessionFailed {
+                peer,
+                reason:
+                    reason @ FailureReason::Connection(
+                        ConnectionFailure::Closed | ConnectionFailure::Reset,
+                    ),
+            } => log::info!("{}: {reason}", who(driver, peer)),
             Event::SessionFailed { peer, reason } => {
-                log::warn!("{}: session failed: {reason}", who(from, peer))
+                log::warn!("{}: session failed: {reason}", who(driver, peer))
             }
             Event::SendFailed { peer, kind, .. } => {
-                log::info!("{}: send failed: {kind}", who(from, peer))
+                log::info!("{}: send failed: {kind}", who(driver, peer))
             }
             // A wrong key, an unknown identity, a refused certificate, a client that went
             // away mid-handshake: the client's problem, worth a line at -v 4.
             Event::HandshakeFailed { peer, error } => {
-                log::warn!("{peer}: DTLS: {error}")
+                log::warn!("{peer}: {}: {error}", driver.layer())
             }
             other => log::debug!("{other:?}"),
         }
@@ -697,7 +898,7 @@ impl Server {
 
     /// Timed work: separate responses that are due, `/time` notifications. Returns when
     /// to come back.
-    fn on_tick(&mut self, drivers: &mut [Driver]) -> Option<StdInstant> {
+    fn on_tick(&mut self, drivers: &mut [Listener]) -> Option<StdInstant> {
         let now = StdInstant::now();
         let mut i = 0;
         while i < self.delayed.len() {

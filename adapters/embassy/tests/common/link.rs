@@ -127,11 +127,12 @@ impl Port {
     }
 }
 
-/// An embassy-net stack on `port` with the static address `ip`/24.
-pub fn stack<'d>(
+/// An embassy-net stack on `port` with the static address `ip`/24 and room for `SOCKETS`
+/// sockets.
+pub fn stack<'d, const SOCKETS: usize>(
     port: Port,
     ip: Ipv4Addr,
-    resources: &'d mut StackResources<2>,
+    resources: &'d mut StackResources<SOCKETS>,
     seed: u64,
 ) -> (Stack<'d>, Runner<'d, Port>) {
     let config = Config::ipv4_static(StaticConfigV4 {
