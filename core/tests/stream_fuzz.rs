@@ -12,7 +12,6 @@ mod stream_inputs;
 mod stream_tls;
 
 use proptest::prelude::*;
-use stream_inputs::{Tolerate, KNOWN_DEFECTS};
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(10_000))]
@@ -139,23 +138,17 @@ fn tls_harness_reaches_every_outcome() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Core defects the harness found. Each test runs its minimized input with the defect no
-// longer tolerated and fails until the core is fixed; then its flag in
-// `stream_inputs::KNOWN_DEFECTS` goes to false and the `#[ignore]` goes.
+// Core defects the harness found, fixed since: each test runs the minimized input that
+// showed one (or, for the last, the calls that did).
 
 /// `max_queued_requests` 0, a server session closed at once (idle timeout 0), then a request
-/// to the same peer: refused with `QueueFull`, the engine discards the session it made for
+/// to the same peer: refused with `QueueFull`, the engine discarded the session it made for
 /// it (`after_local_call`), but the `StreamCommand::Connect` that `create_local_session`
-/// queued stays: the adapter opens a connection the engine has forgotten, whose
-/// `handle_connected` it ignores and which nobody ever closes.
+/// queued stayed: the adapter opened a connection the engine had forgotten, whose
+/// `handle_connected` it ignored and which nobody ever closed.
 #[test]
-#[ignore = "core defect: a refused call to a new peer still asks for a connection"]
 fn regression_a_refused_request_asks_for_no_connection() {
-    let strict = Tolerate {
-        connect_for_refused_call: false,
-        ..KNOWN_DEFECTS
-    };
-    stream_inputs::run_tolerating(&REFUSED_REQUEST_CONNECTS, strict);
+    stream_inputs::run(&REFUSED_REQUEST_CONNECTS);
 }
 
 #[rustfmt::skip]
@@ -165,19 +158,15 @@ const REFUSED_REQUEST_CONNECTS: [u8; 47] = [
 ];
 
 /// `max_queued_transmits` 1: a ping made before the connection opens waits in `early`; when
-/// the adapter reports the connection open, the CSM and the Ping are written in one input,
-/// and `Outputs::send` drops the oldest (the CSM) "as if lost on the wire". A stream loses
-/// nothing on the wire: the peer gets a Ping as the first message and aborts the connection
-/// (RFC 8323 §5.3). Any input that writes more frames than the queue holds (a connection
-/// opening with queued requests, a read holding many Pings) cuts frames out of the stream.
+/// the adapter reported the connection open, the CSM and the Ping were written in one input,
+/// and `Outputs::send` dropped the oldest (the CSM) "as if lost on the wire". A stream loses
+/// nothing on the wire: the peer got a Ping as the first message and would abort the
+/// connection (RFC 8323 §5.3). Any input that wrote more frames than the queue held (a
+/// connection opening with queued requests, a read holding many Pings) cut frames out of the
+/// stream.
 #[test]
-#[ignore = "core defect: a full transmit queue drops frames from the middle of a stream"]
 fn regression_a_full_transmit_queue_does_not_drop_the_csm() {
-    let strict = Tolerate {
-        dropped_writes: false,
-        ..KNOWN_DEFECTS
-    };
-    stream_inputs::run_tolerating(&CSM_DROPPED, strict);
+    stream_inputs::run(&CSM_DROPPED);
 }
 
 #[rustfmt::skip]
@@ -189,19 +178,14 @@ const CSM_DROPPED: [u8; 98] = [
     0, 4,
 ];
 
-/// `max_confirmables` 1 and three application pings to one peer: all three are accepted.
-/// `Session::ping` checks `other_confirmables()`, which counts the datagram layer's
+/// `max_confirmables` 1 and three application pings to one peer: all three were accepted.
+/// `Session::ping` checked `other_confirmables()`, which counts the datagram layer's
 /// Confirmable messages; a stream session has none, so on a stream `max_confirmables` never
-/// caps pings (documented on `Limits::max_confirmables` and `Endpoint::ping`), and each
-/// adds a `Ping` in flight and 6 unwritten bytes whatever the write backlog.
+/// capped pings (as `Limits::max_confirmables` and `Endpoint::ping` document), and each
+/// added a `Ping` in flight and 6 unwritten bytes whatever the write backlog.
 #[test]
-#[ignore = "core defect: max_confirmables does not cap pings on a stream"]
 fn regression_pings_on_a_stream_are_capped_by_max_confirmables() {
-    let strict = Tolerate {
-        uncapped_pings: false,
-        ..KNOWN_DEFECTS
-    };
-    stream_inputs::run_tolerating(&UNCAPPED_PINGS, strict);
+    stream_inputs::run(&UNCAPPED_PINGS);
 }
 
 #[rustfmt::skip]
@@ -212,18 +196,13 @@ const UNCAPPED_PINGS: [u8; 49] = [
 ];
 
 /// `max_unwritten_bytes` 64: two requests (1012 and 180 bytes) to a peer whose connection is
-/// not open yet are both accepted (nothing is unwritten), and both are written when it
-/// opens: 1221 bytes, past the limit by more than one message, which the mio adapter's
+/// not open yet were both accepted (nothing is unwritten), and both were written when it
+/// opened: 1221 bytes, past the limit by more than one message, which the mio adapter's
 /// `StreamDriver::unwritten_bytes` documents as the most the engine lets through. The queue
-/// is checked when a request enters it, not when it leaves (`Session::pump`).
+/// was checked when a request entered it, not when it left (`Session::pump`).
 #[test]
-#[ignore = "core defect: queued requests are written past max_unwritten_bytes"]
 fn regression_queued_requests_wait_for_the_write_backlog() {
-    let strict = Tolerate {
-        queued_past_backlog: false,
-        ..KNOWN_DEFECTS
-    };
-    stream_inputs::run_tolerating(&QUEUED_PAST_BACKLOG, strict);
+    stream_inputs::run(&QUEUED_PAST_BACKLOG);
 }
 
 #[rustfmt::skip]
@@ -234,12 +213,11 @@ const QUEUED_PAST_BACKLOG: [u8; 68] = [
 ];
 
 /// Found by the harness before its input decoding settled (so written out by hand): an
-/// observation's deregistration is a request, but `Endpoint::deregister` sends it whatever
+/// observation's deregistration is a request, but `Endpoint::deregister` sent it whatever
 /// the connection's write backlog, where `request` and `observe` are refused with
-/// `QueueFull`; it carries the registration's whole payload, so each call can take the
+/// `QueueFull`; it carries the registration's whole payload, so each call could take the
 /// connection a whole message further past `max_unwritten_bytes`.
 #[test]
-#[ignore = "core defect: deregister ignores the write backlog"]
 fn regression_deregister_is_refused_while_the_connection_is_backlogged() {
     use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType};
     use coap_engine::{Config, Endpoint, Error, Instant, Limits, StreamCommand, Transport};
@@ -262,8 +240,21 @@ fn regression_deregister_is_refused_while_the_connection_is_backlogged() {
     let id = ep.observe(now, peer, &fetch).unwrap();
     assert_eq!(ep.poll_stream_command(), Some(StreamCommand::Connect(peer)));
     ep.handle_connected(now, peer);
-    // The adapter takes the CSM and the registration and never reports them written.
-    while ep.poll_transmit().is_some() {}
+    // The adapter writes the CSM, which lets the registration go (it waits while the CSM
+    // is unwritten), then takes the registration and never reports it written.
+    let csm = ep.poll_transmit().expect("the CSM");
+    assert!(
+        ep.poll_transmit().is_none(),
+        "the registration waits for the CSM"
+    );
+    ep.handle_send_result(now, csm.id, Ok(()));
+    let registration: usize = std::iter::from_fn(|| ep.poll_transmit())
+        .map(|t| t.payload.len())
+        .sum();
+    assert!(
+        registration > 200,
+        "the registration is written: {registration} bytes"
+    );
     assert_eq!(
         ep.request(now, peer, &fetch),
         Err(Error::QueueFull),

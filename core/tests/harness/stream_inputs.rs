@@ -85,47 +85,6 @@ const SIZE1: u16 = 60;
 /// What a peer may send before the engine's CSM says otherwise (RFC 8323 §5.3.1).
 const DEFAULT_MAX_MESSAGE_SIZE: usize = 1152;
 
-/// Core defects the harness has found, which it can step over so that fuzzing goes on past
-/// them. [`run`] tolerates those in [`KNOWN_DEFECTS`], [`run_strict`] none; the (ignored)
-/// regression tests in `core/tests/stream_fuzz.rs` run their input with their one defect not
-/// tolerated. Once a defect is fixed, its flag here goes to false and its test is no longer
-/// ignored.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Tolerate {
-    /// An application call to a peer without a session that the engine refuses (e.g.
-    /// `QueueFull` with `max_queued_requests` 0) still leaves a `StreamCommand::Connect`
-    /// for the session it discarded: the adapter opens a connection nobody will use or close.
-    pub connect_for_refused_call: bool,
-    /// `Limits::max_queued_transmits` drops the oldest transmit when one input makes more
-    /// writes than it allows (a connection opening with its CSM, early Pings and queued
-    /// requests; a read holding many Pings): on a stream that loses a frame from the middle
-    /// of the byte stream, the CSM included. Tolerated by making the queue long enough.
-    pub dropped_writes: bool,
-    /// `Limits::max_confirmables` is documented to cap the application's pings, but
-    /// `Endpoint::ping` counts only Confirmable messages, of which a stream has none: on a
-    /// stream pings are never refused, and each adds a Ping in flight and its unwritten
-    /// bytes.
-    pub uncapped_pings: bool,
-    /// `Endpoint::deregister` sends its GET (with the registration's whole payload, if it
-    /// had one) whatever the connection's write backlog, where requests are refused with
-    /// `QueueFull`. Tolerated by not counting deregistrations among the unwritten bytes.
-    pub deregister_past_backlog: bool,
-    /// Requests accepted into the queue (within `max_queued_requests`) while the connection
-    /// was not backlogged are all written when they leave it (the connection opens, an
-    /// exchange ends), however far past `max_unwritten_bytes` that takes the connection.
-    /// Tolerated by allowing a message more per queued request.
-    pub queued_past_backlog: bool,
-}
-
-/// What the core still gets wrong (see [`Tolerate`]).
-pub const KNOWN_DEFECTS: Tolerate = Tolerate {
-    connect_for_refused_call: true,
-    dropped_writes: true,
-    uncapped_pings: true,
-    deregister_past_backlog: true,
-    queued_past_backlog: true,
-};
-
 /// Reads fuzz bytes; past the end every read yields zeros.
 pub struct Bytes<'a> {
     data: &'a [u8],
@@ -359,22 +318,15 @@ enum Cause {
     /// `max_pending_requests`, a 2.31 Continue) or what the peer's answer let go on (the next
     /// block of a transfer).
     Answer,
-    /// `Endpoint::deregister` (see [`Tolerate::deregister_past_backlog`]).
-    Deregister,
 }
 
 impl Conn {
     /// Unwritten bytes the application's calls, timers and the connection's opening made,
     /// but for frames with a code in `except`.
-    fn unwritten_own(&self, except: &[u8], deregistrations: bool) -> usize {
+    fn unwritten_own(&self) -> usize {
         self.unreported
             .iter()
-            .filter(|w| match w.cause {
-                Cause::Own => true,
-                Cause::Answer => false,
-                Cause::Deregister => deregistrations,
-            })
-            .filter(|w| !except.contains(&w.code))
+            .filter(|w| w.cause == Cause::Own)
             .map(|w| w.len)
             .sum()
     }
@@ -446,9 +398,6 @@ struct Harness {
     trace: bool,
     /// What the engine is doing that may make it write.
     cause: Cause,
-    tolerate: Tolerate,
-    /// Peers the engine asked to connect to during this drain.
-    connects_now: BTreeSet<SocketAddr>,
 }
 
 fn remember<T>(ring: &mut Vec<T>, item: T) {
@@ -458,35 +407,19 @@ fn remember<T>(ring: &mut Vec<T>, item: T) {
     ring.push(item);
 }
 
-/// Runs one input sequence decoded from `data`; panics if an invariant breaks (but for the
-/// [`KNOWN_DEFECTS`]).
+/// Runs one input sequence decoded from `data`; panics if an invariant breaks.
 pub fn run(data: &[u8]) -> Coverage {
-    run_with(data, KNOWN_DEFECTS, false)
-}
-
-/// [`run`] tolerating no defect.
-pub fn run_strict(data: &[u8]) -> Coverage {
-    run_with(data, Tolerate::default(), false)
+    run_with(data, false)
 }
 
 /// [`run`], printing every input and output to stderr: for reading a failing input.
-pub fn replay(data: &[u8], tolerate: Tolerate) -> Coverage {
-    run_with(data, tolerate, true)
+pub fn replay(data: &[u8]) -> Coverage {
+    run_with(data, true)
 }
 
-/// [`run`] tolerating exactly the defects in `tolerate`.
-pub fn run_tolerating(data: &[u8], tolerate: Tolerate) -> Coverage {
-    run_with(data, tolerate, false)
-}
-
-fn run_with(data: &[u8], tolerate: Tolerate, trace: bool) -> Coverage {
+fn run_with(data: &[u8], trace: bool) -> Coverage {
     let mut input = Bytes::new(data);
-    let mut config = config_from(&mut input);
-    if tolerate.dropped_writes {
-        // More than any one input of this harness can make the engine write.
-        let limits = &mut config.limits;
-        limits.max_queued_transmits = limits.max_queued_transmits.max(4096);
-    }
+    let config = config_from(&mut input);
     let seed = input.u64();
     let ep = Endpoint::new(config.clone(), seed).expect("the harness builds only valid configs");
     let mut h = Harness {
@@ -507,8 +440,6 @@ fn run_with(data: &[u8], tolerate: Tolerate, trace: bool) -> Coverage {
         fed_at_now: 0,
         trace,
         cause: Cause::Own,
-        tolerate,
-        connects_now: BTreeSet::new(),
     };
     if trace {
         eprintln!("{:?}", h.config);
@@ -611,9 +542,6 @@ impl Harness {
                         {
                             let result = self.ep.deregister(at, id);
                             self.note(format_args!("deregister {id:?}: {result:?}"));
-                            self.cause = Cause::Deregister;
-                            self.drain();
-                            self.cause = Cause::Own;
                         }
                     }
                     _ => {
@@ -1208,7 +1136,6 @@ impl Harness {
                         "asked to connect to {p}, which has a connection"
                     );
                     self.cov.connects += 1;
-                    self.connects_now.insert(p);
                     let conn = self.new_conn(false);
                     self.conns.insert(p, conn);
                 }
@@ -1226,15 +1153,6 @@ impl Harness {
             self.on_event(event);
         }
         let _ = self.ep.poll_timeout();
-        if self.tolerate.connect_for_refused_call {
-            // The adapter would open the connection and report it; the engine ignores that.
-            for p in std::mem::take(&mut self.connects_now) {
-                if self.ep.session_info(p).is_none() {
-                    self.conns.remove(&p);
-                }
-            }
-        }
-        self.connects_now.clear();
         self.check_connections();
         self.check_limits();
         self.check_unwritten();
@@ -1443,7 +1361,7 @@ impl Harness {
             // On a stream nothing awaits an acknowledgement but Pings: the application's
             // (max_confirmables) and one keepalive probe.
             assert!(
-                self.tolerate.uncapped_pings || f.confirmables_in_flight <= l.max_confirmables + 1,
+                f.confirmables_in_flight <= l.max_confirmables + 1,
                 "{} Pings in flight over max_confirmables {} + a probe",
                 f.confirmables_in_flight,
                 l.max_confirmables
@@ -1478,23 +1396,13 @@ impl Harness {
         let l = &self.config.limits;
         // One message: the largest the engine builds, framed.
         let message = self.config.max_message_size + 2;
-        let (pings, not_counted) = if self.tolerate.uncapped_pings {
-            (0, &[PING][..])
-        } else {
-            ((l.max_confirmables + 1) * 6, &[][..])
-        };
-        let queued = if self.tolerate.queued_past_backlog {
-            l.max_queued_requests * message
-        } else {
-            0
-        };
+        let pings = (l.max_confirmables + 1) * 6;
         for (p, c) in &self.conns {
-            let unwritten = c.unwritten_own(not_counted, !self.tolerate.deregister_past_backlog);
+            let unwritten = c.unwritten_own();
             assert!(
-                unwritten <= l.max_unwritten_bytes + message + pings + queued,
+                unwritten <= l.max_unwritten_bytes + message + pings,
                 "{unwritten} bytes (answers to the peer aside) unwritten to {p}, over \
-                 max_unwritten_bytes {} + one message of {message} + {pings} of Pings + \
-                 {queued} of queued requests",
+                 max_unwritten_bytes {} + one message of {message} + {pings} of Pings",
                 l.max_unwritten_bytes
             );
         }
