@@ -37,6 +37,9 @@
 //!   stay within that limit plus one message, not counting what the engine writes while it
 //!   reads the peer's bytes (Pongs, its own answers to requests, the next blocks of
 //!   transfers), which the core does not cap (see [`check_unwritten`](Harness::check_unwritten));
+//! - no amplification: a read of the peer's bytes makes at most one write per frame it
+//!   completes, plus `max_queued_requests` + 1 (the queued requests an ended exchange lets
+//!   go, an Abort for bad input);
 //! - no busy loop: once due timers have run, `poll_timeout()` is in the future, and one
 //!   instant never sees an endless stream of transmits.
 
@@ -281,6 +284,10 @@ struct Conn {
     /// The largest Max-Message-Size the engine can believe the peer announced: RFC 8323's
     /// default or more, or None once mutated bytes may have announced anything.
     peer_max: Option<usize>,
+    /// The peer's bytes as the engine reads them, to count the frames each read completes.
+    from_peer: Deframer,
+    /// `from_peer` met framing the engine cannot read past.
+    from_peer_broken: bool,
 }
 
 impl Conn {
@@ -292,6 +299,8 @@ impl Conn {
             unreported: Vec::new(),
             peer_csm: false,
             peer_max: Some(DEFAULT_MAX_MESSAGE_SIZE),
+            from_peer: Deframer::default(),
+            from_peer_broken: false,
         }
     }
 
@@ -398,6 +407,8 @@ struct Harness {
     trace: bool,
     /// What the engine is doing that may make it write.
     cause: Cause,
+    /// Writes made while reading the peer's bytes.
+    answers: usize,
 }
 
 fn remember<T>(ring: &mut Vec<T>, item: T) {
@@ -440,6 +451,7 @@ fn run_with(data: &[u8], trace: bool) -> Coverage {
         fed_at_now: 0,
         trace,
         cause: Cause::Own,
+        answers: 0,
     };
     if trace {
         eprintln!("{:?}", h.config);
@@ -639,10 +651,24 @@ impl Harness {
             eprintln!("   {p} sends {bytes:02x?}");
         }
         self.fed_at_now += bytes.len();
+        let frames = self
+            .conns
+            .get_mut(&p)
+            .map_or(0, |c| frames_completed(c, bytes));
         self.ep.handle_datagram(at, p, bytes);
         self.cause = Cause::Answer;
+        let before = self.answers;
         self.drain();
         self.cause = Cause::Own;
+        // No amplification: a frame gets at most one answer (a Pong, a 5.03, the next
+        // block), a frame that ends an exchange may let the queued requests go, and bad
+        // input one Abort.
+        let bound = frames + self.config.limits.max_queued_requests + 1;
+        assert!(
+            self.answers - before <= bound,
+            "{} writes answered a read of {frames} frames from {p}",
+            self.answers - before
+        );
     }
 
     fn advance_time(&mut self, input: &mut Bytes<'_>) {
@@ -1254,6 +1280,9 @@ impl Harness {
             code,
             cause: self.cause,
         });
+        if self.cause == Cause::Answer {
+            self.answers += 1;
+        }
         remember(&mut self.transmits, (t.id, p, generation));
     }
 
@@ -1405,6 +1434,26 @@ impl Harness {
                  max_unwritten_bytes {} + one message of {message} + {pings} of Pings",
                 l.max_unwritten_bytes
             );
+        }
+    }
+}
+
+/// How many frames `bytes` completes on `conn`'s stream from the peer.
+fn frames_completed(conn: &mut Conn, bytes: &[u8]) -> usize {
+    if conn.from_peer_broken {
+        return 0;
+    }
+    conn.from_peer.push(bytes);
+    let mut frames = 0;
+    let mut m = Vec::new();
+    loop {
+        match conn.from_peer.next(usize::MAX, &mut m) {
+            Ok(true) => frames += 1,
+            Ok(false) => return frames,
+            Err(_) => {
+                conn.from_peer_broken = true;
+                return frames;
+            }
         }
     }
 }
