@@ -330,8 +330,7 @@ enum Cause {
 }
 
 impl Conn {
-    /// Unwritten bytes the application's calls, timers and the connection's opening made,
-    /// but for frames with a code in `except`.
+    /// Unwritten bytes the application's calls, timers and the connection's opening made.
     fn unwritten_own(&self) -> usize {
         self.unreported
             .iter()
