@@ -403,6 +403,42 @@ fn pings_from_a_peer_that_does_not_read_stop_being_answered_at_the_write_cap() {
     assert_eq!(ep.session_count(), 1);
 }
 
+/// `handle_connected` for a connection already open (the adapter reports it twice, or for a
+/// connection it accepted) changes nothing: each used to write one more CSM, whatever the
+/// write backlog (found by the `stream_inputs` fuzz target).
+#[test]
+fn a_connection_reported_open_again_writes_no_second_csm() {
+    let now = Instant::ZERO;
+    let csms = |ep: &mut Endpoint| -> Vec<u8> {
+        let written: Vec<u8> = std::iter::from_fn(|| ep.poll_transmit())
+            .flat_map(|t| t.payload.to_vec())
+            .collect();
+        frames(&written).iter().map(|f| f.0).collect()
+    };
+    // A connection the engine asked for.
+    let mut client = Endpoint::new(tcp(), 1).unwrap();
+    let peer = addr(5683);
+    client.open_session(now, peer).unwrap();
+    assert_eq!(
+        client.poll_stream_command(),
+        Some(StreamCommand::Connect(peer))
+    );
+    client.handle_connected(now, peer);
+    assert_eq!(csms(&mut client), vec![CSM]);
+    for _ in 0..100 {
+        client.handle_connected(now, peer);
+    }
+    assert_eq!(csms(&mut client), Vec::<u8>::new());
+    // A connection the engine accepted.
+    let mut server = Endpoint::new(tcp(), 2).unwrap();
+    server.handle_accepted(now, PEER).unwrap();
+    assert_eq!(csms(&mut server), vec![CSM]);
+    for _ in 0..100 {
+        server.handle_connected(now, PEER);
+    }
+    assert_eq!(csms(&mut server), Vec::<u8>::new());
+}
+
 /// A server whose peer sent its CSM and, from then on, reads nothing: the adapter never
 /// reports a write done. Feeds `frames(i)` for i in 0..1000 and returns the bytes written.
 fn written_to_a_peer_that_does_not_read(

@@ -216,10 +216,13 @@ impl Session {
     }
 
     /// The connection is open (a client's, as the adapter reports): a secure one starts
-    /// its handshake; a plain one can carry messages at once.
+    /// its handshake; a plain one can carry messages at once. A report for a connection
+    /// already open (again, or one we accepted) changes nothing.
     pub(crate) fn stream_connected(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Ending> {
         let s = self.stream_mut()?;
-        s.connected = true;
+        if core::mem::replace(&mut s.connected, true) {
+            return None;
+        }
         #[cfg(feature = "security")]
         if !self.channel_open() {
             return self.start_channel(now, ctx);
