@@ -212,6 +212,24 @@ const QUEUED_PAST_BACKLOG: [u8; 68] = [
     0, 62, 0, 0, 85, 53, 0, 1, 57, 11, 0, 108, 45, 1, 0, 0, 0, 0, 34, 4,
 ];
 
+/// An accepted connection the adapter then reports open (`handle_connected`) again and
+/// again: each report wrote one more CSM, whatever the write backlog, until the unwritten
+/// bytes passed `max_unwritten_bytes` plus one message.
+#[test]
+fn regression_a_connection_reported_open_again_writes_no_more_csms() {
+    stream_inputs::run(&CONNECTED_AGAIN);
+}
+
+#[rustfmt::skip]
+const CONNECTED_AGAIN: [u8; 82] = [
+    126, 160, 0, 0, 0, 0, 0, 0, 4, 181, 0, 68, 0, 0, 4, 181,
+    181, 181, 0, 4, 181, 181, 181, 181, 181, 181, 181, 162, 162, 162, 0, 162,
+    162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162,
+    162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162,
+    162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162, 162,
+    162, 162,
+];
+
 /// Found by the harness before its input decoding settled (so written out by hand): an
 /// observation's deregistration is a request, but `Endpoint::deregister` sent it whatever
 /// the connection's write backlog, where `request` and `observe` are refused with
