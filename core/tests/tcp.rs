@@ -439,6 +439,57 @@ fn a_connection_reported_open_again_writes_no_second_csm() {
     assert_eq!(csms(&mut server), Vec::<u8>::new());
 }
 
+/// An observation whose Max-Age lapses while the connection's writes are backlogged: the
+/// re-registration (the whole registration again) waits until the adapter catches up,
+/// rather than going past `max_unwritten_bytes` once per Max-Age (found by the
+/// `stream_inputs` fuzz target).
+#[test]
+fn a_reregistration_waits_for_the_write_backlog() {
+    let config = Config {
+        limits: Limits {
+            max_unwritten_bytes: 64,
+            ..Limits::default()
+        },
+        ..tcp()
+    };
+    let mut ep = Endpoint::new(config, 1).unwrap();
+    let peer = addr(5683);
+    let mut now = Instant::ZERO;
+    let id = ep.observe(now, peer, &con_get("obs", b"")).unwrap();
+    assert_eq!(ep.poll_stream_command(), Some(StreamCommand::Connect(peer)));
+    ep.handle_connected(now, peer);
+    let csm_write = ep.poll_transmit().expect("the CSM");
+    ep.handle_send_result(now, csm_write.id, Ok(()));
+    // The registration goes out; the adapter never reports it written.
+    let registration = ep.poll_transmit().expect("the registration");
+    let token = frames(&registration.payload)[0].1.clone();
+    // A notification with Max-Age 1 s.
+    ep.handle_datagram(now, peer, &csm(1152));
+    ep.handle_datagram(
+        now,
+        peer,
+        &frame(code(2, 5), &token, &[(6, &[1]), (14, &[1])], b"22"),
+    );
+    assert!(std::iter::from_fn(|| ep.poll_event())
+        .any(|e| matches!(e, Event::Notification { id: n, .. } if n == id)));
+    for _ in 0..10 {
+        now = ep.poll_timeout().expect("a deadline");
+        ep.handle_timeout(now);
+        assert!(
+            ep.poll_transmit().is_none(),
+            "a re-registration went past the write backlog at {now:?}"
+        );
+        assert!(ep.poll_timeout().is_some_and(|t| t > now), "busy loop");
+    }
+    // Once the adapter has written the registration, the re-registration goes.
+    ep.handle_send_result(now, registration.id, Ok(()));
+    now = ep.poll_timeout().expect("a deadline");
+    ep.handle_timeout(now);
+    let again = ep.poll_transmit().expect("the re-registration");
+    let f = &frames(&again.payload)[0];
+    assert_eq!((f.0, &f.1), (code(0, 1), &token));
+}
+
 /// A server whose peer sent its CSM and, from then on, reads nothing: the adapter never
 /// reports a write done. Feeds `frames(i)` for i in 0..1000 and returns the bytes written.
 fn written_to_a_peer_that_does_not_read(
