@@ -230,6 +230,23 @@ const CONNECTED_AGAIN: [u8; 82] = [
     162, 162,
 ];
 
+/// An observation over a connection whose writes the adapter stops reporting: each time its
+/// Max-Age lapsed, the engine re-registered (the whole registration again) whatever the
+/// write backlog, until the unwritten bytes passed `max_unwritten_bytes` plus one message.
+#[test]
+fn regression_a_reregistration_waits_for_the_write_backlog() {
+    stream_inputs::run(&REREGISTERED_PAST_BACKLOG);
+}
+
+#[rustfmt::skip]
+const REREGISTERED_PAST_BACKLOG: [u8; 73] = [
+    126, 221, 255, 255, 221, 0, 255, 255, 255, 255, 255, 255, 7, 8, 174, 35,
+    8, 8, 128, 68, 6, 212, 114, 123, 0, 0, 0, 0, 0, 0, 0, 149,
+    149, 149, 149, 149, 149, 0, 0, 126, 0, 0, 106, 106, 106, 106, 106, 155,
+    240, 255, 155, 240, 255, 106, 106, 106, 106, 240, 240, 1, 0, 0, 0, 240,
+    255, 155, 240, 255, 240, 255, 155, 240, 255,
+];
+
 /// Found by the harness before its input decoding settled (so written out by hand): an
 /// observation's deregistration is a request, but `Endpoint::deregister` sent it whatever
 /// the connection's write backlog, where `request` and `observe` are refused with
