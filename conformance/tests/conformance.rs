@@ -41,6 +41,7 @@ mod links;
 mod live;
 mod observe;
 mod options;
+mod tcp;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Dir {
@@ -1276,6 +1277,7 @@ fn cases() -> Vec<Case> {
     .chain(live::more_cases())
     .chain(dtls::cases())
     .chain(live::dtls_cases())
+    .chain(tcp::cases())
     .collect()
 }
 

@@ -1266,3 +1266,70 @@ fn an_application_ping_gets_a_pong() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn pongs_without_a_token_answer_application_pings_in_order() {
+    // libcoap's Pongs carry no token: on a stream they come in the order of the Pings, so
+    // each answers the oldest outstanding one. A Pong with a token nobody sent answers none.
+    let mut h = Hand::server(tcp());
+    h.feed(&csm(1152));
+    let first = h.ep.ping(h.now, PEER).unwrap();
+    let second = h.ep.ping(h.now, PEER).unwrap();
+    h.drain();
+    assert_eq!(h.take().iter().filter(|f| f.0 == PING).count(), 2);
+    let pongs = |h: &Hand| -> Vec<coap_engine::RequestId> {
+        h.events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Pong { id, .. } => Some(*id),
+                _ => None,
+            })
+            .collect()
+    };
+    h.feed(&frame(PONG, b"zz", &[], &[]));
+    assert_eq!(pongs(&h), vec![], "a stranger's token");
+    h.feed(&frame(PONG, &[], &[], &[]));
+    assert_eq!(pongs(&h), vec![first]);
+    h.feed(&frame(PONG, &[], &[], &[]));
+    assert_eq!(pongs(&h), vec![first, second]);
+    h.feed(&frame(PONG, &[], &[], &[]));
+    assert_eq!(pongs(&h), vec![first, second], "nothing left to answer");
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| matches!(e, Event::PingFailed { .. } | Event::SessionFailed { .. })),
+        "{:?}",
+        h.events
+    );
+}
+
+#[test]
+fn keepalive_goes_on_when_pongs_carry_no_token() {
+    // libcoap 4.3.1 answers every Ping with a Pong whose token is empty (RFC 8323 §5.4 asks
+    // for the Ping's token). The peer is alive all the same: the probe must not stay
+    // outstanding for good, or no Ping would ever go again and the session would fail
+    // `interval + timeout` after that first Pong although every Ping would be answered.
+    let mut h = Hand::server(with_keepalive());
+    h.take();
+    h.feed(&csm(1152));
+    let mut pings = 0;
+    for second in 1..=20u64 {
+        h.now = Instant::ZERO + Duration::from_secs(second);
+        h.ep.handle_timeout(h.now);
+        h.drain();
+        for f in h.take() {
+            if f.0 == PING {
+                pings += 1;
+                h.feed(&frame(PONG, &[], &[(2, &[])], &[]));
+            }
+        }
+    }
+    assert!(
+        !h.events
+            .iter()
+            .any(|e| matches!(e, Event::SessionFailed { .. })),
+        "{:?}",
+        h.events
+    );
+    assert!(pings >= 9, "{pings} Pings in 20 s with a 2 s interval");
+}

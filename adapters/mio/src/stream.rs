@@ -47,6 +47,9 @@
 //!   1 MiB until the queue shrinks: the peer's own kernel then pushes back on it. (The
 //!   engine itself stops answering Pings once a connection is backlogged, so this is a
 //!   second line of defence.)
+//! - **Writing.** Writes leave at once, a connection's queued ones coalesced into one `send`
+//!   of up to 64 KiB; between [`StreamDriver::cork`] and [`StreamDriver::uncork`] they wait,
+//!   so that the answers to a burst of requests cost one system call, not one each.
 //! - **Closing.** [`StreamCommand::Close`] writes what is still queued, then shuts the
 //!   connection down (FIN) and waits for the peer's end (reading and dropping what still
 //!   arrives, so that the close does not turn into a reset that could destroy the last
@@ -305,6 +308,8 @@ pub struct StreamDriver {
     deadlines: BTreeSet<(StdInstant, usize)>,
     /// Connections with something to write.
     dirty: Vec<usize>,
+    /// Writes wait for `uncork`.
+    corked: bool,
     /// Connections with data left to read.
     reads: Vec<usize>,
     inputs: VecDeque<Input>,
@@ -451,6 +456,7 @@ impl StreamDriver {
             by_peer: HashMap::new(),
             deadlines: BTreeSet::new(),
             dirty: Vec::new(),
+            corked: false,
             reads: Vec::new(),
             inputs: VecDeque::new(),
             registration: None,
@@ -669,6 +675,7 @@ impl StreamDriver {
         if !self.reads.is_empty()
             || (self.accept_pending && self.registration.is_some())
             || self.endpoint.has_transmits()
+            || (!self.dirty.is_empty() && !self.corked)
         {
             return Some(StdDuration::ZERO);
         }
@@ -793,11 +800,8 @@ impl StreamDriver {
                     other => log::warn!("stream command {other:?} not understood; ignored"),
                 }
             }
-            while let Some(slot) = self.dirty.pop() {
-                if let Some(c) = self.connection_mut(slot) {
-                    c.dirty = false;
-                }
-                self.flush(slot);
+            if !self.corked {
+                self.flush_dirty();
             }
             if self.inputs.is_empty() {
                 return;
@@ -831,9 +835,46 @@ impl StreamDriver {
         self.endpoint.poll_event()
     }
 
+    /// Holds writes back until [`uncork`](Self::uncork), like `TCP_CORK`: what the engine
+    /// writes meanwhile is queued, and leaves coalesced (one `send` of up to 64 KiB per
+    /// connection) when uncorked. An application answering a burst of events corks before
+    /// taking them and uncorks after the last, so the answers cost one system call rather
+    /// than one each. [`run`](Self::run) does so by itself.
+    ///
+    /// ```
+    /// # use coap_engine::{Config, Transport};
+    /// # let tcp = Config { transport: Transport::Tcp, ..Config::default() };
+    /// # let mut driver = coap_engine_mio::StreamDriver::new(tcp)?;
+    /// driver.cork();
+    /// while let Some(event) = driver.poll_event() {
+    ///     // ... answer it with driver.respond(..)
+    /// }
+    /// driver.uncork();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn cork(&mut self) {
+        self.corked = true;
+    }
+
+    /// Writes what waited since [`cork`](Self::cork), and from now on at once.
+    pub fn uncork(&mut self) {
+        self.corked = false;
+        self.drive();
+    }
+
+    /// Writes what is queued on every connection that has something new to write.
+    fn flush_dirty(&mut self) {
+        while let Some(slot) = self.dirty.pop() {
+            if let Some(c) = self.connection_mut(slot) {
+                c.dirty = false;
+            }
+            self.flush(slot);
+        }
+    }
+
     /// Sends a request ([`Endpoint::request`]), opening a connection to `peer` if there is
-    /// none, and writes what it can at once. [`Error::QueueFull`] when the connection's
-    /// unwritten bytes are beyond
+    /// none, and writes what it can at once (unless [corked](Self::cork)).
+    /// [`Error::QueueFull`] when the connection's unwritten bytes are beyond
     /// [`Limits::max_unwritten_bytes`](coap_engine::Limits::max_unwritten_bytes) (the peer
     /// does not read fast enough) or the session's request queue is full.
     ///
@@ -894,8 +935,8 @@ impl StreamDriver {
     }
 
     /// Runs a blocking loop on a private `mio::Poll` until the handler breaks (or `poll`
-    /// fails), handing it every engine event. Handler calls on the driver write at once.
-    /// A registration in the caller's poll is suspended meanwhile and restored on return.
+    /// fails), handing it every engine event. What the handler's calls write goes out once
+    /// it has had every event waiting. A registration in the caller's poll is suspended meanwhile and restored on return.
     ///
     /// ```no_run
     /// use std::ops::ControlFlow;
@@ -958,11 +999,16 @@ impl StreamDriver {
     /// Hands every queued event to the handler; `Continue(true)` if there was any.
     fn dispatch<H: StreamHandler + ?Sized>(&mut self, handler: &mut H) -> ControlFlow<(), bool> {
         let mut any = false;
-        while let Some(event) = self.endpoint.poll_event() {
+        self.cork();
+        while let Some(event) = self.poll_event() {
             any = true;
-            handler.on_event(self, event)?;
+            if let ControlFlow::Break(()) = handler.on_event(self, event) {
+                self.uncork();
+                return ControlFlow::Break(());
+            }
             self.drive();
         }
+        self.uncork();
         ControlFlow::Continue(any)
     }
 

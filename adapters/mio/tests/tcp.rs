@@ -1,5 +1,5 @@
 //! CoAP over TCP (RFC 8323) through the mio stream driver on real loopback sockets: requests
-//! and responses, many in flight, block-wise bodies byte-exact, several clients in one user
+//! and responses, many in flight, corked writes, block-wise bodies byte-exact, several clients in one user
 //! poll, a refused connect and one never answered, a server that closes, resets, goes away
 //! or releases the connection, a client that releases it, a connection beyond the session
 //! limit, a peer that never reads (backpressure) and one that floods Pings without reading,
@@ -46,6 +46,38 @@ fn a_request_is_answered_over_tcp() {
     });
     // Everything the client wrote was reported written.
     assert_eq!(client.unwritten_bytes(server.addr), Some(0));
+}
+
+#[test]
+fn corked_writes_wait_and_leave_together_on_uncork() {
+    let (server, _) = Server::start(tcp());
+    let mut client = client();
+    let id = client.request(server.addr, &get("hello")).unwrap();
+    outcome(&mut client, id).unwrap();
+    assert_eq!(client.unwritten_bytes(server.addr), Some(0));
+    client.cork();
+    let ids: Vec<_> = (0..3)
+        .map(|_| client.request(server.addr, &get("hello")).unwrap())
+        .collect();
+    client.drive();
+    let held = client.unwritten_bytes(server.addr).unwrap();
+    assert!(
+        held > 3 * 3,
+        "three requests held back, {held} bytes queued"
+    );
+    assert!(
+        client.next_timeout() != Some(StdDuration::ZERO),
+        "held writes are not work to wake up for"
+    );
+    client.uncork();
+    assert_eq!(
+        client.unwritten_bytes(server.addr),
+        Some(0),
+        "uncorked: written at once, in one send"
+    );
+    for id in ids {
+        assert_eq!(outcome(&mut client, id).unwrap().payload, b"hello");
+    }
 }
 
 #[test]

@@ -384,6 +384,13 @@ impl Session {
             return Some(self.abort(ctx, None, "the first message was not a CSM"));
         }
         self.heard(now, ctx);
+        // Anything heard answers a keepalive probe: the peer is alive. A probe left waiting
+        // for a Pong with its token would block every later probe for good, and a peer that
+        // answers with another token (libcoap 4.3.1's Pongs have an empty one) would then
+        // see its session fail `interval + timeout` after the first Pong.
+        if let Some(s) = self.stream_mut() {
+            s.pings.retain(|p| p.id.is_some());
+        }
         if msg.header.code_class() == 7 {
             return self.on_signal(now, ctx, msg);
         }
@@ -467,11 +474,15 @@ impl Session {
             PONG => {
                 let peer = self.peer;
                 let s = self.stream_mut()?;
+                // libcoap (4.3.1) answers every Ping with an empty token rather than the
+                // Ping's (RFC 8323 §5.4); a stream keeps order, so such a Pong answers the
+                // oldest Ping outstanding. `pings` is in the order they were written.
                 let i = s
                     .pings
                     .iter()
-                    .position(|p| p.token.as_slice() == msg.token)?;
-                let p = s.pings.swap_remove(i);
+                    .position(|p| p.token.as_slice() == msg.token)
+                    .or_else(|| (msg.token.is_empty() && !s.pings.is_empty()).then_some(0))?;
+                let p = s.pings.remove(i);
                 if let Some(id) = p.id {
                     ctx.out.event(Event::Pong {
                         id,

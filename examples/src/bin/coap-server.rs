@@ -530,6 +530,20 @@ impl Listener {
         }
     }
 
+    /// Holds a stream listener's writes back while a burst of events is answered (see
+    /// `StreamDriver::cork`); datagrams leave as they come.
+    fn cork(&mut self) {
+        if let Io::Stream(d) = &mut self.io {
+            d.cork();
+        }
+    }
+
+    fn uncork(&mut self) {
+        if let Io::Stream(d) = &mut self.io {
+            d.uncork();
+        }
+    }
+
     fn drive(&mut self) {
         match &mut self.io {
             Io::Datagram(d) => d.drive(),
@@ -779,6 +793,9 @@ fn serve(server: &mut Server, drivers: &mut [Listener]) -> std::io::Result<()> {
     loop {
         let wake = server.on_tick(drivers);
         let mut any = false;
+        // Answers (and notifications, which may go to any listener) leave together once
+        // every waiting event is handled: one write per connection for a burst.
+        drivers.iter_mut().for_each(Listener::cork);
         for from in 0..drivers.len() {
             while let Some(event) = drivers[from].poll_event() {
                 any = true;
@@ -786,6 +803,7 @@ fn serve(server: &mut Server, drivers: &mut [Listener]) -> std::io::Result<()> {
                 drivers[from].drive();
             }
         }
+        drivers.iter_mut().for_each(Listener::uncork);
         if any {
             // The handlers may have scheduled work: tick again before sleeping.
             continue;
