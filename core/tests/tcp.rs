@@ -490,6 +490,49 @@ fn a_reregistration_waits_for_the_write_backlog() {
     assert_eq!((f.0, &f.1), (code(0, 1), &token));
 }
 
+/// Pings made while the connection is not open yet wait to be written once it opens; one
+/// that times out or is cancelled meanwhile is not written then (found by the
+/// `stream_inputs` fuzz target: every such Ping's frame used to stay, so a connection that
+/// took long to open got them all at once, past `max_unwritten_bytes`).
+#[test]
+fn pings_that_ended_before_the_connection_opened_are_not_written() {
+    let config = Config {
+        limits: Limits {
+            max_confirmables: 2,
+            ..Limits::default()
+        },
+        ..tcp()
+    };
+    let mut ep = Endpoint::new(config, 1).unwrap();
+    let peer = addr(5683);
+    let mut now = Instant::ZERO;
+    ep.ping(now, peer).unwrap();
+    assert_eq!(ep.poll_stream_command(), Some(StreamCommand::Connect(peer)));
+    // Each ping times out before the connection opens, and another takes its place.
+    let mut failed = 0;
+    for _ in 0..10 {
+        now = ep.poll_timeout().expect("the ping's deadline");
+        ep.handle_timeout(now);
+        failed += std::iter::from_fn(|| ep.poll_event())
+            .filter(|e| matches!(e, Event::PingFailed { .. }))
+            .count();
+        ep.ping(now, peer).unwrap();
+    }
+    assert_eq!(failed, 10);
+    let cancelled = ep.ping(now, peer).unwrap();
+    ep.cancel(now, cancelled).unwrap();
+    ep.handle_connected(now, peer);
+    let written: Vec<u8> = std::iter::from_fn(|| ep.poll_transmit())
+        .flat_map(|t| t.payload.to_vec())
+        .collect();
+    let codes: Vec<u8> = frames(&written).iter().map(|f| f.0).collect();
+    assert_eq!(
+        codes,
+        vec![CSM, PING],
+        "only the ping still awaited is written"
+    );
+}
+
 /// A server whose peer sent its CSM and, from then on, reads nothing: the adapter never
 /// reports a write done. Feeds `frames(i)` for i in 0..1000 and returns the bytes written.
 fn written_to_a_peer_that_does_not_read(
