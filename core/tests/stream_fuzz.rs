@@ -247,6 +247,25 @@ const REREGISTERED_PAST_BACKLOG: [u8; 73] = [
     255, 155, 240, 255, 240, 255, 155, 240, 255,
 ];
 
+/// Pings made before the connection opened that timed out, one after another, while it did
+/// not: each left its frame to be written, and when the connection opened they all were,
+/// past `max_unwritten_bytes` plus one message.
+#[test]
+fn regression_pings_that_ended_before_the_connection_opened_are_not_written() {
+    stream_inputs::run(&EARLY_PINGS_AFTER_THEIR_END);
+}
+
+#[rustfmt::skip]
+const EARLY_PINGS_AFTER_THEIR_END: [u8; 98] = [
+    0, 0, 0, 0, 246, 255, 95, 96, 1, 255, 255, 255, 255, 0, 0, 30,
+    52, 0, 9, 0, 179, 179, 221, 27, 27, 52, 0, 0, 1, 0, 59, 35,
+    59, 59, 59, 59, 59, 181, 181, 177, 255, 0, 27, 52, 0, 59, 35, 59,
+    59, 181, 181, 177, 255, 27, 59, 35, 59, 59, 59, 59, 59, 181, 181, 177,
+    255, 93, 27, 52, 0, 59, 35, 59, 59, 181, 181, 177, 255, 93, 59, 35,
+    59, 59, 181, 181, 177, 30, 0, 59, 35, 59, 59, 59, 59, 59, 181, 73,
+    4, 59,
+];
+
 /// Found by the harness before its input decoding settled (so written out by hand): an
 /// observation's deregistration is a request, but `Endpoint::deregister` sent it whatever
 /// the connection's write backlog, where `request` and `observe` are refused with
