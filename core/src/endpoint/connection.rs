@@ -43,7 +43,7 @@ impl Endpoint {
 
     /// The connection the engine asked for with [`StreamCommand::Connect`] is open: the
     /// engine sends its Capabilities and Settings Message (RFC 8323 §5.3), then the requests
-    /// that waited for the connection.
+    /// that waited for the connection. Ignored for a connection already open.
     pub fn handle_connected(&mut self, now: Instant, peer: SocketAddr) {
         let now = self.advance(now);
         let Some(slot) = self.lookup(peer) else {

@@ -381,13 +381,20 @@ impl Session {
         Ok(())
     }
 
-    /// Re-registers observations whose Max-Age lapsed without a fresh notification.
+    /// Re-registers observations whose Max-Age lapsed without a fresh notification. While
+    /// the connection's writes are backlogged a re-registration waits, tried again
+    /// `REREGISTER_MARGIN` later, as the application's requests are refused meanwhile.
     pub(super) fn reregister(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
         for i in 0..self.exchanges.len() {
+            let backlog = self.write_backlog(ctx);
             let Some(obs) = self.exchanges[i].observe.as_mut() else {
                 continue;
             };
             if obs.reregister_at.is_none_or(|t| t > now) {
+                continue;
+            }
+            if backlog {
+                obs.reregister_at = Some(now + observe::REREGISTER_MARGIN);
                 continue;
             }
             obs.reregister_at = None;

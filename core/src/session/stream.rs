@@ -77,11 +77,21 @@ pub(crate) struct Stream {
     unwritten: usize,
     /// Frames made before the connection (and its security layer) opened: an application
     /// ping, a server's CSM; written after our CSM once it does. Requests wait in the
-    /// exchange queue instead.
-    early: Vec<Vec<u8>>,
+    /// exchange queue instead. A Ping's frame carries its token, and goes with the ping if
+    /// it ends first (times out, is cancelled).
+    early: Vec<(Option<Token>, Vec<u8>)>,
 }
 
 impl Stream {
+    /// Drops the early frames of Pings no longer awaited.
+    fn forget_early_pings(&mut self) {
+        let pings = &self.pings;
+        self.early.retain(|(ping, _)| {
+            ping.as_ref()
+                .is_none_or(|t| pings.iter().any(|p| &p.token == t))
+        });
+    }
+
     pub(crate) fn new(connected: bool) -> Self {
         Stream {
             connected,
@@ -159,11 +169,21 @@ impl Session {
 
     /// Writes a message (in RFC 7252's layout) as a frame. Returns the write's id.
     pub(super) fn stream_send(&mut self, ctx: &mut Ctx<'_>, message: &[u8]) -> TransmitId {
+        self.stream_send_tagged(ctx, message, None)
+    }
+
+    /// [`stream_send`](Self::stream_send), `ping` the token of the Ping it is, if one.
+    fn stream_send_tagged(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        message: &[u8],
+        ping: Option<Token>,
+    ) -> TransmitId {
         let mut frame = Vec::with_capacity(message.len() + 2);
         framing::frame(&mut frame, message);
         if !self.ready() {
             if let Some(s) = self.stream_mut() {
-                s.early.push(frame);
+                s.early.push((ping, frame));
             }
             return ctx.out.reserve_id();
         }
@@ -216,10 +236,13 @@ impl Session {
     }
 
     /// The connection is open (a client's, as the adapter reports): a secure one starts
-    /// its handshake; a plain one can carry messages at once.
+    /// its handshake; a plain one can carry messages at once. A report for a connection
+    /// already open (again, or one we accepted) changes nothing.
     pub(crate) fn stream_connected(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Option<Ending> {
         let s = self.stream_mut()?;
-        s.connected = true;
+        if core::mem::replace(&mut s.connected, true) {
+            return None;
+        }
         #[cfg(feature = "security")]
         if !self.channel_open() {
             return self.start_channel(now, ctx);
@@ -234,7 +257,7 @@ impl Session {
         let Some(s) = self.stream_mut() else { return };
         let early = core::mem::take(&mut s.early);
         self.send_csm(ctx);
-        for frame in early {
+        for (_, frame) in early {
             self.write_frame(ctx, frame);
         }
         self.pump(now, ctx);
@@ -271,7 +294,7 @@ impl Session {
         let bytes =
             ctx.out
                 .encode_simple(MessageType::NonConfirmable, PING, 0, token.as_slice(), &[]);
-        self.stream_send(ctx, &bytes);
+        self.stream_send_tagged(ctx, &bytes, Some(token));
         if let Some(s) = self.stream_mut() {
             s.pings.push(Ping {
                 token,
@@ -287,6 +310,7 @@ impl Session {
         };
         let before = s.pings.len();
         s.pings.retain(|p| p.id != Some(id));
+        s.forget_early_pings();
         s.pings.len() != before
     }
 
@@ -306,6 +330,7 @@ impl Session {
             }
             _ => true,
         });
+        s.forget_early_pings();
     }
 
     /// Ends the application's pings with `error` (the session ends).
