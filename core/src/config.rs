@@ -166,11 +166,13 @@ pub struct Limits {
     /// Bytes written to one connection (CoAP over TCP) that the adapter has not yet reported
     /// done ([`Endpoint::handle_send_result`](crate::Endpoint::handle_send_result) with `Ok`,
     /// which stream adapters must report), each write counting 64 bytes more for its
-    /// bookkeeping (so that many tiny writes are bounded too). Beyond it, application calls for that peer
-    /// (requests, answers, pings, deregistrations) are refused with
+    /// bookkeeping (so that many tiny writes are bounded too). Beyond it, application calls
+    /// for that peer (requests, answers, pings, deregistrations) are refused with
     /// [`Error::QueueFull`](crate::Error::QueueFull), notifications are skipped, queued
-    /// requests and further blocks wait, and the peer's Pings go unanswered, until the adapter
-    /// catches up; only the engine's own one-off signals (its CSM, Release, Abort) still go.
+    /// requests, re-registrations and further blocks wait, and the peer's Pings and the
+    /// requests the engine answers itself (5.03 beyond `max_pending_requests`, 4.02, 2.31
+    /// Continue, further blocks of a kept response) go unanswered, until the adapter catches
+    /// up; only the engine's own one-off signals (its CSM, Release, Abort) still go.
     /// So a connection holds at most this much plus one message and those signals. (A stream
     /// endpoint never drops a queued write as `max_queued_transmits` does for datagrams.)
     pub max_unwritten_bytes: usize,

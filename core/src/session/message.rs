@@ -144,15 +144,26 @@ impl Session {
         }
     }
 
-    /// Answers a request on the application's behalf (an error, 2.31 Continue): piggybacked
-    /// on the ACK of a CON request, and kept for its duplicates; a NON request gets a NON of
-    /// its own. `encode` builds the answer as the given type with the given Message ID.
+    /// Answers a request on the application's behalf (an error, 2.31 Continue, a further
+    /// block of a kept response): piggybacked on the ACK of a CON request, and kept for its
+    /// duplicates; a NON request gets a NON of its own. `encode` builds the answer as the
+    /// given type with the given Message ID. False when nothing was written: on a connection
+    /// whose writes are backlogged (`Limits::max_unwritten_bytes`) the request goes
+    /// unanswered, as a Ping does, or a peer that sends requests and reads nothing would
+    /// have the engine queue answers without end.
     pub(super) fn reply(
         &mut self,
         ctx: &mut Ctx<'_>,
         request: codec::Header,
         encode: impl FnOnce(&mut crate::outputs::Outputs, MessageType, u16) -> Datagram,
-    ) {
+    ) -> bool {
+        if self.reliable() && self.write_backlog(ctx) {
+            log::debug!(
+                "{}: writes backlogged; a request left unanswered",
+                self.peer
+            );
+            return false;
+        }
         if request.mtype == MessageType::Confirmable {
             let mid = request.message_id;
             let ack = encode(ctx.out, MessageType::Acknowledgement, mid);
@@ -162,6 +173,7 @@ impl Session {
             let non = encode(ctx.out, MessageType::NonConfirmable, own);
             self.send(ctx, own, non);
         }
+        true
     }
 
     /// Rejects a request that cannot be processed at all: Reset (RFC 7252 §4.2, §4.3), or

@@ -233,13 +233,15 @@ impl Session {
                 let answer = shaped.as_ref().unwrap_or(&response);
                 let last = !block::more_blocks(answer);
                 let max = ctx.max_message_size;
-                self.reply(ctx, msg.header, |out, mtype, mid| {
+                let written = self.reply(ctx, msg.header, |out, mtype, mid| {
                     out.encode_packet(answer, mtype, mid, token, max)
                         .unwrap_or_else(|_| {
                             out.encode_simple(mtype, INTERNAL_ERROR, mid, token, b"")
                         })
                 });
-                self.blocks.served(&info, last);
+                if written {
+                    self.blocks.served(&info, last);
+                }
                 None
             }
         }

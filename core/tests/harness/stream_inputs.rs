@@ -331,11 +331,11 @@ enum Cause {
 }
 
 impl Conn {
-    /// Unwritten bytes the application's calls, timers and the connection's opening made.
-    fn unwritten_own(&self) -> usize {
+    /// Unwritten bytes but for the engine's one-off signals (CSM, Release, Abort).
+    fn unwritten_but_signals(&self) -> usize {
         self.unreported
             .iter()
-            .filter(|w| w.cause == Cause::Own)
+            .filter(|w| ![CSM, RELEASE, ABORT].contains(&w.code))
             .map(|w| w.len)
             .sum()
     }
@@ -1409,30 +1409,22 @@ impl Harness {
         }
     }
 
-    /// The engine refuses application messages beyond `max_unwritten_bytes`, so what the
-    /// application, timers and the connection's opening made the engine write, and the
-    /// adapter has not written, stays within it plus one message, plus the Pings that may be
-    /// in flight (the application's, capped by `max_confirmables`, and a keepalive probe: 6
-    /// bytes each with their 4-byte tokens).
-    ///
-    /// What the engine writes while reading the peer's bytes is not counted: Pongs, its own
-    /// answers to requests (5.03 beyond `max_pending_requests`, 4.02, 2.31 Continue, 4.13,
-    /// further blocks of a kept response) and the next blocks of transfers the peer's answers
-    /// let go on. The core holds back Pongs and next blocks while the connection is
-    /// backlogged, but writes its own answers to requests whatever the backlog (the ignored
-    /// `*_stop_at_the_write_cap` tests in `core/tests/tcp.rs`), so for now only the adapter
-    /// can bound those, by no longer reading from a peer that does not read (as the mio
-    /// adapter's `StreamDriver` does). Once the core holds them back too, they can be counted.
+    /// The engine refuses application messages beyond `max_unwritten_bytes`, and holds back
+    /// what it would write on its own (Pongs, its answers to requests, next blocks,
+    /// re-registrations) while a connection is over it, so everything but its one-off
+    /// signals (CSM, Release, Abort) that the adapter has not written stays within it plus
+    /// one message, plus the Pings that may be in flight (the application's, capped by
+    /// `max_confirmables`, and a keepalive probe: 6 bytes each with their 4-byte tokens).
     fn check_unwritten(&self) {
         let l = &self.config.limits;
         // One message: the largest the engine builds, framed.
         let message = self.config.max_message_size + 2;
         let pings = (l.max_confirmables + 1) * 6;
         for (p, c) in &self.conns {
-            let unwritten = c.unwritten_own();
+            let unwritten = c.unwritten_but_signals();
             assert!(
                 unwritten <= l.max_unwritten_bytes + message + pings,
-                "{unwritten} bytes (answers to the peer aside) unwritten to {p}, over \
+                "{unwritten} bytes (signals aside) unwritten to {p}, over \
                  max_unwritten_bytes {} + one message of {message} + {pings} of Pings",
                 l.max_unwritten_bytes
             );
