@@ -123,8 +123,11 @@ use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime, UNIX
 pub use coap_engine;
 pub use mio;
 
+mod batch;
 pub mod stream;
 pub use stream::{StreamDriver, StreamHandler};
+
+use batch::{BatchIo, BATCH};
 
 use coap_engine::coap_lite::Packet;
 use coap_engine::{
@@ -162,13 +165,18 @@ pub struct Driver {
     socket: UdpSocket,
     endpoint: Endpoint,
     epoch: StdInstant,
-    /// A transmit that hit `WouldBlock`, sent first once the socket is writable.
-    blocked: Option<Transmit>,
+    /// Transmits taken from the engine and not yet sent: the next send batch.
+    out: Vec<Transmit>,
+    /// The socket answered `WouldBlock` to `out[0]`; the rest waits until it is writable.
+    blocked: bool,
+    /// Inside [`Driver::run`]'s event dispatch: calls queue their transmits into `out`, and
+    /// the batch goes out when full or when the dispatch ends.
+    deferring: bool,
     registration: Option<(Registry, Token)>,
     writable_interest: bool,
     read_pending: bool,
     filter: Option<SendFilter>,
-    buf: Vec<u8>,
+    io: BatchIo,
 }
 
 /// Application logic for [`Driver::run`]. Any `FnMut(&mut Driver, Event) -> ControlFlow<()>`
@@ -311,13 +319,42 @@ impl Driver {
             socket,
             endpoint,
             epoch,
-            blocked: None,
+            out: Vec::with_capacity(BATCH),
+            blocked: false,
+            deferring: false,
             registration: None,
             writable_interest: false,
             read_pending: false,
             filter: None,
-            buf: vec![0; 65_535],
+            io: BatchIo::new(),
         }
+    }
+
+    /// Turns batched datagram I/O on or off. On Linux and Android it is on by default: the
+    /// driver receives with `recvmmsg` and sends with `sendmmsg`, up to 32 datagrams per
+    /// system call (and [`run`](Self::run) sends what one turn of its loop produced
+    /// together). Off, or on other systems, every datagram costs one `recv_from` or
+    /// `send_to`. Either way every send's outcome is reported to the engine.
+    ///
+    /// ```
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// driver.set_batching(false);
+    /// assert!(!driver.batching());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_batching(&mut self, on: bool) {
+        self.io.set_batched(on);
+    }
+
+    /// Whether datagram I/O is batched (see [`set_batching`](Self::set_batching)).
+    ///
+    /// ```
+    /// # let driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// assert_eq!(driver.batching(), cfg!(target_os = "linux"));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn batching(&self) -> bool {
+        self.io.is_batched()
     }
 
     /// The socket's local address.
@@ -397,7 +434,7 @@ impl Driver {
     pub fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let interest = self.interest();
         registry.register(&mut self.socket, token, interest)?;
-        self.writable_interest = self.blocked.is_some();
+        self.writable_interest = self.blocked;
         self.registration = Some((registry.try_clone()?, token));
         Ok(())
     }
@@ -428,10 +465,10 @@ impl Driver {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn next_timeout(&self) -> Option<StdDuration> {
-        if self.read_pending || (self.blocked.is_some() && self.registration.is_none()) {
+        if self.read_pending || (self.blocked && self.registration.is_none()) {
             return Some(StdDuration::ZERO);
         }
-        if self.blocked.is_none() && self.endpoint.has_transmits() {
+        if !self.blocked && (self.endpoint.has_transmits() || !self.out.is_empty()) {
             return Some(StdDuration::ZERO);
         }
         let deadline = self.endpoint.poll_timeout()?;
@@ -498,43 +535,80 @@ impl Driver {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn drive(&mut self) {
-        loop {
-            let (t, filtered) = match self.blocked.take() {
-                Some(t) => (t, false),
-                None => match self.endpoint.poll_transmit() {
-                    Some(t) => (t, true),
-                    None => break,
-                },
-            };
-            let action = match (&mut self.filter, filtered) {
-                (Some(filter), true) => filter(&t),
-                _ => SendAction::Send,
-            };
-            let result = match action {
-                SendAction::Drop => continue,
-                SendAction::Fail(kind) => Err(kind),
-                SendAction::Send => match self.socket.send_to(&t.payload, t.destination) {
-                    Ok(_) => Ok(()),
-                    Err(e) if e.kind() == ErrorKind::Interrupted => {
-                        self.blocked = Some(t);
-                        continue;
-                    }
-                    Err(e) => match SendErrorKind::from_io_error(&e) {
-                        None => {
-                            self.blocked = Some(t);
-                            break;
-                        }
-                        Some(kind) => {
-                            log::debug!("send to {} failed: {e}", t.destination);
-                            Err(kind)
-                        }
-                    },
-                },
-            };
-            let now = self.now();
-            self.endpoint.handle_send_result(now, t.id, result);
+        self.flush();
+        if !self.blocked {
+            self.collect();
+            self.flush();
         }
         self.update_interest();
+    }
+
+    /// After an application call: sends now, or inside [`run`](Self::run)'s dispatch adds
+    /// to the batch that goes out when it ends.
+    fn drive_call(&mut self) {
+        if self.deferring {
+            self.collect();
+        } else {
+            self.drive();
+        }
+    }
+
+    /// Moves the engine's transmits into the send batch through the send filter, sending
+    /// the batch whenever it is full; stops early if the socket blocks.
+    fn collect(&mut self) {
+        loop {
+            if self.out.len() >= BATCH {
+                self.flush();
+                if self.blocked {
+                    self.update_interest();
+                    return;
+                }
+            }
+            let Some(t) = self.endpoint.poll_transmit() else {
+                return;
+            };
+            match self.filter.as_mut().map_or(SendAction::Send, |f| f(&t)) {
+                SendAction::Send => self.out.push(t),
+                SendAction::Drop => {}
+                SendAction::Fail(kind) => {
+                    let now = self.now();
+                    self.endpoint.handle_send_result(now, t.id, Err(kind));
+                }
+            }
+        }
+    }
+
+    /// Sends the batch, reporting every datagram's outcome to the engine; what the socket
+    /// would block on stays queued.
+    fn flush(&mut self) {
+        self.blocked = false;
+        let mut done = 0;
+        while done < self.out.len() {
+            let result = self.io.send(&self.socket, &self.out[done..]);
+            let now = self.now();
+            match result {
+                Ok(n) => {
+                    for t in &self.out[done..done + n] {
+                        self.endpoint.handle_send_result(now, t.id, Ok(()));
+                    }
+                    done += n;
+                }
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(e) => match SendErrorKind::from_io_error(&e) {
+                    None => {
+                        self.blocked = true;
+                        break;
+                    }
+                    Some(kind) => {
+                        let t = &self.out[done];
+                        log::debug!("send to {} failed: {e}", t.destination);
+                        self.endpoint.handle_send_result(now, t.id, Err(kind));
+                        done += 1;
+                    }
+                },
+            }
+        }
+        self.out.drain(..done);
     }
 
     /// The next engine event, if any. Drain after every input.
@@ -563,7 +637,7 @@ impl Driver {
     pub fn request(&mut self, peer: SocketAddr, request: &Packet) -> Result<RequestId, Error> {
         let now = self.now();
         let id = self.endpoint.request(now, peer, request);
-        self.drive();
+        self.drive_call();
         id
     }
 
@@ -582,7 +656,7 @@ impl Driver {
     pub fn respond(&mut self, id: IncomingRequestId, response: &Packet) -> Result<(), Error> {
         let now = self.now();
         let result = self.endpoint.respond(now, id, response);
-        self.drive();
+        self.drive_call();
         result
     }
 
@@ -596,7 +670,7 @@ impl Driver {
     pub fn ping(&mut self, peer: SocketAddr) -> Result<RequestId, Error> {
         let now = self.now();
         let id = self.endpoint.ping(now, peer);
-        self.drive();
+        self.drive_call();
         id
     }
 
@@ -662,31 +736,45 @@ impl Driver {
     /// Hands every queued event to the handler; `Continue(true)` if there was any.
     fn dispatch<H: Handler + ?Sized>(&mut self, handler: &mut H) -> ControlFlow<(), bool> {
         let mut any = false;
+        self.deferring = true;
+        let mut flow = ControlFlow::Continue(());
         while let Some(event) = self.endpoint.poll_event() {
             any = true;
-            handler.on_event(self, event)?;
-            self.drive();
+            flow = handler.on_event(self, event);
+            self.collect();
+            if flow.is_break() {
+                break;
+            }
         }
+        self.deferring = false;
+        self.drive();
+        flow?;
         ControlFlow::Continue(any)
     }
 
     fn read(&mut self) {
         let mut errors = 0;
-        for _ in 0..READ_BUDGET {
-            match self.socket.recv_from(&mut self.buf) {
-                Ok((n, peer)) => {
+        let mut read = 0;
+        while read < READ_BUDGET {
+            match self.io.recv(&self.socket) {
+                Ok(n) => {
+                    read += n;
                     let now = self.now();
-                    self.endpoint.handle_datagram(now, peer, &self.buf[..n]);
-                    self.drive();
+                    for i in 0..n {
+                        if let Some((bytes, peer)) = self.io.datagram(i) {
+                            self.endpoint.handle_datagram(now, peer, bytes);
+                        }
+                    }
+                    self.collect();
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.read_pending = false;
-                    return;
+                    break;
                 }
                 Err(e) if e.kind() == ErrorKind::Interrupted => {}
                 Err(e) => {
                     // An ICMP error queued on the socket; reading consumes it.
-                    log::debug!("recv_from failed: {e}");
+                    log::debug!("recv failed: {e}");
                     errors += 1;
                     if errors > 16 {
                         break;
@@ -694,10 +782,11 @@ impl Driver {
                 }
             }
         }
+        self.drive();
     }
 
     fn interest(&self) -> Interest {
-        if self.blocked.is_some() {
+        if self.blocked {
             Interest::READABLE | Interest::WRITABLE
         } else {
             Interest::READABLE
@@ -705,7 +794,7 @@ impl Driver {
     }
 
     fn update_interest(&mut self) {
-        let want = self.blocked.is_some();
+        let want = self.blocked;
         if want == self.writable_interest {
             return;
         }
