@@ -8,13 +8,20 @@
 
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
+use core::num::NonZeroU32;
 
 use crate::time::Instant;
 use crate::transmit::Datagram;
 
+/// One remembered message: 24 bytes, and an empty table slot (`None`) costs no more, since
+/// `seq` is never zero.
 #[derive(Debug)]
 pub(crate) struct Entry {
-    seq: u64,
+    /// Tells this entry from a newer one for the same Message ID in the expiry queues.
+    /// Wrapping would take 2^32 messages from one peer and then still needs the same
+    /// Message ID to land on the same number.
+    seq: NonZeroU32,
+    mid: u16,
     /// The ACK or RST sent for this message, re-sent verbatim for a duplicate CON.
     pub(crate) reply: Option<Datagram>,
 }
@@ -23,9 +30,9 @@ pub(crate) struct Entry {
 pub(crate) struct Dedup {
     map: MidTable,
     /// Expiry order, one queue per lifetime so each queue is sorted by expiry.
-    con: VecDeque<(Instant, u16, u64)>,
-    non: VecDeque<(Instant, u16, u64)>,
-    seq: u64,
+    con: VecDeque<(Instant, u16, u32)>,
+    non: VecDeque<(Instant, u16, u32)>,
+    seq: u32,
 }
 
 impl Dedup {
@@ -35,14 +42,23 @@ impl Dedup {
 
     pub(crate) fn insert(&mut self, mid: u16, confirmable: bool, expires: Instant, cap: usize) {
         while self.map.len() >= cap && self.evict_oldest() {}
-        self.seq += 1;
+        self.seq = NonZeroU32::new(self.seq.wrapping_add(1)).map_or(1, NonZeroU32::get);
         let seq = self.seq;
-        self.map.insert(mid, Entry { seq, reply: None });
+        let entry = Entry {
+            seq: NonZeroU32::new(seq).unwrap_or(NonZeroU32::MIN),
+            mid,
+            reply: None,
+        };
+        self.map.insert(entry);
         let queue = if confirmable {
             &mut self.con
         } else {
             &mut self.non
         };
+        if queue.capacity() == 0 {
+            // Room for this entry only, rather than the four a first push reserves.
+            queue.reserve_exact(1);
+        }
         queue.push_back((expires, mid, seq));
     }
 
@@ -70,9 +86,9 @@ impl Dedup {
         true
     }
 
-    fn forget(map: &mut MidTable, mid: u16, seq: u64) {
+    fn forget(map: &mut MidTable, mid: u16, seq: u32) {
         // A Message ID re-used after eviction has a newer entry that must survive.
-        if map.get(mid).is_some_and(|e| e.seq == seq) {
+        if map.get(mid).is_some_and(|e| e.seq.get() == seq) {
             map.remove(mid);
         }
     }
@@ -110,7 +126,7 @@ impl Dedup {
 /// probe sequence a hostile peer can build.
 #[derive(Debug, Default)]
 pub(crate) struct MidTable {
-    slots: Vec<Option<(u16, Entry)>>,
+    slots: Vec<Option<Entry>>,
     len: usize,
 }
 
@@ -129,7 +145,7 @@ impl MidTable {
         loop {
             match self.slots.get(i)? {
                 None => return None,
-                Some((m, _)) if *m == mid => return Some(i),
+                Some(e) if e.mid == mid => return Some(i),
                 Some(_) => i = (i + 1) & mask,
             }
         }
@@ -137,21 +153,22 @@ impl MidTable {
 
     pub(crate) fn get(&self, mid: u16) -> Option<&Entry> {
         let i = self.find(mid)?;
-        self.slots.get(i)?.as_ref().map(|(_, e)| e)
+        self.slots.get(i)?.as_ref()
     }
 
     pub(crate) fn get_mut(&mut self, mid: u16) -> Option<&mut Entry> {
         let i = self.find(mid)?;
-        self.slots.get_mut(i)?.as_mut().map(|(_, e)| e)
+        self.slots.get_mut(i)?.as_mut()
     }
 
     pub(crate) fn len(&self) -> usize {
         self.len
     }
 
-    pub(crate) fn insert(&mut self, mid: u16, entry: Entry) {
+    pub(crate) fn insert(&mut self, entry: Entry) {
+        let mid = entry.mid;
         if let Some(i) = self.find(mid) {
-            self.slots[i] = Some((mid, entry));
+            self.slots[i] = Some(entry);
             return;
         }
         if (self.len + 1) * 2 > self.slots.len() {
@@ -162,7 +179,7 @@ impl MidTable {
         while self.slots[i].is_some() {
             i = (i + 1) & mask;
         }
-        self.slots[i] = Some((mid, entry));
+        self.slots[i] = Some(entry);
         self.len += 1;
     }
 
@@ -176,8 +193,8 @@ impl MidTable {
         let mut j = hole;
         loop {
             j = (j + 1) & mask;
-            let Some((m, _)) = &self.slots[j] else { return };
-            let home = self.home(*m);
+            let Some(e) = &self.slots[j] else { return };
+            let home = self.home(e.mid);
             // Move the entry back into the hole unless its home lies cyclically in (hole, j].
             let stays = if hole <= j {
                 hole < home && home <= j
@@ -192,11 +209,12 @@ impl MidTable {
     }
 
     fn grow(&mut self) {
-        let cap = (self.slots.len() * 2).max(8);
+        // Most sessions remember one or two messages at a time: start small.
+        let cap = (self.slots.len() * 2).max(2);
         let old = core::mem::replace(&mut self.slots, (0..cap).map(|_| None).collect());
         self.len = 0;
-        for (mid, entry) in old.into_iter().flatten() {
-            self.insert(mid, entry);
+        for entry in old.into_iter().flatten() {
+            self.insert(entry);
         }
     }
 }
@@ -226,7 +244,7 @@ mod tests {
         let mut model = alloc::collections::BTreeMap::new();
         let mut t = MidTable::default();
         let mut x = 12345u32;
-        for step in 0..20_000u64 {
+        for step in 0..20_000u32 {
             x ^= x << 13;
             x ^= x >> 17;
             x ^= x << 5;
@@ -235,14 +253,13 @@ mod tests {
                 t.remove(mid);
                 model.remove(&mid);
             } else {
-                t.insert(
+                let seq = NonZeroU32::new(step + 1).unwrap();
+                t.insert(Entry {
+                    seq,
                     mid,
-                    Entry {
-                        seq: step,
-                        reply: None,
-                    },
-                );
-                model.insert(mid, step);
+                    reply: None,
+                });
+                model.insert(mid, seq);
             }
             assert_eq!(t.len(), model.len());
             let probe = ((x >> 8) % 97) as u16 * 673;

@@ -1,6 +1,5 @@
 //! The endpoint: one socket's worth of CoAP, serving many peers.
 
-#[cfg(feature = "security")]
 use alloc::boxed::Box;
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::vec::Vec;
@@ -25,7 +24,10 @@ use crate::transmit::{SendErrorKind, Transmit, TransmitId};
 mod association;
 mod calls;
 mod connection;
+mod peers;
 mod sessions;
+
+use peers::PeerIndex;
 
 pub use connection::StreamClosed;
 
@@ -97,10 +99,11 @@ pub struct Endpoint {
     derived: Derived,
     rng: Rng,
     out: Outputs,
-    sessions: Vec<Option<Session>>,
+    /// Boxed: a slot costs a pointer, so the vector's spare capacity costs little.
+    sessions: Vec<Option<Box<Session>>>,
     generations: Vec<u32>,
     free: Vec<u32>,
-    by_peer: BTreeMap<SocketAddr, u32>,
+    by_peer: PeerIndex,
     /// The last peer looked up and its slot: most datagrams come from the peer of the one
     /// before (a request and its answer, a burst), and an equality test is far cheaper than
     /// a tree search ordered by `SocketAddr`.
@@ -155,7 +158,7 @@ impl Endpoint {
             sessions: Vec::new(),
             generations: Vec::new(),
             free: Vec::new(),
-            by_peer: BTreeMap::new(),
+            by_peer: PeerIndex::new((mix(seed), mix(seed ^ 0x5bd1_e995))),
             last_peer: None,
             timers: BTreeSet::new(),
             now: Instant::ZERO,
@@ -345,7 +348,7 @@ impl Endpoint {
 
     /// What the engine holds for `peer`, if it has a session.
     pub fn session_info(&self, peer: SocketAddr) -> Option<SessionInfo> {
-        let slot = *self.by_peer.get(&peer)?;
+        let slot = self.by_peer.get(&peer, &self.sessions)?;
         let s = self.sessions.get(slot as usize)?.as_ref()?;
         Some(SessionInfo {
             established: s.is_established(),
@@ -375,7 +378,7 @@ impl Endpoint {
     pub fn peer_identity(&self, peer: SocketAddr) -> Option<PeerIdentity> {
         #[cfg(feature = "security")]
         {
-            let slot = *self.by_peer.get(&peer)?;
+            let slot = self.by_peer.get(&peer, &self.sessions)?;
             self.sessions.get(slot as usize)?.as_ref()?.peer_identity()
         }
         #[cfg(not(feature = "security"))]
@@ -396,7 +399,7 @@ impl Endpoint {
 
     /// Peers with a session.
     pub fn peers(&self) -> impl Iterator<Item = SocketAddr> + '_ {
-        self.by_peer.keys().copied()
+        self.sessions.iter().flatten().map(|s| s.peer)
     }
 
     /// Peers without a session whose deduplication state and Message ID counter are still
@@ -405,4 +408,13 @@ impl Endpoint {
     pub fn remembered_peers(&self) -> usize {
         self.memory.len()
     }
+}
+
+/// SplitMix64's finaliser: spreads the endpoint's seed into the peer index's hash keys
+/// without drawing from its random number generator (whose sequence tests replay).
+fn mix(seed: u64) -> u64 {
+    let mut z = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }

@@ -113,6 +113,7 @@ mod outputs;
 mod rng;
 pub mod security;
 mod session;
+mod slim;
 mod time;
 #[cfg(feature = "tls")]
 pub mod tls;

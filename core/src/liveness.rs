@@ -11,10 +11,13 @@
 
 use crate::config::Keepalive;
 use crate::time::Instant;
+use alloc::boxed::Box;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Liveness {
-    keepalive: Option<Keepalive>,
+    /// Boxed: most sessions of a server have none, and a session's every byte counts when
+    /// a server holds a hundred thousand of them.
+    keepalive: Option<Box<Keepalive>>,
     /// When keepalive was last set: silence before that was not under watch.
     watching_since: Instant,
     /// Last time a valid message was heard from the peer (the session's creation time until
@@ -27,7 +30,7 @@ pub(crate) struct Liveness {
 impl Liveness {
     pub(crate) fn new(now: Instant, keepalive: Option<Keepalive>) -> Self {
         Liveness {
-            keepalive,
+            keepalive: keepalive.map(Box::new),
             watching_since: now,
             last_heard: now,
             heard_once: false,
@@ -50,11 +53,11 @@ impl Liveness {
     /// had not probed it yet.
     pub(crate) fn set_keepalive(&mut self, now: Instant, keepalive: Option<Keepalive>) {
         self.watching_since = now;
-        self.keepalive = keepalive;
+        self.keepalive = keepalive.map(Box::new);
     }
 
     pub(crate) fn keepalive(&self) -> Option<Keepalive> {
-        self.keepalive
+        self.keepalive.as_deref().copied()
     }
 
     fn silent_since(&self) -> Instant {
@@ -63,11 +66,15 @@ impl Liveness {
 
     /// When a ping is due (if none is outstanding).
     pub(crate) fn probe_at(&self) -> Option<Instant> {
-        self.keepalive.map(|k| self.silent_since() + k.interval)
+        self.keepalive
+            .as_deref()
+            .map(|k| self.silent_since() + k.interval)
     }
 
     /// The deadline by which the peer must have been heard, or the session fails.
     pub(crate) fn fail_at(&self) -> Option<Instant> {
-        self.keepalive.map(|k| self.silent_since() + k.bound())
+        self.keepalive
+            .as_deref()
+            .map(|k| self.silent_since() + k.bound())
     }
 }

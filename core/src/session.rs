@@ -6,8 +6,6 @@
 //! all of it at once and ends every pending exchange with exactly one terminal event.
 
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
-use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use coap_lite::MessageType;
@@ -21,6 +19,7 @@ use crate::liveness::Liveness;
 use crate::observe::{Observer, ObserverRemoval};
 use crate::outputs::{Ctx, SessionKey, TransmitRecord};
 use crate::security::SecureChannel;
+use crate::slim::SlimVec;
 
 mod blockwise;
 #[cfg(feature = "security")]
@@ -93,13 +92,13 @@ pub(crate) struct Session {
     /// Last request or response either way (pings excluded), for idle reaping.
     last_activity: Instant,
     next_mid: u16,
-    cons: Vec<PendingCon>,
-    exchanges: Vec<ClientExchange>,
-    queue: VecDeque<Queued>,
-    incoming: Vec<Incoming>,
+    cons: SlimVec<PendingCon>,
+    exchanges: SlimVec<ClientExchange>,
+    queue: SlimVec<Queued>,
+    incoming: SlimVec<Incoming>,
     dedup: Dedup,
     /// Clients' observations of our resources (RFC 7641 §4.1).
-    observers: Vec<Observer>,
+    observers: SlimVec<Observer>,
     /// Request bodies being reassembled from Block1 blocks (RFC 7959 §2.5).
     blocks: Reassembly,
     pub(crate) liveness: Liveness,
@@ -112,7 +111,7 @@ pub(crate) struct Session {
     channel: Option<Box<dyn SecureChannel>>,
     /// Set when the session must end but the call that found out cannot end it itself (a
     /// failed seal deep in the message layer); the endpoint ends it on its next look.
-    pub(crate) doomed: Option<Ending>,
+    pub(crate) doomed: Option<Box<Ending>>,
     /// The connection, on a CoAP-over-TCP endpoint (RFC 8323); None over datagrams.
     stream: Option<Box<stream::Stream>>,
 }
@@ -160,12 +159,12 @@ impl Session {
             established: false,
             last_activity: now,
             next_mid,
-            cons: Vec::new(),
-            exchanges: Vec::new(),
-            queue: VecDeque::new(),
-            incoming: Vec::new(),
+            cons: SlimVec::new(),
+            exchanges: SlimVec::new(),
+            queue: SlimVec::new(),
+            incoming: SlimVec::new(),
             dedup,
-            observers: Vec::new(),
+            observers: SlimVec::new(),
             blocks: Reassembly::default(),
             liveness: Liveness::new(now, ctx.config.keepalive),
             unreachable_in_row: 0,
@@ -330,7 +329,7 @@ impl Session {
             }));
         }
         if let Some(ending) = self.doomed.take() {
-            return Some(ending);
+            return Some(*ending);
         }
         #[cfg(feature = "security")]
         if let Some(ending) = self.channel_timer(now, ctx, false) {
@@ -363,7 +362,7 @@ impl Session {
         {
             return Some(Ending::Closed(CloseReason::Idle));
         }
-        self.doomed.take()
+        self.doomed.take().map(|e| *e)
     }
 
     /// Ends every pending exchange with one terminal event each, then the session's own event.

@@ -10,6 +10,7 @@ use super::*;
 use crate::codec::MessageView;
 use crate::config::Config;
 use crate::outputs::Outputs;
+use crate::slim::SlimVec;
 use crate::time::Instant;
 use crate::transmit::Datagram;
 
@@ -114,12 +115,12 @@ struct Partial {
 /// The request bodies being reassembled from Block1 blocks on one session (§2.5).
 #[derive(Debug, Default)]
 pub(crate) struct Reassembly {
-    partials: Vec<Partial>,
+    partials: SlimVec<Partial>,
     /// Responses to POST, PUT, ... cut into blocks (oldest first): their further blocks are
     /// served from here rather than by running the request again, which would repeat its
     /// effect (RFC 7959 §2.6). They share `max_block_transfers` with `partials`, which take
     /// precedence.
-    kept: Vec<Kept>,
+    kept: SlimVec<Kept>,
 }
 
 /// GET and FETCH can be asked again for each block (RFC 7959 §2.4); other methods cannot.
@@ -251,7 +252,7 @@ impl Reassembly {
         };
         let announced = msg.option(SIZE1).and_then(decode_uint);
         let end = b1.offset() + msg.payload.len() as u64;
-        let drop_partial = |partials: &mut Vec<Partial>| {
+        let drop_partial = |partials: &mut SlimVec<Partial>| {
             if let Some(i) = index {
                 partials.swap_remove(i);
             }

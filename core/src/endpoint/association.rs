@@ -115,7 +115,7 @@ impl Endpoint {
                 }
             }
             ChannelState::Open => {
-                if let Some(&old) = self.by_peer.get(&peer) {
+                if let Some(old) = self.by_peer.get(&peer, &self.sessions) {
                     // The peer restarted: its old association is gone at its end.
                     self.end_session(old, Ending::Closed(CloseReason::Replaced));
                 }
@@ -173,7 +173,7 @@ impl Endpoint {
     }
 
     fn is_live(&self, slot: u32, peer: SocketAddr) -> bool {
-        self.by_peer.get(&peer) == Some(&slot)
+        self.by_peer.get(&peer, &self.sessions) == Some(slot)
     }
 
     /// Processes the messages a secure association opened, in order.
@@ -325,7 +325,7 @@ impl Endpoint {
         let (session, mut ctx) = self.split(slot);
         if let Some(s) = session {
             if let Some(ending) = s.start_channel(now, &mut ctx) {
-                s.doomed = Some(ending);
+                s.doomed = Some(Box::new(ending));
             }
         }
     }

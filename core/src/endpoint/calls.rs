@@ -249,7 +249,7 @@ impl Endpoint {
     /// watching it (the session counts as silent from now). Does nothing if one exists.
     pub fn open_session(&mut self, now: Instant, peer: SocketAddr) -> Result<(), Error> {
         let now = self.advance(now);
-        if !self.by_peer.contains_key(&peer) {
+        if self.by_peer.get(&peer, &self.sessions).is_none() {
             let slot = self.create_local_session(now, peer, None)?;
             self.after_local_call(now, slot, true, peer, true);
         }
@@ -261,7 +261,10 @@ impl Endpoint {
     /// [`Event::SessionClosed`](crate::Event::SessionClosed) is emitted and all its state is freed.
     pub fn close_session(&mut self, now: Instant, peer: SocketAddr) -> Result<(), Error> {
         self.advance(now);
-        let slot = *self.by_peer.get(&peer).ok_or(Error::UnknownSession)?;
+        let slot = self
+            .by_peer
+            .get(&peer, &self.sessions)
+            .ok_or(Error::UnknownSession)?;
         self.end_session(slot, Ending::Closed(CloseReason::Local));
         Ok(())
     }
@@ -276,7 +279,10 @@ impl Endpoint {
         keepalive: Option<Keepalive>,
     ) -> Result<(), Error> {
         let now = self.advance(now);
-        let slot = *self.by_peer.get(&peer).ok_or(Error::UnknownSession)?;
+        let slot = self
+            .by_peer
+            .get(&peer, &self.sessions)
+            .ok_or(Error::UnknownSession)?;
         if let Some(Some(s)) = self.sessions.get_mut(slot as usize) {
             s.set_keepalive(now, keepalive);
         }

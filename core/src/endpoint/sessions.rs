@@ -65,7 +65,7 @@ impl Endpoint {
                 return Some(slot);
             }
         }
-        let slot = *self.by_peer.get(&peer)?;
+        let slot = self.by_peer.get(&peer, &self.sessions)?;
         self.last_peer = Some((peer, slot));
         Some(slot)
     }
@@ -74,7 +74,7 @@ impl Endpoint {
         let session = self
             .sessions
             .get_mut(slot as usize)
-            .and_then(Option::as_mut);
+            .and_then(Option::as_deref_mut);
         let max_message_size = session
             .as_deref()
             .map_or(self.config.max_message_size, |s| s.send_limit(&self.config));
@@ -144,8 +144,8 @@ impl Endpoint {
         let memory = memory.filter(|_| channel.is_none());
         let (_, mut ctx) = self.split(slot);
         let session = Session::new(peer, key, origin, now, &mut ctx, memory, channel);
-        self.sessions[slot as usize] = Some(session);
-        self.by_peer.insert(peer, slot);
+        self.sessions[slot as usize] = Some(Box::new(session));
+        self.by_peer.insert(slot, &self.sessions);
         Ok(slot)
     }
 
@@ -208,13 +208,13 @@ impl Endpoint {
         if let Some(t) = session.armed {
             self.timers.remove(&(t, slot));
         }
-        self.by_peer.remove(&session.peer);
+        self.by_peer.remove(&session.peer, slot, &self.sessions);
         if self.last_peer.is_some_and(|(_, s)| s == slot) {
             self.last_peer = None;
         }
         self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
         self.free.push(slot);
-        Some(session)
+        Some(*session)
     }
 
     pub(super) fn end_session(&mut self, slot: u32, ending: Ending) {
@@ -270,7 +270,7 @@ impl Endpoint {
         };
         #[cfg(feature = "security")]
         if let Some(ending) = s.doomed.take() {
-            self.end_session(slot, ending);
+            self.end_session(slot, *ending);
             return;
         }
         let next = s.next_deadline(&self.config);

@@ -3,6 +3,8 @@
 //! session (requests wait for the handshake; the completed handshake is the first
 //! authenticated word from the peer; a failure or a close ends the session).
 
+use alloc::boxed::Box;
+
 use coap_lite::MessageType;
 
 use super::{Ending, Session};
@@ -14,7 +16,7 @@ use crate::transmit::TransmitId;
 
 impl Session {
     pub(super) fn doom(&mut self, ending: Ending) {
-        self.doomed.get_or_insert(ending);
+        self.doomed.get_or_insert_with(|| Box::new(ending));
     }
 
     pub(super) fn channel_open(&self) -> bool {

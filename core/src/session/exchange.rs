@@ -162,7 +162,7 @@ impl Session {
             {
                 return;
             }
-            let Some(head) = self.queue.front() else {
+            let Some(head) = self.queue.first() else {
                 return;
             };
             if head.token.len == 0 && self.exchanges.iter().any(|e| e.token.len == 0) {
