@@ -8,7 +8,7 @@
 //! ```text
 //! cargo build --release -p coap-engine-examples
 //! target/release/coap-bench [-P 16,2000] [-W 4,1] [-D 3] [-R 3] [-p path/to/coap-server]
-//!                            [-k key -u identity]
+//!                            [-k key -u identity] [-M sessions]
 //!                            [-s coap+tcp | -s coaps+tcp -c certfile -j keyfile -C cafile]
 //! ```
 //!
@@ -26,6 +26,11 @@
 //! millisecond (libcoap's server listens with a backlog of 5) and the measurement starts
 //! 0.2 s after every client has had its first answer, so connecting and handshakes are not
 //! measured.
+//!
+//! With `-M N` it measures memory instead of speed: the resident set of a fresh server
+//! process before and after N peers (127.64.x.y) each had one GET /time answered, divided
+//! by N, for our `coap-server -x N+16` and libcoap's `coap-server-notls` (see
+//! `src/bench/memory.rs`).
 //!
 //! `-P` and `-W` take comma-separated lists that pair up (a single value pairs with every
 //! value of the other list): each round measures every (P, W) pair against both servers, so
@@ -51,6 +56,9 @@
 #[cfg(target_os = "linux")]
 #[path = "../cli.rs"]
 mod cli;
+#[cfg(target_os = "linux")]
+#[path = "../bench/memory.rs"]
+mod memory;
 #[cfg(target_os = "linux")]
 #[path = "../mmsg.rs"]
 mod mmsg;
@@ -96,9 +104,9 @@ mod bench {
     const WIND_DOWN: Duration = Duration::from_millis(1500);
 
     /// A server process, killed when dropped.
-    struct Server {
-        child: Child,
-        addr: SocketAddrV4,
+    pub(crate) struct Server {
+        pub(crate) child: Child,
+        pub(crate) addr: SocketAddrV4,
     }
 
     impl Drop for Server {
@@ -110,7 +118,7 @@ mod bench {
 
     /// What the clients speak, and so which of a server's ports is measured.
     #[derive(Clone, Copy, PartialEq, Eq)]
-    enum Mode {
+    pub(crate) enum Mode {
         Udp,
         Dtls,
         Tcp,
@@ -129,7 +137,7 @@ mod bench {
     /// Starts `program` with `args` on a free port (free for UDP and TCP, and the next one
     /// too): datagrams and TCP are served on it, DTLS and TLS on the next port, the one
     /// measured in those modes.
-    fn spawn(program: &str, mode: Mode, args: &[String]) -> Result<Server, String> {
+    pub(crate) fn spawn(program: &str, mode: Mode, args: &[String]) -> Result<Server, String> {
         let free = |port: u16| {
             UdpSocket::bind(("127.0.0.1", port)).is_ok()
                 && TcpListener::bind(("127.0.0.1", port)).is_ok()
@@ -684,6 +692,51 @@ mod bench {
         }
     }
 
+    /// `-M n`: memory per idle session of both servers, `r` fresh processes each.
+    fn session_memory(ours: &str, n: usize, r: usize) -> Result<bool, String> {
+        // Room for every peer, and for the generator's address if it counts as one.
+        let cap = (n + 16).to_string();
+        let servers = [
+            ("coap-engine coap-server", ours, vec!["-x".to_string(), cap]),
+            ("libcoap coap-server-notls", "coap-server-notls", Vec::new()),
+        ];
+        let mut per_session = vec![Vec::new(); servers.len()];
+        let mut complete = true;
+        for round in 0..r {
+            for (s, (name, program, args)) in servers.iter().enumerate() {
+                let f = crate::memory::measure(program, args, n, "time")?;
+                complete &= f.answered == n;
+                eprintln!(
+                    "round {round}: {name:<26} {} of {n} sessions answered in {:.1} s, \
+                     RSS {} → {} KiB: {:.0} bytes per session",
+                    f.answered,
+                    f.elapsed.as_secs_f64(),
+                    f.rss_before / 1024,
+                    f.rss_after / 1024,
+                    f.per_session(),
+                );
+                per_session[s].push(f.per_session());
+            }
+        }
+        println!(
+            "
+{n} idle sessions (one GET /time each), RSS delta, medians of {r} runs"
+        );
+        println!("| server | bytes per session |");
+        println!("| --- | --- |");
+        for (s, (name, ..)) in servers.iter().enumerate() {
+            println!("| {name} | {:.0} |", median(per_session[s].clone()));
+        }
+        if !complete {
+            eprintln!(
+                "{PROG}: a server did not answer every peer within {} s; its figure is per \
+                 session it reached",
+                crate::memory::LIMIT.as_secs()
+            );
+        }
+        Ok(complete)
+    }
+
     fn median(mut v: Vec<f64>) -> f64 {
         v.sort_by(f64::total_cmp);
         let mid = v.len() / 2;
@@ -728,12 +781,13 @@ mod bench {
     /// Parses the flags, starts both servers and measures; whether every request succeeded.
     fn run() -> Result<bool, String> {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let (flags, _) = cli::getopt(args, "P:W:D:R:p:k:u:s:c:j:C:")
+        let (flags, _) = cli::getopt(args, "P:W:D:R:p:k:u:s:c:j:C:M:")
             .unwrap_or_else(|e| cli::usage_error(PROG, e));
         let (mut key, mut identity) = (None, None);
         let mut scheme = None;
         let (mut cert, mut cert_key, mut ca) = (None, None, None);
         let (mut ps, mut ws, mut d, mut r) = (vec![16], vec![4], 3.0f64, 3usize);
+        let mut sessions = None;
         let mut ours = std::env::current_exe()
             .unwrap()
             .with_file_name("coap-server")
@@ -759,8 +813,12 @@ mod bench {
                 'c' => cert = Some(value),
                 'j' => cert_key = Some(value),
                 'C' => ca = Some(value),
+                'M' => sessions = Some(num(16_000_000.0) as usize),
                 _ => unreachable!(),
             }
+        }
+        if let Some(n) = sessions {
+            return session_memory(&ours, n, r);
         }
         let pairs: Vec<(usize, usize)> = match (ps.len(), ws.len()) {
             (a, b) if a == b => ps.into_iter().zip(ws).collect(),

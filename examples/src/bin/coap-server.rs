@@ -103,7 +103,7 @@ const ROOT_TEXT: &str = "This is a test server made with coap-engine (a sans-IO 
                          driven by the mio adapter; flags mirror libcoap's coap-server\n";
 const HELP: &str = "\
 Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e] [-N]
-                   [-X size] [-l list|loss%] [-Z list|fail%]
+                   [-X size] [-x sessions] [-l list|loss%] [-Z list|fail%]
                    [-k key [-h hint] [-i match_identity_file]]
                    [-c certfile [-j keyfile] [-C cafile] [-R trust_casfile] [-n]]
 	-A address	Interface address to bind to (default ::, falling back to 0.0.0.0)
@@ -115,6 +115,10 @@ Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e] [-
 			Ping over TCP), fail the session after as much again
 	-X size		Largest message accepted over TCP and TLS, announced in our CSM as
 			Max-Message-Size (64 to 4294967295, default 8388864)
+	-x sessions	Peers served at once (1 to 16777216, default 4096); a new
+			peer beyond it gets a Reset for a Confirmable message, its
+			connection closed over TCP. Each idle session costs memory
+			(see the README's session breakdown)
 	-d max		Allow dynamic creation of up to max resources by PUT or POST (POST
 			answers with Location-Path/-Query); past it 4.06
 	-e		Echo back the data stored by a PUT or POST in its answer
@@ -337,7 +341,7 @@ fn main() {
         println!("{HELP}");
         std::process::exit(0);
     }
-    let (flags, positional) = cli::getopt(args, "A:p:v:K:d:eNX:l:Z:h:k:i:c:j:C:R:n")
+    let (flags, positional) = cli::getopt(args, "A:p:v:K:d:eNX:x:l:Z:h:k:i:c:j:C:R:n")
         .unwrap_or_else(|e| cli::usage_error(PROG, e));
     if let Some(extra) = positional.first() {
         cli::usage_error(PROG, format!("unexpected argument {extra:?}"));
@@ -380,6 +384,13 @@ fn main() {
                 'e' => echo = true,
                 'N' => confirmable = false,
                 'X' => max_message_size = cli::max_message_size(&value)?,
+                'x' => {
+                    config.limits.max_sessions = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1 << 24).contains(n))
+                        .ok_or_else(|| format!("-x needs 1 to 16777216 sessions, not {value:?}"))?
+                }
                 'l' => loss = Some(cli::Selector::parse('l', &value)?),
                 'Z' => fail = Some(cli::Selector::parse('Z', &value)?),
                 'k' | 'h' | 'i' | 'c' | 'j' | 'C' | 'R' | 'n' => dtls.set(flag, value)?,
