@@ -26,13 +26,28 @@ pub(crate) struct Entry {
     pub(crate) reply: Option<Datagram>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Dedup {
     map: MidTable,
     /// Expiry order, one queue per lifetime so each queue is sorted by expiry.
     con: VecDeque<(Instant, u16, u32)>,
     non: VecDeque<(Instant, u16, u32)>,
     seq: u32,
+    /// When its session last gave back memory (`Session::trim`), kept here because it
+    /// fits in this struct's padding; `u32::MAX` before it ever has.
+    pub(crate) trimmed_at: u32,
+}
+
+impl Default for Dedup {
+    fn default() -> Self {
+        Dedup {
+            map: MidTable::default(),
+            con: VecDeque::new(),
+            non: VecDeque::new(),
+            seq: 0,
+            trimmed_at: u32::MAX,
+        }
+    }
 }
 
 impl Dedup {

@@ -223,6 +223,35 @@ impl Session {
         false
     }
 
+    /// Gives back the memory of its empty collections, so that a quiet session costs only
+    /// its fixed part. At most once a second once it has freed something: a session in
+    /// steady use keeps its collections rather than allocating them again for every
+    /// request (what a session holds between trims is bounded by its limits).
+    #[inline]
+    pub(crate) fn trim(&mut self, now: Instant) {
+        // Units of 2^20 µs (about a second): a shift, not a division, on every call.
+        let secs = (now.as_micros() >> 20) as u32;
+        let last = self.dedup.trimmed_at;
+        if last != u32::MAX && secs.wrapping_sub(last) < 1 {
+            return;
+        }
+        self.release_empty(secs);
+    }
+
+    #[cold]
+    fn release_empty(&mut self, secs: u32) {
+        // Not `||`: every empty collection is released.
+        let freed = self.cons.release_if_empty()
+            | self.exchanges.release_if_empty()
+            | self.queue.release_if_empty()
+            | self.incoming.release_if_empty()
+            | self.observers.release_if_empty()
+            | self.blocks.release_if_empty();
+        if freed {
+            self.dedup.trimmed_at = secs;
+        }
+    }
+
     pub(crate) fn is_idle(&self) -> bool {
         self.cons.is_empty()
             && self.stream.as_ref().is_none_or(|s| s.is_idle())

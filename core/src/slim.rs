@@ -3,8 +3,11 @@
 //! A server keeps a session per peer, and most of a session's collections (our requests in
 //! flight, the peer's requests awaiting an answer, observers, block transfers) are empty
 //! between exchanges. A `Vec` costs 24 bytes even when empty and keeps its capacity after
-//! it empties; [`SlimVec`] costs 8 and gives its memory back as soon as it is empty again,
-//! so an idle session pays nothing for them.
+//! it empties; [`SlimVec`] costs 8, and gives its memory back when its owner calls
+//! [`release_if_empty`](SlimVec::release_if_empty) (a session does once it falls quiet,
+//! see `Session::trim`), so an idle session pays nothing for them. It does not free itself
+//! the moment it empties: a busy session would then pay an allocation and a free per
+//! request for every collection it uses.
 
 use alloc::boxed::Box;
 use alloc::vec::{self, Vec};
@@ -20,6 +23,7 @@ impl<T> SlimVec<T> {
         SlimVec(None)
     }
 
+    #[inline]
     pub(crate) fn push(&mut self, value: T) {
         // The first element gets room for itself only: most of these hold one or none.
         self.0
@@ -28,6 +32,7 @@ impl<T> SlimVec<T> {
     }
 
     /// Appends at the end (the queue's name for [`push`](Self::push)).
+    #[inline]
     pub(crate) fn push_back(&mut self, value: T) {
         self.push(value);
     }
@@ -42,27 +47,23 @@ impl<T> SlimVec<T> {
 
     /// # Panics
     /// If `index` is out of bounds, like `Vec::swap_remove`.
+    #[inline]
     pub(crate) fn swap_remove(&mut self, index: usize) -> T {
-        let v = self.vec_mut();
-        let value = v.swap_remove(index);
-        self.tidy();
-        value
+        self.vec_mut().swap_remove(index)
     }
 
     /// # Panics
     /// If `index` is out of bounds, like `Vec::remove`.
+    #[inline]
     pub(crate) fn remove(&mut self, index: usize) -> T {
-        let v = self.vec_mut();
-        let value = v.remove(index);
-        self.tidy();
-        value
+        self.vec_mut().remove(index)
     }
 
+    #[inline]
     pub(crate) fn retain(&mut self, keep: impl FnMut(&T) -> bool) {
         if let Some(v) = &mut self.0 {
             v.retain(keep);
         }
-        self.tidy();
     }
 
     pub(crate) fn clear(&mut self) {
@@ -74,14 +75,19 @@ impl<T> SlimVec<T> {
         self.0.take().map(|v| *v).unwrap_or_default().into_iter()
     }
 
+    #[inline]
     fn vec_mut(&mut self) -> &mut Vec<T> {
         self.0.get_or_insert_with(Box::default)
     }
 
-    fn tidy(&mut self) {
+    /// Frees the memory of an empty vector; true if there was any.
+    #[inline]
+    pub(crate) fn release_if_empty(&mut self) -> bool {
         if self.0.as_ref().is_some_and(|v| v.is_empty()) {
             self.0 = None;
+            return true;
         }
+        false
     }
 }
 
@@ -93,12 +99,14 @@ impl<T> Default for SlimVec<T> {
 
 impl<T> Deref for SlimVec<T> {
     type Target = [T];
+    #[inline]
     fn deref(&self) -> &[T] {
         self.0.as_deref().map_or(&[], |v| v.as_slice())
     }
 }
 
 impl<T> DerefMut for SlimVec<T> {
+    #[inline]
     fn deref_mut(&mut self) -> &mut [T] {
         match &mut self.0 {
             Some(v) => v.as_mut_slice(),
@@ -110,6 +118,7 @@ impl<T> DerefMut for SlimVec<T> {
 impl<'a, T> IntoIterator for &'a SlimVec<T> {
     type Item = &'a T;
     type IntoIter = core::slice::Iter<'a, T>;
+    #[inline]
     fn into_iter(self) -> Self::IntoIter {
         self.iter()
     }
@@ -118,6 +127,7 @@ impl<'a, T> IntoIterator for &'a SlimVec<T> {
 impl<'a, T> IntoIterator for &'a mut SlimVec<T> {
     type Item = &'a mut T;
     type IntoIter = core::slice::IterMut<'a, T>;
+    #[inline]
     fn into_iter(self) -> Self::IntoIter {
         self.iter_mut()
     }
@@ -146,14 +156,17 @@ mod tests {
         assert_eq!(v.swap_remove(0), 1);
         assert_eq!(&v[..], &[3, 2]);
         assert_eq!(v.pop_front(), Some(3));
+        assert!(!v.release_if_empty(), "not empty yet");
         v.retain(|&x| x != 2);
-        assert!(v.0.is_none(), "emptied by retain: nothing kept");
+        assert!(v.0.is_some(), "emptied, memory kept until released");
+        assert!(v.release_if_empty());
+        assert!(v.0.is_none() && !v.release_if_empty());
         assert_eq!(v.pop_front(), None);
         v.push_back(7);
         v.push_back(8);
         assert_eq!(v.remove(1), 8);
         assert_eq!(v.remove(0), 7);
-        assert!(v.0.is_none(), "emptied by remove: nothing kept");
+        assert!(v.release_if_empty());
         v.push(4);
         v[0] += 1;
         for x in &mut v {

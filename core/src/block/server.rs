@@ -123,6 +123,13 @@ pub(crate) struct Reassembly {
     kept: SlimVec<Kept>,
 }
 
+impl Reassembly {
+    /// Frees the memory of whichever of its lists are empty; true if there was any.
+    pub(crate) fn release_if_empty(&mut self) -> bool {
+        self.partials.release_if_empty() | self.kept.release_if_empty()
+    }
+}
+
 /// GET and FETCH can be asked again for each block (RFC 7959 §2.4); other methods cannot.
 fn is_safe(code: u8) -> bool {
     matches!(code, 1 | 5)

@@ -273,6 +273,7 @@ impl Endpoint {
             self.end_session(slot, *ending);
             return;
         }
+        s.trim(self.now);
         let next = s.next_deadline(&self.config);
         // Lazy re-arming: a deadline that moves later (or goes away) leaves the earlier entry
         // filed; when it fires, the session finds nothing due and is filed again under its real
