@@ -169,9 +169,6 @@ pub struct Driver {
     out: Vec<Transmit>,
     /// The socket answered `WouldBlock` to `out[0]`; the rest waits until it is writable.
     blocked: bool,
-    /// Inside [`Driver::run`]'s event dispatch: calls queue their transmits into `out`, and
-    /// the batch goes out when full or when the dispatch ends.
-    deferring: bool,
     registration: Option<(Registry, Token)>,
     writable_interest: bool,
     read_pending: bool,
@@ -321,7 +318,6 @@ impl Driver {
             epoch,
             out: Vec::with_capacity(BATCH),
             blocked: false,
-            deferring: false,
             registration: None,
             writable_interest: false,
             read_pending: false,
@@ -543,14 +539,13 @@ impl Driver {
         self.update_interest();
     }
 
-    /// After an application call: sends now, or inside [`run`](Self::run)'s dispatch adds
-    /// to the batch that goes out when it ends.
+    /// After an application call: its datagrams join the send batch, which goes out when
+    /// it is full or at the next [`drive`](Self::drive) ([`handle_timeout`](Self::handle_timeout),
+    /// [`handle_event`](Self::handle_event), the end of [`run`](Self::run)'s dispatch);
+    /// [`next_timeout`](Self::next_timeout) is zero while any wait.
     fn drive_call(&mut self) {
-        if self.deferring {
-            self.collect();
-        } else {
-            self.drive();
-        }
+        self.collect();
+        self.update_interest();
     }
 
     /// Moves the engine's transmits into the send batch through the send filter, sending
@@ -624,7 +619,9 @@ impl Driver {
         self.endpoint.poll_event()
     }
 
-    /// Sends a request ([`Endpoint::request`]) and flushes it.
+    /// Sends a request ([`Endpoint::request`]): its datagram joins the send batch, which goes
+    /// out when full or at the next [`drive`](Self::drive) or [`handle_timeout`](Self::handle_timeout)
+    /// ([`next_timeout`](Self::next_timeout) is zero until then).
     ///
     /// ```
     /// use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
@@ -641,7 +638,8 @@ impl Driver {
         id
     }
 
-    /// Answers an incoming request ([`Endpoint::respond`]), now or later, and flushes.
+    /// Answers an incoming request ([`Endpoint::respond`]), now or later; the answer joins the
+    /// send batch as [`request`](Self::request)'s datagrams do.
     ///
     /// ```no_run
     /// # use coap_engine::{Event, coap_lite::{Packet, MessageClass, ResponseType}};
@@ -660,7 +658,7 @@ impl Driver {
         result
     }
 
-    /// Sends a CoAP ping ([`Endpoint::ping`]) and flushes it.
+    /// Sends a CoAP ping ([`Endpoint::ping`]), batched as [`request`](Self::request) is.
     ///
     /// ```
     /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
@@ -675,7 +673,8 @@ impl Driver {
     }
 
     /// Runs a blocking loop on a private `mio::Poll` until the handler breaks (or `poll`
-    /// fails), handing it every engine event. Handler calls on the driver flush themselves.
+    /// fails), handing it every engine event. What the handler's calls send goes out in batches,
+    /// the last when the events of one loop turn have all been handled.
     ///
     /// ```no_run
     /// use std::ops::ControlFlow;
@@ -736,7 +735,6 @@ impl Driver {
     /// Hands every queued event to the handler; `Continue(true)` if there was any.
     fn dispatch<H: Handler + ?Sized>(&mut self, handler: &mut H) -> ControlFlow<(), bool> {
         let mut any = false;
-        self.deferring = true;
         let mut flow = ControlFlow::Continue(());
         while let Some(event) = self.endpoint.poll_event() {
             any = true;
@@ -746,7 +744,6 @@ impl Driver {
                 break;
             }
         }
-        self.deferring = false;
         self.drive();
         flow?;
         ControlFlow::Continue(any)

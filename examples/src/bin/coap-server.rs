@@ -807,13 +807,14 @@ fn serve(server: &mut Server, drivers: &mut [Listener]) -> std::io::Result<()> {
         // Answers (and notifications, which may go to any listener) leave together once
         // every waiting event is handled: one write per connection for a burst.
         drivers.iter_mut().for_each(Listener::cork);
+        // Datagrams likewise: the answers to a burst of requests leave in one sendmmsg.
         for from in 0..drivers.len() {
             while let Some(event) = drivers[from].poll_event() {
                 any = true;
                 server.on_event(drivers, from, event);
-                drivers[from].drive();
             }
         }
+        drivers.iter_mut().for_each(Listener::drive);
         drivers.iter_mut().for_each(Listener::uncork);
         if any {
             // The handlers may have scheduled work: tick again before sleeping.
