@@ -3,38 +3,18 @@
 //! numbers.
 #![cfg(feature = "dtls")]
 
+mod counting;
 mod sim;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use coap_engine::dtls::ClientAuth;
 use coap_engine::{Config, Endpoint, Instant, Limits};
 use sim::dtls::*;
 use sim::{addr, con_get};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// Brings `n` clients to the point where their ClientHello with a valid cookie is ready,
 /// then measures what the server keeps for each once it has answered it.
@@ -64,13 +44,13 @@ fn bytes_per_half_open_handshake(server: Config, client: impl Fn(u64) -> Config,
         "nothing kept before the cookie"
     );
     // Warm up what is allocated once per process (dimpl's static suites, poll buffers).
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting::live();
     for (ca, hello) in &second_hellos {
         server.handle_datagram(now, *ca, hello);
         while server.poll_transmit().is_some() {}
         while server.poll_event().is_some() {}
     }
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = counting::live();
     assert_eq!(server.handshakes_in_progress(), usize::from(n));
     (after - before) / n as isize
 }

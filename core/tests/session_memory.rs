@@ -3,34 +3,15 @@
 //! EXCHANGE_LIFETIME, so its deduplication entry and cached answer are alive. Run with
 //! `--nocapture` to see the figures; `coap-bench -M` measures the whole process by RSS.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod counting;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use coap_engine::coap_lite::{MessageClass, MessageType, Packet, RequestType, ResponseType};
 use coap_engine::{Config, Endpoint, Event, Instant, Limits};
 
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new as isize - layout.size() as isize, Ordering::Relaxed);
-        unsafe { System.realloc(ptr, layout, new) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 fn peer(i: u32) -> SocketAddr {
     SocketAddr::from((
@@ -67,7 +48,7 @@ fn bytes_per_idle_session(n: u32) -> f64 {
     let mut answer = Packet::new();
     answer.header.code = MessageClass::Response(ResponseType::Content);
     answer.payload = b"Nov 29 03:25:01".to_vec();
-    let before = LIVE.load(Ordering::Relaxed);
+    let before = counting::live();
     for (i, bytes) in requests.iter().enumerate() {
         server.handle_datagram(now, peer(i as u32), bytes);
         while let Some(event) = server.poll_event() {
@@ -82,7 +63,7 @@ fn bytes_per_idle_session(n: u32) -> f64 {
         assert_eq!(sent, 1, "one piggybacked answer per request");
     }
     assert_eq!(server.session_count(), n as usize);
-    let after = LIVE.load(Ordering::Relaxed);
+    let after = counting::live();
     drop(requests);
     (after - before) as f64 / f64::from(n)
 }
