@@ -4,19 +4,28 @@
 //! local on Linux), and `IP_PKTINFO` on receive says which of those addresses a reply was
 //! sent to. `sendmmsg`/`recvmmsg` move up to [`BATCH`] datagrams per system call.
 //!
-//! All of the program's `unsafe` is here: plain libc calls on buffers this module owns.
+//! Socket options and `recvmmsg` go through nix. The one piece of `unsafe` left is the
+//! sending side: nix's `sendmmsg` gives every datagram of a batch the same control
+//! messages, and each of ours needs its own source address, so it fills the message headers
+//! itself with plain libc calls on buffers this module owns.
 
-use std::io;
+use std::io::{self, IoSliceMut};
 use std::mem::{size_of, zeroed};
 use std::net::{Ipv4Addr, SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::socket::{
+    recvmmsg, setsockopt, sockopt, ControlMessageOwned, MsgFlags, MultiHeaders, SockaddrIn,
+};
+
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
 /// Largest datagram received; CoAP over UDP stays far below it here.
 const MTU: usize = 1536;
-/// Room for one `in_pktinfo` control message (`CMSG_SPACE(12)` is 32 bytes on 64-bit).
+/// Room for one outgoing `in_pktinfo` control message (`CMSG_SPACE(12)` is 32 bytes on
+/// 64-bit).
 const CONTROL: usize = 64;
 
 /// A control-message buffer with the alignment `cmsghdr` needs.
@@ -35,62 +44,46 @@ impl MultiSocket {
     pub fn bind(rcvbuf: usize, read_timeout: Duration) -> io::Result<Self> {
         let socket = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0))?;
         socket.set_read_timeout(Some(read_timeout))?;
-        let fd = socket.as_raw_fd();
-        setsockopt(fd, libc::IPPROTO_IP, libc::IP_PKTINFO, 1)?;
-        setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf as libc::c_int)?;
+        setsockopt(&socket, sockopt::Ipv4PacketInfo, &true)?;
+        setsockopt(&socket, sockopt::RcvBuf, &rcvbuf)?;
         Ok(MultiSocket { socket })
     }
 
     /// Waits for at least one datagram (or the read timeout), then takes every one already
     /// queued, up to [`BATCH`]. Returns how many; 0 after a timeout.
     pub fn recv(&self, batch: &mut RecvBatch) -> io::Result<usize> {
-        // SAFETY: `iovec` and `mmsghdr` are plain C structs for which all-zero is valid.
-        let mut iov: [libc::iovec; BATCH] = unsafe { zeroed() };
-        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
-        // Every pointer handed to the kernel derives from one base pointer per buffer.
-        let (bufs, names) = (batch.bufs.as_mut_ptr(), batch.names.as_mut_ptr());
-        let (control, iov_base) = (batch.control.as_mut_ptr(), iov.as_mut_ptr());
-        for (i, hdr) in hdrs.iter_mut().enumerate() {
-            let h = &mut hdr.msg_hdr;
-            // SAFETY: `i < BATCH`, the length of every buffer indexed here.
-            unsafe {
-                *iov_base.add(i) = libc::iovec {
-                    iov_base: bufs.add(i).cast(),
-                    iov_len: MTU,
-                };
-                h.msg_name = names.add(i).cast();
-                h.msg_iov = iov_base.add(i);
-                h.msg_control = control.add(i).cast();
-            }
-            h.msg_namelen = size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_iovlen = 1;
-            h.msg_controllen = CONTROL as _;
-        }
-        // SAFETY: every pointer in `hdrs` points into `iov` or `batch`, which outlive the call,
-        // with the lengths given; the kernel writes at most those lengths.
-        let n = unsafe {
-            libc::recvmmsg(
-                self.socket.as_raw_fd(),
-                hdrs.as_mut_ptr(),
-                BATCH as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
+        batch.received.clear();
+        let mut slots = batch.bufs.iter_mut();
+        let mut iovs: [[IoSliceMut<'_>; 1]; BATCH] = std::array::from_fn(|_| {
+            [IoSliceMut::new(
+                slots.next().map_or(&mut [][..], |b| &mut b[..]),
+            )]
+        });
+        let results = match recvmmsg(
+            self.socket.as_raw_fd(),
+            &mut batch.headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_WAITFORONE,
+            None,
+        ) {
+            Ok(results) => results,
+            Err(Errno::EAGAIN | Errno::EINTR) => return Ok(0),
+            Err(e) => return Err(e.into()),
         };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            return match e.kind() {
-                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted => Ok(0),
-                _ => Err(e),
-            };
+        for msg in results {
+            let from = msg.address.map(|a: SockaddrIn| SocketAddrV4::from(a));
+            let local = msg.cmsgs().ok().and_then(|mut cmsgs| {
+                cmsgs.find_map(|c| match c {
+                    ControlMessageOwned::Ipv4PacketInfo(info) => {
+                        Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)))
+                    }
+                    _ => None,
+                })
+            });
+            let from = from.unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+            batch.received.push((local, from, msg.bytes));
         }
-        let n = n as usize;
-        for (i, h) in hdrs[..n].iter().enumerate() {
-            batch.lens[i] = h.msg_len as usize;
-            batch.local[i] = pktinfo_destination(&h.msg_hdr);
-        }
-        batch.len = n;
-        Ok(n)
+        Ok(batch.received.len())
     }
 
     /// Sends every queued datagram, each from its own source address, then empties the
@@ -167,11 +160,10 @@ impl MultiSocket {
 /// Receive buffers for one `recvmmsg`.
 pub struct RecvBatch {
     bufs: Vec<[u8; MTU]>,
-    names: Vec<libc::sockaddr_in>,
-    control: Vec<Control>,
-    lens: Vec<usize>,
-    local: Vec<Option<Ipv4Addr>>,
-    len: usize,
+    headers: MultiHeaders<SockaddrIn>,
+    /// Per datagram of the last receive: the local address it was sent to, its sender and
+    /// its length.
+    received: Vec<(Option<Ipv4Addr>, SocketAddrV4, usize)>,
 }
 
 impl RecvBatch {
@@ -179,24 +171,15 @@ impl RecvBatch {
     pub fn new() -> Self {
         RecvBatch {
             bufs: vec![[0; MTU]; BATCH],
-            // SAFETY: `sockaddr_in` is a plain C struct; all-zero is a valid value.
-            names: vec![unsafe { zeroed() }; BATCH],
-            control: vec![Control([0; CONTROL]); BATCH],
-            lens: vec![0; BATCH],
-            local: vec![None; BATCH],
-            len: 0,
+            headers: MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(libc::in_pktinfo))),
+            received: Vec::with_capacity(BATCH),
         }
     }
 
     /// Datagram `i` of the last receive: the local address it was sent to, its sender, bytes.
     pub fn get(&self, i: usize) -> (Option<Ipv4Addr>, SocketAddrV4, &[u8]) {
-        assert!(i < self.len);
-        let name = &self.names[i];
-        let from = SocketAddrV4::new(
-            Ipv4Addr::from(u32::from_be(name.sin_addr.s_addr)),
-            u16::from_be(name.sin_port),
-        );
-        (self.local[i], from, &self.bufs[i][..self.lens[i]])
+        let (local, from, len) = self.received[i];
+        (local, from, &self.bufs[i][..len])
     }
 }
 
@@ -228,45 +211,6 @@ fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
         s_addr: u32::from(*addr.ip()).to_be(),
     };
     sa
-}
-
-/// The destination address from a received message's `IP_PKTINFO`, if it carries one.
-fn pktinfo_destination(h: &libc::msghdr) -> Option<Ipv4Addr> {
-    // SAFETY: `h` was filled by `recvmmsg`; the CMSG_* walk stays within `msg_controllen`.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(h);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_PKTINFO {
-                let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                return Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
-            }
-            cmsg = libc::CMSG_NXTHDR(h, cmsg);
-        }
-    }
-    None
-}
-
-fn setsockopt(
-    fd: libc::c_int,
-    level: libc::c_int,
-    name: libc::c_int,
-    value: libc::c_int,
-) -> io::Result<()> {
-    // SAFETY: passes a pointer to a live `c_int` and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&value as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
 }
 
 #[cfg(test)]
