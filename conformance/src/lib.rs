@@ -8,7 +8,7 @@
 //! ([`dtls_records`]), and it can lose chosen datagrams ([`Relay::drop_when`]).
 
 use std::io::Read;
-use std::net::{SocketAddr, UdpSocket};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -123,20 +123,28 @@ fn build_examples() -> Result<PathBuf, String> {
     Ok(profile_dir)
 }
 
-/// A loopback UDP port free at the time of the call.
+/// A loopback port free for UDP and for TCP at the time of the call: servers listen on both
+/// (`coap://` and `coap+tcp://`), and TCP clients take their local ports from the same
+/// ephemeral range the kernel hands UDP sockets, so a port free for UDP alone may be taken.
 pub fn free_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .expect("bind a loopback UDP socket")
-        .port()
-}
-
-/// A loopback UDP port that is free, and whose next port is free too, at the time of the call.
-pub fn free_port_pair() -> u16 {
     loop {
         let socket = UdpSocket::bind("127.0.0.1:0").expect("bind a loopback UDP socket");
         let port = socket.local_addr().expect("local address").port();
-        if port < u16::MAX && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok() {
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// A loopback port that is free for UDP and TCP, and whose next port is free too, at the time
+/// of the call.
+pub fn free_port_pair() -> u16 {
+    loop {
+        let port = free_port();
+        if port < u16::MAX
+            && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok()
+            && TcpListener::bind(("127.0.0.1", port + 1)).is_ok()
+        {
             return port;
         }
     }
@@ -264,12 +272,28 @@ impl Server {
             Ready::Bound => bound(&mut self.child, port),
         };
         // A DTLS server binds PORT + 1 next to PORT; for any other server PORT + 1 is
-        // nobody's business, so only look when credentials were given.
+        // nobody's business, so only look when credentials were given. Every server listens
+        // for `coap+tcp://` on PORT, and for `coaps+tcp://` on PORT + 1 with a certificate
+        // (libcoap's with a PSK too): a server that lost one of those ports to another socket
+        // logs it and goes on without it, so readiness includes them.
         ok && (!self.has_dtls() || bound(&mut self.child, port + 1))
+            && listens(&mut self.child, port)
+            && (!self.has_tls() || listens(&mut self.child, port + 1))
     }
 
     fn has_dtls(&self) -> bool {
         self.args.iter().any(|a| a == "-k" || a == "-c")
+    }
+
+    fn has_tls(&self) -> bool {
+        let libcoap = self
+            .path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with("coap-server-"));
+        self.args
+            .iter()
+            .any(|a| a == "-c" || (libcoap && a == "-k"))
     }
 
     /// Kills the server (SIGKILL: it says nothing to its peers, and forgets every session)
@@ -384,6 +408,35 @@ fn port_bound(port: u16) -> bool {
             })
         })
     })
+}
+
+/// Whether a TCP socket listens on `port` (any address), per /proc/net/tcp{,6}.
+pub fn tcp_listening(port: u16) -> bool {
+    let suffix = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f).is_ok_and(|t| {
+            t.lines().skip(1).any(|l| {
+                let mut w = l.split_whitespace();
+                let local = w.nth(1).unwrap_or_default();
+                let state = w.nth(1).unwrap_or_default();
+                local.ends_with(&suffix) && state == "0A"
+            })
+        })
+    })
+}
+
+/// Whether `child` comes to listen on TCP `port` while it runs (within 5 s).
+fn listens(child: &mut Child, port: u16) -> bool {
+    for _ in 0..250 {
+        if exited(child) {
+            return false;
+        }
+        if tcp_listening(port) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 fn bound(child: &mut Child, port: u16) -> bool {

@@ -45,25 +45,10 @@ const PROMPT: Duration = Duration::from_secs(5);
 // ---------------------------------------------------------------------------------------------
 // Peers
 
-/// Whether a TCP socket listens on 127.0.0.1:`port` (or any address), per /proc/net/tcp{,6}.
-fn listening(port: u16) -> bool {
-    let suffix = format!(":{port:04X}");
-    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
-        std::fs::read_to_string(f).is_ok_and(|t| {
-            t.lines().skip(1).any(|l| {
-                let mut w = l.split_whitespace();
-                let local = w.nth(1).unwrap_or_default();
-                let state = w.nth(1).unwrap_or_default();
-                local.ends_with(&suffix) && state == "0A"
-            })
-        })
-    })
-}
-
 #[track_caller]
 fn wait_listening(server: &Server, port: u16) {
     let give_up = Instant::now() + Duration::from_secs(10);
-    while !listening(port) {
+    while !coap_engine_conformance::tcp_listening(port) {
         assert!(
             Instant::now() < give_up,
             "{} does not listen on TCP port {port}; its output:\n{}",
