@@ -73,7 +73,7 @@ pub(crate) fn measure(
 ) -> Result<Footprint, String> {
     let server = spawn(program, Mode::Udp, args)?;
     let pid = server.child.id();
-    let socket = MultiSocket::bind(8 << 20, Duration::from_millis(20))
+    let mut socket = MultiSocket::bind(8 << 20, Duration::from_millis(20))
         .map_err(|e| format!("cannot open the peers' socket: {e}"))?;
     let mut recv = RecvBatch::new();
     let mut send: SendBatch<Vec<u8>> = SendBatch::default();
@@ -99,7 +99,7 @@ pub(crate) fn measure(
         }
         socket.send(&mut send);
         let got = socket
-            .recv(&mut recv)
+            .recv(&mut recv, true)
             .map_err(|e| format!("receive failed: {e}"))?;
         for k in 0..got {
             let (local, _, _) = recv.get(k);
