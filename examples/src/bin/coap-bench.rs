@@ -1,16 +1,39 @@
 //! `coap-bench`: loopback throughput of our `coap-server` against libcoap's
-//! `coap-server-notls`. The load generator is the engine's client side: P simulated clients,
-//! each a `coap_engine::Endpoint` with its own loopback address (127.10.x.y), keep W
-//! Confirmable GETs in flight each for D seconds; it reports responses/s, p50/p99 latency and
-//! the CPU used by the server and by the generator. The two servers are measured alternately,
-//! R rounds each (medians reported), each run against a freshly started server process.
+//! `coap-server-notls`, with the physical limit of this machine next to them: P simulated
+//! clients keep W Confirmable GETs in flight each for D seconds; it reports responses/s,
+//! p50/p99 latency and the CPU used by the server and by the generator. The servers are
+//! measured in turn, R rounds each (medians reported), each run against a freshly started
+//! server process.
 //!
 //! ```text
 //! cargo build --release -p coap-engine-examples
 //! target/release/coap-bench [-P 16,2000] [-W 4,1] [-D 3] [-R 3] [-p path/to/coap-server]
-//!                            [-k key -u identity] [-M sessions]
+//!                            [-b rcvbuf] [-g raw|engine] [-k key -u identity] [-M sessions]
 //!                            [-s coap+tcp | -s coaps+tcp -c certfile -j keyfile -C cafile]
 //! ```
+//!
+//! For `coap://` the generator costs as little as a CoAP client can (`src/bench/loadgen.rs`):
+//! each client is a Message ID, a token and W slots, with its own loopback address
+//! (127.10.x.y); requests are hand-built 8-byte datagrams, answers are matched by address and
+//! Message ID or token, and lost requests are retransmitted as RFC 7252 says. So that the
+//! server never pays for the generator, the generator never sleeps in a receive (a reply
+//! would have to wake it, inside the server's send): it takes what arrived and otherwise
+//! naps on a timer. Server and generator are pinned to a core each (CPU 0 and 1) when there
+//! are two. `-g engine` uses one `coap_engine::Endpoint` per client instead (the generator
+//! of `coaps://`), which costs the generator more than our server.
+//!
+//! Next to the two CoAP servers, two raw echo servers are measured in the same run: this
+//! program with `-E batched` (`recvmmsg`/`sendmmsg`, 64 per call) or `-E single` (one
+//! `recv_from`/`send_to` per datagram), turning each request into an answer of the same
+//! size as the servers' with no CoAP work at all (`src/bench/echo.rs`): the physical limit
+//! of this machine's loopback. The tables give ours / libcoap and ours / batched echo.
+//!
+//! Every server takes the system's default socket receive buffer. At the usual 212,992 bytes
+//! a socket holds about 256 requests, so with 2,000 clients in flight the kernel would drop
+//! most of them and their clients would wait seconds to retransmit. `-b bytes` (default
+//! 4 MiB; `-b 0` to leave it) raises `net.core.rmem_default` for the runs and puts it back
+//! after (root only; otherwise it says so, and the drops at the server's socket are
+//! reported).
 //!
 //! With `-k key -u identity` every client speaks CoAP over DTLS with that pre-shared key
 //! (TLS_PSK_WITH_AES_128_CCM_8) to our `coap-server -k key` and libcoap's
@@ -37,18 +60,13 @@
 //! the change of rate from the first pair to each other one is a ratio measured within one
 //! run, and reported as the median of the per-round ratios.
 //!
-//! So that the generator costs little per round trip, all clients share one UDP socket
-//! (Linux only): each datagram leaves with an `IP_PKTINFO` naming its client's address, a
-//! reply is routed to its client by the address it was sent to, and datagrams move 64 per
-//! `sendmmsg`/`recvmmsg`. Clients start 64 per millisecond rather than all at once; the
-//! measurement starts 0.2 s after the last one started.
-//!
-//! When the server is the slower side, the requests in flight queue in its socket. A default
-//! receive buffer (212,992 bytes) holds about 256 of these requests; beyond that the kernel
-//! drops them, and their clients wait 2–3 s to retransmit. So at P×W well above 256 most
-//! clients are waiting at any moment, and the rate is that of the server with a few hundred
-//! active clients and P sessions. The tool reports the drops at the server's socket
-//! (`/proc/net/udp`) and the requests still unanswered 1.5 s after a run.
+//! All clients share one UDP socket (Linux only): replies are routed to their client by
+//! the address they were sent to (`IP_PKTINFO`), 64 per `recvmmsg`, and requests leave 64
+//! per `sendmmsg` through a raw socket that writes each one's source address (one `sendmsg`
+//! each without `CAP_NET_RAW`; see `src/mmsg.rs`). Clients start 64 per millisecond rather
+//! than all at once; the measurement starts 0.2 s after the last one started. The tool
+//! reports the drops at the server's socket (`/proc/net/udp`) and the requests still
+//! unanswered 1.5 s after a run.
 //!
 //! Only 127.x.y.z addresses are used; every run is bounded in time and its server is killed
 //! after it.
@@ -56,6 +74,12 @@
 #[cfg(target_os = "linux")]
 #[path = "../cli.rs"]
 mod cli;
+#[cfg(target_os = "linux")]
+#[path = "../bench/echo.rs"]
+mod echo;
+#[cfg(target_os = "linux")]
+#[path = "../bench/loadgen.rs"]
+mod loadgen;
 #[cfg(target_os = "linux")]
 #[path = "../bench/memory.rs"]
 mod memory;
@@ -92,16 +116,16 @@ mod bench {
 
     const PROG: &str = "coap-bench";
     /// Client `i` sends from `CLIENT_BASE + 1 + i` (127.10.0.1, 127.10.0.2, ...).
-    const CLIENT_BASE: u32 = u32::from_be_bytes([127, 10, 0, 0]);
+    pub(crate) const CLIENT_BASE: u32 = u32::from_be_bytes([127, 10, 0, 0]);
     /// Clients started per millisecond, rather than all at once.
-    const RAMP_PER_MS: usize = 64;
+    pub(crate) const RAMP_PER_MS: usize = 64;
     /// Time after the last client started before the measurement window opens.
-    const WARM_UP: Duration = Duration::from_millis(200);
+    pub(crate) const WARM_UP: Duration = Duration::from_millis(200);
     /// How often every client's engine timers (retransmissions, ≥ 2 s away) are checked: a
     /// sweep touches all P engines, so it is kept rare.
-    const SWEEP: Duration = Duration::from_millis(50);
+    pub(crate) const SWEEP: Duration = Duration::from_millis(50);
     /// How long a run waits for its last answers before giving up on what is left.
-    const WIND_DOWN: Duration = Duration::from_millis(1500);
+    pub(crate) const WIND_DOWN: Duration = Duration::from_millis(1500);
 
     /// A server process, killed when dropped.
     pub(crate) struct Server {
@@ -177,7 +201,7 @@ mod bench {
     }
 
     /// CPU time (user + system) a process has used, from `/proc/<pid>/stat`.
-    fn cpu_time(pid: &str) -> Duration {
+    pub(crate) fn cpu_time(pid: &str) -> Duration {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
         let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
@@ -192,7 +216,7 @@ mod bench {
 
     /// Datagrams the kernel dropped at the IPv4 UDP socket bound to `addr` (its receive
     /// buffer was full), from the `drops` column of `/proc/net/udp`.
-    fn socket_drops(addr: SocketAddrV4) -> u64 {
+    pub(crate) fn socket_drops(addr: SocketAddrV4) -> u64 {
         let local = format!(
             "{:08X}:{:04X}",
             u32::from(*addr.ip()).swap_bytes(),
@@ -213,7 +237,7 @@ mod bench {
     }
 
     /// What one run measured.
-    struct Run {
+    pub(crate) struct Run {
         rate: f64,
         p50: Duration,
         p99: Duration,
@@ -225,6 +249,38 @@ mod bench {
         server_drops: u64,
         server_cpu: f64,
         generator_cpu: f64,
+    }
+
+    impl Run {
+        /// A run's figures from its answers' latencies (µs) within a window of `elapsed`
+        /// seconds and the CPU seconds each side used in it.
+        pub(crate) fn new(
+            mut latencies: Vec<u32>,
+            elapsed: f64,
+            failures: u64,
+            unanswered: u64,
+            server_drops: u64,
+            server_cpu: f64,
+            generator_cpu: f64,
+        ) -> Run {
+            latencies.sort_unstable();
+            let pct = |q: f64| {
+                let i =
+                    ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
+                Duration::from_micros(latencies.get(i).copied().unwrap_or_default().into())
+            };
+            Run {
+                rate: latencies.len() as f64 / elapsed,
+                p50: pct(0.5),
+                p99: pct(0.99),
+                failures,
+                unanswered,
+                server_drops,
+                // CPU time is sampled in 10 ms ticks: a rough share of one core.
+                server_cpu: server_cpu / elapsed,
+                generator_cpu: generator_cpu / elapsed,
+            }
+        }
     }
 
     /// Counters of the run in progress.
@@ -401,7 +457,7 @@ mod bench {
                 self.send_errors += self.socket.send(&mut self.send);
                 let n = self
                     .socket
-                    .recv(&mut self.recv)
+                    .recv(&mut self.recv, true)
                     .map_err(|e| format!("receive: {e}"))?;
                 for k in 0..n {
                     let (local, from, bytes) = self.recv.get(k);
@@ -433,24 +489,15 @@ mod bench {
                 while client.endpoint.poll_event().is_some() {}
                 while client.endpoint.poll_transmit().is_some() {}
             }
-            let mut latencies = tally.latencies;
-            latencies.sort_unstable();
-            let pct = |q: f64| {
-                let i =
-                    ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
-                Duration::from_micros(latencies.get(i).copied().unwrap_or_default().into())
-            };
-            Ok(Run {
-                rate: latencies.len() as f64 / elapsed,
-                p50: pct(0.5),
-                p99: pct(0.99),
-                failures: tally.failures,
+            Ok(Run::new(
+                tally.latencies,
+                elapsed,
+                tally.failures,
                 unanswered,
-                server_drops: socket_drops(server.addr) - drops_before,
-                // CPU time is sampled in 10 ms ticks: a rough share of one core.
-                server_cpu: server_cpu / elapsed,
-                generator_cpu: generator_cpu / elapsed,
-            })
+                socket_drops(server.addr) - drops_before,
+                server_cpu,
+                generator_cpu,
+            ))
         }
     }
 
@@ -646,24 +693,88 @@ mod bench {
                 let _ = client.driver.endpoint_mut().close_session(now, peer);
                 client.driver.drive();
             }
-            let mut latencies = tally.latencies;
-            latencies.sort_unstable();
-            let pct = |q: f64| {
-                let i =
-                    ((latencies.len() as f64 * q) as usize).min(latencies.len().saturating_sub(1));
-                Duration::from_micros(latencies.get(i).copied().unwrap_or_default().into())
-            };
-            Ok(Run {
-                rate: latencies.len() as f64 / elapsed,
-                p50: pct(0.5),
-                p99: pct(0.99),
-                failures: tally.failures,
+            // A stream loses nothing: what the server cannot take waits in its kernel.
+            Ok(Run::new(
+                tally.latencies,
+                elapsed,
+                tally.failures,
                 unanswered,
-                // A stream loses nothing: what the server cannot take waits in its kernel.
-                server_drops: 0,
-                server_cpu: server_cpu / elapsed,
-                generator_cpu: generator_cpu / elapsed,
-            })
+                0,
+                server_cpu,
+                generator_cpu,
+            ))
+        }
+    }
+
+    /// The load generator a run uses.
+    enum Load {
+        /// `coap://`: hand-built requests, no engine (`src/bench/loadgen.rs`).
+        Raw(crate::loadgen::Loadgen),
+        /// `coaps://`, or `coap://` with `-g engine`: one engine per client.
+        Engine(Generator),
+        /// `coap+tcp://`, `coaps+tcp://`: one stream driver per client.
+        Streams,
+    }
+
+    /// The cores servers and the generator are pinned to.
+    const SERVER_CPU: usize = 0;
+    const GENERATOR_CPU: usize = 1;
+
+    /// Pins process `pid` (0: this one) to `cpu`; whether that worked.
+    fn pin(pid: u32, cpu: usize) -> bool {
+        use nix::sched::{sched_setaffinity, CpuSet};
+        let mut set = CpuSet::new();
+        set.set(cpu).is_ok()
+            && sched_setaffinity(nix::unistd::Pid::from_raw(pid as i32), &set).is_ok()
+    }
+
+    /// `net.core.rmem_default` raised for the runs, put back when dropped. The servers
+    /// measured (libcoap's included) take the default receive buffer; at the default of
+    /// 212,992 bytes a socket holds about 256 requests and the kernel drops the rest, whose
+    /// clients then wait seconds to retransmit.
+    struct RmemDefault {
+        old: Option<String>,
+    }
+
+    const RMEM_DEFAULT: &str = "/proc/sys/net/core/rmem_default";
+
+    impl RmemDefault {
+        /// Raises the default to `bytes` if it is lower (and this process may).
+        fn raise(bytes: usize, in_flight: usize) -> RmemDefault {
+            let old = std::fs::read_to_string(RMEM_DEFAULT).ok();
+            let current = old.as_deref().and_then(|v| v.trim().parse::<usize>().ok());
+            if current.is_some_and(|c| c >= bytes) {
+                return RmemDefault { old: None };
+            }
+            match std::fs::write(RMEM_DEFAULT, bytes.to_string()) {
+                Ok(()) => {
+                    eprintln!(
+                        "net.core.rmem_default: {} → {bytes} bytes for the runs (-b)",
+                        current.map_or("?".to_string(), |c| c.to_string())
+                    );
+                    RmemDefault { old }
+                }
+                Err(e) => {
+                    eprintln!(
+                        "{PROG}: cannot raise net.core.rmem_default to {bytes} ({e}): the \
+                         servers keep {} bytes of receive buffer, about {} of the {in_flight} \
+                         requests in flight; drops are reported",
+                        current.map_or("?".to_string(), |c| c.to_string()),
+                        current.unwrap_or(0) / 832,
+                    );
+                    RmemDefault { old: None }
+                }
+            }
+        }
+    }
+
+    impl Drop for RmemDefault {
+        fn drop(&mut self) {
+            if let Some(old) = &self.old {
+                if std::fs::write(RMEM_DEFAULT, old.trim()).is_err() {
+                    eprintln!("{PROG}: could not restore net.core.rmem_default to {old}");
+                }
+            }
         }
     }
 
@@ -781,13 +892,16 @@ mod bench {
     /// Parses the flags, starts both servers and measures; whether every request succeeded.
     fn run() -> Result<bool, String> {
         let args: Vec<String> = std::env::args().skip(1).collect();
-        let (flags, _) = cli::getopt(args, "P:W:D:R:p:k:u:s:c:j:C:M:")
+        let (flags, _) = cli::getopt(args, "P:W:D:R:p:k:u:s:c:j:C:M:E:A:g:b:")
             .unwrap_or_else(|e| cli::usage_error(PROG, e));
         let (mut key, mut identity) = (None, None);
         let mut scheme = None;
         let (mut cert, mut cert_key, mut ca) = (None, None, None);
         let (mut ps, mut ws, mut d, mut r) = (vec![16], vec![4], 3.0f64, 3usize);
         let mut sessions = None;
+        let (mut echo, mut listen) = (None, None);
+        let mut engine_generator = false;
+        let mut rmem = Some(4usize << 20);
         let mut ours = std::env::current_exe()
             .unwrap()
             .with_file_name("coap-server")
@@ -814,8 +928,38 @@ mod bench {
                 'j' => cert_key = Some(value),
                 'C' => ca = Some(value),
                 'M' => sessions = Some(num(16_000_000.0) as usize),
+                'E' => match value.as_str() {
+                    "batched" | "single" => echo = Some(value == "batched"),
+                    _ => cli::usage_error(PROG, "-E: batched or single"),
+                },
+                'A' => listen = Some(value),
+                'g' => match value.as_str() {
+                    "raw" => engine_generator = false,
+                    "engine" => engine_generator = true,
+                    _ => cli::usage_error(PROG, "-g: raw or engine"),
+                },
+                'b' => {
+                    rmem = match value.parse::<usize>() {
+                        Ok(0) => None,
+                        Ok(n) if n <= 1 << 30 => Some(n),
+                        _ => cli::usage_error(PROG, "-b: a byte count up to 1 GiB, or 0"),
+                    }
+                }
                 _ => unreachable!(),
             }
+        }
+        if let Some(batched) = echo {
+            // A server of our own making: `-A` and `-p` are its address and port here.
+            let ip = listen
+                .as_deref()
+                .unwrap_or("127.0.0.1")
+                .parse::<Ipv4Addr>()
+                .unwrap_or_else(|_| cli::usage_error(PROG, "-A: an IPv4 address"));
+            let port = ours
+                .parse::<u16>()
+                .unwrap_or_else(|_| cli::usage_error(PROG, "-E takes -p port"));
+            crate::echo::serve(SocketAddrV4::new(ip, port), batched)?;
+            return Ok(false);
         }
         if let Some(n) = sessions {
             return session_memory(&ours, n, r);
@@ -878,30 +1022,64 @@ mod bench {
                 Some(coap_engine::Security::new(tls))
             }
         };
-        let servers = match mode {
-            Mode::Udp => [
-                ("coap-engine coap-server", ours.as_str()),
-                ("libcoap coap-server-notls", "coap-server-notls"),
+        let ours_as = |name: &str| (name.to_string(), ours.clone(), server_args.clone());
+        let libcoap_as = |name: &str, program: &str| {
+            (name.to_string(), program.to_string(), server_args.clone())
+        };
+        let mut servers: Vec<(String, String, Vec<String>)> = match mode {
+            Mode::Udp => vec![
+                ours_as("coap-engine coap-server"),
+                libcoap_as("libcoap coap-server-notls", "coap-server-notls"),
             ],
-            Mode::Dtls => [
-                ("coap-engine coap-server (DTLS)", ours.as_str()),
-                ("libcoap coap-server-openssl", "coap-server-openssl"),
+            Mode::Dtls => vec![
+                ours_as("coap-engine coap-server (DTLS)"),
+                libcoap_as("libcoap coap-server-openssl", "coap-server-openssl"),
             ],
-            Mode::Tcp => [
-                ("coap-engine coap-server (TCP)", ours.as_str()),
-                ("libcoap coap-server-notls (TCP)", "coap-server-notls"),
+            Mode::Tcp => vec![
+                ours_as("coap-engine coap-server (TCP)"),
+                libcoap_as("libcoap coap-server-notls (TCP)", "coap-server-notls"),
             ],
-            Mode::Tls => [
-                ("coap-engine coap-server (TLS)", ours.as_str()),
-                ("libcoap coap-server-openssl (TLS)", "coap-server-openssl"),
+            Mode::Tls => vec![
+                ours_as("coap-engine coap-server (TLS)"),
+                libcoap_as("libcoap coap-server-openssl (TLS)", "coap-server-openssl"),
             ],
         };
+        if mode == Mode::Udp {
+            // The physical limit: this program as a server that does no CoAP work.
+            let me = std::env::current_exe()
+                .map_err(|e| format!("cannot find this program: {e}"))?
+                .to_string_lossy()
+                .into_owned();
+            for (name, kind) in [("raw echo, batched", "batched"), ("raw echo", "single")] {
+                let args = vec!["-E".to_string(), kind.to_string()];
+                servers.push((name.to_string(), me.clone(), args));
+            }
+        }
+        // Server and generator each on a core of their own, so neither takes the other's.
+        let pinned = std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2
+            && pin(0, GENERATOR_CPU);
+        // Room in every server's socket for every request in flight (restored on return).
+        let _rmem = rmem.map(|bytes| RmemDefault::raise(bytes, max_p * max_w));
         let config = client_config(max_w, security.clone(), mode.stream());
-        let mut generator = if mode.stream() {
-            None
-        } else {
-            Some(Generator::new(max_p, config.clone())?)
+        let mut generator = match mode {
+            Mode::Tcp | Mode::Tls => Load::Streams,
+            Mode::Udp if !engine_generator => Load::Raw(crate::loadgen::Loadgen::new(max_p)?),
+            Mode::Udp | Mode::Dtls => Load::Engine(Generator::new(max_p, config.clone())?),
         };
+        if let Load::Raw(g) = &generator {
+            eprintln!(
+                "generator: {} clients, raw CoAP on one socket, requests {}",
+                max_p,
+                if g.batched_sends() {
+                    "batched through a raw socket"
+                } else {
+                    "one sendmsg each (no CAP_NET_RAW)"
+                }
+            );
+        }
+        if pinned {
+            eprintln!("pinned: servers to CPU {SERVER_CPU}, generator to CPU {GENERATOR_CPU}");
+        }
         // results[pair][server][round]
         let mut results: Vec<Vec<Vec<Run>>> = pairs
             .iter()
@@ -909,12 +1087,16 @@ mod bench {
             .collect();
         for round in 0..r {
             for (k, &(p, w)) in pairs.iter().enumerate() {
-                for (s, &(name, program)) in servers.iter().enumerate() {
+                for (s, (name, program, args)) in servers.iter().enumerate() {
                     // A fresh server per run: no run inherits another's sessions.
-                    let server = spawn(program, mode, &server_args)?;
+                    let server = spawn(program, mode, args)?;
+                    if pinned && !pin(server.child.id(), SERVER_CPU) {
+                        eprintln!("{PROG}: could not pin {name} to CPU {SERVER_CPU}");
+                    }
                     let run = match &mut generator {
-                        Some(generator) => generator.load(&server, p, w, d)?,
-                        None => streams::load(&server, &config, p, w, d)?,
+                        Load::Raw(generator) => generator.load(&server, p, w, d)?,
+                        Load::Engine(generator) => generator.load(&server, p, w, d)?,
+                        Load::Streams => streams::load(&server, &config, p, w, d)?,
                     };
                     let mut trouble = String::new();
                     if run.failures > 0 {
@@ -940,7 +1122,12 @@ mod bench {
                 }
             }
         }
-        if let Some(errors) = generator.map(|g| g.send_errors).filter(|n| *n > 0) {
+        let send_errors = match &generator {
+            Load::Raw(g) => g.send_errors,
+            Load::Engine(g) => g.send_errors,
+            Load::Streams => 0,
+        };
+        if let Some(errors) = Some(send_errors).filter(|n| *n > 0) {
             eprintln!("{PROG}: {errors} datagrams could not be sent");
         }
         for (k, &(p, w)) in pairs.iter().enumerate() {
@@ -960,12 +1147,23 @@ mod bench {
                     m(&|x| x.generator_cpu * 100.0),
                 );
             }
-            let ratio = median(
-                (0..r)
-                    .map(|i| results[k][0][i].rate / results[k][1][i].rate.max(1e-9))
-                    .collect(),
+            let ratio = |to: usize| {
+                median(
+                    (0..r)
+                        .map(|i| results[k][0][i].rate / results[k][to][i].rate.max(1e-9))
+                        .collect(),
+                )
+            };
+            println!(
+                "ratio (ours / libcoap, median of per-round ratios): {:.2}",
+                ratio(1)
             );
-            println!("ratio (ours / libcoap, median of per-round ratios): {ratio:.2}");
+            if servers.len() > 2 {
+                println!(
+                    "ratio (ours / raw echo, batched; median of per-round ratios): {:.2}",
+                    ratio(2)
+                );
+            }
         }
         for (k, &(p, w)) in pairs.iter().enumerate().skip(1) {
             let (p0, w0) = pairs[0];

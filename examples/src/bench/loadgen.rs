@@ -1,0 +1,434 @@
+//! `coap-bench`'s load generator for `coap://` (included with `#[path]`): P simulated
+//! clients that cost the generator as little as a CoAP client can, so that what is measured
+//! is the server.
+//!
+//! A client here is not an engine: it is a Message ID counter, a token counter and W slots
+//! of requests in flight. A request is the 8-byte Confirmable `GET /` with a 4-byte token;
+//! its answer is matched by the address it came back to (the client), then by Message ID
+//! (piggybacked, RST) or token (separate responses, which are acknowledged). A request left
+//! unanswered is sent again, Message ID unchanged, after 2 s, 4 s, 8 s, 16 s (RFC 7252's
+//! ACK_TIMEOUT doubling, without the random factor), and fails after the fourth.
+//!
+//! So that the server never pays for the generator: the generator never sleeps in a
+//! receive. It takes what has arrived without waiting (`MSG_DONTWAIT`), and when nothing has,
+//! it naps for [`NAP`] on a timer, so no reply ever has to wake it (a wake-up is work for
+//! the sender, inside the server's `sendmmsg`). Its timer slack is set to 1 µs so the nap is
+//! short; the CPU share the tables report is the time it spent working (a nap costs only its
+//! wake-up).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use crate::bench::{
+    cpu_time, socket_drops, Run, Server, CLIENT_BASE, RAMP_PER_MS, SWEEP, WARM_UP, WIND_DOWN,
+};
+use crate::mmsg::{MultiSocket, RecvBatch, SendBatch};
+
+/// How long the generator sleeps when nothing arrived.
+pub(crate) const NAP: Duration = Duration::from_micros(50);
+/// RFC 7252's ACK_TIMEOUT (without ACK_RANDOM_FACTOR) and MAX_RETRANSMIT.
+const ACK_TIMEOUT: Duration = Duration::from_secs(2);
+const MAX_RETRANSMIT: u8 = 4;
+
+/// A datagram the generator sends: a request (8 bytes) or an empty ACK (4 bytes).
+#[derive(Clone, Copy)]
+pub(crate) struct Wire {
+    len: u8,
+    bytes: [u8; 8],
+}
+
+impl AsRef<[u8]> for Wire {
+    fn as_ref(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
+}
+
+/// Confirmable `GET /` with Message ID `mid` and the 4-byte token `token`.
+fn get(mid: u16, token: u32) -> Wire {
+    let [m0, m1] = mid.to_be_bytes();
+    let [t0, t1, t2, t3] = token.to_be_bytes();
+    Wire {
+        len: 8,
+        bytes: [0x44, 0x01, m0, m1, t0, t1, t2, t3],
+    }
+}
+
+/// The empty ACK of a Confirmable separate response.
+fn ack(mid: u16) -> Wire {
+    let [m0, m1] = mid.to_be_bytes();
+    Wire {
+        len: 4,
+        bytes: [0x60, 0x00, m0, m1, 0, 0, 0, 0],
+    }
+}
+
+/// A request in flight.
+struct Slot {
+    mid: u16,
+    token: u32,
+    first_sent: Instant,
+    last_sent: Instant,
+    /// Retransmissions so far.
+    tries: u8,
+    /// An empty ACK came: the answer follows as a separate response; stop retransmitting.
+    acknowledged: bool,
+}
+
+#[derive(Default)]
+struct Client {
+    next_mid: u16,
+    next_token: u32,
+    in_flight: Vec<Slot>,
+}
+
+/// What a reply to a client means for its requests.
+enum Reply {
+    /// Piggybacked answer or RST, by Message ID; `ok`: a 2.xx answer.
+    ByMid {
+        mid: u16,
+        token: Option<u32>,
+        ok: bool,
+    },
+    /// Empty ACK: the request with this Message ID is acknowledged.
+    Acknowledged { mid: u16 },
+    /// Separate response, by token; `ack`: it was Confirmable, with this Message ID.
+    ByToken {
+        token: u32,
+        ok: bool,
+        ack: Option<u16>,
+    },
+}
+
+fn parse(bytes: &[u8]) -> Option<Reply> {
+    let (&b0, &code) = (bytes.first()?, bytes.get(1)?);
+    let mid = u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]);
+    if b0 >> 6 != 1 {
+        return None;
+    }
+    let tkl = usize::from(b0 & 0x0f);
+    let token = match bytes.get(4..4 + tkl) {
+        Some(&[a, b, c, d]) => Some(u32::from_be_bytes([a, b, c, d])),
+        _ => None,
+    };
+    let ok = code >> 5 == 2;
+    match (b0 >> 4) & 3 {
+        2 if code == 0 => Some(Reply::Acknowledged { mid }),
+        2 => Some(Reply::ByMid { mid, token, ok }),
+        3 => Some(Reply::ByMid {
+            mid,
+            token: None,
+            ok: false,
+        }),
+        t if code != 0 => Some(Reply::ByToken {
+            token: token?,
+            ok,
+            ack: (t == 0).then_some(mid),
+        }),
+        _ => None,
+    }
+}
+
+fn source(i: usize) -> Ipv4Addr {
+    Ipv4Addr::from(CLIENT_BASE + 1 + i as u32)
+}
+
+fn client_index(addr: Ipv4Addr) -> Option<usize> {
+    (u32::from(addr).checked_sub(CLIENT_BASE + 1)).map(|i| i as usize)
+}
+
+/// Counters of the run in progress.
+struct Tally {
+    window: Option<(Instant, Instant)>,
+    running: bool,
+    latencies: Vec<u32>,
+    failures: u64,
+}
+
+pub(crate) struct Loadgen {
+    socket: MultiSocket,
+    clients: Vec<Client>,
+    recv: RecvBatch,
+    send: SendBatch<Wire>,
+    pub(crate) send_errors: usize,
+}
+
+impl Loadgen {
+    pub(crate) fn new(clients: usize) -> Result<Loadgen, String> {
+        // Room for every reply of 2,000 × 4 clients at once (about 1 KiB each in the kernel).
+        let socket = MultiSocket::bind(16 << 20, Duration::from_millis(5))
+            .map_err(|e| format!("cannot open the client socket: {e}"))?;
+        // A nap of NAP, not of NAP plus the default 50 µs of slack.
+        let _ = nix::sys::prctl::set_timerslack(1_000);
+        Ok(Loadgen {
+            socket,
+            clients: (0..clients).map(|_| Client::default()).collect(),
+            recv: RecvBatch::new(),
+            send: SendBatch::default(),
+            send_errors: 0,
+        })
+    }
+
+    /// Whether requests leave in batches (a raw socket was available).
+    pub(crate) fn batched_sends(&self) -> bool {
+        self.socket.batched_sends()
+    }
+
+    fn issue(&mut self, i: usize, server: SocketAddrV4, now: Instant) {
+        let client = &mut self.clients[i];
+        let (mid, token) = (client.next_mid, client.next_token);
+        client.next_mid = mid.wrapping_add(1);
+        client.next_token = token.wrapping_add(1);
+        client.in_flight.push(Slot {
+            mid,
+            token,
+            first_sent: now,
+            last_sent: now,
+            tries: 0,
+            acknowledged: false,
+        });
+        self.send.push(source(i), server, get(mid, token));
+    }
+
+    /// Ends client `i`'s request at `k` (answered when `ok`), and starts its next one.
+    fn complete(&mut self, i: usize, k: usize, ok: bool, tally: &mut Tally, server: SocketAddrV4) {
+        let slot = self.clients[i].in_flight.swap_remove(k);
+        let t = Instant::now();
+        if !ok {
+            tally.failures += 1;
+        } else if tally
+            .window
+            .is_some_and(|(start, end)| t >= start && t < end)
+        {
+            tally
+                .latencies
+                .push(t.duration_since(slot.first_sent).as_micros() as u32);
+        }
+        if tally.running {
+            self.issue(i, server, t);
+        }
+    }
+
+    fn on_reply(&mut self, i: usize, reply: Reply, tally: &mut Tally, server: SocketAddrV4) {
+        let slots = &mut self.clients[i].in_flight;
+        match reply {
+            Reply::ByMid { mid, token, ok } => {
+                let found = slots
+                    .iter()
+                    .position(|s| s.mid == mid && token.is_none_or(|t| t == s.token));
+                if let Some(k) = found {
+                    self.complete(i, k, ok, tally, server);
+                }
+            }
+            Reply::Acknowledged { mid } => {
+                if let Some(s) = slots.iter_mut().find(|s| s.mid == mid) {
+                    s.acknowledged = true;
+                }
+            }
+            Reply::ByToken { token, ok, ack: a } => {
+                if let Some(mid) = a {
+                    self.send.push(source(i), server, ack(mid));
+                }
+                if let Some(k) = slots.iter().position(|s| s.token == token) {
+                    self.complete(i, k, ok, tally, server);
+                }
+            }
+        }
+    }
+
+    /// Retransmits what is due and fails what ran out of retransmissions.
+    fn sweep(&mut self, p: usize, now: Instant, tally: &mut Tally, server: SocketAddrV4) {
+        for i in 0..p {
+            let mut k = 0;
+            while k < self.clients[i].in_flight.len() {
+                let s = &mut self.clients[i].in_flight[k];
+                let due = s.last_sent + ACK_TIMEOUT * (1 << s.tries);
+                if s.acknowledged || now < due {
+                    k += 1;
+                } else if s.tries == MAX_RETRANSMIT {
+                    self.complete(i, k, false, tally, server);
+                } else {
+                    s.tries += 1;
+                    s.last_sent = now;
+                    let wire = get(s.mid, s.token);
+                    self.send.push(source(i), server, wire);
+                    k += 1;
+                }
+            }
+        }
+    }
+
+    /// Runs clients `0..p` with `w` requests each in flight against `server` for `secs`.
+    pub(crate) fn load(
+        &mut self,
+        server: &Server,
+        p: usize,
+        w: usize,
+        secs: f64,
+    ) -> Result<Run, String> {
+        let addr = server.addr;
+        let pid = server.child.id().to_string();
+        let mut tally = Tally {
+            window: None,
+            running: true,
+            latencies: Vec::with_capacity(1 << 21),
+            failures: 0,
+        };
+        let (mut started, mut ramped_at) = (0, None);
+        let run_start = Instant::now();
+        let mut cpu_at_start = (Duration::ZERO, Duration::ZERO);
+        let drops_before = socket_drops(addr);
+        let mut last_sweep = run_start;
+        let mut wind_down_until = None;
+        loop {
+            let now = Instant::now();
+            if tally.window.is_none() && ramped_at.is_some_and(|t| now >= t + WARM_UP) {
+                tally.window = Some((now, now + Duration::from_secs_f64(secs)));
+                cpu_at_start = (cpu_time(&pid), cpu_time("self"));
+            }
+            if let Some((_, end)) = tally.window {
+                if now >= end && tally.running {
+                    tally.running = false;
+                    wind_down_until = Some(now + WIND_DOWN);
+                }
+            }
+            if let Some(until) = wind_down_until {
+                let idle = self.clients[..p].iter().all(|c| c.in_flight.is_empty());
+                if idle || now >= until {
+                    break;
+                }
+            }
+            let due = (now.duration_since(run_start).as_micros() as usize / 1000 + 1)
+                .saturating_mul(RAMP_PER_MS);
+            let until = due.min(p).max(started);
+            for i in started..until {
+                for _ in 0..w {
+                    self.issue(i, addr, now);
+                }
+            }
+            started = until;
+            if started == p && ramped_at.is_none() {
+                ramped_at = Some(now);
+            }
+            if now.duration_since(last_sweep) >= SWEEP {
+                last_sweep = now;
+                self.sweep(p, now, &mut tally, addr);
+            }
+            self.send_errors += self.socket.send(&mut self.send);
+            let n = self
+                .socket
+                .recv(&mut self.recv, false)
+                .map_err(|e| format!("receive: {e}"))?;
+            if n == 0 {
+                std::thread::sleep(NAP);
+                continue;
+            }
+            for k in 0..n {
+                let (local, from, bytes) = self.recv.get(k);
+                let Some(i) = local.and_then(client_index).filter(|&i| i < p) else {
+                    continue;
+                };
+                if from != addr {
+                    continue;
+                }
+                if let Some(reply) = parse(bytes) {
+                    self.on_reply(i, reply, &mut tally, addr);
+                }
+            }
+        }
+        let (start, end) = tally
+            .window
+            .expect("the window opened before the run ended");
+        let elapsed = end.duration_since(start).as_secs_f64();
+        let server_cpu = (cpu_time(&pid) - cpu_at_start.0).as_secs_f64();
+        let generator_cpu = (cpu_time("self") - cpu_at_start.1).as_secs_f64();
+        let mut unanswered = 0;
+        for client in &mut self.clients[..p] {
+            unanswered += client.in_flight.len() as u64;
+            client.in_flight.clear();
+        }
+        Ok(Run::new(
+            tally.latencies,
+            elapsed,
+            tally.failures,
+            unanswered,
+            socket_drops(addr) - drops_before,
+            server_cpu,
+            generator_cpu,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_told_apart() {
+        // Piggybacked 2.05 with our token.
+        let r = parse(&[0x64, 0x45, 0x12, 0x34, 0, 0, 0, 9, 0xff, b'x']);
+        assert!(matches!(
+            r,
+            Some(Reply::ByMid {
+                mid: 0x1234,
+                token: Some(9),
+                ok: true
+            })
+        ));
+        // Piggybacked 4.04.
+        let r = parse(&[0x64, 0x84, 0, 1, 0, 0, 0, 1]);
+        assert!(matches!(r, Some(Reply::ByMid { ok: false, .. })));
+        // Empty ACK, then a Confirmable separate 2.05 (to be acknowledged).
+        assert!(matches!(
+            parse(&[0x60, 0x00, 0, 7]),
+            Some(Reply::Acknowledged { mid: 7 })
+        ));
+        let r = parse(&[0x44, 0x45, 0x99, 0x01, 0, 0, 0, 3]);
+        assert!(matches!(
+            r,
+            Some(Reply::ByToken {
+                token: 3,
+                ok: true,
+                ack: Some(0x9901)
+            })
+        ));
+        // A NON separate response needs no ACK; RST ends by Message ID.
+        let r = parse(&[0x54, 0x45, 0, 2, 0, 0, 0, 4]);
+        assert!(matches!(
+            r,
+            Some(Reply::ByToken {
+                token: 4,
+                ack: None,
+                ..
+            })
+        ));
+        assert!(matches!(
+            parse(&[0x70, 0x00, 0, 5]),
+            Some(Reply::ByMid {
+                mid: 5,
+                ok: false,
+                ..
+            })
+        ));
+        // Not CoAP version 1, or truncated.
+        assert!(parse(&[0x84, 0x45, 0, 1]).is_none());
+        assert!(parse(&[0x64, 0x45, 0]).is_none());
+    }
+
+    #[test]
+    fn requests_are_well_formed_coap() {
+        let w = get(0xabcd, 0x0102_0304);
+        let p = coap_engine::coap_lite::Packet::from_bytes(w.as_ref()).unwrap();
+        assert_eq!(p.header.message_id, 0xabcd);
+        assert_eq!(p.get_token(), [1, 2, 3, 4]);
+        assert_eq!(
+            p.header.code,
+            coap_engine::coap_lite::MessageClass::Request(coap_engine::coap_lite::RequestType::Get)
+        );
+        let a = coap_engine::coap_lite::Packet::from_bytes(ack(9).as_ref()).unwrap();
+        assert_eq!(
+            a.header.get_type(),
+            coap_engine::coap_lite::MessageType::Acknowledgement
+        );
+        assert_eq!(a.header.code, coap_engine::coap_lite::MessageClass::Empty);
+    }
+}
