@@ -13,7 +13,10 @@ fn rows(table: &str) -> Vec<(String, f64)> {
         .filter(|l| l.starts_with("| ") && !l.starts_with("| server") && !l.starts_with("| ---"))
         .map(|l| {
             let cells: Vec<&str> = l.split('|').map(str::trim).collect();
-            (cells[1].to_string(), cells[2].parse::<f64>().unwrap_or(-1.0))
+            (
+                cells[1].to_string(),
+                cells[2].parse::<f64>().unwrap_or(-1.0),
+            )
         })
         .collect()
 }
@@ -27,12 +30,17 @@ fn every_column_is_measured_with_its_generator_share() {
     );
     // -b 0: leave the system's socket buffer default alone; two (P, W) pairs, short runs.
     let out = Command::new(BENCH)
-        .args(["-P", "8,200", "-W", "2,1", "-D", "0.3", "-R", "1", "-b", "0"])
+        .args([
+            "-P", "8,200", "-W", "2,1", "-D", "0.3", "-R", "1", "-b", "0",
+        ])
         .output()
         .expect("run coap-bench");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "coap-bench failed:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "coap-bench failed:\n{stdout}\n{stderr}"
+    );
     let rows = rows(&stdout);
     let names: Vec<&str> = rows.iter().map(|(n, _)| n.as_str()).collect();
     let columns = [
@@ -62,7 +70,10 @@ fn every_column_is_measured_with_its_generator_share() {
 #[test]
 fn bad_flags_get_one_line() {
     for args in [&["-E", "sideways"][..], &["-g", "other"], &["-b", "lots"]] {
-        let out = Command::new(BENCH).args(args).output().expect("run coap-bench");
+        let out = Command::new(BENCH)
+            .args(args)
+            .output()
+            .expect("run coap-bench");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert_eq!(stderr.trim().lines().count(), 1, "{args:?}: {stderr}");

@@ -19,9 +19,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use crate::bench::{
-    cpu_time, socket_drops, Run, Server, CLIENT_BASE, RAMP_PER_MS, SWEEP, WARM_UP, WIND_DOWN,
-};
+use crate::bench::{socket_drops, Run, Server, Tally, CLIENT_BASE, RAMP_PER_MS, SWEEP};
 use crate::mmsg::{MultiSocket, RecvBatch, SendBatch};
 
 /// How long the generator sleeps when nothing arrived.
@@ -136,14 +134,6 @@ fn client_index(addr: Ipv4Addr) -> Option<usize> {
     (u32::from(addr).checked_sub(CLIENT_BASE + 1)).map(|i| i as usize)
 }
 
-/// Counters of the run in progress.
-struct Tally {
-    window: Option<(Instant, Instant)>,
-    running: bool,
-    latencies: Vec<u32>,
-    failures: u64,
-}
-
 pub(crate) struct Loadgen {
     socket: MultiSocket,
     clients: Vec<Client>,
@@ -192,19 +182,9 @@ impl Loadgen {
     /// Ends client `i`'s request at `k` (answered when `ok`), and starts its next one.
     fn complete(&mut self, i: usize, k: usize, ok: bool, tally: &mut Tally, server: SocketAddrV4) {
         let slot = self.clients[i].in_flight.swap_remove(k);
-        let t = Instant::now();
-        if !ok {
-            tally.failures += 1;
-        } else if tally
-            .window
-            .is_some_and(|(start, end)| t >= start && t < end)
-        {
-            tally
-                .latencies
-                .push(t.duration_since(slot.first_sent).as_micros() as u32);
-        }
+        tally.ended(slot.first_sent, ok);
         if tally.running {
-            self.issue(i, server, t);
+            self.issue(i, server, Instant::now());
         }
     }
 
@@ -266,40 +246,19 @@ impl Loadgen {
         secs: f64,
     ) -> Result<Run, String> {
         let addr = server.addr;
-        let pid = server.child.id().to_string();
-        let mut tally = Tally {
-            window: None,
-            running: true,
-            latencies: Vec::with_capacity(1 << 21),
-            failures: 0,
-        };
+        let mut tally = Tally::new(server, secs);
         let (mut started, mut ramped_at) = (0, None);
-        let run_start = Instant::now();
-        let mut cpu_at_start = (Duration::ZERO, Duration::ZERO);
         let drops_before = socket_drops(addr);
-        let mut last_sweep = run_start;
-        let mut wind_down_until = None;
+        let mut last_sweep = Instant::now();
         loop {
             let now = Instant::now();
-            if tally.window.is_none() && ramped_at.is_some_and(|t| now >= t + WARM_UP) {
-                tally.window = Some((now, now + Duration::from_secs_f64(secs)));
-                cpu_at_start = (cpu_time(&pid), cpu_time("self"));
+            let clients = &self.clients[..p];
+            if tally.advance(now, ramped_at, || {
+                clients.iter().all(|c| c.in_flight.is_empty())
+            }) {
+                break;
             }
-            if let Some((_, end)) = tally.window {
-                if now >= end && tally.running {
-                    tally.running = false;
-                    wind_down_until = Some(now + WIND_DOWN);
-                }
-            }
-            if let Some(until) = wind_down_until {
-                let idle = self.clients[..p].iter().all(|c| c.in_flight.is_empty());
-                if idle || now >= until {
-                    break;
-                }
-            }
-            let due = (now.duration_since(run_start).as_micros() as usize / 1000 + 1)
-                .saturating_mul(RAMP_PER_MS);
-            let until = due.min(p).max(started);
+            let until = tally.due(now, RAMP_PER_MS).min(p).max(started);
             for i in started..until {
                 for _ in 0..w {
                     self.issue(i, addr, now);
@@ -335,26 +294,12 @@ impl Loadgen {
                 }
             }
         }
-        let (start, end) = tally
-            .window
-            .expect("the window opened before the run ended");
-        let elapsed = end.duration_since(start).as_secs_f64();
-        let server_cpu = (cpu_time(&pid) - cpu_at_start.0).as_secs_f64();
-        let generator_cpu = (cpu_time("self") - cpu_at_start.1).as_secs_f64();
         let mut unanswered = 0;
         for client in &mut self.clients[..p] {
             unanswered += client.in_flight.len() as u64;
             client.in_flight.clear();
         }
-        Ok(Run::new(
-            tally.latencies,
-            elapsed,
-            tally.failures,
-            unanswered,
-            socket_drops(addr) - drops_before,
-            server_cpu,
-            generator_cpu,
-        ))
+        Ok(tally.finish(unanswered, socket_drops(addr) - drops_before))
     }
 }
 

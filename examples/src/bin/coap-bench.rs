@@ -284,13 +284,98 @@ mod bench {
     }
 
     /// Counters of the run in progress.
-    struct Tally {
+    /// A run's phases and counters: clients start, the window opens `WARM_UP` after they
+    /// are all going and lasts `secs`, then answers stop starting new requests and the run
+    /// ends when nothing is in flight or `WIND_DOWN` has passed.
+    pub(crate) struct Tally {
         /// The measurement window, once open.
         window: Option<(Instant, Instant)>,
         /// Whether answered clients send their next request.
-        running: bool,
+        pub(crate) running: bool,
         latencies: Vec<u32>,
-        failures: u64,
+        pub(crate) failures: u64,
+        secs: f64,
+        /// The server's process id, for its CPU time.
+        pid: String,
+        /// CPU time of the server and of this process when the window opened.
+        cpu_at_start: (Duration, Duration),
+        wind_down_until: Option<Instant>,
+        run_start: Instant,
+    }
+
+    impl Tally {
+        pub(crate) fn new(server: &Server, secs: f64) -> Tally {
+            Tally {
+                window: None,
+                running: true,
+                latencies: Vec::with_capacity(1 << 20),
+                failures: 0,
+                secs,
+                pid: server.child.id().to_string(),
+                cpu_at_start: (Duration::ZERO, Duration::ZERO),
+                wind_down_until: None,
+                run_start: Instant::now(),
+            }
+        }
+
+        /// How many clients should have started by `now` at `per_ms` a millisecond.
+        pub(crate) fn due(&self, now: Instant, per_ms: usize) -> usize {
+            (now.duration_since(self.run_start).as_micros() as usize / 1000 + 1)
+                .saturating_mul(per_ms)
+        }
+
+        /// Moves the phases on at `now`, the window opening `WARM_UP` after `ready_at`;
+        /// whether the run is over (`idle`: nothing is in flight).
+        pub(crate) fn advance(
+            &mut self,
+            now: Instant,
+            ready_at: Option<Instant>,
+            idle: impl FnOnce() -> bool,
+        ) -> bool {
+            if self.window.is_none() && ready_at.is_some_and(|t| now >= t + WARM_UP) {
+                self.window = Some((now, now + Duration::from_secs_f64(self.secs)));
+                self.cpu_at_start = (cpu_time(&self.pid), cpu_time("self"));
+            }
+            if let Some((_, end)) = self.window {
+                if now >= end && self.running {
+                    self.running = false;
+                    self.wind_down_until = Some(now + WIND_DOWN);
+                }
+            }
+            self.wind_down_until
+                .is_some_and(|until| now >= until || idle())
+        }
+
+        /// A request sent at `sent` ended now: answered (`ok`) or failed.
+        pub(crate) fn ended(&mut self, sent: Instant, ok: bool) {
+            let t = Instant::now();
+            if !ok {
+                self.failures += 1;
+            } else if self
+                .window
+                .is_some_and(|(start, end)| t >= start && t < end)
+            {
+                self.latencies
+                    .push(t.duration_since(sent).as_micros() as u32);
+            }
+        }
+
+        /// The run's figures; `unanswered` requests were still in flight at its end.
+        pub(crate) fn finish(self, unanswered: u64, server_drops: u64) -> Run {
+            let (start, end) = self.window.expect("the window opened before the run ended");
+            let elapsed = end.duration_since(start).as_secs_f64();
+            let server_cpu = (cpu_time(&self.pid) - self.cpu_at_start.0).as_secs_f64();
+            let generator_cpu = (cpu_time("self") - self.cpu_at_start.1).as_secs_f64();
+            Run::new(
+                self.latencies,
+                elapsed,
+                self.failures,
+                unanswered,
+                server_drops,
+                server_cpu,
+                generator_cpu,
+            )
+        }
     }
 
     struct Generator {
@@ -372,17 +457,7 @@ mod bench {
                     continue; // cancelled at the end of an earlier run
                 };
                 let (_, sent) = client.in_flight.swap_remove(k);
-                let t = Instant::now();
-                if !ok {
-                    tally.failures += 1;
-                } else if tally
-                    .window
-                    .is_some_and(|(start, end)| t >= start && t < end)
-                {
-                    tally
-                        .latencies
-                        .push(t.duration_since(sent).as_micros() as u32);
-                }
+                tally.ended(sent, ok);
                 if tally.running {
                     self.issue(i, server, tally);
                 }
@@ -398,41 +473,20 @@ mod bench {
         /// Runs clients `0..p` with `w` requests each in flight against `server`.
         fn load(&mut self, server: &Server, p: usize, w: usize, secs: f64) -> Result<Run, String> {
             let peer = SocketAddr::V4(server.addr);
-            let pid = server.child.id().to_string();
-            let mut tally = Tally {
-                window: None,
-                running: true,
-                latencies: Vec::with_capacity(1 << 20),
-                failures: 0,
-            };
+            let mut tally = Tally::new(server, secs);
             let (mut started, mut ramped_at) = (0, None);
-            let run_start = Instant::now();
-            let mut cpu_at_start = (Duration::ZERO, Duration::ZERO);
             let drops_before = socket_drops(server.addr);
             let mut last_sweep = Instant::now();
-            let mut wind_down_until = None;
             loop {
                 let now = Instant::now();
-                if tally.window.is_none() && ramped_at.is_some_and(|t| now >= t + WARM_UP) {
-                    tally.window = Some((now, now + Duration::from_secs_f64(secs)));
-                    cpu_at_start = (cpu_time(&pid), cpu_time("self"));
-                }
-                if let Some((_, end)) = tally.window {
-                    if now >= end && tally.running {
-                        tally.running = false;
-                        wind_down_until = Some(now + WIND_DOWN);
-                    }
-                }
-                if let Some(until) = wind_down_until {
-                    let idle = self.clients[..p].iter().all(|c| c.in_flight.is_empty());
-                    if idle || now >= until {
-                        break;
-                    }
+                let clients = &self.clients[..p];
+                if tally.advance(now, ramped_at, || {
+                    clients.iter().all(|c| c.in_flight.is_empty())
+                }) {
+                    break;
                 }
                 // Start clients at a bounded pace, W requests each.
-                let due = (now.duration_since(run_start).as_micros() as usize / 1000 + 1)
-                    .saturating_mul(RAMP_PER_MS);
-                let until = due.min(p).max(started);
+                let until = tally.due(now, RAMP_PER_MS).min(p).max(started);
                 for i in started..until {
                     for _ in 0..w {
                         self.issue(i, peer, &mut tally);
@@ -472,12 +526,6 @@ mod bench {
                     self.service(i, peer, &mut tally);
                 }
             }
-            let (start, end) = tally
-                .window
-                .expect("the window opened before the run ended");
-            let elapsed = end.duration_since(start).as_secs_f64();
-            let server_cpu = (cpu_time(&pid) - cpu_at_start.0).as_secs_f64();
-            let generator_cpu = (cpu_time("self") - cpu_at_start.1).as_secs_f64();
             // Requests still unanswered (lost, or the server is stuck) end here.
             let enow = self.engine_now(Instant::now());
             let mut unanswered = 0;
@@ -489,15 +537,7 @@ mod bench {
                 while client.endpoint.poll_event().is_some() {}
                 while client.endpoint.poll_transmit().is_some() {}
             }
-            Ok(Run::new(
-                tally.latencies,
-                elapsed,
-                tally.failures,
-                unanswered,
-                socket_drops(server.addr) - drops_before,
-                server_cpu,
-                generator_cpu,
-            ))
+            Ok(tally.finish(unanswered, socket_drops(server.addr) - drops_before))
         }
     }
 
@@ -541,7 +581,6 @@ mod bench {
             secs: f64,
         ) -> Result<Run, String> {
             let peer = SocketAddr::V4(server.addr);
-            let pid = server.child.id().to_string();
             let mut poll = Poll::new().map_err(|e| format!("poll: {e}"))?;
             let mut clients = Vec::with_capacity(p);
             for i in 0..p {
@@ -563,21 +602,13 @@ mod bench {
             }
             let mut get = Packet::new();
             get.header.code = MessageClass::Request(RequestType::Get);
-            let mut tally = Tally {
-                window: None,
-                running: true,
-                latencies: Vec::with_capacity(1 << 20),
-                failures: 0,
-            };
+            let mut tally = Tally::new(server, secs);
             let mut events = Events::with_capacity(1024);
             let mut touched = Vec::with_capacity(p);
             let (mut started, mut ready_at) = (0, None);
-            let run_start = Instant::now();
-            let mut cpu_at_start = (Duration::ZERO, Duration::ZERO);
             let mut last_sweep = Instant::now();
-            let mut wind_down_until = None;
             // Give up if the clients never all get an answer (the server is stuck).
-            let connect_limit = run_start + Duration::from_secs(30);
+            let connect_limit = Instant::now() + Duration::from_secs(30);
             loop {
                 let now = Instant::now();
                 if ready_at.is_none() && started == p && clients.iter().all(|c| c.answered) {
@@ -589,31 +620,19 @@ mod bench {
                         clients.iter().filter(|c| !c.answered).count()
                     ));
                 }
-                if tally.window.is_none() && ready_at.is_some_and(|t| now >= t + WARM_UP) {
-                    tally.window = Some((now, now + Duration::from_secs_f64(secs)));
-                    cpu_at_start = (cpu_time(&pid), cpu_time("self"));
-                }
-                if let Some((_, end)) = tally.window {
-                    if now >= end && tally.running {
-                        tally.running = false;
-                        wind_down_until = Some(now + WIND_DOWN);
-                    }
-                }
-                if let Some(until) = wind_down_until {
-                    let idle = clients.iter().all(|c| c.in_flight.is_empty());
-                    if idle || now >= until {
-                        break;
-                    }
+                if tally.advance(now, ready_at, || {
+                    clients.iter().all(|c| c.in_flight.is_empty())
+                }) {
+                    break;
                 }
                 // Start clients at a bounded pace, W requests each (the first connects).
-                let due = (now.duration_since(run_start).as_micros() as usize / 1000 + 1)
-                    .saturating_mul(RAMP_PER_MS);
-                for client in &mut clients[started..due.min(p).max(started)] {
+                let until = tally.due(now, RAMP_PER_MS).min(p).max(started);
+                for client in &mut clients[started..until] {
                     for _ in 0..w {
                         issue(client, peer, &get, &mut tally);
                     }
                 }
-                started = due.min(p).max(started);
+                started = until;
                 poll.poll(&mut events, Some(Duration::from_millis(1)))
                     .or_else(|e| match e.kind() {
                         std::io::ErrorKind::Interrupted => Ok(()),
@@ -658,20 +677,8 @@ mod bench {
                             continue;
                         };
                         let (_, sent) = client.in_flight.swap_remove(k);
-                        let t = Instant::now();
-                        if !ok {
-                            tally.failures += 1;
-                        } else {
-                            client.answered = true;
-                            if tally
-                                .window
-                                .is_some_and(|(start, end)| t >= start && t < end)
-                            {
-                                tally
-                                    .latencies
-                                    .push(t.duration_since(sent).as_micros() as u32);
-                            }
-                        }
+                        client.answered |= ok;
+                        tally.ended(sent, ok);
                         if tally.running {
                             issue(client, peer, &get, &mut tally);
                         }
@@ -679,12 +686,6 @@ mod bench {
                     client.driver.uncork();
                 }
             }
-            let (start, end) = tally
-                .window
-                .expect("the window opened before the run ended");
-            let elapsed = end.duration_since(start).as_secs_f64();
-            let server_cpu = (cpu_time(&pid) - cpu_at_start.0).as_secs_f64();
-            let generator_cpu = (cpu_time("self") - cpu_at_start.1).as_secs_f64();
             let mut unanswered = 0;
             for client in &mut clients {
                 unanswered += client.in_flight.len() as u64;
@@ -694,15 +695,7 @@ mod bench {
                 client.driver.drive();
             }
             // A stream loses nothing: what the server cannot take waits in its kernel.
-            Ok(Run::new(
-                tally.latencies,
-                elapsed,
-                tally.failures,
-                unanswered,
-                0,
-                server_cpu,
-                generator_cpu,
-            ))
+            Ok(tally.finish(unanswered, 0))
         }
     }
 
