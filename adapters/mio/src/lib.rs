@@ -763,6 +763,13 @@ impl Driver {
                         }
                     }
                     self.collect();
+                    if self.io.is_batched() && n < BATCH {
+                        // A short batch emptied the queue: asking again would only return
+                        // WouldBlock, and every datagram that arrives from now on raises a
+                        // new readiness event (each one wakes the socket's waiters).
+                        self.read_pending = false;
+                        break;
+                    }
                 }
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
                     self.read_pending = false;
