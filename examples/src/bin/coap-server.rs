@@ -580,7 +580,7 @@ fn main() {
     if n_threads > 1 {
         log::info!("{n_threads} threads, each with an endpoint on every port");
     }
-    let store = Arc::new(Mutex::new(Store {
+    let store = Store {
         example_data: Resource {
             data: libcoap_example_data(),
             format: Some(0),
@@ -589,54 +589,58 @@ fn main() {
         max_dynamic,
         echo,
         written: BTreeMap::new(),
-    }));
-    let polls: Vec<Poll> = (0..n_threads)
-        .map(|_| Poll::new())
-        .collect::<std::io::Result<_>>()
-        .unwrap_or_else(|e| fail_with(e));
-    let inboxes: Vec<(Sender<Change>, Receiver<Change>)> =
-        (0..n_threads).map(|_| mpsc::channel()).collect();
-    let wakers: Vec<Arc<Waker>> = polls
-        .iter()
-        .map(|poll| Waker::new(poll.registry(), WAKE).map(Arc::new))
-        .collect::<std::io::Result<_>>()
-        .unwrap_or_else(|e| fail_with(e));
-    let senders: Vec<Sender<Change>> = inboxes.iter().map(|(tx, _)| tx.clone()).collect();
-    let mut run = threads
-        .into_iter()
-        .zip(polls)
-        .zip(inboxes)
-        .enumerate()
-        .map(|(me, ((mut drivers, poll), (_, inbox)))| {
-            let threads = senders
-                .iter()
-                .zip(&wakers)
-                .enumerate()
-                .map(|(i, (tx, waker))| (tx.clone(), (i != me).then(|| waker.clone())))
-                .collect();
-            let mut server = Server {
-                store: store.clone(),
-                delayed: Vec::new(),
-                observe: Observable {
-                    ids: BTreeMap::new(),
-                    names: BTreeMap::new(),
-                    next: 0,
-                    pending: Vec::new(),
-                    confirmable,
-                    time_sent: 0,
-                },
-                fanout: Fanout { inbox, threads },
-            };
-            move || {
-                if let Err(e) = serve(&mut server, &mut drivers, poll) {
-                    fail_with(e);
+    };
+    run(threads, store, confirmable);
+}
+
+/// Serves each thread's listeners in a poll loop of its own, all on the one `store` (on
+/// the main thread if there is only one), until an I/O error ends the process.
+fn run(threads: Vec<Vec<Listener>>, store: Store, confirmable: bool) {
+    let n_threads = threads.len();
+    let store = Arc::new(Mutex::new(store));
+    let (mut polls, mut inboxes, mut addresses) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n_threads {
+        let poll = Poll::new().unwrap_or_else(|e| fail_with(e));
+        let waker = Waker::new(poll.registry(), WAKE).unwrap_or_else(|e| fail_with(e));
+        let (tx, rx) = mpsc::channel();
+        polls.push(poll);
+        inboxes.push(rx);
+        addresses.push((tx, Arc::new(waker)));
+    }
+    let servers = inboxes.into_iter().enumerate().map(|(me, inbox)| {
+        let threads = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, (tx, waker))| (tx.clone(), (i != me).then(|| waker.clone())))
+            .collect();
+        Server {
+            store: store.clone(),
+            delayed: Vec::new(),
+            observe: Observable {
+                ids: BTreeMap::new(),
+                names: BTreeMap::new(),
+                next: 0,
+                pending: Vec::new(),
+                confirmable,
+                time_sent: 0,
+            },
+            fanout: Fanout { inbox, threads },
+        }
+    });
+    let mut loops =
+        threads
+            .into_iter()
+            .zip(polls)
+            .zip(servers)
+            .map(|((mut drivers, poll), mut server)| {
+                move || {
+                    if let Err(e) = serve(&mut server, &mut drivers, poll) {
+                        fail_with(e);
+                    }
                 }
-            }
-        })
-        .collect::<Vec<_>>();
+            });
     if n_threads == 1 {
-        run.pop().expect("one thread")();
-        return;
+        return loops.next().expect("one thread")();
     }
     // One thread's panic ends the server, rather than leaving its peers unanswered.
     let report = std::panic::take_hook();
@@ -644,8 +648,7 @@ fn main() {
         report(info);
         std::process::exit(101);
     }));
-    let handles: Vec<_> = run
-        .into_iter()
+    let handles: Vec<_> = loops
         .enumerate()
         .map(|(i, run)| {
             std::thread::Builder::new()
