@@ -152,13 +152,24 @@ impl log::Log for StderrLogger {
     }
     fn log(&self, record: &log::Record) {
         if self.enabled(record.metadata()) {
-            let _ = writeln!(
-                std::io::stderr(),
-                "{} {}: {}",
-                self.0,
-                record.level(),
-                record.args()
-            );
+            // Named threads (coap-server's -W) say which one speaks.
+            let thread = std::thread::current();
+            let _ = match thread.name().filter(|n| *n != "main") {
+                Some(name) => writeln!(
+                    std::io::stderr(),
+                    "{} [{name}] {}: {}",
+                    self.0,
+                    record.level(),
+                    record.args()
+                ),
+                None => writeln!(
+                    std::io::stderr(),
+                    "{} {}: {}",
+                    self.0,
+                    record.level(),
+                    record.args()
+                ),
+            };
         }
     }
     fn flush(&self) {}

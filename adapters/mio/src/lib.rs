@@ -12,6 +12,9 @@
 //!   over TLS (`coaps+tcp://`), on non-blocking TCP connections, as client and server. See
 //!   the [`stream`] module.
 //!
+//! - [`reuseport`]: several drivers on one address, one per thread, the kernel keeping each
+//!   peer on one of them ([`Driver::bind_reuseport`], [`StreamDriver::bind_reuseport`]).
+//!
 //! `security_entropy()` (feature `dtls` or `tls`) seeds either security layer from the
 //! operating system's random number generator.
 //!
@@ -124,6 +127,7 @@ pub use coap_engine;
 pub use mio;
 
 mod batch;
+pub mod reuseport;
 pub mod stream;
 pub use stream::{StreamDriver, StreamHandler};
 
@@ -292,6 +296,26 @@ impl Driver {
         let endpoint = Endpoint::new(config, random_seed())
             .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
         Ok(Self::from_parts(UdpSocket::bind(addr)?, endpoint))
+    }
+
+    /// Like [`bind`](Self::bind), with `SO_REUSEPORT`: one more driver of a group on `addr`,
+    /// for serving from several threads, each with a driver of its own. The kernel keeps
+    /// each peer on one driver of the group while the group's sockets stay the same. Bind
+    /// the first with the port you want (or port 0, then the others with the port it got).
+    /// [`ErrorKind::Unsupported`] except on Linux and Android. See [`reuseport`].
+    ///
+    /// ```
+    /// # if !cfg!(any(target_os = "linux", target_os = "android")) { return Ok(()) }
+    /// use coap_engine_mio::Driver;
+    /// let first = Driver::bind_reuseport("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// let second = Driver::bind_reuseport(first.local_addr()?, Default::default())?;
+    /// assert_eq!(first.local_addr()?, second.local_addr()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bind_reuseport(addr: SocketAddr, config: Config) -> io::Result<Self> {
+        let endpoint = Endpoint::new(config, random_seed())
+            .map_err(|e| io::Error::new(ErrorKind::InvalidInput, e.to_string()))?;
+        Ok(Self::from_parts(reuseport::udp_socket(addr)?, endpoint))
     }
 
     /// Wraps an existing non-blocking socket and endpoint (e.g. one with a fixed seed).

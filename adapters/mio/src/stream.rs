@@ -391,6 +391,28 @@ impl StreamDriver {
         Self::from_parts(Some(TcpListener::bind(addr)?), endpoint)
     }
 
+    /// Like [`bind`](Self::bind), with `SO_REUSEPORT`: one more listener of a group on
+    /// `addr`, for serving from several threads, each with a driver of its own; the kernel
+    /// hands each new connection to one of them, and the connection stays there. Bind the
+    /// first with the port you want (or port 0, then the others with the port it got).
+    /// [`ErrorKind::Unsupported`] except on Linux and
+    /// Android. See [`reuseport`](crate::reuseport).
+    ///
+    /// ```
+    /// # if !cfg!(any(target_os = "linux", target_os = "android")) { return Ok(()) }
+    /// use coap_engine::{Config, Transport};
+    /// use coap_engine_mio::StreamDriver;
+    /// let tcp = Config { transport: Transport::Tcp, ..Config::default() };
+    /// let first = StreamDriver::bind_reuseport("127.0.0.1:0".parse().unwrap(), tcp.clone())?;
+    /// let second = StreamDriver::bind_reuseport(first.local_addr()?, tcp)?;
+    /// assert_eq!(first.local_addr()?, second.local_addr()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bind_reuseport(addr: SocketAddr, config: Config) -> io::Result<Self> {
+        let endpoint = Self::endpoint_for(config)?;
+        Self::from_parts(Some(crate::reuseport::tcp_listener(addr)?), endpoint)
+    }
+
     /// An endpoint seeded from [`random_seed`] with no listener: a client, whose connections
     /// open as the engine asks for them. `config` must be a stream one ([`Transport::Tcp`]),
     /// else `InvalidInput`.

@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! coap-server [-A address] [-p port] [-v level] [-K seconds] [-d max] [-e] [-N]
-//!             [-X size] [-l list|loss%] [-Z list|fail%]
+//!             [-X size] [-x sessions] [-W threads] [-l list|loss%] [-Z list|fail%]
 //!             [-k key [-h hint] [-i match_identity_file]]
 //!             [-c certfile [-j keyfile] [-C cafile] [-R trust_casfile] [-n]]
 //! ```
@@ -69,6 +69,15 @@
 //! observer at least every 24 hours, §4.5). At `-v 6`, observers added and removed are logged
 //! with the reason.
 //!
+//! `-W threads` serves from that many threads (libcoap's server has no such flag; the
+//! default, 1, is one poll loop on the main thread). Each thread has an endpoint of its own
+//! on every port, every port's sockets bound with `SO_REUSEPORT` (Linux and Android), and
+//! the kernel keeps each peer's datagrams, and each connection, on one of them, so a peer's
+//! session, deduplication, block-wise transfers and observations stay on one thread. The
+//! resources are shared; a change made on one thread is passed to every thread, each
+//! notifying its own observers, in the order the changes were made. Logs name the thread
+//! (`[thread N]`), and `-x` caps each thread's sessions.
+//!
 //! `-K seconds` turns on keepalive for every client session, on every transport: a ping
 //! after K seconds of silence (an Empty Confirmable message over UDP and DTLS, a 7.02 Ping
 //! over TCP and TLS), and the session fails (its state freed, its observers removed, its
@@ -77,7 +86,8 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
@@ -88,7 +98,7 @@ use coap_engine::{
     Config, ConnectionFailure, Endpoint, Error, Event, FailureReason, IncomingRequestId, Instant,
     ResourceId, Transport,
 };
-use coap_engine_mio::mio::{event::Event as Readiness, Events, Poll, Registry, Token};
+use coap_engine_mio::mio::{event::Event as Readiness, Events, Poll, Registry, Token, Waker};
 use coap_engine_mio::{Driver, StreamDriver};
 
 #[path = "../cli.rs"]
@@ -103,7 +113,7 @@ const ROOT_TEXT: &str = "This is a test server made with coap-engine (a sans-IO 
                          driven by the mio adapter; flags mirror libcoap's coap-server\n";
 const HELP: &str = "\
 Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e] [-N]
-                   [-X size] [-x sessions] [-l list|loss%] [-Z list|fail%]
+                   [-X size] [-x sessions] [-W threads] [-l list|loss%] [-Z list|fail%]
                    [-k key [-h hint] [-i match_identity_file]]
                    [-c certfile [-j keyfile] [-C cafile] [-R trust_casfile] [-n]]
 	-A address	Interface address to bind to (default ::, falling back to 0.0.0.0)
@@ -115,10 +125,13 @@ Usage: coap-server [-A address] [-p port] [-v num] [-K seconds] [-d max] [-e] [-
 			Ping over TCP), fail the session after as much again
 	-X size		Largest message accepted over TCP and TLS, announced in our CSM as
 			Max-Message-Size (64 to 4294967295, default 8388864)
-	-x sessions	Peers served at once (1 to 16777216, default 4096); a new
-			peer beyond it gets a Reset for a Confirmable message, its
-			connection closed over TCP. Each idle session costs memory
-			(see the README's session breakdown)
+	-x sessions	Peers served at once (1 to 16777216, default 4096; per thread
+			with -W); a new peer beyond it gets a Reset for a Confirmable
+			message, its connection closed over TCP. Each idle session
+			costs memory (see the README's session breakdown)
+	-W threads	Serve from this many threads (1 to 1024, default 1), each with its
+			own endpoints on the same ports (SO_REUSEPORT, Linux only); the
+			kernel keeps each client on one thread, resources are shared
 	-d max		Allow dynamic creation of up to max resources by PUT or POST (POST
 			answers with Location-Path/-Query); past it 4.06
 	-e		Echo back the data stored by a PUT or POST in its answer
@@ -146,6 +159,7 @@ DTLS and TLS (coaps:// and coaps+tcp:// on port+1; same resources as coap://)
 /// libcoap's default for `-X`: 8 MiB + 256 (its COAP_DEFAULT_MAX_PDU_RX_SIZE).
 const DEFAULT_MAX_MESSAGE_SIZE: u32 = 8 * 1024 * 1024 + 256;
 
+#[derive(Clone)]
 struct Resource {
     data: Vec<u8>,
     format: Option<u16>,
@@ -177,7 +191,9 @@ impl Resource {
     }
 }
 
-struct Server {
+/// The representations, shared by every thread (`-W`): what a PUT on one stores, a GET on
+/// another reads.
+struct Store {
     example_data: Resource,
     dynamic: BTreeMap<String, Resource>,
     max_dynamic: usize,
@@ -186,9 +202,71 @@ struct Server {
     /// The answer to the latest PUT or POST of each target (and which it was): further
     /// requests for blocks of it (RFC 7959 §2.7) get it again.
     written: BTreeMap<String, (RequestType, Packet)>,
+}
+
+/// One thread's server: the shared store, and its own endpoints' bookkeeping.
+struct Server {
+    store: Arc<Mutex<Store>>,
     /// Separate responses due later: (when, index of the driver, request).
     delayed: Vec<(StdInstant, usize, IncomingRequestId)>,
     observe: Observable,
+    fanout: Fanout,
+}
+
+/// A stored representation changed: every thread's observers of it are to hear.
+#[derive(Clone)]
+enum Change {
+    Changed {
+        key: String,
+        old: Option<u16>,
+        new: Resource,
+    },
+    Deleted {
+        key: String,
+        format: Option<u16>,
+    },
+}
+
+/// Carries each change to every thread, the one that made it included: a thread applies
+/// its own changes in the same order as everyone else's, so the last notification each
+/// observer gets is the resource's last representation.
+struct Fanout {
+    inbox: Receiver<Change>,
+    /// Every thread's inbox, with the waker of its poll (none for our own: we drain it
+    /// before sleeping).
+    threads: Vec<(Sender<Change>, Option<Arc<Waker>>)>,
+}
+
+impl Fanout {
+    /// Sends `change` to every thread. Called with the store locked, which orders the
+    /// changes of all threads.
+    fn publish(&self, change: Change) {
+        for (inbox, waker) in &self.threads {
+            // A thread that is gone has ended the process (see `main`).
+            let _ = inbox.send(change.clone());
+            if let Some(waker) = waker {
+                if let Err(e) = waker.wake() {
+                    log::warn!("cannot wake a thread for a notification: {e}");
+                }
+            }
+        }
+    }
+
+    /// Turns the changes received so far into pending notifications.
+    fn receive(&self, observe: &mut Observable) {
+        while let Ok(change) = self.inbox.try_recv() {
+            match change {
+                Change::Changed { key, old, new } => observe.changed(&key, old, &new),
+                Change::Deleted { key, format } => observe.deleted(&key, format),
+            }
+        }
+    }
+}
+
+/// The store, whatever another thread did: a panic ends the process (see `main`), so no
+/// thread ever sees a half-made change.
+fn lock(store: &Mutex<Store>) -> MutexGuard<'_, Store> {
+    store.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The observable representations (RFC 7641) and their observers' bookkeeping.
@@ -341,7 +419,7 @@ fn main() {
         println!("{HELP}");
         std::process::exit(0);
     }
-    let (flags, positional) = cli::getopt(args, "A:p:v:K:d:eNX:x:l:Z:h:k:i:c:j:C:R:n")
+    let (flags, positional) = cli::getopt(args, "A:p:v:K:d:eNX:x:l:Z:h:k:i:c:j:C:R:nW:")
         .unwrap_or_else(|e| cli::usage_error(PROG, e));
     if let Some(extra) = positional.first() {
         cli::usage_error(PROG, format!("unexpected argument {extra:?}"));
@@ -355,6 +433,7 @@ fn main() {
     let mut confirmable = true;
     let (mut loss, mut fail) = (None, None);
     let mut verbosity = "3".to_string();
+    let mut n_threads: usize = 1;
     let mut dtls = DtlsFlags::default();
     for (flag, value) in flags {
         let result: Result<(), String> = (|| {
@@ -391,6 +470,13 @@ fn main() {
                         .filter(|n| (1..=1 << 24).contains(n))
                         .ok_or_else(|| format!("-x needs 1 to 16777216 sessions, not {value:?}"))?
                 }
+                'W' => {
+                    n_threads = value
+                        .parse()
+                        .ok()
+                        .filter(|n| (1..=1024).contains(n))
+                        .ok_or_else(|| format!("-W needs 1 to 1024 threads, not {value:?}"))?
+                }
                 'l' => loss = Some(cli::Selector::parse('l', &value)?),
                 'Z' => fail = Some(cli::Selector::parse('Z', &value)?),
                 'k' | 'h' | 'i' | 'c' | 'j' | 'C' | 'R' | 'n' => dtls.set(flag, value)?,
@@ -424,23 +510,16 @@ fn main() {
     };
 
     let bind = |scheme: Scheme, port: u16, config: &Config| {
-        let bind = |ip: IpAddr| {
-            let at = SocketAddr::new(ip, port);
-            match scheme.transport() {
-                Transport::Udp => Driver::bind(at, config.clone()).map(Io::Datagram),
-                Transport::Tcp => StreamDriver::bind(at, config.clone()).map(Io::Stream),
-            }
-        };
+        let bind = |ip: IpAddr| listen(scheme, SocketAddr::new(ip, port), config, n_threads > 1);
         let io = match address {
             Some(ip) => bind(ip),
             // Like libcoap: the IPv6 wildcard (dual stack on Linux), else IPv4.
             None => bind("::".parse().unwrap()).or_else(|_| bind("0.0.0.0".parse().unwrap())),
         };
-        let io = io.unwrap_or_else(|e| {
+        io.unwrap_or_else(|e| {
             eprintln!("{PROG}: cannot listen for {scheme}:// on port {port}: {e}");
             std::process::exit(1);
-        });
-        Listener { scheme, io }
+        })
     };
     let mut drivers = vec![bind(Scheme::Coap, port, &config)];
     // With -p 0 the system picks the UDP port; TCP takes the same number, as it would
@@ -466,7 +545,24 @@ fn main() {
             drivers.push(bind(Scheme::CoapsTcp, secure_port, &secure(security, &tcp)));
         }
     }
-    for listener in drivers.iter_mut() {
+    // Every other thread listens where the first does, its endpoints configured alike
+    // (a secure layer is shared: it only makes associations, each endpoint keeps its own).
+    let mut threads: Vec<Vec<Listener>> = vec![drivers];
+    for _ in 1..n_threads {
+        let listeners = threads[0]
+            .iter()
+            .map(|first| {
+                let at = first.local_addr().expect("a listener has an address");
+                let config = first.endpoint().config().clone();
+                listen(first.scheme, at, &config, true).unwrap_or_else(|e| {
+                    eprintln!("{PROG}: cannot listen for {}:// at {at}: {e}", first.scheme);
+                    std::process::exit(1);
+                })
+            })
+            .collect();
+        threads.push(listeners);
+    }
+    for listener in threads.iter_mut().flatten() {
         if let Io::Datagram(driver) = &mut listener.io {
             if loss.is_some() || fail.is_some() {
                 // Each socket counts its own datagrams for -l/-Z lists.
@@ -474,12 +570,17 @@ fn main() {
                 driver.set_send_filter(cli::send_filter(loss.clone(), fail.clone(), seed));
             }
         }
+    }
+    for listener in &threads[0] {
         match listener.local_addr() {
             Ok(addr) => log::info!("listening on {}://{addr}/", listener.scheme),
             Err(e) => log::warn!("local address unknown: {e}"),
         }
     }
-    let mut server = Server {
+    if n_threads > 1 {
+        log::info!("{n_threads} threads, each with an endpoint on every port");
+    }
+    let store = Store {
         example_data: Resource {
             data: libcoap_example_data(),
             format: Some(0),
@@ -488,20 +589,100 @@ fn main() {
         max_dynamic,
         echo,
         written: BTreeMap::new(),
-        delayed: Vec::new(),
-        observe: Observable {
-            ids: BTreeMap::new(),
-            names: BTreeMap::new(),
-            next: 0,
-            pending: Vec::new(),
-            confirmable,
-            time_sent: 0,
-        },
     };
-    if let Err(e) = serve(&mut server, &mut drivers) {
-        eprintln!("{PROG}: {e}");
-        std::process::exit(1);
+    run(threads, store, confirmable);
+}
+
+/// Serves each thread's listeners in a poll loop of its own, all on the one `store` (on
+/// the main thread if there is only one), until an I/O error ends the process.
+fn run(threads: Vec<Vec<Listener>>, store: Store, confirmable: bool) {
+    let n_threads = threads.len();
+    let store = Arc::new(Mutex::new(store));
+    let (mut polls, mut inboxes, mut addresses) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..n_threads {
+        let poll = Poll::new().unwrap_or_else(|e| fail_with(e));
+        let waker = Waker::new(poll.registry(), WAKE).unwrap_or_else(|e| fail_with(e));
+        let (tx, rx) = mpsc::channel();
+        polls.push(poll);
+        inboxes.push(rx);
+        addresses.push((tx, Arc::new(waker)));
     }
+    let servers = inboxes.into_iter().enumerate().map(|(me, inbox)| {
+        let threads = addresses
+            .iter()
+            .enumerate()
+            .map(|(i, (tx, waker))| (tx.clone(), (i != me).then(|| waker.clone())))
+            .collect();
+        Server {
+            store: store.clone(),
+            delayed: Vec::new(),
+            observe: Observable {
+                ids: BTreeMap::new(),
+                names: BTreeMap::new(),
+                next: 0,
+                pending: Vec::new(),
+                confirmable,
+                time_sent: 0,
+            },
+            fanout: Fanout { inbox, threads },
+        }
+    });
+    let mut loops =
+        threads
+            .into_iter()
+            .zip(polls)
+            .zip(servers)
+            .map(|((mut drivers, poll), mut server)| {
+                move || {
+                    if let Err(e) = serve(&mut server, &mut drivers, poll) {
+                        fail_with(e);
+                    }
+                }
+            });
+    if n_threads == 1 {
+        return loops.next().expect("one thread")();
+    }
+    // One thread's panic ends the server, rather than leaving its peers unanswered.
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        std::process::exit(101);
+    }));
+    let handles: Vec<_> = loops
+        .enumerate()
+        .map(|(i, run)| {
+            std::thread::Builder::new()
+                .name(format!("thread {i}"))
+                .spawn(run)
+                .unwrap_or_else(|e| fail_with(e))
+        })
+        .collect();
+    for handle in handles {
+        let _ = handle.join();
+    }
+}
+
+fn fail_with(e: std::io::Error) -> ! {
+    eprintln!("{PROG}: {e}");
+    std::process::exit(1);
+}
+
+/// Binds one listener of `scheme` on `at`; with `shared`, one of a `SO_REUSEPORT` group
+/// (`-W`), where the kernel keeps each peer on one thread's endpoint.
+fn listen(
+    scheme: Scheme,
+    at: SocketAddr,
+    config: &Config,
+    shared: bool,
+) -> std::io::Result<Listener> {
+    let config = config.clone();
+    let io = match (scheme.transport(), shared) {
+        (Transport::Udp, false) => Io::Datagram(Driver::bind(at, config)?),
+        (Transport::Udp, true) => Io::Datagram(Driver::bind_reuseport(at, config)?),
+        (Transport::Tcp, false) => Io::Stream(StreamDriver::bind(at, config)?),
+        (Transport::Tcp, true) => Io::Stream(StreamDriver::bind_reuseport(at, config)?),
+    };
+    Ok(Listener { scheme, io })
 }
 
 /// One of the server's endpoints: its scheme, and the driver that moves its messages.
@@ -518,6 +699,9 @@ enum Io {
 /// Each listener's tokens in the one poll: listener `i` has `i << TOKEN_BITS` and the
 /// tokens above it, a stream driver one per connection.
 const TOKEN_BITS: u32 = 24;
+
+/// The token of the poll's waker: another thread changed a resource (see [`Fanout`]).
+const WAKE: Token = Token(usize::MAX);
 
 impl Listener {
     fn now(&self) -> Instant {
@@ -790,12 +974,11 @@ fn identity_keys(file: &str, hint: &str) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, S
     Ok(keys)
 }
 
-/// Runs every endpoint in one `mio::Poll` (tokens by index in `drivers`, see
-/// [`TOKEN_BITS`]) until an I/O error, the way `Driver::run` runs one: timed work, then
-/// every queued event, then sleep until the earliest deadline of any endpoint or of the
-/// application.
-fn serve(server: &mut Server, drivers: &mut [Listener]) -> std::io::Result<()> {
-    let mut poll = Poll::new()?;
+/// Runs every endpoint of one thread in its `mio::Poll` (tokens by index in `drivers`, see
+/// [`TOKEN_BITS`], and [`WAKE`]) until an I/O error, the way `Driver::run` runs one: timed
+/// work (changes from other threads first), then every queued event, then sleep until the
+/// earliest deadline of any endpoint or of the application.
+fn serve(server: &mut Server, drivers: &mut [Listener], mut poll: Poll) -> std::io::Result<()> {
     let mut events = Events::with_capacity(256);
     for (i, driver) in drivers.iter_mut().enumerate() {
         driver.register(poll.registry(), i)?;
@@ -888,6 +1071,7 @@ impl Server {
                         self.delayed.push((StdInstant::now() + delay, from, id));
                     }
                 }
+                self.fanout.receive(&mut self.observe);
                 self.observe.flush(drivers);
             }
             Event::ObserverRemoved {
@@ -929,6 +1113,9 @@ impl Server {
     /// Timed work: separate responses that are due, `/time` notifications. Returns when
     /// to come back.
     fn on_tick(&mut self, drivers: &mut [Listener]) -> Option<StdInstant> {
+        // Changes made by other threads.
+        self.fanout.receive(&mut self.observe);
+        self.observe.flush(drivers);
         let now = StdInstant::now();
         let mut i = 0;
         while i < self.delayed.len() {
@@ -1039,6 +1226,7 @@ impl Server {
             return empty(ResponseType::MethodNotAllowed); // an unknown method code
         }
         let query = segments(request, CoapOption::UriQuery);
+        let mut store = lock(&self.store);
         let target = match path {
             "" => Target::Root,
             "time" => Target::Time,
@@ -1054,7 +1242,7 @@ impl Server {
             _ => None,
         };
         if let (Put | Post, Some(key)) = (method, &written_key) {
-            match self.written.get(key) {
+            match store.written.get(key) {
                 Some((m, answer)) if *m == method && continues(request) => {
                     // Not a new write: a request for a further block of its answer (§2.7).
                     return Answer::Now(answer.clone());
@@ -1063,8 +1251,8 @@ impl Server {
             }
         }
         let stored = match &target {
-            Target::ExampleData => Some(&self.example_data),
-            Target::Dynamic(key) => self.dynamic.get(key),
+            Target::ExampleData => Some(&store.example_data),
+            Target::Dynamic(key) => store.dynamic.get(key),
             _ => None,
         };
         let exists = stored.is_some() || !matches!(target, Target::Dynamic(_));
@@ -1075,7 +1263,7 @@ impl Server {
             (Target::Dynamic(_), Get | Put | Post | Delete) if exists => true,
             // Creation, like libcoap's -d: PUT at the request URI (RFC 7252 §5.8.3), POST
             // creating the target resource (§5.8.2).
-            (Target::Dynamic(_), Put | Post) => self.max_dynamic > 0,
+            (Target::Dynamic(_), Put | Post) => store.max_dynamic > 0,
             _ => false,
         };
         if !allowed {
@@ -1085,7 +1273,7 @@ impl Server {
                 ResponseType::NotFound
             });
         }
-        if !exists && self.dynamic.len() >= self.max_dynamic {
+        if !exists && store.dynamic.len() >= store.max_dynamic {
             return empty(ResponseType::NotAcceptable); // full, as libcoap answers
         }
         // The method would succeed, so the preconditions decide (RFC 7252 §5.10.8).
@@ -1122,33 +1310,41 @@ impl Server {
                 )),
             },
             (Target::WellKnown, _) => {
-                let links = link_format::filtered(&self.links(), &query);
+                let links = link_format::filtered(&store.links(), &query);
                 content(request, Some(40), links.into_bytes(), None)
             }
             (Target::ExampleData, Get) => {
-                let r = &self.example_data;
+                let r = &store.example_data;
                 let id = self.observe.id("example_data", r.format);
                 content(request, r.format, r.data.clone(), etag).observable(id)
             }
             (Target::ExampleData, _) => {
-                let old = self.example_data.format;
-                self.example_data = Resource::from_request(request);
-                self.observe
-                    .changed("example_data", old, &self.example_data);
-                let p = stored_response(ResponseType::Changed, &self.example_data, self.echo);
-                self.written.insert(path.to_string(), (method, p.clone()));
+                let old = store.example_data.format;
+                store.example_data = Resource::from_request(request);
+                // Published with the store locked, so every thread applies the changes in
+                // the order they were made.
+                self.fanout.publish(Change::Changed {
+                    key: "example_data".to_string(),
+                    old,
+                    new: store.example_data.clone(),
+                });
+                let p = stored_response(ResponseType::Changed, &store.example_data, store.echo);
+                store.written.insert(path.to_string(), (method, p.clone()));
                 Answer::Now(p)
             }
             (Target::Dynamic(key), Get) => {
-                let r = &self.dynamic[&key];
+                let r = &store.dynamic[&key];
                 let id = self.observe.id(&key, r.format);
                 content(request, r.format, r.data.clone(), etag).observable(id)
             }
             (Target::Dynamic(key), Delete) => {
-                if let Some(r) = self.dynamic.remove(&key) {
-                    self.observe.deleted(&key, r.format);
+                if let Some(r) = store.dynamic.remove(&key) {
+                    self.fanout.publish(Change::Deleted {
+                        key: key.clone(),
+                        format: r.format,
+                    });
                 }
-                self.written.remove(&key);
+                store.written.remove(&key);
                 empty(ResponseType::Deleted)
             }
             (Target::Dynamic(key), _) => {
@@ -1160,7 +1356,7 @@ impl Server {
                 } else {
                     ResponseType::Created
                 };
-                let mut p = stored_response(code, &resource, self.echo);
+                let mut p = stored_response(code, &resource, store.echo);
                 if !exists && method == Post {
                     // §5.8.2: the URI of the new resource in Location-Path and
                     // Location-Query options: the request's own path and query.
@@ -1172,16 +1368,22 @@ impl Server {
                         p.add_option(CoapOption::LocationQuery, q.clone());
                     }
                 }
-                if let Some(old) = self.dynamic.get(&key) {
-                    self.observe.changed(&key, old.format, &resource);
+                if let Some(old) = store.dynamic.get(&key) {
+                    self.fanout.publish(Change::Changed {
+                        key: key.clone(),
+                        old: old.format,
+                        new: resource.clone(),
+                    });
                 }
-                self.written.insert(key.clone(), (method, p.clone()));
-                self.dynamic.insert(key, resource);
+                store.written.insert(key.clone(), (method, p.clone()));
+                store.dynamic.insert(key, resource);
                 Answer::Now(p)
             }
         }
     }
+}
 
+impl Store {
     /// `/.well-known/core`, with attributes like libcoap's example server: `obs` marks the
     /// observable resources (RFC 7641 §6).
     fn links(&self) -> Vec<Link> {
