@@ -140,6 +140,11 @@ pub struct Limits {
     pub max_queued_transmits: usize,
     /// Recent transmits whose send result can still be reported; older reports are ignored.
     pub tracked_transmits: usize,
+    /// Sent datagrams the engine is done with (an answer whose deduplication entry expired,
+    /// a request whose exchange ended) kept to hold the next ones of the same length, so a
+    /// steady exchange of messages sends without allocating. They hold at most this many
+    /// datagrams' bytes while idle; 0 frees every datagram at once.
+    pub recycled_datagrams: usize,
     /// Clients' observations of our resources held on one session (RFC 7641 §4.1). A
     /// registration beyond it is answered as a plain GET: the response carries no Observe
     /// option, which tells the client it is not observing (§3.1).
@@ -190,6 +195,7 @@ impl Default for Limits {
             max_remembered_peers: 4096,
             max_queued_transmits: 4096,
             tracked_transmits: 4096,
+            recycled_datagrams: 16,
             max_observers: 16,
             max_observers_per_resource: 4096,
             max_block_transfers: 4,

@@ -11,7 +11,7 @@ use alloc::vec::Vec;
 use core::num::NonZeroU32;
 
 use crate::time::Instant;
-use crate::transmit::Datagram;
+use crate::transmit::{Datagram, DatagramPool};
 
 /// One remembered message: 24 bytes, and an empty table slot (`None`) costs no more, since
 /// `seq` is never zero.
@@ -55,8 +55,17 @@ impl Dedup {
         self.map.get(mid)
     }
 
-    pub(crate) fn insert(&mut self, mid: u16, confirmable: bool, expires: Instant, cap: usize) {
-        while self.map.len() >= cap && self.evict_oldest() {}
+    /// Remembers `mid` until `expires`; at `cap` entries the oldest is forgotten first. The
+    /// answers of forgotten entries go back to `pool`.
+    pub(crate) fn insert(
+        &mut self,
+        mid: u16,
+        confirmable: bool,
+        expires: Instant,
+        cap: usize,
+        pool: &mut DatagramPool,
+    ) {
+        while self.map.len() >= cap && self.evict_oldest(pool) {}
         self.seq = NonZeroU32::new(self.seq.wrapping_add(1)).map_or(1, NonZeroU32::get);
         let seq = self.seq;
         let entry = Entry {
@@ -83,7 +92,7 @@ impl Dedup {
         }
     }
 
-    fn evict_oldest(&mut self) -> bool {
+    fn evict_oldest(&mut self, pool: &mut DatagramPool) -> bool {
         let take_con = match (self.con.front(), self.non.front()) {
             (Some(c), Some(n)) => c.2 < n.2,
             (Some(_), None) => true,
@@ -96,26 +105,29 @@ impl Dedup {
             &mut self.non
         };
         if let Some((_, mid, seq)) = queue.pop_front() {
-            Self::forget(&mut self.map, mid, seq);
+            Self::forget(&mut self.map, mid, seq, pool);
         }
         true
     }
 
-    fn forget(map: &mut MidTable, mid: u16, seq: u32) {
+    fn forget(map: &mut MidTable, mid: u16, seq: u32, pool: &mut DatagramPool) {
         // A Message ID re-used after eviction has a newer entry that must survive.
         if map.get(mid).is_some_and(|e| e.seq.get() == seq) {
-            map.remove(mid);
+            if let Some(reply) = map.remove(mid).and_then(|e| e.reply) {
+                pool.recycle(reply);
+            }
         }
     }
 
-    pub(crate) fn expire(&mut self, now: Instant) {
+    /// Forgets what has outlived its lifetime at `now`; the answers go back to `pool`.
+    pub(crate) fn expire(&mut self, now: Instant, pool: &mut DatagramPool) {
         for queue in [&mut self.con, &mut self.non] {
             while let Some(&(expires, mid, seq)) = queue.front() {
                 if expires > now {
                     break;
                 }
                 queue.pop_front();
-                Self::forget(&mut self.map, mid, seq);
+                Self::forget(&mut self.map, mid, seq, pool);
             }
         }
     }
@@ -198,17 +210,17 @@ impl MidTable {
         self.len += 1;
     }
 
-    pub(crate) fn remove(&mut self, mid: u16) {
-        let Some(mut hole) = self.find(mid) else {
-            return;
-        };
-        self.slots[hole] = None;
+    pub(crate) fn remove(&mut self, mid: u16) -> Option<Entry> {
+        let mut hole = self.find(mid)?;
+        let removed = self.slots[hole].take();
         self.len -= 1;
         let mask = self.slots.len() - 1;
         let mut j = hole;
         loop {
             j = (j + 1) & mask;
-            let Some(e) = &self.slots[j] else { return };
+            let Some(e) = &self.slots[j] else {
+                return removed;
+            };
             let home = self.home(e.mid);
             // Move the entry back into the hole unless its home lies cyclically in (hole, j].
             let stays = if hole <= j {
@@ -241,14 +253,15 @@ mod tests {
     #[test]
     fn remembers_until_lifetime_then_forgets() {
         let mut d = Dedup::default();
-        d.insert(7, true, Instant::from_secs(247), 16);
-        d.insert(8, false, Instant::from_secs(145), 16);
-        d.expire(Instant::from_secs(144));
+        let mut pool = DatagramPool::new(0);
+        d.insert(7, true, Instant::from_secs(247), 16, &mut pool);
+        d.insert(8, false, Instant::from_secs(145), 16, &mut pool);
+        d.expire(Instant::from_secs(144), &mut pool);
         assert!(d.get(7).is_some() && d.get(8).is_some());
-        d.expire(Instant::from_secs(145));
+        d.expire(Instant::from_secs(145), &mut pool);
         assert!(d.get(8).is_none(), "NON entry must go at NON_LIFETIME");
         assert!(d.get(7).is_some());
-        d.expire(Instant::from_secs(247));
+        d.expire(Instant::from_secs(247), &mut pool);
         assert_eq!(d.len(), 0);
         assert_eq!(d.next_expiry(), None);
     }
@@ -265,7 +278,7 @@ mod tests {
             x ^= x << 5;
             let mid = (x % 97) as u16 * 673;
             if x % 3 == 0 {
-                t.remove(mid);
+                let _ = t.remove(mid);
                 model.remove(&mid);
             } else {
                 let seq = NonZeroU32::new(step + 1).unwrap();
@@ -285,8 +298,15 @@ mod tests {
     #[test]
     fn cap_evicts_oldest_first() {
         let mut d = Dedup::default();
+        let mut pool = DatagramPool::new(0);
         for mid in 0..4u16 {
-            d.insert(mid, mid % 2 == 0, Instant::from_secs(100 + mid as u64), 3);
+            d.insert(
+                mid,
+                mid % 2 == 0,
+                Instant::from_secs(100 + mid as u64),
+                3,
+                &mut pool,
+            );
         }
         assert_eq!(d.len(), 3);
         assert!(d.get(0).is_none(), "oldest entry evicted");

@@ -18,7 +18,7 @@ use crate::security::PeerIdentity;
 use crate::security::SecureChannel;
 use crate::session::{Origin, PeerMemory, Session, SessionFootprint};
 use crate::time::Instant;
-use crate::transmit::{SendErrorKind, Transmit, TransmitId};
+use crate::transmit::{SendErrorKind, Transmit, TransmitId, TransmitInfo};
 
 #[cfg(feature = "security")]
 mod association;
@@ -185,6 +185,40 @@ impl Endpoint {
     /// [`handle_send_result`](Self::handle_send_result).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
         self.out.poll_transmit()
+    }
+
+    /// The next datagram to send, written into `buf` (cleared first), for adapters that own
+    /// their buffers: `buf`'s capacity is reused, and the engine takes back the datagram's own
+    /// storage at once unless it keeps the bytes (for retransmission or for answering
+    /// duplicates), so a steady exchange of messages sends without allocating. Report a
+    /// failed send with [`handle_send_result`](Self::handle_send_result) and the returned id.
+    ///
+    /// ```
+    /// use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
+    /// use coap_engine::{Config, Endpoint, Instant};
+    ///
+    /// let mut client = Endpoint::new(Config::default(), 1).unwrap();
+    /// let mut get = Packet::new();
+    /// get.header.code = MessageClass::Request(RequestType::Get);
+    /// let server = "127.0.0.1:5683".parse().unwrap();
+    /// client.request(Instant::ZERO, server, &get).unwrap();
+    ///
+    /// let mut buf = Vec::with_capacity(1152); // one buffer, reused for every datagram
+    /// let info = client.poll_transmit_into(&mut buf).unwrap();
+    /// assert_eq!(info.destination, server);
+    /// assert_eq!(buf[0] >> 6, 1, "a CoAP version 1 message");
+    /// // socket.send_to(&buf, info.destination) ...
+    /// assert!(client.poll_transmit_into(&mut buf).is_none());
+    /// ```
+    pub fn poll_transmit_into(&mut self, buf: &mut Vec<u8>) -> Option<TransmitInfo> {
+        let t = self.out.poll_transmit()?;
+        buf.clear();
+        buf.extend_from_slice(&t.payload);
+        self.out.pool.recycle(t.payload);
+        Some(TransmitInfo {
+            id: t.id,
+            destination: t.destination,
+        })
     }
 
     /// The next event for the application, if any.

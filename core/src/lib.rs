@@ -135,7 +135,7 @@ pub use outputs::StreamCommand;
 pub use security::{CertificateError, PeerIdentity, Security, SecurityError};
 pub use session::SessionFootprint;
 pub use time::{Duration, Instant};
-pub use transmit::{Datagram, SendErrorKind, Transmit, TransmitId};
+pub use transmit::{Datagram, SendErrorKind, Transmit, TransmitId, TransmitInfo};
 pub use uri::{CoapUri, Scheme, UriError};
 
 /// The README's examples, compiled and run as doctests so they cannot drift from the API.

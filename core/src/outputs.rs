@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::error::Error;
 use crate::event::Event;
 use crate::rng::Rng;
-use crate::transmit::{Datagram, Transmit, TransmitId};
+use crate::transmit::{Datagram, DatagramPool, Transmit, TransmitId};
 
 /// Which session a transmit belongs to: slot index and that slot's generation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,6 +55,8 @@ pub(crate) struct Outputs {
     next_transmit: u64,
     /// Reused encode buffer, so building a message allocates only its final `Datagram`.
     scratch: Vec<u8>,
+    /// Where a message's final `Datagram` comes from, when one of its length is free.
+    pub(crate) pool: DatagramPool,
     max_queued_transmits: usize,
     /// The endpoint's transport is a stream: every transmit is part of a byte stream.
     stream: bool,
@@ -77,6 +79,7 @@ impl Outputs {
             records_base: 0,
             next_transmit: 0,
             scratch: Vec::with_capacity(256),
+            pool: DatagramPool::new(config.limits.recycled_datagrams),
             max_queued_transmits: config.limits.max_queued_transmits,
             stream: config.transport == crate::config::Transport::Tcp,
             tracked_transmits: config.limits.tracked_transmits,
@@ -198,7 +201,7 @@ impl Outputs {
         if self.scratch.len() > max {
             return Err(Error::MessageTooLarge(self.scratch.len()));
         }
-        Ok(Datagram::from_slice(&self.scratch))
+        Ok(self.pool.make(&self.scratch))
     }
 
     /// Encodes a message from its parts (options in ascending number order), enforcing `max`.
@@ -223,7 +226,7 @@ impl Outputs {
         if self.scratch.len() > max {
             return Err(Error::MessageTooLarge(self.scratch.len()));
         }
-        Ok(Datagram::from_slice(&self.scratch))
+        Ok(self.pool.make(&self.scratch))
     }
 
     /// Encodes a message the engine composes itself (no options).
@@ -252,13 +255,13 @@ impl Outputs {
             self.scratch.clear();
             codec::encode_empty(&mut self.scratch, mtype, mid);
         }
-        Datagram::from_slice(&self.scratch)
+        self.pool.make(&self.scratch)
     }
 
     pub(crate) fn encode_empty(&mut self, mtype: MessageType, mid: u16) -> Datagram {
         self.scratch.clear();
         codec::encode_empty(&mut self.scratch, mtype, mid);
-        Datagram::from_slice(&self.scratch)
+        self.pool.make(&self.scratch)
     }
 }
 
@@ -321,7 +324,8 @@ impl<'a> ChannelSink<'a> {
 #[cfg(feature = "security")]
 impl crate::security::RecordSink for ChannelSink<'_> {
     fn transmit(&mut self, datagram: &[u8]) {
-        self.last = Some(self.out.send(self.record, Datagram::from_slice(datagram)));
+        let datagram = self.out.pool.make(datagram);
+        self.last = Some(self.out.send(self.record, datagram));
     }
 
     fn deliver(&mut self, message: &[u8]) {

@@ -368,7 +368,7 @@ impl Session {
         self.expire_exchanges(now, ctx);
         self.reregister(now, ctx);
         self.serve_pending(now, ctx);
-        self.dedup.expire(now);
+        self.dedup.expire(now, &mut ctx.out.pool);
         self.blocks.expire(now);
         if self.reliable() {
             self.stream_expire_pings(now, ctx);
@@ -479,8 +479,8 @@ pub(crate) struct PeerMemory {
 }
 
 impl PeerMemory {
-    pub(crate) fn expire(&mut self, now: Instant) {
-        self.dedup.expire(now);
+    pub(crate) fn expire(&mut self, now: Instant, pool: &mut crate::transmit::DatagramPool) {
+        self.dedup.expire(now, pool);
     }
 }
 

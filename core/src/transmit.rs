@@ -1,6 +1,7 @@
 //! Outgoing datagrams and the send results the adapter reports back.
 
 use alloc::sync::Arc;
+use alloc::vec::Vec;
 use core::fmt;
 use core::net::SocketAddr;
 use core::ops::Deref;
@@ -25,6 +26,64 @@ pub struct Datagram(Arc<[u8]>);
 impl Datagram {
     pub(crate) fn from_slice(bytes: &[u8]) -> Self {
         Datagram(Arc::from(bytes))
+    }
+}
+
+/// Datagrams the engine no longer needs, kept to hold the next ones of the same length, so
+/// that in a steady exchange of messages (a server answering the same resource, a client
+/// polling one) sending allocates nothing: an answer's bytes live until its deduplication
+/// entry goes, a request's until its exchange ends, and then they hold a later message.
+/// Only datagrams nobody else holds (the adapter dropped its transmit) are kept, at most
+/// [`Limits::recycled_datagrams`](crate::Limits::recycled_datagrams).
+#[derive(Debug)]
+pub(crate) struct DatagramPool {
+    free: Vec<Datagram>,
+    cap: usize,
+}
+
+impl DatagramPool {
+    pub(crate) fn new(cap: usize) -> Self {
+        DatagramPool {
+            free: Vec::new(),
+            cap,
+        }
+    }
+
+    /// A datagram holding `bytes`: a recycled one of that length if there is one.
+    #[inline]
+    pub(crate) fn make(&mut self, bytes: &[u8]) -> Datagram {
+        if self.free.is_empty() {
+            return Datagram::from_slice(bytes);
+        }
+        if let Some(i) = self.free.iter().rposition(|d| d.0.len() == bytes.len()) {
+            let mut d = self.free.swap_remove(i);
+            if let Some(buf) = Arc::get_mut(&mut d.0) {
+                buf.copy_from_slice(bytes);
+                return d;
+            }
+        }
+        Datagram::from_slice(bytes)
+    }
+
+    /// Takes back a datagram the engine is done with; kept if nobody else holds it. When
+    /// full, the oldest kept one goes, so the lengths kept follow the traffic.
+    #[inline]
+    pub(crate) fn recycle(&mut self, d: Datagram) {
+        // No `Weak` is ever made of a datagram, so one strong count means nobody else holds
+        // it (and a plain load is cheaper than `Arc::get_mut`'s check).
+        if self.cap == 0 || Arc::strong_count(&d.0) != 1 {
+            return;
+        }
+        if self.free.len() == self.cap {
+            self.free.remove(0);
+        }
+        self.free.push(d);
+    }
+
+    /// Datagrams kept.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.free.len()
     }
 }
 
@@ -58,6 +117,16 @@ pub struct Transmit {
     pub destination: SocketAddr,
     /// The datagram.
     pub payload: Datagram,
+}
+
+/// A datagram that [`Endpoint::poll_transmit_into`](crate::Endpoint::poll_transmit_into)
+/// wrote into the caller's buffer: where it goes, and the id to report a failed send with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TransmitInfo {
+    /// Identifies this transmit in a later send result.
+    pub id: TransmitId,
+    /// Where to send it.
+    pub destination: SocketAddr,
 }
 
 /// Why a send failed, as the adapter classifies its socket error.
@@ -147,5 +216,41 @@ mod tests {
         assert_eq!(kind(110), Some(SendErrorKind::TimedOut)); // ETIMEDOUT
         assert_eq!(kind(11), None); // EAGAIN
         assert_eq!(kind(1), Some(SendErrorKind::Other)); // EPERM
+    }
+}
+
+#[cfg(test)]
+mod pool_tests {
+    use super::{Datagram, DatagramPool};
+
+    #[test]
+    fn a_datagram_nobody_holds_carries_the_next_one_of_its_length() {
+        let mut pool = DatagramPool::new(2);
+        let a = pool.make(b"abcd");
+        let held = a.clone();
+        pool.recycle(a);
+        assert_eq!(pool.len(), 0, "still held elsewhere: not kept");
+        pool.recycle(held);
+        assert_eq!(pool.len(), 1);
+        // Another length allocates; the same length reuses the kept one, with the new bytes.
+        let other = pool.make(b"xyz");
+        assert_eq!(&*other, b"xyz");
+        assert_eq!(pool.len(), 1);
+        let b = pool.make(b"wxyz");
+        assert_eq!(&*b, b"wxyz");
+        assert_eq!(pool.len(), 0);
+        // Full: the oldest goes.
+        for bytes in [&b"1"[..], b"22", b"333"] {
+            pool.recycle(Datagram::from_slice(bytes));
+        }
+        assert_eq!(pool.len(), 2);
+        assert_eq!(&*pool.make(b"xx"), b"xx");
+        assert_eq!(pool.len(), 1, "the 2-byte one was kept and reused");
+        assert_eq!(&*pool.make(b"x"), b"x");
+        assert_eq!(pool.len(), 1, "the 1-byte one was the oldest, gone");
+        // A pool of 0 keeps nothing.
+        let mut none = DatagramPool::new(0);
+        none.recycle(Datagram::from_slice(b"a"));
+        assert_eq!(none.len(), 0);
     }
 }

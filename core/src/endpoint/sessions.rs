@@ -135,8 +135,9 @@ impl Endpoint {
             slot,
             generation: self.generations[slot as usize],
         };
+        let pool = &mut self.out.pool;
         let memory = self.memory.remove(&peer).map(|(mut m, _)| {
-            m.expire(now);
+            m.expire(now, pool);
             m
         });
         // Message IDs and deduplication belong to one association (RFC 7252 §9.1): a new

@@ -271,6 +271,8 @@ impl Session {
         let e = self.exchanges.swap_remove(index);
         // A response also acknowledges a CON request whose ACK was lost (§5.2.2).
         self.forget_requests(&[e.id]);
+        // Nothing holds the request's bytes now but the adapter, if it still does.
+        ctx.out.pool.recycle(e.request);
         self.last_activity = now;
         match e.fetch {
             Some(fetch) => self.fetched(ctx, fetch, response),

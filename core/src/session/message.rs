@@ -419,6 +419,7 @@ impl Session {
             confirmable,
             now + lifetime,
             ctx.config.limits.max_dedup_entries,
+            &mut ctx.out.pool,
         );
     }
 

@@ -19,7 +19,7 @@ use crate::event::{ConnectionFailure, Event, ExchangeError, FailureReason, Reque
 use crate::framing::{self, Deframer};
 use crate::outputs::{Ctx, TransmitRecord};
 use crate::time::{Duration, Instant};
-use crate::transmit::{Datagram, SendErrorKind, TransmitId};
+use crate::transmit::{SendErrorKind, TransmitId};
 
 /// Signaling codes (RFC 8323 §5, class 7).
 pub(crate) const CSM: u8 = codec::code(7, 1);
@@ -204,10 +204,14 @@ impl Session {
         let id = if self.is_secure() {
             self.seal(ctx, record, &frame)
         } else {
-            ctx.out.send(record, Datagram::from_slice(&frame))
+            let frame = ctx.out.pool.make(&frame);
+            ctx.out.send(record, frame)
         };
         #[cfg(not(feature = "security"))]
-        let id = ctx.out.send(record, Datagram::from_slice(&frame));
+        let id = {
+            let frame = ctx.out.pool.make(&frame);
+            ctx.out.send(record, frame)
+        };
         if let Some(s) = self.stream_mut() {
             s.writes.push_back((id, len));
             s.unwritten += len;

@@ -252,11 +252,14 @@ pub fn config_from(input: &mut Bytes<'_>) -> Config {
         max_block_transfers: 0,
         max_handshakes: 0,
         max_unwritten_bytes: 64 * 1024,
+        recycled_datagrams: 0,
     };
-    // Block-wise settings derive from bytes already read, so that an input (and every saved
-    // fuzz corpus) decodes into the same sequence as before they existed.
+    // Block-wise settings (and datagram recycling, on or off) derive from bytes already read,
+    // so that an input (and every saved fuzz corpus) decodes into the same sequence as before
+    // they existed.
     let limits = Limits {
         max_block_transfers: limits.max_pending_requests % 3,
+        recycled_datagrams: limits.tracked_transmits % 3,
         ..limits
     };
     let blockwise = Blockwise {
