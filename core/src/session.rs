@@ -264,8 +264,10 @@ impl Session {
 
     /// The earliest instant at which this session has something to do.
     pub(crate) fn next_deadline(&self, config: &Config) -> Option<Instant> {
-        let mut next: Option<Instant> = None;
-        let mut consider = |t: Instant| next = Some(next.map_or(t, |n| n.min(t)));
+        // Runs after every input to the session: a plain minimum over microseconds, with
+        // u64::MAX for "none", costs fewer instructions than folding `Option`s.
+        let mut next = u64::MAX;
+        let mut consider = |t: Instant| next = next.min(t.as_micros());
         for c in &self.cons {
             consider(c.next_at);
         }
@@ -312,7 +314,7 @@ impl Session {
         if self.origin == Origin::Remote && self.is_idle() {
             consider(self.last_activity + config.idle_timeout);
         }
-        next
+        (next != u64::MAX).then(|| Instant::from_micros(next))
     }
 
     /// A valid message arrived from the peer.
