@@ -10,20 +10,12 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{start_logging, Server};
+
 const CLIENT: &str = env!("CARGO_BIN_EXE_coap-client");
 const SERVER: &str = env!("CARGO_BIN_EXE_coap-server");
-
-struct Server {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn libcoap(name: &str) -> PathBuf {
     std::env::var_os("PATH")
@@ -41,60 +33,6 @@ fn libcoap(name: &str) -> PathBuf {
 /// it answers a CoAP ping (retrying on another port if the one picked was taken meanwhile).
 fn start(program: &str, args: &[&str]) -> Server {
     start_logging(program, args, None)
-}
-
-/// A loopback port free for UDP and TCP whose next port is free too: libcoap's server and
-/// ours listen for TCP next to UDP, and with credentials on PORT + 1 as well.
-fn free_port_pair() -> u16 {
-    loop {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = socket.local_addr().unwrap().port();
-        let free = port < u16::MAX
-            && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok()
-            && TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && TcpListener::bind(("127.0.0.1", port + 1)).is_ok();
-        if free {
-            return port;
-        }
-    }
-}
-
-/// [`start`], with the server's stderr appended to `log` if given.
-fn start_logging(program: &str, args: &[&str], log: Option<&std::fs::File>) -> Server {
-    for _ in 0..5 {
-        let port = free_port_pair();
-        let child = Command::new(program)
-            .args(args)
-            .args(["-A", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(log.map_or_else(Stdio::null, |f| f.try_clone().unwrap().into()))
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
-        let mut server = Server { child, port };
-        if answers_ping(port) {
-            return server;
-        }
-        let _ = server.child.kill();
-    }
-    panic!("{program} never answered a ping");
-}
-
-fn answers_ping(port: u16) -> bool {
-    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-    probe
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let mut buf = [0u8; 64];
-    for mid in 0..100u16 {
-        let [a, b] = mid.to_be_bytes();
-        let _ = probe.send_to(&[0x40, 0x00, a, b], ("127.0.0.1", port)); // Empty CON
-        if let Ok((n, _)) = probe.recv_from(&mut buf) {
-            if n >= 4 && buf[0] >> 4 & 3 == 3 {
-                return true; // Reset: the CoAP ping's answer
-            }
-        }
-    }
-    false
 }
 
 fn run(program: &str, args: &[&str]) -> Output {

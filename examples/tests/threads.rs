@@ -4,9 +4,8 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, VecDeque};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
@@ -18,17 +17,18 @@ const SERVER: &str = env!("CARGO_BIN_EXE_coap-server");
 /// Enough that the kernel leaves neither thread without one (all on one: 2^-39).
 const OBSERVERS: usize = 40;
 
-/// The server process and its log file, both gone with the guard.
+mod common;
+
+/// The server process (killed with the guard) and its log file (removed).
 struct Server {
-    child: Child,
+    process: common::Server,
     log: PathBuf,
     at: SocketAddr,
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let _ = self.process.child.kill();
         let _ = std::fs::remove_file(&self.log);
     }
 }
@@ -39,56 +39,12 @@ impl Server {
     }
 }
 
-/// A loopback port free for both UDP and TCP (the server listens on both).
-fn free_port() -> u16 {
-    loop {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = socket.local_addr().unwrap().port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-}
-
-fn answers_ping(port: u16) -> bool {
-    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-    probe
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let mut buf = [0u8; 64];
-    for mid in 0..100u16 {
-        let [a, b] = mid.to_be_bytes();
-        let _ = probe.send_to(&[0x40, 0x00, a, b], ("127.0.0.1", port)); // Empty CON
-        if let Ok((n, _)) = probe.recv_from(&mut buf) {
-            if n >= 4 && buf[0] >> 4 & 3 == 3 {
-                return true; // Reset: the CoAP ping's answer
-            }
-        }
-    }
-    false
-}
-
 fn start(args: &[&str]) -> Server {
-    for attempt in 0..5 {
-        let port = free_port();
-        let log = std::env::temp_dir().join(format!(
-            "coap-server-threads-{}-{attempt}.log",
-            std::process::id()
-        ));
-        let child = Command::new(SERVER)
-            .args(args)
-            .args(["-A", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let at = SocketAddr::from(([127, 0, 0, 1], port));
-        let server = Server { child, log, at };
-        if answers_ping(port) {
-            return server;
-        }
-    }
-    panic!("coap-server never answered a ping");
+    let log = std::env::temp_dir().join(format!("coap-server-threads-{}.log", std::process::id()));
+    let file = std::fs::File::create(&log).unwrap();
+    let process = common::start_logging(SERVER, args, Some(&file));
+    let at = SocketAddr::from(([127, 0, 0, 1], process.port));
+    Server { process, log, at }
 }
 
 fn request(method: RequestType, path: &str, payload: &[u8]) -> Packet {
