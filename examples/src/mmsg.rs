@@ -29,9 +29,30 @@ use nix::sys::socket::{
 /// Datagrams per system call.
 pub const BATCH: usize = 64;
 /// Largest datagram received; CoAP over UDP stays far below it here.
-const MTU: usize = 1536;
+pub const MTU: usize = 1536;
 /// An IPv4 header without options and a UDP header.
 const HEADERS: usize = 20 + 8;
+
+/// The loopback addresses of a range of simulated peers: peer `i` is `base + 1 + i`.
+#[derive(Clone, Copy)]
+pub struct AddressBlock(u32);
+
+impl AddressBlock {
+    /// Peers from `a.b.c.d + 1` on.
+    pub const fn new(a: u8, b: u8, c: u8, d: u8) -> Self {
+        AddressBlock(u32::from_be_bytes([a, b, c, d]))
+    }
+
+    /// Peer `i`'s address.
+    pub fn address(self, i: usize) -> Ipv4Addr {
+        Ipv4Addr::from(self.0 + 1 + i as u32)
+    }
+
+    /// Which peer `addr` is, if it is in the block's range (bounds are the caller's).
+    pub fn index(self, addr: Ipv4Addr) -> Option<usize> {
+        u32::from(addr).checked_sub(self.0 + 1).map(|i| i as usize)
+    }
+}
 
 /// One UDP socket on `0.0.0.0:port` that sends from and receives for many local addresses.
 pub struct MultiSocket {

@@ -16,10 +16,10 @@
 //! short; the CPU share the tables report is the time it spent working (a nap costs only its
 //! wake-up).
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
-use crate::bench::{socket_drops, Run, Server, Tally, CLIENT_BASE, RAMP_PER_MS, SWEEP};
+use crate::bench::{socket_drops, Run, Server, Tally, CLIENTS, RAMP_PER_MS, SWEEP};
 use crate::mmsg::{MultiSocket, RecvBatch, SendBatch};
 
 /// How long the generator sleeps when nothing arrived.
@@ -126,14 +126,6 @@ fn parse(bytes: &[u8]) -> Option<Reply> {
     }
 }
 
-fn source(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(CLIENT_BASE + 1 + i as u32)
-}
-
-fn client_index(addr: Ipv4Addr) -> Option<usize> {
-    (u32::from(addr).checked_sub(CLIENT_BASE + 1)).map(|i| i as usize)
-}
-
 pub(crate) struct Loadgen {
     socket: MultiSocket,
     clients: Vec<Client>,
@@ -176,7 +168,7 @@ impl Loadgen {
             tries: 0,
             acknowledged: false,
         });
-        self.send.push(source(i), server, get(mid, token));
+        self.send.push(CLIENTS.address(i), server, get(mid, token));
     }
 
     /// Ends client `i`'s request at `k` (answered when `ok`), and starts its next one.
@@ -206,7 +198,7 @@ impl Loadgen {
             }
             Reply::ByToken { token, ok, ack: a } => {
                 if let Some(mid) = a {
-                    self.send.push(source(i), server, ack(mid));
+                    self.send.push(CLIENTS.address(i), server, ack(mid));
                 }
                 if let Some(k) = slots.iter().position(|s| s.token == token) {
                     self.complete(i, k, ok, tally, server);
@@ -230,7 +222,7 @@ impl Loadgen {
                     s.tries += 1;
                     s.last_sent = now;
                     let wire = get(s.mid, s.token);
-                    self.send.push(source(i), server, wire);
+                    self.send.push(CLIENTS.address(i), server, wire);
                     k += 1;
                 }
             }
@@ -283,7 +275,7 @@ impl Loadgen {
             }
             for k in 0..n {
                 let (local, from, bytes) = self.recv.get(k);
-                let Some(i) = local.and_then(client_index).filter(|&i| i < p) else {
+                let Some(i) = local.and_then(|a| CLIENTS.index(a)).filter(|&i| i < p) else {
                     continue;
                 };
                 if from != addr {

@@ -9,16 +9,15 @@
 //! batched socket, at most `WINDOW` unanswered at a time, re-sent with its Message ID
 //! unchanged (so the server deduplicates it) if no answer came within `RESEND`.
 
-use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 
 use crate::bench::{spawn, Mode};
-use crate::mmsg::{MultiSocket, RecvBatch, SendBatch};
+use crate::mmsg::{AddressBlock, MultiSocket, RecvBatch, SendBatch};
 
-/// Peer `i` sends from `PEER_BASE + 1 + i`.
-const PEER_BASE: u32 = u32::from_be_bytes([127, 64, 0, 0]);
+/// Peer `i` sends from 127.64.0.1 + i.
+const PEERS: AddressBlock = AddressBlock::new(127, 64, 0, 0);
 /// Requests unanswered at once: well within a server socket's receive buffer.
 const WINDOW: usize = 128;
 /// A request unanswered this long is sent again.
@@ -89,11 +88,11 @@ pub(crate) fn measure(
         for (i, sent) in in_flight.iter_mut() {
             if now.duration_since(*sent) >= RESEND {
                 *sent = now;
-                send.push(source(*i), server.addr, request(*i, path));
+                send.push(PEERS.address(*i), server.addr, request(*i, path));
             }
         }
         while in_flight.len() < WINDOW && next < n {
-            send.push(source(next), server.addr, request(next, path));
+            send.push(PEERS.address(next), server.addr, request(next, path));
             in_flight.push((next, now));
             next += 1;
         }
@@ -103,7 +102,7 @@ pub(crate) fn measure(
             .map_err(|e| format!("receive failed: {e}"))?;
         for k in 0..got {
             let (local, _, _) = recv.get(k);
-            let Some(i) = local.and_then(peer_index).filter(|&i| i < n) else {
+            let Some(i) = local.and_then(|a| PEERS.index(a)).filter(|&i| i < n) else {
                 continue;
             };
             if !answered[i] {
@@ -124,14 +123,4 @@ pub(crate) fn measure(
         answered: count,
         elapsed,
     })
-}
-
-fn source(i: usize) -> Ipv4Addr {
-    Ipv4Addr::from(PEER_BASE + 1 + i as u32)
-}
-
-fn peer_index(addr: Ipv4Addr) -> Option<usize> {
-    u32::from(addr)
-        .checked_sub(PEER_BASE + 1)
-        .map(|i| i as usize)
 }

@@ -112,11 +112,11 @@ mod bench {
     use coap_engine_mio::StreamDriver;
 
     use crate::cli;
-    use crate::mmsg::{MultiSocket, RecvBatch, SendBatch};
+    use crate::mmsg::{AddressBlock, MultiSocket, RecvBatch, SendBatch};
 
     const PROG: &str = "coap-bench";
-    /// Client `i` sends from `CLIENT_BASE + 1 + i` (127.10.0.1, 127.10.0.2, ...).
-    pub(crate) const CLIENT_BASE: u32 = u32::from_be_bytes([127, 10, 0, 0]);
+    /// Client `i` sends from 127.10.0.1 + i.
+    pub(crate) const CLIENTS: AddressBlock = AddressBlock::new(127, 10, 0, 0);
     /// Clients started per millisecond, rather than all at once.
     pub(crate) const RAMP_PER_MS: usize = 64;
     /// Time after the last client started before the measurement window opens.
@@ -388,14 +388,6 @@ mod bench {
         send_errors: usize,
     }
 
-    fn source(i: usize) -> Ipv4Addr {
-        Ipv4Addr::from(CLIENT_BASE + 1 + i as u32)
-    }
-
-    fn client_index(addr: Ipv4Addr) -> Option<usize> {
-        (u32::from(addr).checked_sub(CLIENT_BASE + 1)).map(|i| i as usize)
-    }
-
     impl Generator {
         fn new(clients: usize, config: Config) -> Result<Generator, String> {
             let socket = MultiSocket::bind(4 << 20, Duration::from_millis(5))
@@ -462,7 +454,7 @@ mod bench {
                     self.issue(i, server, tally);
                 }
             }
-            let source = source(i);
+            let source = CLIENTS.address(i);
             while let Some(t) = self.clients[i].endpoint.poll_transmit() {
                 if let SocketAddr::V4(destination) = t.destination {
                     self.send.push(source, destination, t.payload);
@@ -515,7 +507,7 @@ mod bench {
                     .map_err(|e| format!("receive: {e}"))?;
                 for k in 0..n {
                     let (local, from, bytes) = self.recv.get(k);
-                    let Some(i) = local.and_then(client_index).filter(|&i| i < p) else {
+                    let Some(i) = local.and_then(|a| CLIENTS.index(a)).filter(|&i| i < p) else {
                         continue;
                     };
                     if from != server.addr {
