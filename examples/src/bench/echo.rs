@@ -10,22 +10,21 @@ use std::io::{IoSlice, IoSliceMut};
 use std::net::{SocketAddrV4, UdpSocket};
 use std::os::fd::AsRawFd;
 
+use coap_engine::codec::parse_header;
 use nix::errno::Errno;
 use nix::sys::socket::{recvmmsg, sendmmsg, ControlMessage, MsgFlags, MultiHeaders, SockaddrIn};
 
-/// Datagrams per system call in `batched` mode.
-const BATCH: usize = 64;
-/// Largest request taken.
-const MTU: usize = 1536;
+use crate::mmsg::{BATCH, MTU};
+
 /// The answer's size: our `coap-server`'s answer to `GET /` is 141 bytes, libcoap's 150.
 const ANSWER_LEN: usize = 144;
 
 /// Turns the request of `len` bytes at the start of `buf` into its answer; the answer's
 /// length, or `None` for what is not a CoAP request (left unanswered).
 fn answer(buf: &mut [u8; MTU], len: usize) -> Option<usize> {
-    let tkl = usize::from(buf[0] & 0x0f);
-    let code = buf[1];
-    if len < 4 || buf[0] >> 6 != 1 || tkl > 8 || len < 4 + tkl || code >> 5 != 0 || code == 0 {
+    let h = parse_header(&buf[..len]).ok()?;
+    let tkl = usize::from(h.token_length);
+    if !h.is_request() || tkl > 8 || len < 4 + tkl {
         return None;
     }
     buf[0] = 0x60 | tkl as u8; // version 1, ACK

@@ -19,6 +19,9 @@
 use std::net::SocketAddrV4;
 use std::time::{Duration, Instant};
 
+use coap_engine::coap_lite::MessageType;
+use coap_engine::codec::parse_header;
+
 use crate::bench::{socket_drops, Run, Server, Tally, CLIENTS, RAMP_PER_MS, SWEEP};
 use crate::mmsg::{MultiSocket, RecvBatch, SendBatch};
 
@@ -98,29 +101,26 @@ enum Reply {
 }
 
 fn parse(bytes: &[u8]) -> Option<Reply> {
-    let (&b0, &code) = (bytes.first()?, bytes.get(1)?);
-    let mid = u16::from_be_bytes([*bytes.get(2)?, *bytes.get(3)?]);
-    if b0 >> 6 != 1 {
-        return None;
-    }
-    let tkl = usize::from(b0 & 0x0f);
-    let token = match bytes.get(4..4 + tkl) {
+    // The engine's own header reader: only the fixed header and the token are needed.
+    let h = parse_header(bytes).ok()?;
+    let mid = h.message_id;
+    let token = match bytes.get(4..4 + usize::from(h.token_length)) {
         Some(&[a, b, c, d]) => Some(u32::from_be_bytes([a, b, c, d])),
         _ => None,
     };
-    let ok = code >> 5 == 2;
-    match (b0 >> 4) & 3 {
-        2 if code == 0 => Some(Reply::Acknowledged { mid }),
-        2 => Some(Reply::ByMid { mid, token, ok }),
-        3 => Some(Reply::ByMid {
+    let ok = h.code_class() == 2;
+    match h.mtype {
+        MessageType::Acknowledgement if h.is_empty() => Some(Reply::Acknowledged { mid }),
+        MessageType::Acknowledgement => Some(Reply::ByMid { mid, token, ok }),
+        MessageType::Reset => Some(Reply::ByMid {
             mid,
             token: None,
             ok: false,
         }),
-        t if code != 0 => Some(Reply::ByToken {
+        t if !h.is_empty() => Some(Reply::ByToken {
             token: token?,
             ok,
-            ack: (t == 0).then_some(mid),
+            ack: (t == MessageType::Confirmable).then_some(mid),
         }),
         _ => None,
     }
@@ -239,26 +239,21 @@ impl Loadgen {
     ) -> Result<Run, String> {
         let addr = server.addr;
         let mut tally = Tally::new(server, secs);
-        let (mut started, mut ramped_at) = (0, None);
         let drops_before = socket_drops(addr);
         let mut last_sweep = Instant::now();
         loop {
             let now = Instant::now();
             let clients = &self.clients[..p];
-            if tally.advance(now, ramped_at, || {
-                clients.iter().all(|c| c.in_flight.is_empty())
-            }) {
+            if tally.advance(now, || clients.iter().all(|c| c.in_flight.is_empty())) {
                 break;
             }
-            let until = tally.due(now, RAMP_PER_MS).min(p).max(started);
-            for i in started..until {
+            for i in tally.start(now, RAMP_PER_MS, p) {
                 for _ in 0..w {
                     self.issue(i, addr, now);
                 }
             }
-            started = until;
-            if started == p && ramped_at.is_none() {
-                ramped_at = Some(now);
+            if tally.started == p {
+                tally.ready(now);
             }
             if now.duration_since(last_sweep) >= SWEEP {
                 last_sweep = now;

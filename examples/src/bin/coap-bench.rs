@@ -101,6 +101,7 @@ fn main() {
 #[cfg(target_os = "linux")]
 mod bench {
     use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
+    use std::ops::Range;
     use std::process::{Child, Command, Stdio};
     use std::time::{Duration, Instant};
 
@@ -254,7 +255,7 @@ mod bench {
     impl Run {
         /// A run's figures from its answers' latencies (µs) within a window of `elapsed`
         /// seconds and the CPU seconds each side used in it.
-        pub(crate) fn new(
+        fn new(
             mut latencies: Vec<u32>,
             elapsed: f64,
             failures: u64,
@@ -301,6 +302,10 @@ mod bench {
         cpu_at_start: (Duration, Duration),
         wind_down_until: Option<Instant>,
         run_start: Instant,
+        /// Clients started so far.
+        pub(crate) started: usize,
+        /// When every client was going; the window opens `WARM_UP` after it.
+        ready_at: Option<Instant>,
     }
 
     impl Tally {
@@ -315,24 +320,33 @@ mod bench {
                 cpu_at_start: (Duration::ZERO, Duration::ZERO),
                 wind_down_until: None,
                 run_start: Instant::now(),
+                started: 0,
+                ready_at: None,
             }
         }
 
-        /// How many clients should have started by `now` at `per_ms` a millisecond.
-        pub(crate) fn due(&self, now: Instant, per_ms: usize) -> usize {
-            (now.duration_since(self.run_start).as_micros() as usize / 1000 + 1)
-                .saturating_mul(per_ms)
+        /// The clients of `0..p` to start now, at `per_ms` a millisecond from the run's start.
+        pub(crate) fn start(&mut self, now: Instant, per_ms: usize, p: usize) -> Range<usize> {
+            let due = (now.duration_since(self.run_start).as_micros() as usize / 1000 + 1)
+                .saturating_mul(per_ms);
+            let from = self.started;
+            self.started = due.min(p).max(from);
+            from..self.started
         }
 
-        /// Moves the phases on at `now`, the window opening `WARM_UP` after `ready_at`;
-        /// whether the run is over (`idle`: nothing is in flight).
-        pub(crate) fn advance(
-            &mut self,
-            now: Instant,
-            ready_at: Option<Instant>,
-            idle: impl FnOnce() -> bool,
-        ) -> bool {
-            if self.window.is_none() && ready_at.is_some_and(|t| now >= t + WARM_UP) {
+        /// Every client is going as of `now` (the first call counts).
+        pub(crate) fn ready(&mut self, now: Instant) {
+            self.ready_at.get_or_insert(now);
+        }
+
+        pub(crate) fn is_ready(&self) -> bool {
+            self.ready_at.is_some()
+        }
+
+        /// Moves the phases on at `now`, the window opening `WARM_UP` after
+        /// [`ready`](Self::ready); whether the run is over (`idle`: nothing is in flight).
+        pub(crate) fn advance(&mut self, now: Instant, idle: impl FnOnce() -> bool) -> bool {
+            if self.window.is_none() && self.ready_at.is_some_and(|t| now >= t + WARM_UP) {
                 self.window = Some((now, now + Duration::from_secs_f64(self.secs)));
                 self.cpu_at_start = (cpu_time(&self.pid), cpu_time("self"));
             }
@@ -466,28 +480,23 @@ mod bench {
         fn load(&mut self, server: &Server, p: usize, w: usize, secs: f64) -> Result<Run, String> {
             let peer = SocketAddr::V4(server.addr);
             let mut tally = Tally::new(server, secs);
-            let (mut started, mut ramped_at) = (0, None);
             let drops_before = socket_drops(server.addr);
             let mut last_sweep = Instant::now();
             loop {
                 let now = Instant::now();
                 let clients = &self.clients[..p];
-                if tally.advance(now, ramped_at, || {
-                    clients.iter().all(|c| c.in_flight.is_empty())
-                }) {
+                if tally.advance(now, || clients.iter().all(|c| c.in_flight.is_empty())) {
                     break;
                 }
                 // Start clients at a bounded pace, W requests each.
-                let until = tally.due(now, RAMP_PER_MS).min(p).max(started);
-                for i in started..until {
+                for i in tally.start(now, RAMP_PER_MS, p) {
                     for _ in 0..w {
                         self.issue(i, peer, &mut tally);
                     }
                     self.service(i, peer, &mut tally);
                 }
-                started = until;
-                if started == p && ramped_at.is_none() {
-                    ramped_at = Some(now);
+                if tally.started == p {
+                    tally.ready(now);
                 }
                 if now.duration_since(last_sweep) >= SWEEP {
                     last_sweep = now;
@@ -597,34 +606,30 @@ mod bench {
             let mut tally = Tally::new(server, secs);
             let mut events = Events::with_capacity(1024);
             let mut touched = Vec::with_capacity(p);
-            let (mut started, mut ready_at) = (0, None);
             let mut last_sweep = Instant::now();
             // Give up if the clients never all get an answer (the server is stuck).
             let connect_limit = Instant::now() + Duration::from_secs(30);
             loop {
                 let now = Instant::now();
-                if ready_at.is_none() && started == p && clients.iter().all(|c| c.answered) {
-                    ready_at = Some(now);
+                // Ready once every client has connected and had an answer.
+                if tally.started == p && clients.iter().all(|c| c.answered) {
+                    tally.ready(now);
                 }
-                if ready_at.is_none() && now > connect_limit {
+                if !tally.is_ready() && now > connect_limit {
                     return Err(format!(
                         "{} of {p} clients never got an answer",
                         clients.iter().filter(|c| !c.answered).count()
                     ));
                 }
-                if tally.advance(now, ready_at, || {
-                    clients.iter().all(|c| c.in_flight.is_empty())
-                }) {
+                if tally.advance(now, || clients.iter().all(|c| c.in_flight.is_empty())) {
                     break;
                 }
                 // Start clients at a bounded pace, W requests each (the first connects).
-                let until = tally.due(now, RAMP_PER_MS).min(p).max(started);
-                for client in &mut clients[started..until] {
+                for i in tally.start(now, RAMP_PER_MS, p) {
                     for _ in 0..w {
-                        issue(client, peer, &get, &mut tally);
+                        issue(&mut clients[i], peer, &get, &mut tally);
                     }
                 }
-                started = until;
                 poll.poll(&mut events, Some(Duration::from_millis(1)))
                     .or_else(|e| match e.kind() {
                         std::io::ErrorKind::Interrupted => Ok(()),
