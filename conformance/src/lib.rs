@@ -411,7 +411,7 @@ fn port_bound(port: u16) -> bool {
 }
 
 /// Whether a TCP socket listens on `port` (any address), per /proc/net/tcp{,6}.
-pub fn tcp_listening(port: u16) -> bool {
+fn tcp_listening(port: u16) -> bool {
     let suffix = format!(":{port:04X}");
     ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
         std::fs::read_to_string(f).is_ok_and(|t| {

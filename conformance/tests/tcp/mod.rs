@@ -45,34 +45,15 @@ const PROMPT: Duration = Duration::from_secs(5);
 // ---------------------------------------------------------------------------------------------
 // Peers
 
-#[track_caller]
-fn wait_listening(server: &Server, port: u16) {
-    let give_up = Instant::now() + Duration::from_secs(10);
-    while !coap_engine_conformance::tcp_listening(port) {
-        assert!(
-            Instant::now() < give_up,
-            "{} does not listen on TCP port {port}; its output:\n{}",
-            server.program,
-            server.output()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
 /// A server listening for `coap+tcp://` on its port (ready: it answers a UDP ping there and
-/// its TCP port listens).
+/// its TCP port listens, which `Server::start` waits for).
 fn tcp_server(program: &std::path::Path, args: &[&str]) -> Server {
-    let s = Server::start(program, args, Ready::Ping);
-    wait_listening(&s, s.port);
-    s
+    Server::start(program, args, Ready::Ping)
 }
 
-/// A server with a certificate: `coaps+tcp://` on port + 1.
+/// A server with a certificate: `coaps+tcp://` on port + 1 (listening once ready).
 fn tls_server(program: &std::path::Path, args: &[&str]) -> Server {
-    let s = Server::start_dtls(program, args);
-    wait_listening(&s, s.port);
-    wait_listening(&s, s.port + 1);
-    s
+    Server::start_dtls(program, args)
 }
 
 fn libcoap_server(args: &[&str]) -> Server {
