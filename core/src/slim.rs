@@ -31,12 +31,6 @@ impl<T> SlimVec<T> {
             .push(value);
     }
 
-    /// Appends at the end (the queue's name for [`push`](Self::push)).
-    #[inline]
-    pub(crate) fn push_back(&mut self, value: T) {
-        self.push(value);
-    }
-
     /// Removes and returns the first element, shifting the rest.
     pub(crate) fn pop_front(&mut self) -> Option<T> {
         if self.is_empty() {
@@ -162,8 +156,8 @@ mod tests {
         assert!(v.release_if_empty());
         assert!(v.0.is_none() && !v.release_if_empty());
         assert_eq!(v.pop_front(), None);
-        v.push_back(7);
-        v.push_back(8);
+        v.push(7);
+        v.push(8);
         assert_eq!(v.remove(1), 8);
         assert_eq!(v.remove(0), 7);
         assert!(v.release_if_empty());

@@ -105,7 +105,7 @@ impl Session {
         let (bytes, block) = block::first_request(ctx, packet, mtype, mid, token.as_slice())?;
         self.alloc_mid();
         let id = RequestId(new_id(ctx, self.key.slot));
-        self.queue.push_back(Queued {
+        self.queue.push(Queued {
             id,
             token,
             mid,
