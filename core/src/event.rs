@@ -22,14 +22,6 @@ pub struct RequestId(pub(crate) u64);
 pub struct IncomingRequestId(pub(crate) u64);
 
 impl RequestId {
-    /// Marks ids of exchanges the engine runs for itself (fetching the blocks of a
-    /// notification): their outcome never reaches the application.
-    pub(crate) const INTERNAL: u64 = 1 << 63;
-
-    pub(crate) fn is_internal(self) -> bool {
-        self.0 & Self::INTERNAL != 0
-    }
-
     /// The raw number, for logging.
     pub fn as_u64(self) -> u64 {
         self.0

@@ -137,13 +137,6 @@ impl Outputs {
     }
 
     pub(crate) fn event(&mut self, event: Event) {
-        // The end of an exchange the engine ran for itself (a notification's block fetch) is
-        // handled by the session; the application never knew the id.
-        if let Event::RequestFailed { id, .. } | Event::Response { id, .. } = &event {
-            if id.is_internal() {
-                return;
-            }
-        }
         self.events.push_back(event);
     }
 

@@ -411,11 +411,7 @@ impl Session {
             });
         }
         for e in self.exchanges.drain(..) {
-            ctx.out.event(Event::RequestFailed {
-                id: e.id,
-                peer,
-                error,
-            });
+            e.failed(ctx.out, peer, error);
         }
         for c in self.cons.drain(..) {
             if let ConPurpose::Ping(Some(id)) = c.purpose {

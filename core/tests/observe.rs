@@ -899,3 +899,60 @@ fn a_large_answer_to_the_deregistration_is_fetched_without_observe() {
     counter_of(&response.payload, true);
     assert_eq!(w.observers(), 0);
 }
+
+#[test]
+fn a_failed_block_fetch_is_the_observations_own_business() {
+    // The blocks of a notification are fetched by exchanges the engine runs for the
+    // observation. When one fails, the application hears nothing about an id it never saw,
+    // and the observation goes on with the next notification.
+    let mut w = World::default(18);
+    w.big = true;
+    // A long Max-Age: no re-registration (whose answer would be fetched too) in the test.
+    w.serve(Some(3600));
+    let id = w.observe(&time_get(MessageType::NonConfirmable));
+    w.sim.run_for(secs(1));
+    assert_eq!(w.payloads(id), ["0"]);
+    // Requests for further blocks never reach the server for a while; notifications do.
+    let blocked = Rc::new(Cell::new(true));
+    let b = blocked.clone();
+    let sa = w.sa;
+    w.sim.set_filter(move |d| {
+        let further_block = d.to == sa
+            && d.is_request()
+            && codec::parse(d.bytes)
+                .ok()
+                .and_then(|m| {
+                    m.option(23)
+                        .map(|v| v.iter().fold(0u32, |a, &x| a << 8 | x as u32))
+                })
+                .is_some_and(|v| v >> 4 > 0);
+        if b.get() && further_block {
+            Verdict::Drop
+        } else {
+            Verdict::Pass
+        }
+    });
+    w.notify(true);
+    w.sim.run_for(secs(300));
+    assert_eq!(w.payloads(id), ["0"], "notification 1 never came whole");
+    let f = w
+        .sim
+        .endpoint(w.client)
+        .session_info(w.sa)
+        .unwrap()
+        .footprint;
+    assert_eq!(f.exchanges, 1, "the fetch ended; the observation did not");
+    blocked.set(false);
+    w.notify(true);
+    w.sim.run_for(secs(5));
+    assert_eq!(w.payloads(id), ["0", "2"]);
+    // The only events the client application saw: the observation's notifications.
+    let others = w.sim.events_where(w.client, |e| {
+        !matches!(e, Event::Notification { id: n, .. } if *n == id)
+            && !matches!(
+                e,
+                Event::SessionNew { .. } | Event::SessionEstablished { .. }
+            )
+    });
+    assert!(others.is_empty(), "{others:?}");
+}

@@ -6,7 +6,7 @@ use coap_lite::{MessageType, Packet};
 use super::*;
 use crate::block::{self};
 use crate::codec::MessageView;
-use crate::event::{Event, ExchangeError};
+use crate::event::ExchangeError;
 use crate::outputs::Ctx;
 use crate::time::Instant;
 use crate::transmit::SendErrorKind;
@@ -118,11 +118,7 @@ impl Session {
         let e = self.exchanges.swap_remove(index);
         self.forget_requests(&[e.id]);
         self.last_activity = now;
-        ctx.out.event(Event::RequestFailed {
-            id: e.id,
-            peer: self.peer,
-            error,
-        });
+        e.failed(ctx.out, self.peer, error);
         self.pump(now, ctx);
     }
 }

@@ -12,7 +12,7 @@ use crate::codec::MessageView;
 use crate::error::Error;
 use crate::event::{Event, ExchangeError, RequestId};
 use crate::observe::Observation;
-use crate::outputs::Ctx;
+use crate::outputs::{Ctx, Outputs};
 use crate::time::Instant;
 use crate::transmit::{Datagram, SendErrorKind, TransmitId};
 
@@ -36,8 +36,10 @@ pub(super) struct ClientExchange {
     pub(super) request: Datagram,
     /// A block-wise transfer (RFC 7959) in progress.
     pub(super) block: Option<Box<ClientTransfer>>,
-    /// Set on an exchange the engine started itself to fetch the rest of a notification's
-    /// body (RFC 7959 §2.6); its outcome feeds that observation, never the application.
+    /// The exchange's owner. `None`: the application, which gets its one terminal event.
+    /// `Some`: the observation whose notification's further blocks it fetches (RFC 7959
+    /// §2.6); its outcome feeds that observation, never the application, and no application
+    /// call finds it (see [`ClientExchange::failed`] and [`Session::complete`]).
     pub(super) fetch: Option<Fetch>,
 }
 
@@ -54,6 +56,23 @@ pub(super) struct Fetch {
 }
 
 impl ClientExchange {
+    /// Tells the exchange's owner that it ended with `error`. The application gets its one
+    /// terminal event; a block fetch belongs to its observation, which goes on without that
+    /// notification (the application never knew the fetch's id, so no event may name it).
+    pub(super) fn failed(&self, out: &mut Outputs, peer: SocketAddr, error: ExchangeError) {
+        match self.fetch {
+            None => out.event(Event::RequestFailed {
+                id: self.id,
+                peer,
+                error,
+            }),
+            Some(f) => log::debug!(
+                "{peer}: the blocks of notification {} could not be fetched: {error}",
+                f.seq
+            ),
+        }
+    }
+
     /// Outstanding in the sense of NSTART (RFC 7252 §4.7): a CON not yet acknowledged, or a
     /// request still expecting a response that is not a separate one after an ACK.
     pub(super) fn outstanding(&self) -> bool {
@@ -214,7 +233,11 @@ impl Session {
         let peer = self.peer;
         if let Some(i) = self.queue.iter().position(|q| q.id == id) {
             self.queue.remove(i);
-        } else if let Some(i) = self.exchanges.iter().position(|e| e.id == id) {
+        } else if let Some(i) = self
+            .exchanges
+            .iter()
+            .position(|e| e.id == id && e.fetch.is_none())
+        {
             self.exchanges.swap_remove(i);
             self.forget_requests(&[id]);
             self.drop_fetches(id);
@@ -285,6 +308,16 @@ impl Session {
         self.pump(now, ctx);
     }
 
+    /// Ends exchange `id`, whose CON was given up or reset, and tells its owner.
+    pub(super) fn end_exchange(&mut self, ctx: &mut Ctx<'_>, id: RequestId, error: ExchangeError) {
+        let peer = self.peer;
+        // `remove`, not `swap_remove`: the exchanges keep their order, as with `retain`.
+        match self.exchanges.iter().position(|e| e.id == id) {
+            Some(i) => self.exchanges.remove(i).failed(ctx.out, peer, error),
+            None => ctx.out.event(Event::RequestFailed { id, peer, error }),
+        }
+    }
+
     pub(super) fn expire_exchanges(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
         let peer = self.peer;
         let mut ended = Vec::new();
@@ -293,11 +326,7 @@ impl Session {
                 let error = e
                     .last_error
                     .map_or(ExchangeError::Timeout, ExchangeError::SendFailed);
-                ctx.out.event(Event::RequestFailed {
-                    id: e.id,
-                    peer,
-                    error,
-                });
+                e.failed(ctx.out, peer, error);
                 ended.push(e.id);
                 false
             } else {

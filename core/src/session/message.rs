@@ -490,12 +490,7 @@ impl Session {
             let c = self.cons.swap_remove(ci);
             match c.purpose {
                 ConPurpose::Request(id) => {
-                    self.exchanges.retain(|e| e.id != id);
-                    ctx.out.event(Event::RequestFailed {
-                        id,
-                        peer,
-                        error: ExchangeError::Reset,
-                    });
+                    self.end_exchange(ctx, id, ExchangeError::Reset);
                     self.pump(now, ctx);
                 }
                 ConPurpose::Response => {
@@ -527,11 +522,7 @@ impl Session {
             .position(|e| !e.confirmable && e.mid == mid)
         {
             let e = self.exchanges.swap_remove(ei);
-            ctx.out.event(Event::RequestFailed {
-                id: e.id,
-                peer,
-                error: ExchangeError::Reset,
-            });
+            e.failed(ctx.out, peer, ExchangeError::Reset);
             self.pump(now, ctx);
         }
     }
@@ -574,11 +565,7 @@ impl Session {
             self.exchanges[ei].last_error = Some(kind);
             if kind == SendErrorKind::TooBig {
                 let e = self.exchanges.swap_remove(ei);
-                ctx.out.event(Event::RequestFailed {
-                    id: e.id,
-                    peer,
-                    error: ExchangeError::SendFailed(kind),
-                });
+                e.failed(ctx.out, peer, ExchangeError::SendFailed(kind));
                 self.pump(now, ctx);
             }
         }
@@ -606,8 +593,7 @@ impl Session {
         let peer = self.peer;
         match purpose {
             ConPurpose::Request(id) => {
-                self.exchanges.retain(|e| e.id != id);
-                ctx.out.event(Event::RequestFailed { id, peer, error });
+                self.end_exchange(ctx, id, error);
                 self.pump(now, ctx);
             }
             ConPurpose::Ping(Some(id)) => ctx.out.event(Event::PingFailed { id, peer, error }),

@@ -224,7 +224,7 @@ impl Session {
             return;
         };
         let mut fetcher = ClientExchange {
-            id: RequestId(new_id(ctx, self.key.slot) | RequestId::INTERNAL),
+            id: RequestId(new_id(ctx, self.key.slot)),
             token,
             mid: 0,
             confirmable: e.confirmable,
