@@ -157,6 +157,13 @@ pub struct Limits {
     /// §2.9.3 allows "at any time" a server lacks the resources to store blocks) until one
     /// completes or expires; 0 refuses every multi-block request body. A partial body is
     /// dropped EXCHANGE_LIFETIME after its latest block.
+    ///
+    /// The same bound covers the answers kept for further blocks (RFC 7959 §2.7): the answer
+    /// to a request of a method other than GET or FETCH (PUT, POST, ...) that is larger than
+    /// one block is kept per request target (method and options but the block ones) for
+    /// EXCHANGE_LIFETIME, replaced by the next such request to that target, and the requests
+    /// for its further blocks are served from it without reaching the application. A body
+    /// being received takes precedence: it evicts the oldest kept answer.
     pub max_block_transfers: usize,
     /// Handshakes in progress that peers opened (server role of a secure endpoint, after
     /// the peer proved its address with a cookie round trip, RFC 6347 §4.2.1). A further

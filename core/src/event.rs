@@ -219,8 +219,13 @@ pub enum Event {
     /// A request arrived; answer it with [`Endpoint::respond`](crate::Endpoint::respond).
     /// The engine has already deduplicated it, so each request is seen once, and reassembled
     /// a body sent in Block1 blocks (RFC 7959), so `request` carries the whole body (without
-    /// Block1 and Size1). A request for a further block of a response (Block2 with a block
-    /// number above 0) is delivered like any other: answer it with the whole representation.
+    /// Block1 and Size1). A GET or FETCH for a further block of a response (Block2 with a
+    /// block number above 0) is delivered like any other: answer it with the whole
+    /// representation. For other methods (PUT, POST, ...) the engine serves further blocks of
+    /// the answer itself, from the answer it keeps for EXCHANGE_LIFETIME (RFC 7959 §2.7), so
+    /// such a request never runs twice; one whose answer is no longer kept is refused with
+    /// 4.08 Request Entity Incomplete. See
+    /// [`Limits::max_block_transfers`](crate::Limits::max_block_transfers).
     Request {
         /// Handle for the answer.
         id: IncomingRequestId,

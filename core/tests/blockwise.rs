@@ -579,7 +579,7 @@ fn block1_then_block2_post_gets_the_whole_response_body() {
     // in Block2 blocks, asked for without Block1 and without the request body.
     let mut w = World::new(13, blockwise(128), blockwise(128));
     let seen = Rc::new(RefCell::new(Vec::new()));
-    let s = seen.clone();
+    let (s, s_all) = (seen.clone(), seen.clone());
     let answer = body(1000, 11);
     let a = answer.clone();
     w.serve(move |req| {
@@ -621,7 +621,38 @@ fn block1_then_block2_post_gets_the_whole_response_body() {
         .expect("the final response to the upload");
     assert_eq!(block_in(last_upload, BLOCK1), Some((3, false, 3)));
     assert_eq!(block_in(last_upload, BLOCK2), Some((0, true, 3)));
+    drop(seen);
+
+    // The answer stays kept for EXCHANGE_LIFETIME (§2.7): a block asked for again in a new
+    // message (a new Message ID) is served from it, and the POST still ran once.
+    let mut again = w
+        .client_requests()
+        .into_iter()
+        .find(|r| block_in(r, BLOCK2).is_some_and(|(n, _, _)| n == 2))
+        .expect("block 2 was asked for");
+    again[2] ^= 0x55;
+    let (ca, sa) = (w.ca, w.sa);
+    w.sim.inject(ca, sa, &again, millis(1));
+    w.sim.run_until(at_secs(61));
+    let served = w.server_responses().pop().unwrap();
+    assert_eq!(block_in(&served, BLOCK2), Some((2, true, 3)));
+    assert_eq!(view(&served).payload, &answer[256..384]);
+    assert_eq!(seen_count(&s_all), 1, "served from the kept answer");
+
+    // Past EXCHANGE_LIFETIME it is gone. Asked for again, the engine answers 4.08 Request
+    // Entity Incomplete: running the POST again without its body would repeat its effect.
+    w.sim.run_until(at_secs(400));
     w.footprints_are_empty();
+    again[2] ^= 0x0f;
+    w.sim.inject(ca, sa, &again, millis(1));
+    w.sim.run_until(at_secs(401));
+    let refused = w.server_responses().pop().unwrap();
+    assert_eq!(view(&refused).header.code, codec::code(4, 8));
+    assert_eq!(seen_count(&s_all), 1, "the POST never ran again");
+}
+
+fn seen_count(seen: &Rc<RefCell<Vec<Packet>>>) -> usize {
+    seen.borrow().len()
 }
 
 #[test]

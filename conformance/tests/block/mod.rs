@@ -644,9 +644,9 @@ pub const OBSERVATIONS: &str = "\
     ETag (the same as on a whole transfer).
   - After the last Block1 block of a POST whose answer is large (BLOCK_05, `-e`), both clients
     ask for the rest of the answer with POSTs carrying Block2 and neither Block1 nor body
-    (§2.7). The engine gives such requests to the server application as they are; our
-    coap-server answers a PUT or POST with Block2 NUM > 0 and no body with its latest answer
-    for that resource again instead of executing an empty write.
+    (§2.7). The engine serves them from the answer it keeps for EXCHANGE_LIFETIME, so the
+    server application (our coap-server) sees the POST once and never runs an empty write;
+    one whose answer is no longer kept gets 4.08 Request Entity Incomplete.
   - By hand, not a case: libcoap's `-b` takes any size and rounds it down to a power of two
     (`-b 48` asks for 32, `-b 2000` for 1024); our `-b` refuses anything but 16, 32, ..., 1024
     (the sizes of §2.2) with exit status 2.

@@ -187,13 +187,6 @@ impl Reassembly {
         }
     }
 
-    /// The last block of a kept response went out: it is not needed any more.
-    pub(crate) fn served(&mut self, blocks: &ServerBlocks, last: bool) {
-        if let (Some(key), true) = (blocks.cache, last) {
-            self.kept.retain(|k| k.key != key);
-        }
-    }
-
     /// Drops the partial bodies whose time is up (§2.5: EXCHANGE_LIFETIME after their latest
     /// block).
     pub(crate) fn expire(&mut self, now: Instant) {
@@ -241,6 +234,13 @@ impl Reassembly {
                 Some(b2) if b2.num > 0 && block1.is_none() => {
                     if let Some(k) = self.kept.iter().find(|k| k.key == cache) {
                         return Inbound::Serve(blocks, k.response.clone());
+                    }
+                    if msg.payload.is_empty() {
+                        // A further block of an answer no longer kept (expired, evicted, or
+                        // never cut into blocks): running the request again would repeat its
+                        // effect with an empty body. What the server lacks is the request
+                        // body, as 4.08 says (§2.9.2); the client may start over.
+                        return Inbound::Answer(Answer::code(INCOMPLETE));
                     }
                 }
                 // A new request to the target: its answer replaces the one kept.

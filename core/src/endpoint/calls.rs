@@ -123,7 +123,9 @@ impl Endpoint {
     /// response code. Give the whole representation: if it is larger than the block the request
     /// asked for (or than the block size, or than `max_message_size`), the engine sends just
     /// that block (RFC 7959 §2.4), and answers each further block request the application
-    /// answers the same way.
+    /// answers the same way. The answer to a PUT, POST or other unsafe request is kept, and
+    /// its further blocks are sent by the engine itself (§2.7; see
+    /// [`Limits::max_block_transfers`](crate::Limits::max_block_transfers)).
     pub fn respond(
         &mut self,
         now: Instant,

@@ -231,17 +231,15 @@ impl Session {
                     &response,
                 );
                 let answer = shaped.as_ref().unwrap_or(&response);
-                let last = !block::more_blocks(answer);
                 let max = ctx.max_message_size;
-                let written = self.reply(ctx, msg.header, |out, mtype, mid| {
+                // The answer stays kept after its last block too, until it expires: a client
+                // may ask for a block again with a new message (§2.7).
+                self.reply(ctx, msg.header, |out, mtype, mid| {
                     out.encode_packet(answer, mtype, mid, token, max)
                         .unwrap_or_else(|_| {
                             out.encode_simple(mtype, INTERNAL_ERROR, mid, token, b"")
                         })
                 });
-                if written {
-                    self.blocks.served(&info, last);
-                }
                 None
             }
         }

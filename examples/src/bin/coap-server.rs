@@ -199,9 +199,6 @@ struct Store {
     max_dynamic: usize,
     /// `-e`: answer a PUT or POST with the representation it stored.
     echo: bool,
-    /// The answer to the latest PUT or POST of each target (and which it was): further
-    /// requests for blocks of it (RFC 7959 §2.7) get it again.
-    written: BTreeMap<String, (RequestType, Packet)>,
 }
 
 /// One thread's server: the shared store, and its own endpoints' bookkeeping.
@@ -588,7 +585,6 @@ fn main() {
         dynamic: BTreeMap::new(),
         max_dynamic,
         echo,
-        written: BTreeMap::new(),
     };
     run(threads, store, confirmable);
 }
@@ -1249,20 +1245,6 @@ impl Server {
             _ if query.is_empty() => Target::Dynamic(path.to_string()),
             _ => Target::Dynamic(format!("{path}?{}", query.join("&"))),
         };
-        let written_key = match &target {
-            Target::ExampleData => Some(path.to_string()),
-            Target::Dynamic(key) => Some(key.clone()),
-            _ => None,
-        };
-        if let (Put | Post, Some(key)) = (method, &written_key) {
-            match store.written.get(key) {
-                Some((m, answer)) if *m == method && continues(request) => {
-                    // Not a new write: a request for a further block of its answer (§2.7).
-                    return Answer::Now(answer.clone());
-                }
-                _ => {}
-            }
-        }
         let stored = match &target {
             Target::ExampleData => Some(&store.example_data),
             Target::Dynamic(key) => store.dynamic.get(key),
@@ -1342,7 +1324,6 @@ impl Server {
                     new: store.example_data.clone(),
                 });
                 let p = stored_response(ResponseType::Changed, &store.example_data, store.echo);
-                store.written.insert(path.to_string(), (method, p.clone()));
                 Answer::Now(p)
             }
             (Target::Dynamic(key), Get) => {
@@ -1357,7 +1338,6 @@ impl Server {
                         format: r.format,
                     });
                 }
-                store.written.remove(&key);
                 empty(ResponseType::Deleted)
             }
             (Target::Dynamic(key), _) => {
@@ -1388,7 +1368,6 @@ impl Server {
                         new: resource.clone(),
                     });
                 }
-                store.written.insert(key.clone(), (method, p.clone()));
                 store.dynamic.insert(key, resource);
                 Answer::Now(p)
             }
@@ -1499,16 +1478,6 @@ fn stored_response(code: ResponseType, r: &Resource, echo: bool) -> Packet {
     };
     p.add_option(CoapOption::ETag, r.etag());
     p
-}
-
-/// Whether a PUT or POST asks for a further block of the answer to an earlier one: Block2
-/// with NUM > 0 and no body (RFC 7959 §2.7: the requests after the last Block1 block leave
-/// out Block1 and the body).
-fn continues(request: &Packet) -> bool {
-    request.payload.is_empty()
-        && request
-            .get_first_option(CoapOption::Block2)
-            .is_some_and(|v| cli::decode_uint(v) >> 4 > 0)
 }
 
 /// The body libcoap's example server generates for its `/example_data` until the first PUT:
