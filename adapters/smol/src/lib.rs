@@ -66,7 +66,7 @@
 //!
 //! ## `coaps://` (feature `dtls`)
 //!
-//! A secure endpoint is a driver whose [`Config::security`](coap_engine::Config::security) holds the engine's DTLS layer,
+//! A secure endpoint is a driver whose `Config::security` holds the engine's DTLS layer,
 //! seeded with `security_entropy()`; [`Client`], [`Incoming`] and [`Events`] work as on a plain
 //! one, and the socket is the CoAPS port (5684). A handshake the server refuses (a wrong key,
 //! an untrusted certificate) fails the request with
