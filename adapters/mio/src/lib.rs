@@ -18,6 +18,16 @@
 //! `security_entropy()` (feature `dtls` or `tls`) seeds either security layer from the
 //! operating system's random number generator.
 //!
+//! Both drivers wrap every application call of the engine and send what it produces:
+//! [`request`](Driver::request), [`respond`](Driver::respond), [`ping`](Driver::ping),
+//! [`cancel`](Driver::cancel); observe (RFC 7641) as a client with
+//! [`observe`](Driver::observe) and [`deregister_observation`](Driver::deregister_observation)
+//! (notifications arrive as [`Event::Notification`]), and as a server with
+//! [`respond_observe`](Driver::respond_observe), [`notify`](Driver::notify) and
+//! [`observers`](Driver::observers) (observers leave with [`Event::ObserverRemoved`]);
+//! sessions with [`open_session`](Driver::open_session),
+//! [`close_session`](Driver::close_session) and [`set_keepalive`](Driver::set_keepalive).
+//!
 //! Two ways to use a [`Driver`]:
 //!
 //! - **In your own `mio::Poll`**: [`Driver::register`] it with a [`Token`] you choose, pass

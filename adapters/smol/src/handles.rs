@@ -362,7 +362,8 @@ pub struct IncomingRequest {
 /// Answers one incoming request. Respond whenever ready: over UDP, if it takes longer than
 /// [`Config::empty_ack_delay`] the engine has already acknowledged the request and the answer
 /// goes out as a separate response (over TCP there is nothing to acknowledge). Dropping it
-/// unanswered sends 5.00 Internal Server Error.
+/// unanswered sends 5.00 Internal Server Error. A registration (Observe = 0 in the request,
+/// RFC 7641) is answered with [`respond_observe`](Self::respond_observe) to add an observer.
 pub struct Responder {
     id: IncomingRequestId,
     cmds: Sender<Cmd>,
@@ -415,7 +416,8 @@ impl Drop for Responder {
 }
 
 /// The stream of incoming requests (server side). Clones share one queue: each request goes
-/// to one of them. Holding it keeps the driver running.
+/// to one of them. Holding it keeps the driver running. It also reaches the observers of
+/// the server's resources: [`notify`](Self::notify), [`observers`](Self::observers).
 ///
 /// A server that answers late, as a separate response (the engine sends the Empty ACK):
 /// ```
@@ -482,7 +484,9 @@ impl Incoming {
 
     /// Serves every incoming request with `handler`, each in its own task on smol's global
     /// executor, so a slow answer (sent as a separate response) holds up no other request.
-    /// Runs until the driver stops.
+    /// Runs until the driver stops. Every answer is a plain one, which adds no observer: serve
+    /// observable resources from [`next`](Self::next) with
+    /// [`Responder::respond_observe`].
     pub async fn serve<F, Fut>(self, handler: F)
     where
         F: Fn(SocketAddr, Packet) -> Fut + Send + Sync + 'static,

@@ -224,6 +224,9 @@ impl Observation {
     /// are skipped. If the observation had already ended but its terminal item was not yet
     /// taken, that item is the result; if it was taken,
     /// `Err(`[`Error::Rejected`]`(`[`UnknownRequest`](coap_engine::Error::UnknownRequest)`))`.
+    /// If the engine cannot send the deregistration now (`Rejected(QueueFull)`: a TCP peer
+    /// that does not read), that error is returned and the observation is cancelled
+    /// locally, as on drop.
     pub async fn deregister(mut self) -> Result<Packet, Error> {
         if self.ended {
             return Err(Error::Rejected(coap_engine::Error::UnknownRequest));
@@ -259,6 +262,17 @@ impl Observation {
             Ok(()) | Err(Error::Rejected(coap_engine::Error::UnknownRequest)) => Ok(()),
             Err(e) => Err(e),
         }
+    }
+}
+
+impl std::fmt::Debug for Observation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observation")
+            .field("id", &self.id)
+            .field("peer", &self.peer)
+            .field("ended", &self.ended)
+            .field("missed", &self.missed())
+            .finish()
     }
 }
 
