@@ -18,6 +18,16 @@
 //! `security_entropy()` (feature `dtls` or `tls`) seeds either security layer from the
 //! operating system's random number generator.
 //!
+//! Both drivers wrap every application call of the engine and send what it produces:
+//! [`request`](Driver::request), [`respond`](Driver::respond), [`ping`](Driver::ping),
+//! [`cancel`](Driver::cancel); observe (RFC 7641) as a client with
+//! [`observe`](Driver::observe) and [`deregister_observation`](Driver::deregister_observation)
+//! (notifications arrive as [`Event::Notification`]), and as a server with
+//! [`respond_observe`](Driver::respond_observe), [`notify`](Driver::notify) and
+//! [`observers`](Driver::observers) (observers leave with [`Event::ObserverRemoved`]);
+//! sessions with [`open_session`](Driver::open_session),
+//! [`close_session`](Driver::close_session) and [`set_keepalive`](Driver::set_keepalive).
+//!
 //! Two ways to use a [`Driver`]:
 //!
 //! - **In your own `mio::Poll`**: [`Driver::register`] it with a [`Token`] you choose, pass
@@ -135,7 +145,8 @@ use batch::{BatchIo, BATCH};
 
 use coap_engine::coap_lite::Packet;
 use coap_engine::{
-    Config, Endpoint, Error, Event, IncomingRequestId, Instant, RequestId, SendErrorKind, Transmit,
+    Config, Endpoint, Error, Event, IncomingRequestId, Instant, Keepalive, RequestId, ResourceId,
+    SendErrorKind, Transmit,
 };
 use mio::net::UdpSocket;
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -694,6 +705,186 @@ impl Driver {
         let id = self.endpoint.ping(now, peer);
         self.drive_call();
         id
+    }
+
+    /// Observes a resource (RFC 7641, [`Endpoint::observe`]): sends `request` (a GET or
+    /// FETCH) with Observe = 0, batched as [`request`](Self::request) is. Each fresh
+    /// notification, the first response included, arrives as [`Event::Notification`] with
+    /// the returned id; the observation ends with one [`Event::Response`] (the final
+    /// response, or the answer to [`deregister_observation`](Self::deregister_observation))
+    /// or [`Event::RequestFailed`].
+    ///
+    /// ```
+    /// use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType};
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// let mut get = Packet::new();
+    /// get.header.code = MessageClass::Request(RequestType::Get);
+    /// get.add_option(CoapOption::UriPath, b"time".to_vec());
+    /// let observation = driver.observe("127.0.0.1:5683".parse().unwrap(), &get).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn observe(&mut self, peer: SocketAddr, request: &Packet) -> Result<RequestId, Error> {
+        let now = self.now();
+        let id = self.endpoint.observe(now, peer, request);
+        self.drive_call();
+        id
+    }
+
+    /// Ends observation `id` by deregistering ([`Endpoint::deregister`], RFC 7641 §3.6: a
+    /// GET with Observe = 1), batched as [`request`](Self::request) is; its terminal event
+    /// is the server's answer. (Named apart from [`deregister`](Self::deregister), which
+    /// takes the socket out of a `mio::Registry`.)
+    ///
+    /// ```
+    /// # use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// # let mut get = Packet::new();
+    /// # get.header.code = MessageClass::Request(RequestType::Get);
+    /// let observation = driver.observe("127.0.0.1:5683".parse().unwrap(), &get).unwrap();
+    /// driver.deregister_observation(observation).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn deregister_observation(&mut self, id: RequestId) -> Result<(), Error> {
+        let now = self.now();
+        let result = self.endpoint.deregister(now, id);
+        self.drive_call();
+        result
+    }
+
+    /// Cancels one of our requests, pings or observations ([`Endpoint::cancel`]): it ends
+    /// with [`ExchangeError::Cancelled`](coap_engine::ExchangeError::Cancelled), and a late
+    /// response or notification is answered with Reset.
+    ///
+    /// ```
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// let ping = driver.ping("127.0.0.1:5683".parse().unwrap()).unwrap();
+    /// driver.cancel(ping).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn cancel(&mut self, id: RequestId) -> Result<(), Error> {
+        let now = self.now();
+        let result = self.endpoint.cancel(now, id);
+        self.drive_call();
+        result
+    }
+
+    /// Answers a registration and adds its sender as an observer of `resource`
+    /// ([`Endpoint::respond_observe`]); returns whether the observer was added. The answer
+    /// joins the send batch as [`respond`](Self::respond)'s does.
+    ///
+    /// ```no_run
+    /// # use coap_engine::{Event, ResourceId, coap_lite::{Packet, MessageClass, ResponseType}};
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// if let Some(Event::Request { id, .. }) = driver.poll_event() {
+    ///     let mut response = Packet::new();
+    ///     response.header.code = MessageClass::Response(ResponseType::Content);
+    ///     let added = driver.respond_observe(id, ResourceId(1), &response).unwrap();
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn respond_observe(
+        &mut self,
+        id: IncomingRequestId,
+        resource: ResourceId,
+        response: &Packet,
+    ) -> Result<bool, Error> {
+        let now = self.now();
+        let result = self.endpoint.respond_observe(now, id, resource, response);
+        self.drive_call();
+        result
+    }
+
+    /// Sends `notification` to every observer of `resource` ([`Endpoint::notify`]) and
+    /// returns how many there were; the datagrams join the send batch (several go out in
+    /// one system call where the platform batches).
+    ///
+    /// ```
+    /// # use coap_engine::{ResourceId, coap_lite::{Packet, MessageClass, ResponseType}};
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// let mut state = Packet::new();
+    /// state.header.code = MessageClass::Response(ResponseType::Content);
+    /// state.payload = b"22.5".to_vec();
+    /// assert_eq!(driver.notify(ResourceId(1), &state, false).unwrap(), 0); // nobody observes yet
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn notify(
+        &mut self,
+        resource: ResourceId,
+        notification: &Packet,
+        confirmable: bool,
+    ) -> Result<usize, Error> {
+        let now = self.now();
+        let result = self
+            .endpoint
+            .notify(now, resource, notification, confirmable);
+        self.drive_call();
+        result
+    }
+
+    /// How many clients observe `resource` ([`Endpoint::observers`]).
+    ///
+    /// ```
+    /// # let driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// assert_eq!(driver.observers(coap_engine::ResourceId(1)), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn observers(&self, resource: ResourceId) -> usize {
+        self.endpoint.observers(resource)
+    }
+
+    /// Opens a session with `peer` without sending anything, so that keepalive watches it
+    /// ([`Endpoint::open_session`]).
+    ///
+    /// ```
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// driver.open_session("127.0.0.1:5683".parse().unwrap()).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn open_session(&mut self, peer: SocketAddr) -> Result<(), Error> {
+        let now = self.now();
+        let result = self.endpoint.open_session(now, peer);
+        self.drive_call();
+        result
+    }
+
+    /// Closes the session with `peer` ([`Endpoint::close_session`]); its pending exchanges
+    /// end with [`ExchangeError::SessionClosed`](coap_engine::ExchangeError::SessionClosed).
+    ///
+    /// ```
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// let peer = "127.0.0.1:5683".parse().unwrap();
+    /// driver.open_session(peer).unwrap();
+    /// driver.close_session(peer).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn close_session(&mut self, peer: SocketAddr) -> Result<(), Error> {
+        let now = self.now();
+        let result = self.endpoint.close_session(now, peer);
+        self.drive_call();
+        result
+    }
+
+    /// Sets (or with `None` clears) the keepalive of the session with `peer`
+    /// ([`Endpoint::set_keepalive`]).
+    ///
+    /// ```
+    /// use coap_engine::{Duration, Keepalive};
+    /// # let mut driver = coap_engine_mio::Driver::bind("127.0.0.1:0".parse().unwrap(), Default::default())?;
+    /// let peer = "127.0.0.1:5683".parse().unwrap();
+    /// driver.open_session(peer).unwrap();
+    /// let keepalive = Keepalive { interval: Duration::from_secs(30), timeout: Duration::from_secs(10) };
+    /// driver.set_keepalive(peer, Some(keepalive)).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_keepalive(
+        &mut self,
+        peer: SocketAddr,
+        keepalive: Option<Keepalive>,
+    ) -> Result<(), Error> {
+        let now = self.now();
+        let result = self.endpoint.set_keepalive(now, peer, keepalive);
+        self.drive_call();
+        result
     }
 
     /// Runs a blocking loop on a private `mio::Poll` until the handler breaks (or `poll`

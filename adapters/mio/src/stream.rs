@@ -215,8 +215,8 @@ use std::time::{Duration as StdDuration, Instant as StdInstant};
 
 use coap_engine::coap_lite::Packet;
 use coap_engine::{
-    Config, Endpoint, Error, Event, IncomingRequestId, Instant, RequestId, SendErrorKind,
-    StreamClosed, StreamCommand, Transmit, TransmitId, Transport,
+    Config, Endpoint, Error, Event, IncomingRequestId, Instant, Keepalive, RequestId, ResourceId,
+    SendErrorKind, StreamClosed, StreamCommand, Transmit, TransmitId, Transport,
 };
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Registry, Token};
@@ -954,6 +954,199 @@ impl StreamDriver {
         let id = self.endpoint.ping(now, peer);
         self.drive();
         id
+    }
+
+    /// Observes a resource (RFC 7641, [`Endpoint::observe`]): sends `request` (a GET or
+    /// FETCH) with Observe = 0, on the connection with `peer` (opened first if there is none),
+    /// written at once unless [corked](Self::cork). Each fresh
+    /// notification, the first response included, arrives as [`Event::Notification`] with
+    /// the returned id; the observation ends with one [`Event::Response`] (the final
+    /// response, or the answer to [`deregister_observation`](Self::deregister_observation))
+    /// or [`Event::RequestFailed`].
+    ///
+    /// ```
+    /// use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType};
+    /// # let tcp = coap_engine::Config { transport: coap_engine::Transport::Tcp, ..Default::default() };
+    /// # let mut driver = coap_engine_mio::StreamDriver::new(tcp)?;
+    /// let mut get = Packet::new();
+    /// get.header.code = MessageClass::Request(RequestType::Get);
+    /// get.add_option(CoapOption::UriPath, b"time".to_vec());
+    /// let observation = driver.observe("127.0.0.1:5683".parse().unwrap(), &get).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn observe(&mut self, peer: SocketAddr, request: &Packet) -> Result<RequestId, Error> {
+        let now = self.now();
+        let id = self.endpoint.observe(now, peer, request);
+        self.drive();
+        id
+    }
+
+    /// Ends observation `id` by deregistering ([`Endpoint::deregister`], RFC 7641 §3.6: a
+    /// GET with Observe = 1), written as [`request`](Self::request)'s is; its terminal
+    /// event is the server's answer. [`Error::QueueFull`] while the peer does not read
+    /// what is already written. (Named apart from [`deregister`](Self::deregister), which
+    /// takes the sockets out of a `mio::Registry`.)
+    ///
+    /// ```
+    /// # use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
+    /// # let tcp = coap_engine::Config { transport: coap_engine::Transport::Tcp, ..Default::default() };
+    /// # let mut driver = coap_engine_mio::StreamDriver::new(tcp)?;
+    /// # let mut get = Packet::new();
+    /// # get.header.code = MessageClass::Request(RequestType::Get);
+    /// let observation = driver.observe("127.0.0.1:5683".parse().unwrap(), &get).unwrap();
+    /// driver.deregister_observation(observation).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn deregister_observation(&mut self, id: RequestId) -> Result<(), Error> {
+        let now = self.now();
+        let result = self.endpoint.deregister(now, id);
+        self.drive();
+        result
+    }
+
+    /// Cancels one of our requests, pings or observations ([`Endpoint::cancel`]): it ends
+    /// with [`ExchangeError::Cancelled`](coap_engine::ExchangeError::Cancelled), and a late
+    /// response or notification is ignored (a connection has no Reset).
+    ///
+    /// ```
+    /// # let tcp = coap_engine::Config { transport: coap_engine::Transport::Tcp, ..Default::default() };
+    /// # let mut driver = coap_engine_mio::StreamDriver::new(tcp)?;
+    /// let ping = driver.ping("127.0.0.1:5683".parse().unwrap()).unwrap();
+    /// driver.cancel(ping).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn cancel(&mut self, id: RequestId) -> Result<(), Error> {
+        let now = self.now();
+        let result = self.endpoint.cancel(now, id);
+        self.drive();
+        result
+    }
+
+    /// Answers a registration and adds its sender as an observer of `resource`
+    /// ([`Endpoint::respond_observe`]); returns whether the observer was added. Written as
+    /// [`respond`](Self::respond)'s answer is, with the same [`Error::QueueFull`].
+    ///
+    /// ```no_run
+    /// # use coap_engine::{Event, ResourceId, coap_lite::{Packet, MessageClass, ResponseType}};
+    /// # let tcp = coap_engine::Config { transport: coap_engine::Transport::Tcp, ..Default::default() };
+    /// # let mut driver = coap_engine_mio::StreamDriver::new(tcp)?;
+    /// if let Some(Event::Request { id, .. }) = driver.poll_event() {
+    ///     let mut response = Packet::new();
+    ///     response.header.code = MessageClass::Response(ResponseType::Content);
+    ///     let added = driver.respond_observe(id, ResourceId(1), &response).unwrap();
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn respond_observe(
+        &mut self,
+        id: IncomingRequestId,
+        resource: ResourceId,
+        response: &Packet,
+    ) -> Result<bool, Error> {
+        let now = self.now();
+        let result = self.endpoint.respond_observe(now, id, resource, response);
+        self.drive();
+        result
+    }
+
+    /// Sends `notification` to every observer of `resource` ([`Endpoint::notify`]) and
+    /// returns how many there were, writing to each observer's connection (coalesced while
+    /// [corked](Self::cork)). RFC 8323 has no message types: `confirmable` changes nothing
+    /// on the wire.
+    ///
+    /// ```
+    /// # use coap_engine::{ResourceId, coap_lite::{Packet, MessageClass, ResponseType}};
+    /// # let tcp = coap_engine::Config { transport: coap_engine::Transport::Tcp, ..Default::default() };
+    /// # let mut driver = coap_engine_mio::StreamDriver::new(tcp)?;
+    /// let mut state = Packet::new();
+    /// state.header.code = MessageClass::Response(ResponseType::Content);
+    /// state.payload = b"22.5".to_vec();
+    /// assert_eq!(driver.notify(ResourceId(1), &state, false).unwrap(), 0); // nobody observes yet
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn notify(
+        &mut self,
+        resource: ResourceId,
+        notification: &Packet,
+        confirmable: bool,
+    ) -> Result<usize, Error> {
+        let now = self.now();
+        let result = self
+            .endpoint
+            .notify(now, resource, notification, confirmable);
+        self.drive();
+        result
+    }
+
+    /// How many clients observe `resource` ([`Endpoint::observers`]).
+    ///
+    /// ```
+    /// # let tcp = coap_engine::Config { transport: coap_engine::Transport::Tcp, ..Default::default() };
+    /// # let driver = coap_engine_mio::StreamDriver::new(tcp)?;
+    /// assert_eq!(driver.observers(coap_engine::ResourceId(1)), 0);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn observers(&self, resource: ResourceId) -> usize {
+        self.endpoint.observers(resource)
+    }
+
+    /// Opens a session with `peer` without sending anything, so that keepalive watches it
+    /// ([`Endpoint::open_session`]): opens the connection.
+    ///
+    /// ```
+    /// # let tcp = coap_engine::Config { transport: coap_engine::Transport::Tcp, ..Default::default() };
+    /// # let mut driver = coap_engine_mio::StreamDriver::new(tcp)?;
+    /// driver.open_session("127.0.0.1:5683".parse().unwrap()).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn open_session(&mut self, peer: SocketAddr) -> Result<(), Error> {
+        let now = self.now();
+        let result = self.endpoint.open_session(now, peer);
+        self.drive();
+        result
+    }
+
+    /// Closes the session with `peer` ([`Endpoint::close_session`]) with a 7.04 Release,
+    /// then the connection; its pending exchanges
+    /// end with [`ExchangeError::SessionClosed`](coap_engine::ExchangeError::SessionClosed).
+    ///
+    /// ```
+    /// # let tcp = coap_engine::Config { transport: coap_engine::Transport::Tcp, ..Default::default() };
+    /// # let mut driver = coap_engine_mio::StreamDriver::new(tcp)?;
+    /// let peer = "127.0.0.1:5683".parse().unwrap();
+    /// driver.open_session(peer).unwrap();
+    /// driver.close_session(peer).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn close_session(&mut self, peer: SocketAddr) -> Result<(), Error> {
+        let now = self.now();
+        let result = self.endpoint.close_session(now, peer);
+        self.drive();
+        result
+    }
+
+    /// Sets (or with `None` clears) the keepalive of the session with `peer`
+    /// ([`Endpoint::set_keepalive`]).
+    ///
+    /// ```
+    /// use coap_engine::{Duration, Keepalive};
+    /// # let tcp = coap_engine::Config { transport: coap_engine::Transport::Tcp, ..Default::default() };
+    /// # let mut driver = coap_engine_mio::StreamDriver::new(tcp)?;
+    /// let peer = "127.0.0.1:5683".parse().unwrap();
+    /// driver.open_session(peer).unwrap();
+    /// let keepalive = Keepalive { interval: Duration::from_secs(30), timeout: Duration::from_secs(10) };
+    /// driver.set_keepalive(peer, Some(keepalive)).unwrap();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_keepalive(
+        &mut self,
+        peer: SocketAddr,
+        keepalive: Option<Keepalive>,
+    ) -> Result<(), Error> {
+        let now = self.now();
+        let result = self.endpoint.set_keepalive(now, peer, keepalive);
+        self.drive();
+        result
     }
 
     /// Runs a blocking loop on a private `mio::Poll` until the handler breaks (or `poll`

@@ -13,10 +13,13 @@ use std::task::{Context, Poll};
 use std::time::{Duration as StdDuration, Instant as StdInstant, SystemTime, UNIX_EPOCH};
 
 use coap_engine::coap_lite::{MessageClass, Packet, ResponseType};
-use coap_engine::{Config, Endpoint, Event, IncomingRequestId, Instant, Keepalive, RequestId};
+use coap_engine::{
+    Config, Endpoint, Event, IncomingRequestId, Instant, Keepalive, RequestId, ResourceId,
+};
 use smol::channel::{self, Receiver, Sender, WeakSender};
 use smol::stream::Stream;
 
+use crate::observe::{self, Item, Observation, Sink};
 use crate::{Error, EVENT_CAPACITY};
 
 /// Work for the driver task: a closure run on the engine's state. Every handle call is one.
@@ -66,6 +69,8 @@ pub(crate) struct Core {
     events_tx: Sender<Event>,
     /// Requests and pings whose future is waiting for their terminal event.
     pending: HashMap<RequestId, Sender<Result<Event, Error>>>,
+    /// Observations whose [`Observation`] takes their notifications and terminal event.
+    pub(crate) observations: HashMap<RequestId, Sink>,
 }
 
 impl Core {
@@ -86,6 +91,7 @@ impl Core {
             incoming_tx,
             events_tx,
             pending: HashMap::new(),
+            observations: HashMap::new(),
         };
         let handles = Handles {
             cmd_rx,
@@ -118,10 +124,28 @@ impl Core {
         any
     }
 
-    /// Hands an event to the future waiting for it, to [`Incoming`] or to [`Events`].
+    /// Hands an event to the future or [`Observation`] waiting for it, to [`Incoming`] or
+    /// to [`Events`].
     fn route(&mut self, event: Event) {
         let (id, outcome) = match event {
             Event::Request { id, peer, request } => return self.incoming(id, peer, request),
+            Event::Notification { id, response, .. } => {
+                // Absent when its Observation was dropped: it is being deregistered.
+                if let Some(sink) = self.observations.get(&id) {
+                    if !sink.push(Item::Notification(response)) {
+                        self.observations.remove(&id);
+                        let now = self.now();
+                        observe::abandon(&mut self.endpoint, now, id);
+                    }
+                }
+                return;
+            }
+            Event::Response { id, response, .. } if self.observations.contains_key(&id) => {
+                return self.end_observation(id, Ok(response));
+            }
+            Event::RequestFailed { id, error, .. } if self.observations.contains_key(&id) => {
+                return self.end_observation(id, Err(Error::Exchange(error)));
+            }
             Event::Response { id, .. } | Event::Pong { id, .. } => (id, Ok(event)),
             Event::RequestFailed { id, error, .. } | Event::PingFailed { id, error, .. } => {
                 (id, Err(Error::Exchange(error)))
@@ -138,6 +162,12 @@ impl Core {
         // Absent when its future was dropped (cancelled): nobody is waiting.
         if let Some(reply) = self.pending.remove(&id) {
             let _ = reply.try_send(outcome);
+        }
+    }
+
+    fn end_observation(&mut self, id: RequestId, outcome: Result<Packet, Error>) {
+        if let Some(sink) = self.observations.remove(&id) {
+            sink.push(Item::End(outcome));
         }
     }
 
@@ -197,6 +227,40 @@ impl Client {
         }
     }
 
+    /// Observes a resource of `peer` (RFC 7641): sends `request` (a GET or FETCH; the engine
+    /// sets its Observe option to 0, register) and resolves, once the engine has sent or
+    /// queued it, to the [`Observation`]: a stream of the notifications, the registration's
+    /// first response included, ending with the final response or the failure. See
+    /// [`Observation`] for what dropping it does and how notifications are held.
+    ///
+    /// Fails with [`Error::Rejected`] if the engine refuses the request (e.g.
+    /// [`NotObservable`](coap_engine::Error::NotObservable) for a method other than GET or
+    /// FETCH); nothing is sent then. Over TCP the registration goes on the connection with
+    /// `peer`, opened first if there is none.
+    pub async fn observe(&self, peer: SocketAddr, request: Packet) -> Result<Observation, Error> {
+        let (sink, rx, missed) = observe::channel();
+        let (reply, reply_rx) = channel::bounded(1);
+        let cmd: Cmd = Box::new(
+            move |s, now| match s.endpoint.observe(now, peer, &request) {
+                Ok(id) => {
+                    s.observations.insert(id, sink);
+                    // Its future may have been dropped meanwhile: then nobody observes.
+                    if reply.try_send(Ok(id)).is_err() {
+                        observe::sweep(s, now);
+                    }
+                }
+                Err(e) => drop(reply.try_send(Err(Error::Rejected(e)))),
+            },
+        );
+        self.cmds.try_send(cmd).map_err(|_| Error::DriverStopped)?;
+        // Dropped before the id came back: the channel closes, and the driver ends the
+        // observation it may already have started.
+        let abandon_on_drop = AbandonOnDrop(&self.cmds, &rx);
+        let id = reply_rx.recv().await.unwrap_or(Err(Error::DriverStopped));
+        std::mem::forget(abandon_on_drop);
+        Ok(Observation::new(id?, peer, self.cmds.clone(), rx, missed))
+    }
+
     /// Opens a session with `peer` without sending a request, so that keepalive watches it
     /// (over TCP: opens the connection).
     pub async fn open_session(&self, peer: SocketAddr) -> Result<(), Error> {
@@ -244,10 +308,10 @@ impl Client {
 }
 
 /// Runs `f` on the engine inside the driver and waits for its result.
-async fn call(
+pub(crate) async fn call<T: Send + 'static>(
     cmds: &Sender<Cmd>,
-    f: impl FnOnce(&mut Endpoint, Instant) -> Result<(), coap_engine::Error> + Send + 'static,
-) -> Result<(), Error> {
+    f: impl FnOnce(&mut Endpoint, Instant) -> Result<T, coap_engine::Error> + Send + 'static,
+) -> Result<T, Error> {
     let (tx, rx) = channel::bounded(1);
     let cmd: Cmd = Box::new(move |s, now| drop(tx.try_send(f(&mut s.endpoint, now))));
     cmds.try_send(cmd).map_err(|_| Error::DriverStopped)?;
@@ -274,6 +338,17 @@ impl<T> Drop for CancelOnDrop<'_, T> {
     }
 }
 
+/// Dropped with [`Client::observe`]'s future before it resolved: closes the observation's
+/// channel, and the driver ends every observation whose channel is closed.
+struct AbandonOnDrop<'a>(&'a Sender<Cmd>, &'a Receiver<Item>);
+
+impl Drop for AbandonOnDrop<'_> {
+    fn drop(&mut self) {
+        self.1.close();
+        let _ = self.0.try_send(Box::new(observe::sweep));
+    }
+}
+
 /// A request received by the server side, with the [`Responder`] that answers it.
 pub struct IncomingRequest {
     /// Who sent it.
@@ -287,7 +362,8 @@ pub struct IncomingRequest {
 /// Answers one incoming request. Respond whenever ready: over UDP, if it takes longer than
 /// [`Config::empty_ack_delay`] the engine has already acknowledged the request and the answer
 /// goes out as a separate response (over TCP there is nothing to acknowledge). Dropping it
-/// unanswered sends 5.00 Internal Server Error.
+/// unanswered sends 5.00 Internal Server Error. A registration (Observe = 0 in the request,
+/// RFC 7641) is answered with [`respond_observe`](Self::respond_observe) to add an observer.
 pub struct Responder {
     id: IncomingRequestId,
     cmds: Sender<Cmd>,
@@ -301,6 +377,28 @@ impl Responder {
         self.answered = true;
         let id = self.id;
         call(&self.cmds, move |e, now| e.respond(now, id, &response)).await
+    }
+
+    /// Answers a registration (a GET or FETCH with Observe = 0, RFC 7641 §3.1) and, if
+    /// `response` is 2.xx, adds the client as an observer of `resource`
+    /// ([`Endpoint::respond_observe`]): the response carries an Observe option, and
+    /// [`Incoming::notify`] reaches the client from then on. Resolves to whether the
+    /// observer was added: not when the request was no registration, the response is not
+    /// 2.xx, or [`Limits::max_observers`](coap_engine::Limits::max_observers) /
+    /// `max_observers_per_resource` is reached (the response then goes as a plain one,
+    /// which tells the client). The observer leaves with
+    /// [`Event::ObserverRemoved`] on [`Events`].
+    pub async fn respond_observe(
+        mut self,
+        resource: ResourceId,
+        response: Packet,
+    ) -> Result<bool, Error> {
+        self.answered = true;
+        let id = self.id;
+        call(&self.cmds, move |e, now| {
+            e.respond_observe(now, id, resource, &response)
+        })
+        .await
     }
 }
 
@@ -318,7 +416,8 @@ impl Drop for Responder {
 }
 
 /// The stream of incoming requests (server side). Clones share one queue: each request goes
-/// to one of them. Holding it keeps the driver running.
+/// to one of them. Holding it keeps the driver running. It also reaches the observers of
+/// the server's resources: [`notify`](Self::notify), [`observers`](Self::observers).
 ///
 /// A server that answers late, as a separate response (the engine sends the Empty ACK):
 /// ```
@@ -359,9 +458,35 @@ impl Incoming {
         self.rx.recv().await.ok()
     }
 
+    /// Sends `notification` (a response: code, options and payload) to every observer of
+    /// `resource` and resolves to how many there were ([`Endpoint::notify`], RFC 7641
+    /// §4.2). The engine sets type, Message ID, token and the Observe sequence number.
+    /// Non-confirmable unless `confirmable` (over TCP there are no types); the engine still
+    /// makes one Confirmable at least every 24 hours and while an earlier one is
+    /// unacknowledged. A notification that is not 2.xx is the last: it ends every
+    /// observation of `resource`.
+    pub async fn notify(
+        &self,
+        resource: ResourceId,
+        notification: Packet,
+        confirmable: bool,
+    ) -> Result<usize, Error> {
+        call(&self._cmds, move |e, now| {
+            e.notify(now, resource, &notification, confirmable)
+        })
+        .await
+    }
+
+    /// How many clients observe `resource` ([`Endpoint::observers`]).
+    pub async fn observers(&self, resource: ResourceId) -> Result<usize, Error> {
+        call(&self._cmds, move |e, _| Ok(e.observers(resource))).await
+    }
+
     /// Serves every incoming request with `handler`, each in its own task on smol's global
     /// executor, so a slow answer (sent as a separate response) holds up no other request.
-    /// Runs until the driver stops.
+    /// Runs until the driver stops. Every answer is a plain one, which adds no observer: serve
+    /// observable resources from [`next`](Self::next) with
+    /// [`Responder::respond_observe`].
     pub async fn serve<F, Fut>(self, handler: F)
     where
         F: Fn(SocketAddr, Packet) -> Fut + Send + Sync + 'static,
@@ -385,9 +510,11 @@ impl Incoming {
 /// The session event stream: [`Event::SessionNew`], [`Event::SessionEstablished`],
 /// [`Event::SessionFailed`], [`Event::SessionClosed`], [`Event::SendFailed`],
 /// [`Event::HandshakeFailed`] (a secure server's refused or stalled handshakes),
-/// [`Event::Released`] (a TCP peer's 7.04 Release), and the engine's other events. Responses,
+/// [`Event::Released`] (a TCP peer's 7.04 Release), [`Event::ObserverRemoved`] (a client
+/// stopped observing one of our resources), and the engine's other events. Responses,
 /// pongs and failures of requests and pings go to their futures (and are dropped with a
-/// future that was dropped), requests to [`Incoming`]. Bounded by [`EVENT_CAPACITY`].
+/// future that was dropped), notifications and the end of observations to their
+/// [`Observation`], requests to [`Incoming`]. Bounded by [`EVENT_CAPACITY`].
 pub struct Events(Pin<Box<Receiver<Event>>>);
 
 impl Clone for Events {

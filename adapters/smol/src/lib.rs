@@ -21,13 +21,18 @@
 //!   the engine's own [`ExchangeError`] (timeout, reset, session/keepalive failure, send
 //!   failure, ...), a refused call, or a stopped driver; dropping the future cancels the
 //!   request. [`ping`](Client::ping) resolves to the round-trip time.
+//!   [`observe`](Client::observe) resolves to an [`Observation`] (RFC 7641), a stream of
+//!   notifications that ends with the final response or the failure; dropping it
+//!   deregisters.
 //! - [`Incoming`]: the server side, a stream of [`IncomingRequest`]s each with a
 //!   [`Responder`] that may answer at any time (over UDP, if the application is slow the
 //!   engine sends the Empty ACK itself and the answer goes out as a separate response).
-//!   [`Incoming::serve`] runs an async handler per request.
+//!   [`Incoming::serve`] runs an async handler per request. A registration is answered
+//!   with [`Responder::respond_observe`]; [`Incoming::notify`] reaches the observers of a
+//!   resource.
 //! - [`Events`]: session lifecycle and send failures ([`Event::SessionNew`](coap_engine::Event::SessionNew),
 //!   [`Event::SessionEstablished`](coap_engine::Event::SessionEstablished), [`Event::SessionFailed`](coap_engine::Event::SessionFailed), [`Event::SessionClosed`](coap_engine::Event::SessionClosed),
-//!   [`Event::SendFailed`](coap_engine::Event::SendFailed), and on a secure server [`Event::HandshakeFailed`](coap_engine::Event::HandshakeFailed)).
+//!   [`Event::SendFailed`](coap_engine::Event::SendFailed), [`Event::ObserverRemoved`](coap_engine::Event::ObserverRemoved), and on a secure server [`Event::HandshakeFailed`](coap_engine::Event::HandshakeFailed)).
 //!
 //! ```
 //! use coap_engine::coap_lite::{MessageClass, Packet, RequestType, ResponseType};
@@ -61,7 +66,7 @@
 //!
 //! ## `coaps://` (feature `dtls`)
 //!
-//! A secure endpoint is a driver whose [`Config::security`](coap_engine::Config::security) holds the engine's DTLS layer,
+//! A secure endpoint is a driver whose `Config::security` holds the engine's DTLS layer,
 //! seeded with `security_entropy()`; [`Client`], [`Incoming`] and [`Events`] work as on a plain
 //! one, and the socket is the CoAPS port (5684). A handshake the server refuses (a wrong key,
 //! an untrusted certificate) fails the request with
@@ -120,10 +125,12 @@ pub use coap_engine;
 use coap_engine::ExchangeError;
 
 mod handles;
+mod observe;
 pub mod stream;
 mod udp;
 
 pub use handles::{Client, Events, Incoming, IncomingRequest, Responder};
+pub use observe::{Observation, NOTIFICATION_CAPACITY};
 pub use stream::StreamDriver;
 pub use udp::Driver;
 

@@ -89,7 +89,7 @@
 //!
 //! ## CoAP over TLS (feature `tls`)
 //!
-//! The engine's TLS layer in [`Config::security`](coap_engine::Config::security) makes a
+//! The engine's TLS layer in `Config::security` makes a
 //! `coaps+tcp://` endpoint (port 5684); the driver is the same. The client checks the
 //! server's certificate against its trust anchors and the name it meant: the Uri-Host of the
 //! first request to that server, or else the server's IP address. The driver gives the
@@ -201,7 +201,7 @@ impl StreamDriver {
     /// Listens on `addr` (port 0 picks a free one) for connections from clients, and connects
     /// to servers as requests ask, with an engine configured by `config` (its transport made
     /// [`Transport::Tcp`] whatever it said; with a TLS layer in
-    /// [`Config::security`](coap_engine::Config::security) every connection is a TLS one) and
+    /// `Config::security` every connection is a TLS one) and
     /// randomly seeded. The driver does nothing until [`run`](Self::run) or
     /// [`spawn`](Self::spawn).
     ///

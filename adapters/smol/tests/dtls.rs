@@ -1,5 +1,6 @@
 //! `coaps://` through the smol driver over real loopback sockets: DTLS 1.2 in PSK and
-//! certificate mode, and the typed failures of a wrong key and of an untrusted certificate.
+//! certificate mode, an observation over PSK, and the typed failures of a wrong key and of
+//! an untrusted certificate.
 #![cfg(feature = "dtls")]
 
 use std::collections::BTreeMap;
@@ -128,6 +129,51 @@ fn psk_client_and_server_complete_a_get() {
         // A second request goes over the same association.
         let response = client.request(server_addr, get("again")).await.unwrap();
         assert_eq!(response.payload, b"secure again");
+    }));
+}
+
+#[test]
+fn psk_observation_notifies_and_deregisters() {
+    use coap_engine::ResourceId;
+    use smol::stream::StreamExt as _;
+    const CLOCK: ResourceId = ResourceId(1);
+    fn content(payload: &[u8]) -> Packet {
+        let mut p = Packet::new();
+        p.header.code = MessageClass::Response(ResponseType::Content);
+        p.payload = payload.to_vec();
+        p
+    }
+    smol::block_on(within(20, async {
+        let driver = Driver::bind("127.0.0.1:0".parse().unwrap(), psk_server()).unwrap();
+        let (server_addr, incoming, _server) = (
+            driver.local_addr().unwrap(),
+            driver.incoming(),
+            driver.spawn(),
+        );
+        let (client, _, _task) = client(psk_client(b"secret-key-1"));
+        let mut observation = client.observe(server_addr, get("clock")).await.unwrap();
+
+        let registration = incoming.next().await.unwrap();
+        assert_eq!(registration.request.get_observe_value(), Some(Ok(0)));
+        let added = registration.responder.respond_observe(CLOCK, content(b"0"));
+        assert_eq!(added.await, Ok(true));
+        assert_eq!(observation.next().await.unwrap().unwrap().payload, b"0");
+        assert_eq!(incoming.notify(CLOCK, content(b"1"), true).await, Ok(1));
+        assert_eq!(observation.next().await.unwrap().unwrap().payload, b"1");
+
+        let answering = smol::spawn(async move {
+            let deregistration = incoming.next().await.unwrap();
+            assert_eq!(deregistration.request.get_observe_value(), Some(Ok(1)));
+            deregistration
+                .responder
+                .respond(content(b"bye"))
+                .await
+                .unwrap();
+            incoming
+        });
+        assert_eq!(observation.deregister().await.unwrap().payload, b"bye");
+        let incoming = answering.await;
+        assert_eq!(incoming.observers(CLOCK).await, Ok(0));
     }));
 }
 
