@@ -90,10 +90,10 @@ use core::task::Poll;
 
 use coap_engine::coap_lite::{MessageClass, Packet, ResponseType};
 use coap_engine::{
-    Duration, Endpoint, Event, ExchangeError, FailureReason, IncomingRequestId, Keepalive,
-    RequestId, SendErrorKind, Transmit,
+    Duration, Endpoint, Event, ExchangeError, IncomingRequestId, Keepalive, ObserverRemoval,
+    RequestId, ResourceId, SendErrorKind, Transmit,
 };
-use embassy_futures::select::{select4, Either4};
+use embassy_futures::select::{select, select4, Either, Either4};
 use embassy_net::udp::{RecvError, SendError, UdpSocket};
 use embassy_net::{IpAddress, IpEndpoint};
 use embassy_sync::blocking_mutex::raw::RawMutex;
@@ -151,45 +151,43 @@ pub fn send_error_kind(error: SendError) -> SendErrorKind {
     }
 }
 
-/// Why [`Client::request`] or [`Client::ping`] got no answer.
+/// Why [`Client::request`], [`Client::ping`] or an [`Observation`] got no answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RequestError {
-    /// No acknowledgement after all retransmissions, or no response in time.
-    Timeout,
-    /// The peer answered with Reset.
-    Reset,
-    /// The session failed while the request was pending: keepalive timeout (the peer was
-    /// silent for `interval + timeout`) or consecutive unreachable sends.
-    SessionFailed(FailureReason),
-    /// The message could not be sent (e.g. too big, or no route on its last attempt).
-    SendFailed(SendErrorKind),
-    /// The session was closed, or the request cancelled, while it was pending.
-    Closed,
+    /// The exchange ended without an answer, as the engine reports it, unchanged:
+    /// [`ExchangeError::Timeout`] (no acknowledgement after all retransmissions, or no
+    /// response in time), [`Reset`](ExchangeError::Reset) (the peer answered with Reset),
+    /// [`SendFailed`](ExchangeError::SendFailed) (too big, or no route on its last attempt),
+    /// [`SessionFailed`](ExchangeError::SessionFailed) (keepalive timeout, consecutive
+    /// unreachable sends, a failed TCP connection),
+    /// [`SessionClosed`](ExchangeError::SessionClosed) ([`Client::close_session`], an idle
+    /// session, a TCP Release), [`Cancelled`](ExchangeError::Cancelled)
+    /// ([`Observation::cancel`], or dropping an [`Observation`]), and the block-wise failures
+    /// of RFC 7959: [`BodyTooLarge`](ExchangeError::BodyTooLarge),
+    /// [`UnexpectedBlock`](ExchangeError::UnexpectedBlock) and
+    /// [`RepresentationChanged`](ExchangeError::RepresentationChanged).
+    Exchange(ExchangeError),
     /// The engine refused the call (bad packet, session or queue limits); nothing was sent.
     Rejected(coap_engine::Error),
 }
 
 impl From<ExchangeError> for RequestError {
     fn from(e: ExchangeError) -> Self {
-        match e {
-            ExchangeError::Timeout => RequestError::Timeout,
-            ExchangeError::Reset => RequestError::Reset,
-            ExchangeError::SendFailed(kind) => RequestError::SendFailed(kind),
-            ExchangeError::SessionFailed(reason) => RequestError::SessionFailed(reason),
-            _ => RequestError::Closed,
-        }
+        RequestError::Exchange(e)
+    }
+}
+
+impl From<coap_engine::Error> for RequestError {
+    fn from(e: coap_engine::Error) -> Self {
+        RequestError::Rejected(e)
     }
 }
 
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RequestError::Timeout => f.write_str("timed out waiting for the peer"),
-            RequestError::Reset => f.write_str("the peer answered with Reset"),
-            RequestError::SessionFailed(reason) => write!(f, "session failed: {reason}"),
-            RequestError::SendFailed(kind) => write!(f, "send failed: {kind}"),
-            RequestError::Closed => f.write_str("session closed or request cancelled"),
+            RequestError::Exchange(e) => e.fmt(f),
             RequestError::Rejected(e) => write!(f, "rejected: {e}"),
         }
     }
@@ -208,14 +206,32 @@ pub struct IncomingRequest {
     pub request: Packet,
 }
 
-/// How one of our exchanges ended.
+/// What the runner answers to a handle's call.
 enum Outcome {
     Response(Packet),
     Pong(Duration),
     Failed(RequestError),
+    /// [`Endpoint::respond_observe`]'s result.
+    Observing(Result<bool, coap_engine::Error>),
+    /// [`Endpoint::notify`]'s result.
+    Notified(Result<usize, coap_engine::Error>),
+    /// [`Endpoint::observers`]'s result.
+    Observers(usize),
 }
 
 type Reply<M> = Arc<Signal<M, Outcome>>;
+
+/// What one observation shares between its [`Observation`] handle and the runner: each
+/// signal holds at most one value, so an observation costs the same however slowly its
+/// handle is read.
+struct ObserveSlot<M: RawMutex> {
+    /// The engine's id for it, or why the engine refused it.
+    started: Signal<M, Result<RequestId, coap_engine::Error>>,
+    /// The freshest notification not yet taken (a newer one replaces it).
+    notification: Signal<M, Packet>,
+    /// How the observation ended.
+    end: Signal<M, Result<Packet, RequestError>>,
+}
 
 /// A call from a handle to the runner.
 enum Command<M: RawMutex> {
@@ -224,6 +240,12 @@ enum Command<M: RawMutex> {
     Respond(IncomingRequestId, Packet),
     Open(SocketAddr, Option<Keepalive>),
     Close(SocketAddr),
+    Observe(SocketAddr, Packet, Arc<ObserveSlot<M>>),
+    Deregister(RequestId),
+    Cancel(RequestId),
+    RespondObserve(IncomingRequestId, ResourceId, Packet, Reply<M>),
+    Notify(ResourceId, Packet, bool, Reply<M>),
+    Observers(ResourceId, Reply<M>),
 }
 
 /// The channels between a [`CoapRunner`] and its [`Client`]/[`Server`] handles, each `N`
@@ -233,6 +255,7 @@ pub struct CoapChannels<M: RawMutex, const N: usize> {
     commands: Channel<M, Command<M>, N>,
     requests: Channel<M, IncomingRequest, N>,
     events: Channel<M, Event, N>,
+    removed: Channel<M, ObserverRemoved, N>,
 }
 
 impl<M: RawMutex, const N: usize> CoapChannels<M, N> {
@@ -242,6 +265,7 @@ impl<M: RawMutex, const N: usize> CoapChannels<M, N> {
             commands: Channel::new(),
             requests: Channel::new(),
             events: Channel::new(),
+            removed: Channel::new(),
         }
     }
 }
@@ -252,7 +276,7 @@ impl<M: RawMutex, const N: usize> Default for CoapChannels<M, N> {
     }
 }
 
-/// The client side: requests, pings, sessions and their events. Cheap to copy.
+/// The client side: requests, observations, pings, sessions and their events. Cheap to copy.
 pub struct Client<'a, M: RawMutex, const N: usize> {
     channels: &'a CoapChannels<M, N>,
 }
@@ -264,36 +288,91 @@ impl<M: RawMutex, const N: usize> Clone for Client<'_, M, N> {
 }
 impl<M: RawMutex, const N: usize> Copy for Client<'_, M, N> {}
 
+/// Sends `make`'s command to the runner and waits for its answer.
+async fn call<M: RawMutex, const N: usize>(
+    channels: &CoapChannels<M, N>,
+    make: impl FnOnce(Reply<M>) -> Command<M>,
+) -> Outcome {
+    let reply = Arc::new(Signal::new());
+    channels.commands.send(make(reply.clone())).await;
+    reply.wait().await
+}
+
 impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
     /// A client handle on `channels`.
     pub fn new(channels: &'a CoapChannels<M, N>) -> Self {
         Client { channels }
     }
 
-    async fn call(&self, make: impl FnOnce(Reply<M>) -> Command<M>) -> Outcome {
-        let reply = Arc::new(Signal::new());
-        self.channels.commands.send(make(reply.clone())).await;
-        reply.wait().await
-    }
-
     /// Sends `request` (its code must be a method; Confirmable unless set Non-confirmable) to
     /// `peer` and waits for the response. Dropping the future does not cancel the exchange:
     /// it still ends on its own (response, timeout or session failure).
     pub async fn request(&self, peer: SocketAddr, request: Packet) -> Result<Packet, RequestError> {
-        match self.call(|r| Command::Request(peer, request, r)).await {
+        match call(self.channels, |r| Command::Request(peer, request, r)).await {
             Outcome::Response(p) => Ok(p),
             Outcome::Failed(e) => Err(e),
-            Outcome::Pong(_) => Err(RequestError::Reset),
+            _ => unreachable!("the runner answers a request with a response or an error"),
         }
+    }
+
+    /// Observes a resource (RFC 7641): sends `request` (a GET or FETCH; the engine sets
+    /// Observe = 0, register) to `peer` and returns as soon as the engine has taken it, or
+    /// with [`RequestError::Rejected`] (e.g. [`NotObservable`](coap_engine::Error::NotObservable)
+    /// for another method) if it refused. Read the notifications, the registration's first
+    /// 2.xx response included, and how the observation ends with [`Observation::next`].
+    ///
+    /// The engine drops reordered, stale notifications (RFC 7641 §3.4) and re-registers when
+    /// Max-Age passes without one (§3.3.1).
+    ///
+    /// ```no_run
+    /// # async fn demo(client: coap_engine_embassy::Client<'_, embassy_sync::blocking_mutex::raw::NoopRawMutex, 4>) {
+    /// use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType};
+    /// use coap_engine_embassy::Observed;
+    ///
+    /// let mut get = Packet::new();
+    /// get.header.code = MessageClass::Request(RequestType::Get);
+    /// get.add_option(CoapOption::UriPath, b"temperature".to_vec());
+    /// let peer = "192.0.2.1:5683".parse().unwrap();
+    /// let mut observation = client.observe(peer, get).await.unwrap();
+    /// for _ in 0..3 {
+    ///     match observation.next().await {
+    ///         Ok(Observed::Notification(n)) => { /* the current state: n.payload */ }
+    ///         Ok(Observed::Response(last)) => return, // the server ended it (e.g. 4.04)
+    ///         Err(e) => return,                       // timeout, reset, session failure, ...
+    ///     }
+    /// }
+    /// // Done: tell the server (RFC 7641 §3.6) and take its answer.
+    /// let answer = observation.deregister().await;
+    /// # }
+    /// ```
+    pub async fn observe(
+        &self,
+        peer: SocketAddr,
+        request: Packet,
+    ) -> Result<Observation<'a, M, N>, RequestError> {
+        let slot = Arc::new(ObserveSlot {
+            started: Signal::new(),
+            notification: Signal::new(),
+            end: Signal::new(),
+        });
+        let command = Command::Observe(peer, request, slot.clone());
+        self.channels.commands.send(command).await;
+        let id = slot.started.wait().await?;
+        Ok(Observation {
+            channels: self.channels,
+            id,
+            slot,
+            end: None,
+        })
     }
 
     /// Sends a CoAP ping to `peer` (an Empty CON, answered by Reset; over TCP a 7.02 Ping,
     /// answered by 7.03 Pong); resolves to the round-trip time.
     pub async fn ping(&self, peer: SocketAddr) -> Result<Duration, RequestError> {
-        match self.call(|r| Command::Ping(peer, r)).await {
+        match call(self.channels, |r| Command::Ping(peer, r)).await {
             Outcome::Pong(rtt) => Ok(rtt),
             Outcome::Failed(e) => Err(e),
-            Outcome::Response(_) => Err(RequestError::Reset),
+            _ => unreachable!("the runner answers a ping with a pong or an error"),
         }
     }
 
@@ -309,7 +388,8 @@ impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
             .await;
     }
 
-    /// Closes the session with `peer`; its pending requests end with [`RequestError::Closed`].
+    /// Closes the session with `peer`; its pending requests and observations end with
+    /// [`RequestError::Exchange`]`(`[`ExchangeError::SessionClosed`]`)`.
     pub async fn close_session(&self, peer: SocketAddr) {
         self.channels.commands.send(Command::Close(peer)).await;
     }
@@ -318,12 +398,138 @@ impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
     /// [`Event::SessionFailed`], [`Event::SessionClosed`], [`Event::SendFailed`] (or, over
     /// TCP, [`Event::Released`] when the peer releases the connection). The runner
     /// drops events while the channel is full, so read them if you care about them.
+    /// (Responses, notifications and removed observers go to their own handles:
+    /// [`Client::request`], [`Observation::next`], [`Server::next_observer_removed`].)
     pub async fn next_event(&self) -> Event {
         self.channels.events.receive().await
     }
 }
 
-/// The server side: incoming requests and their answers. Cheap to copy.
+/// What [`Observation::next`] yields.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Observed {
+    /// A notification (RFC 7641 §4.2): the resource's current state. More may follow.
+    Notification(Packet),
+    /// The response that ended the observation: one without Observe or not 2.xx (the server
+    /// would not, or no longer will, notify, e.g. 4.04 after a DELETE), or the server's
+    /// answer to [`Observation::deregister`]. Nothing follows.
+    Response(Packet),
+}
+
+/// One observation from [`Client::observe`]: its notifications, then exactly one end, a
+/// terminal response ([`Observed::Response`]) or a terminal error.
+///
+/// **Bounded memory.** Notifications are state, not a log: the runner keeps only the
+/// freshest one not yet taken by [`next`](Self::next), replacing it when a newer one
+/// arrives, so a slow reader skips intermediate states and neither blocks the runner nor
+/// grows memory. Each observation holds at most one notification and its end.
+///
+/// **Dropping** it cancels the observation (as [`cancel`](Self::cancel) does, without
+/// waiting): `drop` cannot await, so it queues the cancel on the command channel with
+/// `try_send`. If that channel is full at that moment, the runner notices that the handle is
+/// gone when the next notification arrives and cancels the observation then; either way
+/// the server learns of it when its next notification is answered with Reset (RFC 7641
+/// §3.6). Until then the observation holds its engine exchange, and nothing else.
+pub struct Observation<'a, M: RawMutex, const N: usize> {
+    channels: &'a CoapChannels<M, N>,
+    id: RequestId,
+    slot: Arc<ObserveSlot<M>>,
+    /// The end, once [`next`](Self::next) has returned it.
+    end: Option<Result<Packet, RequestError>>,
+}
+
+impl<M: RawMutex, const N: usize> Observation<'_, M, N> {
+    /// The engine's id for this observation, for logging.
+    pub fn id(&self) -> RequestId {
+        self.id
+    }
+
+    /// The next notification or, once the observation is over, its end:
+    /// `Ok(`[`Observed::Response`]`)` or `Err` (timeout, Reset, session failure or close,
+    /// cancel, see [`RequestError`]). A notification that arrived before the end is still
+    /// returned first. After the end, every call returns the end again.
+    pub async fn next(&mut self) -> Result<Observed, RequestError> {
+        if let Some(end) = &self.end {
+            return end.clone().map(Observed::Response);
+        }
+        let slot = &self.slot;
+        // Polled first: a notification that came before the end is not lost behind it.
+        let end = match select(slot.notification.wait(), slot.end.wait()).await {
+            Either::First(notification) => return Ok(Observed::Notification(notification)),
+            Either::Second(end) => end,
+        };
+        self.end = Some(end.clone());
+        end.map(Observed::Response)
+    }
+
+    /// Whether [`next`](Self::next) has returned the end.
+    pub fn is_ended(&self) -> bool {
+        self.end.is_some()
+    }
+
+    /// Ends the observation by deregistering (RFC 7641 §3.6: a GET with Observe = 1), and
+    /// returns the server's answer (normally a 2.05 without Observe), or the error that ended
+    /// the exchange if none came. Notifications still arriving are acknowledged but not
+    /// delivered. If the observation had already ended, returns how it ended.
+    pub async fn deregister(mut self) -> Result<Packet, RequestError> {
+        if !self.is_over() {
+            let command = Command::Deregister(self.id);
+            self.channels.commands.send(command).await;
+        }
+        self.finish().await
+    }
+
+    /// Ends the observation without telling the server: its next notification is answered
+    /// with Reset (RFC 7641 §3.6), which removes us. Returns how it ended: normally
+    /// `Err(`[`RequestError::Exchange`]`(`[`ExchangeError::Cancelled`]`))`, or its earlier end
+    /// if it had already ended.
+    pub async fn cancel(mut self) -> Result<Packet, RequestError> {
+        if !self.is_over() {
+            self.channels.commands.send(Command::Cancel(self.id)).await;
+        }
+        self.finish().await
+    }
+
+    /// Whether the end has come (taken or not).
+    fn is_over(&self) -> bool {
+        self.end.is_some() || self.slot.end.signaled()
+    }
+
+    /// Skips notifications until the end.
+    async fn finish(&mut self) -> Result<Packet, RequestError> {
+        loop {
+            match self.next().await {
+                Ok(Observed::Notification(_)) => {}
+                Ok(Observed::Response(p)) => return Ok(p),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl<M: RawMutex, const N: usize> Drop for Observation<'_, M, N> {
+    fn drop(&mut self) {
+        if !self.is_over() {
+            // Full: the runner cancels it at its next notification (see the type's docs).
+            let _ = self.channels.commands.try_send(Command::Cancel(self.id));
+        }
+    }
+}
+
+/// A client that stopped observing one of our resources (from
+/// [`Server::next_observer_removed`]; the engine's [`Event::ObserverRemoved`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObserverRemoved {
+    /// The client.
+    pub peer: SocketAddr,
+    /// The resource it observed.
+    pub resource: ResourceId,
+    /// Why it was removed.
+    pub reason: ObserverRemoval,
+}
+
+/// The server side: incoming requests and their answers, observable resources and their
+/// notifications. Cheap to copy.
 pub struct Server<'a, M: RawMutex, const N: usize> {
     channels: &'a CoapChannels<M, N>,
 }
@@ -356,6 +562,80 @@ impl<'a, M: RawMutex, const N: usize> Server<'a, M, N> {
             .send(Command::Respond(id, response))
             .await;
     }
+
+    /// Answers request `id` like [`respond`](Self::respond) and, if it is a registration (a
+    /// GET or FETCH with Observe = 0, RFC 7641 §3.1) and `response` is 2.xx, adds its sender
+    /// as an observer of `resource` (a number of your choosing): the response carries
+    /// Observe, and [`notify`](Self::notify) reaches the client from then on. Returns whether
+    /// the observer was added; not when the request was no registration, the response is not
+    /// 2.xx, or the engine's observer limits are reached (the response then goes without
+    /// Observe, which tells the client). Fails for an unknown `id` or a `response` that is no
+    /// response. Observers leave as [`next_observer_removed`](Self::next_observer_removed)
+    /// reports.
+    ///
+    /// ```no_run
+    /// # async fn demo(server: coap_engine_embassy::Server<'_, embassy_sync::blocking_mutex::raw::NoopRawMutex, 4>) {
+    /// use coap_engine::coap_lite::{MessageClass, Packet, ResponseType};
+    /// use coap_engine::ResourceId;
+    ///
+    /// const TEMPERATURE: ResourceId = ResourceId(1);
+    /// let incoming = server.next_request().await;
+    /// let mut state = Packet::new();
+    /// state.header.code = MessageClass::Response(ResponseType::Content);
+    /// state.payload = b"21.5".to_vec();
+    /// server.respond_observe(incoming.id, TEMPERATURE, state.clone()).await.unwrap();
+    /// // Later, when the temperature changes:
+    /// state.payload = b"22.0".to_vec();
+    /// let observers = server.notify(TEMPERATURE, state, false).await.unwrap();
+    /// # }
+    /// ```
+    pub async fn respond_observe(
+        &self,
+        id: IncomingRequestId,
+        resource: ResourceId,
+        response: Packet,
+    ) -> Result<bool, coap_engine::Error> {
+        let command = |r| Command::RespondObserve(id, resource, response, r);
+        match call(self.channels, command).await {
+            Outcome::Observing(result) => result,
+            _ => unreachable!("the runner answers respond_observe with its result"),
+        }
+    }
+
+    /// Sends `notification` (a response: code, options, payload; the engine sets type,
+    /// Message ID, token and the Observe sequence number) to every observer of `resource`
+    /// and returns how many there were (RFC 7641 §4.2). Non-confirmable unless `confirmable`
+    /// (the engine still makes one Confirmable at least every 24 hours, and while an earlier
+    /// Confirmable one is unacknowledged). A notification that is not 2.xx is the last: it
+    /// ends every observation of `resource`.
+    pub async fn notify(
+        &self,
+        resource: ResourceId,
+        notification: Packet,
+        confirmable: bool,
+    ) -> Result<usize, coap_engine::Error> {
+        let command = |r| Command::Notify(resource, notification, confirmable, r);
+        match call(self.channels, command).await {
+            Outcome::Notified(result) => result,
+            _ => unreachable!("the runner answers notify with its result"),
+        }
+    }
+
+    /// How many clients observe `resource`.
+    pub async fn observers(&self, resource: ResourceId) -> usize {
+        match call(self.channels, |r| Command::Observers(resource, r)).await {
+            Outcome::Observers(n) => n,
+            _ => unreachable!("the runner answers observers with the count"),
+        }
+    }
+
+    /// The next observer that left: it deregistered, answered a notification with Reset,
+    /// did not acknowledge a Confirmable one, or its session ended; or a notification that
+    /// is not 2.xx ended its observation. While `N` removals wait here unread, the runner
+    /// drops further ones: [`observers`](Self::observers) always has the count.
+    pub async fn next_observer_removed(&self) -> ObserverRemoved {
+        self.channels.removed.receive().await
+    }
 }
 
 /// What every runner does for the handles: carry out their calls on the engine and route the
@@ -363,6 +643,7 @@ impl<'a, M: RawMutex, const N: usize> Server<'a, M, N> {
 struct Dispatch<'a, M: RawMutex, const N: usize> {
     channels: &'a CoapChannels<M, N>,
     pending: BTreeMap<RequestId, Reply<M>>,
+    observations: BTreeMap<RequestId, Arc<ObserveSlot<M>>>,
 }
 
 impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
@@ -370,6 +651,7 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
         Dispatch {
             channels,
             pending: BTreeMap::new(),
+            observations: BTreeMap::new(),
         }
     }
 
@@ -392,6 +674,41 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
                 let _ = endpoint.close_session(t, peer); // none: already gone
                 return;
             }
+            Command::Observe(peer, packet, slot) => {
+                let started = endpoint.observe(t, peer, &packet);
+                if let Ok(id) = started {
+                    self.observations.insert(id, slot.clone());
+                }
+                slot.started.signal(started);
+                return;
+            }
+            // An observation that has ended is no longer the engine's: nothing to do.
+            Command::Deregister(id) => {
+                if self.observations.contains_key(&id) {
+                    let _ = endpoint.deregister(t, id);
+                }
+                return;
+            }
+            Command::Cancel(id) => {
+                if self.observations.contains_key(&id) {
+                    let _ = endpoint.cancel(t, id);
+                }
+                return;
+            }
+            Command::RespondObserve(id, resource, packet, reply) => {
+                let result = endpoint.respond_observe(t, id, resource, &packet);
+                reply.signal(Outcome::Observing(result));
+                return;
+            }
+            Command::Notify(resource, packet, confirmable, reply) => {
+                let result = endpoint.notify(t, resource, &packet, confirmable);
+                reply.signal(Outcome::Notified(result));
+                return;
+            }
+            Command::Observers(resource, reply) => {
+                reply.signal(Outcome::Observers(endpoint.observers(resource)));
+                return;
+            }
         };
         match result {
             Ok(id) => {
@@ -401,8 +718,9 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
         }
     }
 
-    /// Never waits for the application: a full channel drops a session event, or answers an
-    /// incoming request with 5.03 Service Unavailable.
+    /// Never waits for the application: a full channel drops a session event or a removed
+    /// observer, or answers an incoming request with 5.03 Service Unavailable; a notification
+    /// replaces the one its handle has not taken yet.
     fn event(&mut self, endpoint: &mut Endpoint, event: Event) {
         let (id, outcome) = match event {
             Event::Request { id, peer, request } => {
@@ -412,6 +730,31 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
                     busy.header.code = MessageClass::Response(ResponseType::ServiceUnavailable);
                     let _ = endpoint.respond(now(), id, &busy);
                 }
+                return;
+            }
+            Event::Notification { id, response, .. } => {
+                if let Some(slot) = self.observations.get(&id) {
+                    // Only we hold it: its handle was dropped and its cancel did not fit in
+                    // the command channel.
+                    if Arc::strong_count(slot) == 1 {
+                        let _ = endpoint.cancel(now(), id);
+                    } else {
+                        slot.notification.signal(response);
+                    }
+                }
+                return;
+            }
+            Event::ObserverRemoved {
+                peer,
+                resource,
+                reason,
+            } => {
+                let removed = ObserverRemoved {
+                    peer,
+                    resource,
+                    reason,
+                };
+                let _ = self.channels.removed.try_send(removed); // full: dropped
                 return;
             }
             Event::Response { id, response, .. } => (id, Outcome::Response(response)),
@@ -424,7 +767,14 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
                 return;
             }
         };
-        if let Some(reply) = self.pending.remove(&id) {
+        if let Some(slot) = self.observations.remove(&id) {
+            let end = match outcome {
+                Outcome::Response(p) => Ok(p),
+                Outcome::Failed(e) => Err(e),
+                _ => return,
+            };
+            slot.end.signal(end);
+        } else if let Some(reply) = self.pending.remove(&id) {
             reply.signal(outcome);
         }
     }

@@ -11,8 +11,8 @@ use std::rc::Rc;
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use coap_engine::{
-    Config, ConnectionFailure, Duration, Endpoint, Error, Event, FailureReason, Keepalive, Limits,
-    SendErrorKind, Transport,
+    Config, ConnectionFailure, Duration, Endpoint, Error, Event, ExchangeError, FailureReason,
+    Keepalive, Limits, SendErrorKind, Transport,
 };
 use coap_engine_embassy::tcp::TcpRunnerError;
 use coap_engine_embassy::{now, Client, CoapChannels, RequestError, Server, TcpRunner};
@@ -275,7 +275,12 @@ fn refused_connection_fails_the_request_with_its_reason() {
                     session_failure(client),
                 )
                 .await;
-                assert_eq!(result, Err(RequestError::SessionFailed(refused)));
+                assert_eq!(
+                    result,
+                    Err(RequestError::Exchange(ExchangeError::SessionFailed(
+                        refused
+                    )))
+                );
                 assert_eq!(reason, refused);
                 // From the RST, not from a timeout.
                 assert!(
@@ -306,7 +311,12 @@ fn unanswered_connect_fails_after_the_connect_timeout() {
             let result = client.request(SERVER, get("hello")).await;
             let timed_out =
                 connection_failed(ConnectionFailure::ConnectFailed(SendErrorKind::TimedOut));
-            assert_eq!(result, Err(RequestError::SessionFailed(timed_out)));
+            assert_eq!(
+                result,
+                Err(RequestError::Exchange(ExchangeError::SessionFailed(
+                    timed_out
+                )))
+            );
             let took = now() - start;
             let timeout = Duration::from_micros(timeout.as_micros());
             let step = Duration::from_micros(STEP.as_micros());
@@ -355,7 +365,10 @@ fn keepalive_fails_a_peer_gone_silent_after_the_link_is_cut() {
                 matches!(reason, FailureReason::KeepaliveTimeout { .. }),
                 "{reason:?}"
             );
-            assert_eq!(result, Err(RequestError::SessionFailed(reason)));
+            assert_eq!(
+                result,
+                Err(RequestError::Exchange(ExchangeError::SessionFailed(reason)))
+            );
             let bound = keepalive.bound() + Duration::from_micros(STEP.as_micros());
             assert!(silent <= bound, "failed after {silent:?}, bound {bound:?}");
             assert!(silent >= keepalive.interval, "failed too early: {silent:?}");
@@ -448,7 +461,9 @@ fn keepalive_fails_a_silent_peer_while_writes_are_blocked() {
                 .count();
             let failed = results
                 .iter()
-                .filter(|r| **r == Err(RequestError::SessionFailed(reason)))
+                .filter(|r| {
+                    **r == Err(RequestError::Exchange(ExchangeError::SessionFailed(reason)))
+                })
                 .count();
             assert!(refused > 0, "the writes never backed up: {results:?}");
             assert_eq!(refused + failed, results.len(), "{results:?}");
@@ -510,7 +525,11 @@ fn end_of_stream_and_reset_fail_the_session_with_their_reason() {
                 )
                 .await;
                 assert_eq!(reason, connection_failed(failure), "{how:?}");
-                assert_eq!(result, Err(RequestError::SessionFailed(reason)), "{how:?}");
+                assert_eq!(
+                    result,
+                    Err(RequestError::Exchange(ExchangeError::SessionFailed(reason))),
+                    "{how:?}"
+                );
                 Timer::after_secs(1).await;
             }
         },
@@ -548,7 +567,10 @@ fn server_closes_connections_beyond_its_session_limit() {
             );
             let refused = second.request(SERVER, get("hello")).await;
             let closed = connection_failed(ConnectionFailure::Closed);
-            assert_eq!(refused, Err(RequestError::SessionFailed(closed)));
+            assert_eq!(
+                refused,
+                Err(RequestError::Exchange(ExchangeError::SessionFailed(closed)))
+            );
             // The first session is untouched.
             assert_eq!(
                 first.request(SERVER, get("hello")).await.unwrap().payload,
@@ -596,7 +618,12 @@ fn a_connect_finding_no_free_socket_fails_at_once() {
             let result = client.request(other, get("hello")).await;
             let no_socket =
                 connection_failed(ConnectionFailure::ConnectFailed(SendErrorKind::Other));
-            assert_eq!(result, Err(RequestError::SessionFailed(no_socket)));
+            assert_eq!(
+                result,
+                Err(RequestError::Exchange(ExchangeError::SessionFailed(
+                    no_socket
+                )))
+            );
             assert_eq!(now(), start);
             // The open session is untouched.
             assert_eq!(
