@@ -2,6 +2,7 @@
 //! on embassy-time's mock driver (virtual time).
 
 pub mod link;
+pub mod pair;
 
 use std::cell::RefCell;
 use std::future::Future;
