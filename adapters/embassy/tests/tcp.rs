@@ -634,3 +634,65 @@ fn a_connect_finding_no_free_socket_fails_at_once() {
         tasks,
     );
 }
+
+#[test]
+fn observe_over_a_connection() {
+    use coap_engine::{ObserverRemoval, ResourceId};
+    use coap_engine_embassy::Observed;
+
+    const COUNTER: ResourceId = ResourceId(3);
+    let content = |payload: &str| {
+        let mut p = Packet::new();
+        p.header.code = MessageClass::Response(ResponseType::Content);
+        p.payload = payload.as_bytes().to_vec();
+        p
+    };
+    let link = Link::new();
+    let (stack_c, stack_s, mut tasks) = stacks(&link);
+    let (client, runner) = tcp_client(stack_c, tcp(Limits::default()), |_| {});
+    tasks.push(runner);
+    let channels: &'static Channels = leak(Channels::new());
+    let endpoint = Endpoint::new(tcp(Limits::default()), 12).unwrap();
+    let server_runner =
+        leak(TcpRunner::new(endpoint, [socket(stack_s, 2048, 2048)], channels).unwrap());
+    server_runner.listen(5683).unwrap();
+    tasks.push(task(server_runner.run()));
+    let server = Server::new(channels);
+    run_virtual(
+        embassy_time::Duration::from_secs(60),
+        async {
+            let mut observation = client.observe(SERVER, get("counter")).await.unwrap();
+            let incoming = server.next_request().await;
+            assert_eq!(incoming.request.get_observe_value(), Some(Ok(0)));
+            let added = server
+                .respond_observe(incoming.id, COUNTER, content("0"))
+                .await;
+            assert_eq!(added, Ok(true));
+            for i in 0..4 {
+                if i > 0 {
+                    let sent = server.notify(COUNTER, content(&i.to_string()), false).await;
+                    assert_eq!(sent, Ok(1));
+                }
+                match observation.next().await {
+                    Ok(Observed::Notification(n)) => {
+                        assert_eq!(n.payload, i.to_string().as_bytes())
+                    }
+                    other => panic!("expected notification {i}, got {other:?}"),
+                }
+            }
+            let answer_it = async {
+                let incoming = server.next_request().await;
+                assert_eq!(incoming.request.get_observe_value(), Some(Ok(1)));
+                server.respond(incoming.id, content("bye")).await;
+            };
+            let (answer, ()) = join(observation.deregister(), answer_it).await;
+            let answer = answer.unwrap();
+            assert_eq!(answer.payload, b"bye");
+            assert_eq!(answer.get_observe_value(), None);
+            let removed = server.next_observer_removed().await;
+            assert_eq!(removed.reason, ObserverRemoval::Deregistered);
+            assert_eq!(server.observers(COUNTER).await, 0);
+        },
+        tasks,
+    );
+}
