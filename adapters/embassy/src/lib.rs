@@ -19,12 +19,22 @@
 //!   with 5.03 Service Unavailable. With feature `tcp`, `tcp::TcpRunner` takes its place
 //!   for a CoAP-over-TCP endpoint and serves the same handles.
 //! - [`Client`]: [`Client::request`] sends a request and resolves to the response or a typed
-//!   [`RequestError`] (timeout, reset, keepalive/session failure, send failure, ...);
+//!   [`RequestError`]: the engine's own [`ExchangeError`] (timeout, reset, session failure or
+//!   close, send failure, block-wise failures, ...) or the engine's refusal;
+//!   [`Client::observe`] (RFC 7641) returns an [`Observation`] whose
+//!   [`next`](Observation::next) yields notifications, then exactly one end, and which ends
+//!   with [`Observation::deregister`], [`Observation::cancel`] or when dropped;
 //!   [`Client::ping`], [`Client::open_session`] (with a per-session keepalive),
 //!   [`Client::close_session`] and [`Client::next_event`] for session lifecycle events.
 //! - [`Server`]: [`Server::next_request`] yields incoming requests; answer each with
 //!   [`Server::respond`], now or later (the engine sends an Empty ACK, then a separate
-//!   response, when the answer is late).
+//!   response, when the answer is late). Observable resources: accept a registration with
+//!   [`Server::respond_observe`], send state changes with [`Server::notify`], and learn of
+//!   observers leaving with [`Server::next_observer_removed`].
+//!
+//! Memory stays bounded whatever the application does: every channel is `N` deep and the
+//! runner never waits for a handle; an [`Observation`] keeps only its freshest unread
+//! notification.
 //!
 //! Send errors are reported to the engine with [`Endpoint::handle_send_result`]:
 //! `SendError::NoRoute` as [`SendErrorKind::Unreachable`], `PacketTooLarge` as

@@ -89,6 +89,7 @@ pub fn run_virtual<'a, T: 'a>(
 /// [`run_virtual`], but the mock clock follows the wall clock: when no task is ready the
 /// thread sleeps for [`STEP`] and the clock advances by the time that really passed. For
 /// tests that talk to a real process (libcoap's server), whose timers run in real time.
+#[allow(dead_code)] // only the libcoap test runs in real time
 pub fn run_real<'a, T: 'a>(
     limit: Duration,
     main: impl Future<Output = T> + 'a,
