@@ -101,7 +101,7 @@ use core::task::Poll;
 use coap_engine::coap_lite::{MessageClass, Packet, ResponseType};
 use coap_engine::{
     Duration, Endpoint, Event, ExchangeError, IncomingRequestId, Keepalive, ObserverRemoval,
-    RequestId, ResourceId, SendErrorKind, Transmit,
+    RequestId, ResourceId, SendErrorKind, Transmit, Transport,
 };
 use embassy_futures::select::{select, select4, Either, Either4};
 use embassy_net::udp::{RecvError, SendError, UdpSocket};
@@ -253,6 +253,8 @@ enum Command<M: RawMutex> {
     Observe(SocketAddr, Packet, Arc<ObserveSlot<M>>),
     Deregister(RequestId),
     Cancel(RequestId),
+    /// The handle was dropped.
+    Forget(RequestId),
     RespondObserve(IncomingRequestId, ResourceId, Packet, Reply<M>),
     Notify(ResourceId, Packet, bool, Reply<M>),
     Observers(ResourceId, Reply<M>),
@@ -434,12 +436,14 @@ pub enum Observed {
 /// arrives, so a slow reader skips intermediate states and neither blocks the runner nor
 /// grows memory. Each observation holds at most one notification and its end.
 ///
-/// **Dropping** it cancels the observation (as [`cancel`](Self::cancel) does, without
-/// waiting): `drop` cannot await, so it queues the cancel on the command channel with
-/// `try_send`. If that channel is full at that moment, the runner notices that the handle is
-/// gone when the next notification arrives and cancels the observation then; either way
-/// the server learns of it when its next notification is answered with Reset (RFC 7641
-/// §3.6). Until then the observation holds its engine exchange, and nothing else.
+/// **Dropping** it ends the observation without waiting: over UDP it is cancelled (as
+/// [`cancel`](Self::cancel) does), and the server learns of it when its next notification
+/// is answered with Reset (RFC 7641 §3.6); over TCP, which has no Reset for that
+/// (RFC 8323), it is deregistered (as [`deregister`](Self::deregister) does), so that the
+/// server stops notifying. `drop` cannot await, so it queues this on the command channel
+/// with `try_send`. If that channel is full at that moment, the runner notices that the
+/// handle is gone when the next notification arrives and ends the observation then; until
+/// then the observation holds its engine exchange, and nothing else.
 pub struct Observation<'a, M: RawMutex, const N: usize> {
     channels: &'a CoapChannels<M, N>,
     id: RequestId,
@@ -520,8 +524,8 @@ impl<M: RawMutex, const N: usize> Observation<'_, M, N> {
 impl<M: RawMutex, const N: usize> Drop for Observation<'_, M, N> {
     fn drop(&mut self) {
         if !self.is_over() {
-            // Full: the runner cancels it at its next notification (see the type's docs).
-            let _ = self.channels.commands.try_send(Command::Cancel(self.id));
+            // Full: the runner ends it at its next notification (see the type's docs).
+            let _ = self.channels.commands.try_send(Command::Forget(self.id));
         }
     }
 }
@@ -705,6 +709,12 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
                 }
                 return;
             }
+            Command::Forget(id) => {
+                if self.observations.contains_key(&id) {
+                    forget(endpoint, id);
+                }
+                return;
+            }
             Command::RespondObserve(id, resource, packet, reply) => {
                 let result = endpoint.respond_observe(t, id, resource, &packet);
                 reply.signal(Outcome::Observing(result));
@@ -744,10 +754,10 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
             }
             Event::Notification { id, response, .. } => {
                 if let Some(slot) = self.observations.get(&id) {
-                    // Only we hold it: its handle was dropped and its cancel did not fit in
-                    // the command channel.
+                    // Only we hold it: its handle was dropped and could not tell us (the
+                    // command channel was full).
                     if Arc::strong_count(slot) == 1 {
-                        let _ = endpoint.cancel(now(), id);
+                        forget(endpoint, id);
                     } else {
                         slot.notification.signal(response);
                     }
@@ -787,6 +797,18 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
         } else if let Some(reply) = self.pending.remove(&id) {
             reply.signal(outcome);
         }
+    }
+}
+
+/// Ends observation `id`, whose handle was dropped, in the way the server notices: over UDP
+/// a cancel (the next notification is answered with Reset), over TCP, which has no Reset
+/// for it, a deregistration (or a cancel if the engine cannot send one now).
+fn forget(endpoint: &mut Endpoint, id: RequestId) {
+    let t = now();
+    let deregistered =
+        endpoint.config().transport == Transport::Tcp && endpoint.deregister(t, id).is_ok();
+    if !deregistered {
+        let _ = endpoint.cancel(t, id);
     }
 }
 
