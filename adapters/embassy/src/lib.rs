@@ -462,6 +462,9 @@ impl<M: RawMutex, const N: usize> Observation<'_, M, N> {
     /// `Ok(`[`Observed::Response`]`)` or `Err` (timeout, Reset, session failure or close,
     /// cancel, see [`RequestError`]). A notification that arrived before the end is still
     /// returned first. After the end, every call returns the end again.
+    ///
+    /// Cancel-safe: a `next` future dropped before it is ready (a `select` with a timer)
+    /// takes nothing, and the following call sees what it would have.
     pub async fn next(&mut self) -> Result<Observed, RequestError> {
         if let Some(end) = &self.end {
             return end.clone().map(Observed::Response);
@@ -484,7 +487,9 @@ impl<M: RawMutex, const N: usize> Observation<'_, M, N> {
     /// Ends the observation by deregistering (RFC 7641 §3.6: a GET with Observe = 1), and
     /// returns the server's answer (normally a 2.05 without Observe), or the error that ended
     /// the exchange if none came. Notifications still arriving are acknowledged but not
-    /// delivered. If the observation had already ended, returns how it ended.
+    /// delivered. If the observation had already ended, returns how it ended. If the engine
+    /// cannot send the deregistration now (its queue limits), the observation is cancelled
+    /// instead, as by [`cancel`](Self::cancel).
     pub async fn deregister(mut self) -> Result<Packet, RequestError> {
         if !self.is_over() {
             let command = Command::Deregister(self.id);
@@ -493,8 +498,10 @@ impl<M: RawMutex, const N: usize> Observation<'_, M, N> {
         self.finish().await
     }
 
-    /// Ends the observation without telling the server: its next notification is answered
-    /// with Reset (RFC 7641 §3.6), which removes us. Returns how it ended: normally
+    /// Ends the observation without telling the server: over UDP its next notification is
+    /// answered with Reset (RFC 7641 §3.6), which removes us; over TCP, which has no Reset
+    /// for it, the server notifies in vain until the session ends, so prefer
+    /// [`deregister`](Self::deregister) there. Returns how it ended: normally
     /// `Err(`[`RequestError::Exchange`]`(`[`ExchangeError::Cancelled`]`))`, or its earlier end
     /// if it had already ended.
     pub async fn cancel(mut self) -> Result<Packet, RequestError> {
@@ -698,8 +705,9 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
             }
             // An observation that has ended is no longer the engine's: nothing to do.
             Command::Deregister(id) => {
-                if self.observations.contains_key(&id) {
-                    let _ = endpoint.deregister(t, id);
+                // Refused (e.g. a connection's write backlog): its handle must still see an end.
+                if self.observations.contains_key(&id) && endpoint.deregister(t, id).is_err() {
+                    let _ = endpoint.cancel(t, id);
                 }
                 return;
             }
