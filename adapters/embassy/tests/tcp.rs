@@ -635,106 +635,112 @@ fn a_connect_finding_no_free_socket_fails_at_once() {
     );
 }
 
-const COUNTER: coap_engine::ResourceId = coap_engine::ResourceId(3);
+/// Observe over CoAP over TCP (feature `observe`).
+#[cfg(feature = "observe")]
+mod observe {
+    use super::*;
 
-fn content(payload: &str) -> Packet {
-    let mut p = Packet::new();
-    p.header.code = MessageClass::Response(ResponseType::Content);
-    p.payload = payload.as_bytes().to_vec();
-    p
-}
+    const COUNTER: coap_engine::ResourceId = coap_engine::ResourceId(3);
 
-/// A client `TcpRunner` and a server `TcpRunner` on 5683 whose handle the test drives.
-fn observe_pair() -> (
-    Client<'static, NoopRawMutex, 4>,
-    Server<'static, NoopRawMutex, 4>,
-    Vec<Task<'static>>,
-) {
-    let link = Link::new();
-    let (stack_c, stack_s, mut tasks) = stacks(&link);
-    let (client, runner) = tcp_client(stack_c, tcp(Limits::default()), |_| {});
-    tasks.push(runner);
-    let channels: &'static Channels = leak(Channels::new());
-    let endpoint = Endpoint::new(tcp(Limits::default()), 12).unwrap();
-    let sockets = [socket(stack_s, 2048, 2048)];
-    let server_runner = leak(TcpRunner::new(endpoint, sockets, channels).unwrap());
-    server_runner.listen(5683).unwrap();
-    tasks.push(task(server_runner.run()));
-    (client, Server::new(channels), tasks)
-}
+    fn content(payload: &str) -> Packet {
+        let mut p = Packet::new();
+        p.header.code = MessageClass::Response(ResponseType::Content);
+        p.payload = payload.as_bytes().to_vec();
+        p
+    }
 
-/// Registers `/counter` and has the server accept it with state "0".
-async fn register(
-    client: Client<'static, NoopRawMutex, 4>,
-    server: Server<'static, NoopRawMutex, 4>,
-) -> coap_engine_embassy::Observation<'static, NoopRawMutex, 4> {
-    let observation = client.observe(SERVER, get("counter")).await.unwrap();
-    let incoming = server.next_request().await;
-    assert_eq!(incoming.request.get_observe_value(), Some(Ok(0)));
-    let added = server
-        .respond_observe(incoming.id, COUNTER, content("0"))
-        .await;
-    assert_eq!(added, Ok(true));
-    observation
-}
+    /// A client `TcpRunner` and a server `TcpRunner` on 5683 whose handle the test drives.
+    fn observe_pair() -> (
+        Client<'static, NoopRawMutex, 4>,
+        Server<'static, NoopRawMutex, 4>,
+        Vec<Task<'static>>,
+    ) {
+        let link = Link::new();
+        let (stack_c, stack_s, mut tasks) = stacks(&link);
+        let (client, runner) = tcp_client(stack_c, tcp(Limits::default()), |_| {});
+        tasks.push(runner);
+        let channels: &'static Channels = leak(Channels::new());
+        let endpoint = Endpoint::new(tcp(Limits::default()), 12).unwrap();
+        let sockets = [socket(stack_s, 2048, 2048)];
+        let server_runner = leak(TcpRunner::new(endpoint, sockets, channels).unwrap());
+        server_runner.listen(5683).unwrap();
+        tasks.push(task(server_runner.run()));
+        (client, Server::new(channels), tasks)
+    }
 
-#[test]
-fn dropping_an_observation_over_a_connection_deregisters_it() {
-    use coap_engine::ObserverRemoval;
+    /// Registers `/counter` and has the server accept it with state "0".
+    async fn register(
+        client: Client<'static, NoopRawMutex, 4>,
+        server: Server<'static, NoopRawMutex, 4>,
+    ) -> coap_engine_embassy::Observation<'static, NoopRawMutex, 4> {
+        let observation = client.observe(SERVER, get("counter")).await.unwrap();
+        let incoming = server.next_request().await;
+        assert_eq!(incoming.request.get_observe_value(), Some(Ok(0)));
+        let added = server
+            .respond_observe(incoming.id, COUNTER, content("0"))
+            .await;
+        assert_eq!(added, Ok(true));
+        observation
+    }
 
-    let (client, server, tasks) = observe_pair();
-    run_virtual(
-        embassy_time::Duration::from_secs(60),
-        async {
-            let observation = register(client, server).await;
-            drop(observation);
-            // TCP has no Reset to reject the next notification with: the runner deregisters.
-            let incoming = server.next_request().await;
-            assert_eq!(incoming.request.get_observe_value(), Some(Ok(1)));
-            server.respond(incoming.id, content("bye")).await;
-            let removed = server.next_observer_removed().await;
-            assert_eq!(removed.reason, ObserverRemoval::Deregistered);
-            assert_eq!(server.observers(COUNTER).await, 0);
-        },
-        tasks,
-    );
-}
+    #[test]
+    fn dropping_an_observation_over_a_connection_deregisters_it() {
+        use coap_engine::ObserverRemoval;
 
-#[test]
-fn observe_over_a_connection() {
-    use coap_engine::ObserverRemoval;
-    use coap_engine_embassy::Observed;
-
-    let (client, server, tasks) = observe_pair();
-    run_virtual(
-        embassy_time::Duration::from_secs(60),
-        async {
-            let mut observation = register(client, server).await;
-            for i in 0..4 {
-                if i > 0 {
-                    let sent = server.notify(COUNTER, content(&i.to_string()), false).await;
-                    assert_eq!(sent, Ok(1));
-                }
-                match observation.next().await {
-                    Ok(Observed::Notification(n)) => {
-                        assert_eq!(n.payload, i.to_string().as_bytes())
-                    }
-                    other => panic!("expected notification {i}, got {other:?}"),
-                }
-            }
-            let answer_it = async {
+        let (client, server, tasks) = observe_pair();
+        run_virtual(
+            embassy_time::Duration::from_secs(60),
+            async {
+                let observation = register(client, server).await;
+                drop(observation);
+                // TCP has no Reset to reject the next notification with: the runner deregisters.
                 let incoming = server.next_request().await;
                 assert_eq!(incoming.request.get_observe_value(), Some(Ok(1)));
                 server.respond(incoming.id, content("bye")).await;
-            };
-            let (answer, ()) = join(observation.deregister(), answer_it).await;
-            let answer = answer.unwrap();
-            assert_eq!(answer.payload, b"bye");
-            assert_eq!(answer.get_observe_value(), None);
-            let removed = server.next_observer_removed().await;
-            assert_eq!(removed.reason, ObserverRemoval::Deregistered);
-            assert_eq!(server.observers(COUNTER).await, 0);
-        },
-        tasks,
-    );
+                let removed = server.next_observer_removed().await;
+                assert_eq!(removed.reason, ObserverRemoval::Deregistered);
+                assert_eq!(server.observers(COUNTER).await, 0);
+            },
+            tasks,
+        );
+    }
+
+    #[test]
+    fn observe_over_a_connection() {
+        use coap_engine::ObserverRemoval;
+        use coap_engine_embassy::Observed;
+
+        let (client, server, tasks) = observe_pair();
+        run_virtual(
+            embassy_time::Duration::from_secs(60),
+            async {
+                let mut observation = register(client, server).await;
+                for i in 0..4 {
+                    if i > 0 {
+                        let sent = server.notify(COUNTER, content(&i.to_string()), false).await;
+                        assert_eq!(sent, Ok(1));
+                    }
+                    match observation.next().await {
+                        Ok(Observed::Notification(n)) => {
+                            assert_eq!(n.payload, i.to_string().as_bytes())
+                        }
+                        other => panic!("expected notification {i}, got {other:?}"),
+                    }
+                }
+                let answer_it = async {
+                    let incoming = server.next_request().await;
+                    assert_eq!(incoming.request.get_observe_value(), Some(Ok(1)));
+                    server.respond(incoming.id, content("bye")).await;
+                };
+                let (answer, ()) = join(observation.deregister(), answer_it).await;
+                let answer = answer.unwrap();
+                assert_eq!(answer.payload, b"bye");
+                assert_eq!(answer.get_observe_value(), None);
+                let removed = server.next_observer_removed().await;
+                assert_eq!(removed.reason, ObserverRemoval::Deregistered);
+                assert_eq!(server.observers(COUNTER).await, 0);
+            },
+            tasks,
+        );
+    }
 }
