@@ -48,7 +48,8 @@ impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
     /// 2.xx response included, and how the observation ends with [`Observation::next`].
     ///
     /// The engine drops reordered, stale notifications (RFC 7641 §3.4) and re-registers when
-    /// Max-Age passes without one (§3.3.1).
+    /// Max-Age passes without one (§3.3.1). Dropping this future before it resolves ends a
+    /// registration already queued as dropping an [`Observation`] does.
     ///
     /// ```no_run
     /// # async fn demo(client: coap_engine_embassy::Client<'_, embassy_sync::blocking_mutex::raw::NoopRawMutex, 4>) {
@@ -178,8 +179,8 @@ impl<M: RawMutex, const N: usize> Observation<'_, M, N> {
     /// answered with Reset (RFC 7641 §3.6), which removes us; over TCP, which has no Reset
     /// for it, the server notifies in vain until the session ends, so prefer
     /// [`deregister`](Self::deregister) there. Returns how it ended: normally
-    /// `Err(`[`RequestError::Exchange`]`(`[`ExchangeError::Cancelled`](coap_engine::ExchangeError::Cancelled)`))`, or its earlier end
-    /// if it had already ended.
+    /// `Err(`[`RequestError::Exchange`]`(`[`ExchangeError::Cancelled`](coap_engine::ExchangeError::Cancelled)`))`,
+    /// or its earlier end if it had already ended.
     pub async fn cancel(mut self) -> Result<Packet, RequestError> {
         if !self.is_over() {
             let command = Command::Observe(ObserveCommand::Cancel(self.id));
@@ -216,7 +217,8 @@ impl<M: RawMutex, const N: usize> Drop for Observation<'_, M, N> {
 }
 
 /// A client that stopped observing one of our resources (from
-/// [`Server::next_observer_removed`]; the engine's [`Event::ObserverRemoved`](coap_engine::Event::ObserverRemoved)).
+/// [`Server::next_observer_removed`]; the engine's
+/// [`Event::ObserverRemoved`](coap_engine::Event::ObserverRemoved)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ObserverRemoved {
     /// The client.
