@@ -19,12 +19,22 @@
 //!   with 5.03 Service Unavailable. With feature `tcp`, `tcp::TcpRunner` takes its place
 //!   for a CoAP-over-TCP endpoint and serves the same handles.
 //! - [`Client`]: [`Client::request`] sends a request and resolves to the response or a typed
-//!   [`RequestError`] (timeout, reset, keepalive/session failure, send failure, ...);
+//!   [`RequestError`]: the engine's own [`ExchangeError`] (timeout, reset, session failure or
+//!   close, send failure, block-wise failures, ...) or the engine's refusal;
+//!   [`Client::observe`] (RFC 7641) returns an [`Observation`] whose
+//!   [`next`](Observation::next) yields notifications, then exactly one end, and which ends
+//!   with [`Observation::deregister`], [`Observation::cancel`] or when dropped;
 //!   [`Client::ping`], [`Client::open_session`] (with a per-session keepalive),
 //!   [`Client::close_session`] and [`Client::next_event`] for session lifecycle events.
 //! - [`Server`]: [`Server::next_request`] yields incoming requests; answer each with
 //!   [`Server::respond`], now or later (the engine sends an Empty ACK, then a separate
-//!   response, when the answer is late).
+//!   response, when the answer is late). Observable resources: accept a registration with
+//!   [`Server::respond_observe`], send state changes with [`Server::notify`], and learn of
+//!   observers leaving with [`Server::next_observer_removed`].
+//!
+//! Memory stays bounded whatever the application does: every channel is `N` deep and the
+//! runner never waits for a handle; an [`Observation`] keeps only its freshest unread
+//! notification.
 //!
 //! Send errors are reported to the engine with [`Endpoint::handle_send_result`]:
 //! `SendError::NoRoute` as [`SendErrorKind::Unreachable`], `PacketTooLarge` as
@@ -90,8 +100,8 @@ use core::task::Poll;
 
 use coap_engine::coap_lite::{MessageClass, Packet, ResponseType};
 use coap_engine::{
-    Duration, Endpoint, Event, ExchangeError, FailureReason, IncomingRequestId, Keepalive,
-    RequestId, SendErrorKind, Transmit,
+    Duration, Endpoint, Event, ExchangeError, IncomingRequestId, Keepalive, RequestId,
+    SendErrorKind, Transmit,
 };
 use embassy_futures::select::{select4, Either4};
 use embassy_net::udp::{RecvError, SendError, UdpSocket};
@@ -103,6 +113,10 @@ use embassy_time::Timer;
 
 pub use coap_engine;
 
+#[cfg(feature = "observe")]
+mod observe;
+#[cfg(feature = "observe")]
+pub use observe::{Observation, Observed, ObserverRemoved};
 #[cfg(feature = "tcp")]
 pub mod tcp;
 #[cfg(feature = "tcp")]
@@ -151,45 +165,43 @@ pub fn send_error_kind(error: SendError) -> SendErrorKind {
     }
 }
 
-/// Why [`Client::request`] or [`Client::ping`] got no answer.
+/// Why [`Client::request`], [`Client::ping`] or an [`Observation`] got no answer.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RequestError {
-    /// No acknowledgement after all retransmissions, or no response in time.
-    Timeout,
-    /// The peer answered with Reset.
-    Reset,
-    /// The session failed while the request was pending: keepalive timeout (the peer was
-    /// silent for `interval + timeout`) or consecutive unreachable sends.
-    SessionFailed(FailureReason),
-    /// The message could not be sent (e.g. too big, or no route on its last attempt).
-    SendFailed(SendErrorKind),
-    /// The session was closed, or the request cancelled, while it was pending.
-    Closed,
+    /// The exchange ended without an answer, as the engine reports it, unchanged:
+    /// [`ExchangeError::Timeout`] (no acknowledgement after all retransmissions, or no
+    /// response in time), [`Reset`](ExchangeError::Reset) (the peer answered with Reset),
+    /// [`SendFailed`](ExchangeError::SendFailed) (too big, or no route on its last attempt),
+    /// [`SessionFailed`](ExchangeError::SessionFailed) (keepalive timeout, consecutive
+    /// unreachable sends, a failed TCP connection),
+    /// [`SessionClosed`](ExchangeError::SessionClosed) ([`Client::close_session`], an idle
+    /// session, a TCP Release), [`Cancelled`](ExchangeError::Cancelled)
+    /// ([`Observation::cancel`], or dropping an [`Observation`]), and the block-wise failures
+    /// of RFC 7959: [`BodyTooLarge`](ExchangeError::BodyTooLarge),
+    /// [`UnexpectedBlock`](ExchangeError::UnexpectedBlock) and
+    /// [`RepresentationChanged`](ExchangeError::RepresentationChanged).
+    Exchange(ExchangeError),
     /// The engine refused the call (bad packet, session or queue limits); nothing was sent.
     Rejected(coap_engine::Error),
 }
 
 impl From<ExchangeError> for RequestError {
     fn from(e: ExchangeError) -> Self {
-        match e {
-            ExchangeError::Timeout => RequestError::Timeout,
-            ExchangeError::Reset => RequestError::Reset,
-            ExchangeError::SendFailed(kind) => RequestError::SendFailed(kind),
-            ExchangeError::SessionFailed(reason) => RequestError::SessionFailed(reason),
-            _ => RequestError::Closed,
-        }
+        RequestError::Exchange(e)
+    }
+}
+
+impl From<coap_engine::Error> for RequestError {
+    fn from(e: coap_engine::Error) -> Self {
+        RequestError::Rejected(e)
     }
 }
 
 impl fmt::Display for RequestError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RequestError::Timeout => f.write_str("timed out waiting for the peer"),
-            RequestError::Reset => f.write_str("the peer answered with Reset"),
-            RequestError::SessionFailed(reason) => write!(f, "session failed: {reason}"),
-            RequestError::SendFailed(kind) => write!(f, "send failed: {kind}"),
-            RequestError::Closed => f.write_str("session closed or request cancelled"),
+            RequestError::Exchange(e) => e.fmt(f),
             RequestError::Rejected(e) => write!(f, "rejected: {e}"),
         }
     }
@@ -208,11 +220,20 @@ pub struct IncomingRequest {
     pub request: Packet,
 }
 
-/// How one of our exchanges ended.
+/// What the runner answers to a handle's call.
 enum Outcome {
     Response(Packet),
     Pong(Duration),
     Failed(RequestError),
+    /// [`Endpoint::respond_observe`]'s result.
+    #[cfg(feature = "observe")]
+    Observing(Result<bool, coap_engine::Error>),
+    /// [`Endpoint::notify`]'s result.
+    #[cfg(feature = "observe")]
+    Notified(Result<usize, coap_engine::Error>),
+    /// [`Endpoint::observers`]'s result.
+    #[cfg(feature = "observe")]
+    Observers(usize),
 }
 
 type Reply<M> = Arc<Signal<M, Outcome>>;
@@ -224,6 +245,8 @@ enum Command<M: RawMutex> {
     Respond(IncomingRequestId, Packet),
     Open(SocketAddr, Option<Keepalive>),
     Close(SocketAddr),
+    #[cfg(feature = "observe")]
+    Observe(observe::ObserveCommand<M>),
 }
 
 /// The channels between a [`CoapRunner`] and its [`Client`]/[`Server`] handles, each `N`
@@ -233,6 +256,8 @@ pub struct CoapChannels<M: RawMutex, const N: usize> {
     commands: Channel<M, Command<M>, N>,
     requests: Channel<M, IncomingRequest, N>,
     events: Channel<M, Event, N>,
+    #[cfg(feature = "observe")]
+    removed: Channel<M, ObserverRemoved, N>,
 }
 
 impl<M: RawMutex, const N: usize> CoapChannels<M, N> {
@@ -242,6 +267,8 @@ impl<M: RawMutex, const N: usize> CoapChannels<M, N> {
             commands: Channel::new(),
             requests: Channel::new(),
             events: Channel::new(),
+            #[cfg(feature = "observe")]
+            removed: Channel::new(),
         }
     }
 }
@@ -252,7 +279,7 @@ impl<M: RawMutex, const N: usize> Default for CoapChannels<M, N> {
     }
 }
 
-/// The client side: requests, pings, sessions and their events. Cheap to copy.
+/// The client side: requests, observations, pings, sessions and their events. Cheap to copy.
 pub struct Client<'a, M: RawMutex, const N: usize> {
     channels: &'a CoapChannels<M, N>,
 }
@@ -264,36 +291,40 @@ impl<M: RawMutex, const N: usize> Clone for Client<'_, M, N> {
 }
 impl<M: RawMutex, const N: usize> Copy for Client<'_, M, N> {}
 
+/// Sends `make`'s command to the runner and waits for its answer.
+async fn call<M: RawMutex, const N: usize>(
+    channels: &CoapChannels<M, N>,
+    make: impl FnOnce(Reply<M>) -> Command<M>,
+) -> Outcome {
+    let reply = Arc::new(Signal::new());
+    channels.commands.send(make(reply.clone())).await;
+    reply.wait().await
+}
+
 impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
     /// A client handle on `channels`.
     pub fn new(channels: &'a CoapChannels<M, N>) -> Self {
         Client { channels }
     }
 
-    async fn call(&self, make: impl FnOnce(Reply<M>) -> Command<M>) -> Outcome {
-        let reply = Arc::new(Signal::new());
-        self.channels.commands.send(make(reply.clone())).await;
-        reply.wait().await
-    }
-
     /// Sends `request` (its code must be a method; Confirmable unless set Non-confirmable) to
     /// `peer` and waits for the response. Dropping the future does not cancel the exchange:
     /// it still ends on its own (response, timeout or session failure).
     pub async fn request(&self, peer: SocketAddr, request: Packet) -> Result<Packet, RequestError> {
-        match self.call(|r| Command::Request(peer, request, r)).await {
+        match call(self.channels, |r| Command::Request(peer, request, r)).await {
             Outcome::Response(p) => Ok(p),
             Outcome::Failed(e) => Err(e),
-            Outcome::Pong(_) => Err(RequestError::Reset),
+            _ => unreachable!("the runner answers a request with a response or an error"),
         }
     }
 
     /// Sends a CoAP ping to `peer` (an Empty CON, answered by Reset; over TCP a 7.02 Ping,
     /// answered by 7.03 Pong); resolves to the round-trip time.
     pub async fn ping(&self, peer: SocketAddr) -> Result<Duration, RequestError> {
-        match self.call(|r| Command::Ping(peer, r)).await {
+        match call(self.channels, |r| Command::Ping(peer, r)).await {
             Outcome::Pong(rtt) => Ok(rtt),
             Outcome::Failed(e) => Err(e),
-            Outcome::Response(_) => Err(RequestError::Reset),
+            _ => unreachable!("the runner answers a ping with a pong or an error"),
         }
     }
 
@@ -309,7 +340,8 @@ impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
             .await;
     }
 
-    /// Closes the session with `peer`; its pending requests end with [`RequestError::Closed`].
+    /// Closes the session with `peer`; its pending requests and observations end with
+    /// [`RequestError::Exchange`]`(`[`ExchangeError::SessionClosed`]`)`.
     pub async fn close_session(&self, peer: SocketAddr) {
         self.channels.commands.send(Command::Close(peer)).await;
     }
@@ -318,12 +350,15 @@ impl<'a, M: RawMutex, const N: usize> Client<'a, M, N> {
     /// [`Event::SessionFailed`], [`Event::SessionClosed`], [`Event::SendFailed`] (or, over
     /// TCP, [`Event::Released`] when the peer releases the connection). The runner
     /// drops events while the channel is full, so read them if you care about them.
+    /// (Responses, notifications and removed observers go to their own handles:
+    /// [`Client::request`], [`Observation::next`], [`Server::next_observer_removed`].)
     pub async fn next_event(&self) -> Event {
         self.channels.events.receive().await
     }
 }
 
-/// The server side: incoming requests and their answers. Cheap to copy.
+/// The server side: incoming requests and their answers, observable resources and their
+/// notifications. Cheap to copy.
 pub struct Server<'a, M: RawMutex, const N: usize> {
     channels: &'a CoapChannels<M, N>,
 }
@@ -363,6 +398,8 @@ impl<'a, M: RawMutex, const N: usize> Server<'a, M, N> {
 struct Dispatch<'a, M: RawMutex, const N: usize> {
     channels: &'a CoapChannels<M, N>,
     pending: BTreeMap<RequestId, Reply<M>>,
+    #[cfg(feature = "observe")]
+    observations: observe::Observations<M>,
 }
 
 impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
@@ -370,6 +407,8 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
         Dispatch {
             channels,
             pending: BTreeMap::new(),
+            #[cfg(feature = "observe")]
+            observations: observe::Observations::new(),
         }
     }
 
@@ -392,6 +431,11 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
                 let _ = endpoint.close_session(t, peer); // none: already gone
                 return;
             }
+            #[cfg(feature = "observe")]
+            Command::Observe(command) => {
+                self.observations.command(endpoint, command);
+                return;
+            }
         };
         match result {
             Ok(id) => {
@@ -401,8 +445,9 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
         }
     }
 
-    /// Never waits for the application: a full channel drops a session event, or answers an
-    /// incoming request with 5.03 Service Unavailable.
+    /// Never waits for the application: a full channel drops a session event or a removed
+    /// observer, or answers an incoming request with 5.03 Service Unavailable; a notification
+    /// replaces the one its handle has not taken yet.
     fn event(&mut self, endpoint: &mut Endpoint, event: Event) {
         let (id, outcome) = match event {
             Event::Request { id, peer, request } => {
@@ -414,6 +459,25 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
                 }
                 return;
             }
+            #[cfg(feature = "observe")]
+            Event::Notification { id, response, .. } => {
+                self.observations.notification(endpoint, id, response);
+                return;
+            }
+            #[cfg(feature = "observe")]
+            Event::ObserverRemoved {
+                peer,
+                resource,
+                reason,
+            } => {
+                let removed = ObserverRemoved {
+                    peer,
+                    resource,
+                    reason,
+                };
+                let _ = self.channels.removed.try_send(removed); // full: dropped
+                return;
+            }
             Event::Response { id, response, .. } => (id, Outcome::Response(response)),
             Event::RequestFailed { id, error, .. } | Event::PingFailed { id, error, .. } => {
                 (id, Outcome::Failed(error.into()))
@@ -423,6 +487,10 @@ impl<'a, M: RawMutex, const N: usize> Dispatch<'a, M, N> {
                 let _ = self.channels.events.try_send(other); // full: dropped
                 return;
             }
+        };
+        #[cfg(feature = "observe")]
+        let Some(outcome) = self.observations.end(id, outcome) else {
+            return;
         };
         if let Some(reply) = self.pending.remove(&id) {
             reply.signal(outcome);

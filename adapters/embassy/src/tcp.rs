@@ -24,6 +24,9 @@
 //!   connection), and every connection accepted is offered to the engine, which refuses it
 //!   beyond `max_sessions`; a refused one is closed at once. A client connect takes a
 //!   listening socket (not one in the middle of a handshake) when none is idle.
+//! - **Observe** (RFC 7641, over TCP as RFC 8323 §7.2 has it): [`Client::observe`](crate::Client::observe)
+//!   and the server's [`respond_observe`](crate::Server::respond_observe) /
+//!   [`notify`](crate::Server::notify) work as over UDP, through the same handles.
 //! - **Not supported**: CoAP over TLS (`coaps+tcp://`). The engine's TLS layer (its `tls`
 //!   feature) is built on rustls and needs `std`, so it is not available on `no_std` targets;
 //!   as for DTLS (see the crate's Security section), an embedded TLS implementation of
@@ -86,9 +89,10 @@
 //! connection that broke, or that did not finish closing in time, are reported failed
 //! ([`SendErrorKind::Other`]), which the application sees as
 //! [`Event::SendFailed`](coap_engine::Event::SendFailed) on
-//! [`Client::next_event`](crate::Client::next_event). Requests pending on a failed session end
-//! with [`RequestError::SessionFailed`](crate::RequestError::SessionFailed) carrying the same
-//! reason.
+//! [`Client::next_event`](crate::Client::next_event). Requests and observations pending on a
+//! failed session end with
+//! [`RequestError::Exchange`](crate::RequestError::Exchange)`(`[`ExchangeError::SessionFailed`](coap_engine::ExchangeError::SessionFailed)`)`
+//! carrying the same reason.
 //!
 //! ## Example
 //!

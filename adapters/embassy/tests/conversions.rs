@@ -73,3 +73,26 @@ fn tcp_errors_map_to_engine_inputs() {
     );
     assert_eq!(stream_closed(Error::ConnectionReset), StreamClosed::Reset);
 }
+
+#[test]
+fn every_exchange_error_reaches_the_application_as_itself() {
+    use coap_engine::{ExchangeError, FailureReason};
+    use coap_engine_embassy::RequestError;
+
+    let all = [
+        ExchangeError::Timeout,
+        ExchangeError::Reset,
+        ExchangeError::SendFailed(SendErrorKind::TooBig),
+        ExchangeError::SessionFailed(FailureReason::NoResponse),
+        ExchangeError::SessionClosed,
+        ExchangeError::Cancelled,
+        ExchangeError::BodyTooLarge,
+        ExchangeError::UnexpectedBlock,
+        ExchangeError::RepresentationChanged,
+    ];
+    for e in all {
+        let converted = RequestError::from(e);
+        assert_eq!(converted, RequestError::Exchange(e));
+        assert_eq!(converted.to_string(), e.to_string());
+    }
+}

@@ -6,7 +6,9 @@ mod common;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
-use coap_engine::{Config, Duration, Endpoint, Event, FailureReason, Keepalive, SendErrorKind};
+use coap_engine::{
+    Config, Duration, Endpoint, Event, ExchangeError, FailureReason, Keepalive, SendErrorKind,
+};
 use coap_engine_embassy::{now, Client, CoapChannels, CoapRunner, RequestError, Server};
 use embassy_net::StackResources;
 use embassy_sync::blocking_mutex::raw::NoopRawMutex;
@@ -182,9 +184,9 @@ fn keepalive_fails_the_session_when_the_link_is_cut() {
         assert!(
             matches!(
                 result,
-                Err(RequestError::SessionFailed(
+                Err(RequestError::Exchange(ExchangeError::SessionFailed(
                     FailureReason::KeepaliveTimeout { .. }
-                ))
+                )))
             ),
             "{result:?}"
         );
@@ -211,9 +213,9 @@ fn send_failure_is_reported_to_the_engine() {
         assert!(
             matches!(
                 result,
-                Err(RequestError::SessionFailed(
+                Err(RequestError::Exchange(ExchangeError::SessionFailed(
                     FailureReason::Unreachable { .. }
-                ))
+                )))
             ),
             "{result:?}"
         );

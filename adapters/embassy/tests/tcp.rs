@@ -11,8 +11,8 @@ use std::rc::Rc;
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use coap_engine::{
-    Config, ConnectionFailure, Duration, Endpoint, Error, Event, FailureReason, Keepalive, Limits,
-    SendErrorKind, Transport,
+    Config, ConnectionFailure, Duration, Endpoint, Error, Event, ExchangeError, FailureReason,
+    Keepalive, Limits, SendErrorKind, Transport,
 };
 use coap_engine_embassy::tcp::TcpRunnerError;
 use coap_engine_embassy::{now, Client, CoapChannels, RequestError, Server, TcpRunner};
@@ -275,7 +275,12 @@ fn refused_connection_fails_the_request_with_its_reason() {
                     session_failure(client),
                 )
                 .await;
-                assert_eq!(result, Err(RequestError::SessionFailed(refused)));
+                assert_eq!(
+                    result,
+                    Err(RequestError::Exchange(ExchangeError::SessionFailed(
+                        refused
+                    )))
+                );
                 assert_eq!(reason, refused);
                 // From the RST, not from a timeout.
                 assert!(
@@ -306,7 +311,12 @@ fn unanswered_connect_fails_after_the_connect_timeout() {
             let result = client.request(SERVER, get("hello")).await;
             let timed_out =
                 connection_failed(ConnectionFailure::ConnectFailed(SendErrorKind::TimedOut));
-            assert_eq!(result, Err(RequestError::SessionFailed(timed_out)));
+            assert_eq!(
+                result,
+                Err(RequestError::Exchange(ExchangeError::SessionFailed(
+                    timed_out
+                )))
+            );
             let took = now() - start;
             let timeout = Duration::from_micros(timeout.as_micros());
             let step = Duration::from_micros(STEP.as_micros());
@@ -355,7 +365,10 @@ fn keepalive_fails_a_peer_gone_silent_after_the_link_is_cut() {
                 matches!(reason, FailureReason::KeepaliveTimeout { .. }),
                 "{reason:?}"
             );
-            assert_eq!(result, Err(RequestError::SessionFailed(reason)));
+            assert_eq!(
+                result,
+                Err(RequestError::Exchange(ExchangeError::SessionFailed(reason)))
+            );
             let bound = keepalive.bound() + Duration::from_micros(STEP.as_micros());
             assert!(silent <= bound, "failed after {silent:?}, bound {bound:?}");
             assert!(silent >= keepalive.interval, "failed too early: {silent:?}");
@@ -448,7 +461,9 @@ fn keepalive_fails_a_silent_peer_while_writes_are_blocked() {
                 .count();
             let failed = results
                 .iter()
-                .filter(|r| **r == Err(RequestError::SessionFailed(reason)))
+                .filter(|r| {
+                    **r == Err(RequestError::Exchange(ExchangeError::SessionFailed(reason)))
+                })
                 .count();
             assert!(refused > 0, "the writes never backed up: {results:?}");
             assert_eq!(refused + failed, results.len(), "{results:?}");
@@ -510,7 +525,11 @@ fn end_of_stream_and_reset_fail_the_session_with_their_reason() {
                 )
                 .await;
                 assert_eq!(reason, connection_failed(failure), "{how:?}");
-                assert_eq!(result, Err(RequestError::SessionFailed(reason)), "{how:?}");
+                assert_eq!(
+                    result,
+                    Err(RequestError::Exchange(ExchangeError::SessionFailed(reason))),
+                    "{how:?}"
+                );
                 Timer::after_secs(1).await;
             }
         },
@@ -548,7 +567,10 @@ fn server_closes_connections_beyond_its_session_limit() {
             );
             let refused = second.request(SERVER, get("hello")).await;
             let closed = connection_failed(ConnectionFailure::Closed);
-            assert_eq!(refused, Err(RequestError::SessionFailed(closed)));
+            assert_eq!(
+                refused,
+                Err(RequestError::Exchange(ExchangeError::SessionFailed(closed)))
+            );
             // The first session is untouched.
             assert_eq!(
                 first.request(SERVER, get("hello")).await.unwrap().payload,
@@ -596,7 +618,12 @@ fn a_connect_finding_no_free_socket_fails_at_once() {
             let result = client.request(other, get("hello")).await;
             let no_socket =
                 connection_failed(ConnectionFailure::ConnectFailed(SendErrorKind::Other));
-            assert_eq!(result, Err(RequestError::SessionFailed(no_socket)));
+            assert_eq!(
+                result,
+                Err(RequestError::Exchange(ExchangeError::SessionFailed(
+                    no_socket
+                )))
+            );
             assert_eq!(now(), start);
             // The open session is untouched.
             assert_eq!(
@@ -606,4 +633,114 @@ fn a_connect_finding_no_free_socket_fails_at_once() {
         },
         tasks,
     );
+}
+
+/// Observe over CoAP over TCP (feature `observe`).
+#[cfg(feature = "observe")]
+mod observe {
+    use super::*;
+
+    const COUNTER: coap_engine::ResourceId = coap_engine::ResourceId(3);
+
+    fn content(payload: &str) -> Packet {
+        let mut p = Packet::new();
+        p.header.code = MessageClass::Response(ResponseType::Content);
+        p.payload = payload.as_bytes().to_vec();
+        p
+    }
+
+    /// A client `TcpRunner` and a server `TcpRunner` on 5683 whose handle the test drives.
+    fn observe_pair() -> (
+        Client<'static, NoopRawMutex, 4>,
+        Server<'static, NoopRawMutex, 4>,
+        Vec<Task<'static>>,
+    ) {
+        let link = Link::new();
+        let (stack_c, stack_s, mut tasks) = stacks(&link);
+        let (client, runner) = tcp_client(stack_c, tcp(Limits::default()), |_| {});
+        tasks.push(runner);
+        let channels: &'static Channels = leak(Channels::new());
+        let endpoint = Endpoint::new(tcp(Limits::default()), 12).unwrap();
+        let sockets = [socket(stack_s, 2048, 2048)];
+        let server_runner = leak(TcpRunner::new(endpoint, sockets, channels).unwrap());
+        server_runner.listen(5683).unwrap();
+        tasks.push(task(server_runner.run()));
+        (client, Server::new(channels), tasks)
+    }
+
+    /// Registers `/counter` and has the server accept it with state "0".
+    async fn register(
+        client: Client<'static, NoopRawMutex, 4>,
+        server: Server<'static, NoopRawMutex, 4>,
+    ) -> coap_engine_embassy::Observation<'static, NoopRawMutex, 4> {
+        let observation = client.observe(SERVER, get("counter")).await.unwrap();
+        let incoming = server.next_request().await;
+        assert_eq!(incoming.request.get_observe_value(), Some(Ok(0)));
+        let added = server
+            .respond_observe(incoming.id, COUNTER, content("0"))
+            .await;
+        assert_eq!(added, Ok(true));
+        observation
+    }
+
+    #[test]
+    fn dropping_an_observation_over_a_connection_deregisters_it() {
+        use coap_engine::ObserverRemoval;
+
+        let (client, server, tasks) = observe_pair();
+        run_virtual(
+            embassy_time::Duration::from_secs(60),
+            async {
+                let observation = register(client, server).await;
+                drop(observation);
+                // TCP has no Reset to reject the next notification with: the runner deregisters.
+                let incoming = server.next_request().await;
+                assert_eq!(incoming.request.get_observe_value(), Some(Ok(1)));
+                server.respond(incoming.id, content("bye")).await;
+                let removed = server.next_observer_removed().await;
+                assert_eq!(removed.reason, ObserverRemoval::Deregistered);
+                assert_eq!(server.observers(COUNTER).await, 0);
+            },
+            tasks,
+        );
+    }
+
+    #[test]
+    fn observe_over_a_connection() {
+        use coap_engine::ObserverRemoval;
+        use coap_engine_embassy::Observed;
+
+        let (client, server, tasks) = observe_pair();
+        run_virtual(
+            embassy_time::Duration::from_secs(60),
+            async {
+                let mut observation = register(client, server).await;
+                for i in 0..4 {
+                    if i > 0 {
+                        let sent = server.notify(COUNTER, content(&i.to_string()), false).await;
+                        assert_eq!(sent, Ok(1));
+                    }
+                    match observation.next().await {
+                        Ok(Observed::Notification(n)) => {
+                            assert_eq!(n.payload, i.to_string().as_bytes())
+                        }
+                        other => panic!("expected notification {i}, got {other:?}"),
+                    }
+                }
+                let answer_it = async {
+                    let incoming = server.next_request().await;
+                    assert_eq!(incoming.request.get_observe_value(), Some(Ok(1)));
+                    server.respond(incoming.id, content("bye")).await;
+                };
+                let (answer, ()) = join(observation.deregister(), answer_it).await;
+                let answer = answer.unwrap();
+                assert_eq!(answer.payload, b"bye");
+                assert_eq!(answer.get_observe_value(), None);
+                let removed = server.next_observer_removed().await;
+                assert_eq!(removed.reason, ObserverRemoval::Deregistered);
+                assert_eq!(server.observers(COUNTER).await, 0);
+            },
+            tasks,
+        );
+    }
 }

@@ -1,7 +1,9 @@
 //! Test support: the in-memory link, socket buffers and a single-threaded executor that runs
 //! on embassy-time's mock driver (virtual time).
 
+pub mod libcoap;
 pub mod link;
+pub mod pair;
 
 use std::cell::RefCell;
 use std::future::Future;
@@ -81,6 +83,33 @@ pub fn run_virtual<'a, T: 'a>(
     main: impl Future<Output = T> + 'a,
     tasks: Vec<Task<'a>>,
 ) -> T {
+    run(limit, main, tasks, |driver| driver.advance(STEP))
+}
+
+/// [`run_virtual`], but the mock clock follows the wall clock: when no task is ready the
+/// thread sleeps for [`STEP`] and the clock advances by the time that really passed. For
+/// tests that talk to a real process (libcoap's server), whose timers run in real time.
+#[allow(dead_code)] // only the libcoap test runs in real time
+pub fn run_real<'a, T: 'a>(
+    limit: Duration,
+    main: impl Future<Output = T> + 'a,
+    tasks: Vec<Task<'a>>,
+) -> T {
+    let mut last = std::time::Instant::now();
+    run(limit, main, tasks, move |driver| {
+        std::thread::sleep(std::time::Duration::from_micros(STEP.as_micros()));
+        let passed = last.elapsed();
+        last += passed;
+        driver.advance(Duration::from_micros(passed.as_micros() as u64));
+    })
+}
+
+fn run<'a, T: 'a>(
+    limit: Duration,
+    main: impl Future<Output = T> + 'a,
+    tasks: Vec<Task<'a>>,
+    mut idle_step: impl FnMut(&MockDriver),
+) -> T {
     let _clock: MutexGuard<'_, ()> = CLOCK.lock().unwrap_or_else(|e| e.into_inner());
     let driver = MockDriver::get();
     driver.reset();
@@ -113,7 +142,7 @@ pub fn run_virtual<'a, T: 'a>(
             return v;
         }
         if idle {
-            driver.advance(STEP);
+            idle_step(driver);
         }
     }
     panic!("not done after {limit:?} of virtual time");
