@@ -263,14 +263,9 @@ pub fn content_format(flag: char, value: &str) -> Result<u16, String> {
         .map_err(|_| format!("-{flag}: unknown content format {value:?} (a number or text, link, xml, binary, exi, json, cbor)"))
 }
 
-/// The shortest big-endian encoding of an unsigned option value (RFC 7252 §3.2 `uint`).
-pub fn uint_option(v: u32) -> Vec<u8> {
-    let bytes = v.to_be_bytes();
-    let skip = bytes.iter().take_while(|b| **b == 0).count();
-    bytes[skip..].to_vec()
-}
-
-/// Decodes an option value for `/.well-known/core`-style display or RFC 7252 uint options.
+/// Decodes an RFC 7252 `uint` option value, leniently (a value over 4 bytes keeps its low
+/// 32 bits): for display and for checks that only compare. coap-lite's `OptionValueU32`,
+/// which encodes the values sent, refuses such a value and takes it only by owned `Vec`.
 pub fn decode_uint(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0, |acc, b| (acc << 8) | u32::from(*b))
 }

@@ -80,6 +80,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant as StdInstant};
 
+use coap_engine::coap_lite::option_value::{OptionValueU16, OptionValueU32};
 use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use coap_engine::dtls::{Dtls, DtlsConfig, PskCredentials};
 use coap_engine::tls::{Tls, TlsConfig};
@@ -273,7 +274,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Request, String> {
             Short(flag @ ('t' | 'A')) => {
                 let format = cli::content_format(flag, &cli::value(&mut p)?)?;
                 let number = if flag == 't' { 12 } else { 17 };
-                options.push((number, cli::uint_option(format.into())));
+                options.push((number, OptionValueU16(format).into()));
             }
             Short('N') => non = true,
             Short('T') => {
@@ -394,7 +395,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Request, String> {
         // One block of the response: the engine sends a request with its own Block2 (NUM >
         // 0) as it is and delivers the response as received (RFC 7959 §2.4).
         let szx = size.trailing_zeros() - 4;
-        p.add_option(CoapOption::Block2, cli::uint_option(num << 4 | szx));
+        p.add_option_as(CoapOption::Block2, OptionValueU32(num << 4 | szx));
     }
     p.payload = payload.unwrap_or_default();
     Ok(r)
@@ -1273,6 +1274,35 @@ mod tests {
         let bad = OsString::from_vec(vec![b'c', 0xff]);
         let err = parse_args(vec![bad]).err().unwrap();
         assert!(err.ends_with("is not UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn uint_options_are_sent_in_their_shortest_form() {
+        let option = |args: &[&str], o: CoapOption| {
+            let r = parse(&[args, &[URI]].concat()).unwrap();
+            r.packet.get_first_option(o).cloned()
+        };
+        assert_eq!(
+            option(&["-t", "text"], CoapOption::ContentFormat),
+            Some(vec![])
+        );
+        assert_eq!(
+            option(&["-t", "json"], CoapOption::ContentFormat),
+            Some(vec![50])
+        );
+        assert_eq!(
+            option(&["-A", "11542"], CoapOption::Accept),
+            Some(vec![0x2d, 0x16])
+        );
+        // Block2 NUM 2, SZX 2 (64 bytes).
+        assert_eq!(
+            option(&["-b", "2,64"], CoapOption::Block2),
+            Some(vec![0x22])
+        );
+        assert_eq!(
+            option(&["-b", "4096,16"], CoapOption::Block2),
+            Some(vec![0x01, 0x00, 0x00])
+        );
     }
 
     #[test]

@@ -91,6 +91,7 @@ use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
+use coap_engine::coap_lite::option_value::OptionValueU16;
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use coap_engine::dtls::{ClientAuth, Dtls, DtlsConfig};
 use coap_engine::tls::{Tls, TlsConfig};
@@ -1230,7 +1231,7 @@ fn response(code: ResponseType, format: Option<u16>, payload: Vec<u8>) -> Packet
     let mut p = Packet::new();
     p.header.code = MessageClass::Response(code);
     if let Some(f) = format {
-        p.add_option(CoapOption::ContentFormat, cli::uint_option(f.into()));
+        p.add_option_as(CoapOption::ContentFormat, OptionValueU16(f));
     }
     p.payload = payload;
     p
