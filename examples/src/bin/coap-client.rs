@@ -228,6 +228,7 @@ fn parse_args(args: Vec<OsString>) -> Result<Request, String> {
     use cli::Arg::{Short, Value};
     let mut method = RequestType::Get;
     let mut payload: Option<Vec<u8>> = None;
+    let mut payload_file: Option<String> = None;
     let mut options: Vec<(u16, Vec<u8>)> = Vec::new();
     let mut token = None;
     let mut non = false;
@@ -255,21 +256,13 @@ fn parse_args(args: Vec<OsString>) -> Result<Request, String> {
     while let Some(arg) = p.next().map_err(cli::message)? {
         match arg {
             Short('m') => method = parse_method(&cli::value(&mut p)?)?,
-            Short('e' | 'f') if payload.is_some() => {
+            Short('e' | 'f') if payload.is_some() || payload_file.is_some() => {
                 return Err("give at most one of -e and -f".into())
             }
             Short('e') => payload = Some(cli::value(&mut p)?.into_bytes()),
-            Short('f') => {
-                let value = cli::value(&mut p)?;
-                let mut data = Vec::new();
-                let read = if value == "-" {
-                    std::io::stdin().read_to_end(&mut data).map(drop)
-                } else {
-                    std::fs::File::open(&value).and_then(|mut f| f.read_to_end(&mut data).map(drop))
-                };
-                read.map_err(|e| format!("-f {value}: {e}"))?;
-                payload = Some(data);
-            }
+            // Read once the whole command line is known to be good: `-f -` waits for the
+            // end of standard input.
+            Short('f') => payload_file = Some(cli::value(&mut p)?),
             Short('o') => r.output = Some(cli::value(&mut p)?),
             Short(flag @ ('t' | 'A')) => {
                 let format = cli::content_format(flag, &cli::value(&mut p)?)?;
@@ -396,6 +389,16 @@ fn parse_args(args: Vec<OsString>) -> Result<Request, String> {
         // 0) as it is and delivers the response as received (RFC 7959 §2.4).
         let szx = size.trailing_zeros() - 4;
         p.add_option_as(CoapOption::Block2, OptionValueU32(num << 4 | szx));
+    }
+    if let Some(file) = payload_file {
+        let mut data = Vec::new();
+        let read = if file == "-" {
+            std::io::stdin().read_to_end(&mut data).map(drop)
+        } else {
+            std::fs::File::open(&file).and_then(|mut f| f.read_to_end(&mut data).map(drop))
+        };
+        read.map_err(|e| format!("-f {file}: {e}"))?;
+        payload = Some(data);
     }
     p.payload = payload.unwrap_or_default();
     Ok(r)
@@ -1259,6 +1262,28 @@ mod tests {
             (
                 &["-v", "10", URI],
                 "-v needs a level from 0 to 9, not \"10\"",
+            ),
+        ] {
+            assert_eq!(parse(args).err().as_deref(), Some(want), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_body_file_is_read_only_once_the_command_line_is_good() {
+        let missing = "/nonexistent/body";
+        let err = parse(&["-f", missing, URI]).err().unwrap();
+        assert!(err.starts_with("-f /nonexistent/body: "), "{err}");
+        // A mistake later on the line is reported first (`-f -` would wait for stdin).
+        for (args, want) in [
+            (&["-f", missing, "-q", URI][..], "unknown option -q"),
+            (&["-f", missing, URI, "-B"], "option -B needs an argument"),
+            (
+                &["-f", missing, "-e", "x", URI],
+                "give at most one of -e and -f",
+            ),
+            (
+                &["-e", "x", "-f", missing, URI],
+                "give at most one of -e and -f",
             ),
         ] {
             assert_eq!(parse(args).err().as_deref(), Some(want), "{args:?}");
