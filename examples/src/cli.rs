@@ -1,9 +1,10 @@
-//! Shared by `coap-server` and `coap-client` (included with `#[path]`): libcoap-style option
-//! parsing, the `-l`/`-Z` datagram selectors, `-v` logging, DTLS credential files and small
-//! helpers.
+//! Shared by `coap-server`, `coap-client` and `coap-bench` (included with `#[path]`):
+//! libcoap-style options (split by lexopt, their values parsed here), the `-l`/`-Z` datagram
+//! selectors, `-v` logging, DTLS credential files and small helpers.
 
 #![allow(dead_code)] // each binary uses a different subset
 
+use std::ffi::OsString;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -11,6 +12,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use coap_engine::dtls::{CertificateDer, CertifiedKey};
 use coap_engine::{SendErrorKind, Transmit};
 use coap_engine_mio::SendAction;
+pub use lexopt::{Arg, Parser};
 
 /// Prints `prog: message` on stderr and exits with status 2 (usage error).
 pub fn usage_error(prog: &str, message: impl std::fmt::Display) -> ! {
@@ -18,50 +20,61 @@ pub fn usage_error(prog: &str, message: impl std::fmt::Display) -> ! {
     std::process::exit(2)
 }
 
+/// The command line after the program name.
+pub fn args() -> Vec<OsString> {
+    std::env::args_os().skip(1).collect()
+}
+
 /// Whether the command line ends with a bare `-h`. libcoap's `-h` takes an argument (a hint
 /// file for its client, the PSK identity hint for its server) and prints the usage when it
 /// has none; ours does the same, so `-h` alone still shows the help.
-pub fn help_asked(args: &[String]) -> bool {
+pub fn help_asked(args: &[OsString]) -> bool {
     args.last().is_some_and(|a| a == "-h")
 }
 
-/// Flags in order (`(letter, argument or "")`) and positional arguments.
-pub type Parsed = (Vec<(char, String)>, Vec<String>);
+/// A parser reading `args` (without the program name) as libcoap's getopt does: a letter's
+/// value joined (`-B5`, `-mget`) or in the next argument (`-B 5`, even when that starts
+/// with `-`), letters without a value clustered (`-Nv7` is `-N -v 7`), `--` ending the
+/// options, positional arguments anywhere. `-e=x` gives the value `=x`, as getopt does.
+pub fn parser(args: Vec<OsString>) -> Parser {
+    let mut parser = Parser::from_args(args);
+    parser.set_short_equals(false);
+    parser
+}
 
-/// getopt-style parsing: `spec` lists the flag letters, each followed by `:` if it takes an
-/// argument (`-p 5683` or `-p5683`). Returns the flags in order and the positional arguments.
-pub fn getopt(args: impl IntoIterator<Item = String>, spec: &str) -> Result<Parsed, String> {
-    let mut flags = Vec::new();
-    let mut positional = Vec::new();
-    let mut args = args.into_iter();
-    while let Some(arg) = args.next() {
-        if arg == "--" {
-            positional.extend(args.by_ref());
-            break;
+/// The value of the option [`Parser::next`] just gave, as text.
+pub fn value(parser: &mut Parser) -> Result<String, String> {
+    text(parser.value().map_err(message)?)
+}
+
+/// A value or positional argument as text (file names included: the binaries pass them on
+/// as `&str`).
+pub fn text(value: OsString) -> Result<String, String> {
+    value
+        .into_string()
+        .map_err(|v| format!("argument {v:?} is not UTF-8"))
+}
+
+/// The one-line message for a command-line error, in the binaries' own words.
+pub fn message(error: lexopt::Error) -> String {
+    use lexopt::Error::*;
+    match error {
+        MissingValue {
+            option: Some(option),
+        } => format!("option {option} needs an argument"),
+        UnexpectedOption(option) => format!("unknown option {option}"),
+        UnexpectedArgument(value) => format!("unexpected argument {value:?}"),
+        UnexpectedValue { option, value } => {
+            format!("option {option} takes no argument, not {value:?}")
         }
-        let Some(rest) = arg.strip_prefix('-').filter(|r| !r.is_empty()) else {
-            positional.push(arg);
-            continue;
-        };
-        for (i, c) in rest.char_indices() {
-            let Some(pos) = spec.find(c).filter(|_| c != ':') else {
-                return Err(format!("unknown option -{c}"));
-            };
-            if spec[pos + c.len_utf8()..].starts_with(':') {
-                let inline = &rest[i + c.len_utf8()..];
-                let value = if inline.is_empty() {
-                    args.next()
-                        .ok_or_else(|| format!("option -{c} needs an argument"))?
-                } else {
-                    inline.to_string()
-                };
-                flags.push((c, value));
-                break;
-            }
-            flags.push((c, String::new()));
-        }
+        NonUnicodeValue(value) => format!("argument {value:?} is not UTF-8"),
+        other => other.to_string(),
     }
-    Ok((flags, positional))
+}
+
+/// The error for an option or argument the binary does not take.
+pub fn unexpected(arg: Arg<'_>) -> String {
+    message(arg.unexpected())
 }
 
 /// Parses a non-negative number of seconds (fractions allowed) for `flag`.
@@ -250,14 +263,9 @@ pub fn content_format(flag: char, value: &str) -> Result<u16, String> {
         .map_err(|_| format!("-{flag}: unknown content format {value:?} (a number or text, link, xml, binary, exi, json, cbor)"))
 }
 
-/// The shortest big-endian encoding of an unsigned option value (RFC 7252 §3.2 `uint`).
-pub fn uint_option(v: u32) -> Vec<u8> {
-    let bytes = v.to_be_bytes();
-    let skip = bytes.iter().take_while(|b| **b == 0).count();
-    bytes[skip..].to_vec()
-}
-
-/// Decodes an option value for `/.well-known/core`-style display or RFC 7252 uint options.
+/// Decodes an RFC 7252 `uint` option value, leniently (a value over 4 bytes keeps its low
+/// 32 bits): for display and for checks that only compare. coap-lite's `OptionValueU32`,
+/// which encodes the values sent, refuses such a value and takes it only by owned `Vec`.
 pub fn decode_uint(bytes: &[u8]) -> u32 {
     bytes.iter().fold(0, |acc, b| (acc << 8) | u32::from(*b))
 }

@@ -1,5 +1,10 @@
 //! RFC 6690 link format for `coap-server`'s `/.well-known/core` (included with `#[path]`):
 //! links with their attributes, and the query filtering of RFC 6690 §4.1.
+//!
+//! The writing stays here rather than on coap-lite's `LinkFormatWrite`: that writer has no
+//! parameter without a value (it writes `obs` as `obs=`, which RFC 6690 §2 does not allow,
+//! where libcoap and we write `;obs`). coap-lite's parser reads our output back in the
+//! tests below.
 
 /// One link-value: `<href>;name="value";...`.
 pub struct Link {
@@ -40,12 +45,21 @@ impl Link {
         out.push_str(&self.href);
         out.push('>');
         for (name, value, quoted) in &self.attrs {
-            if !*quoted && value.is_empty() {
-                out.push_str(&format!(";{name}"));
-            } else if *quoted {
-                out.push_str(&format!(";{name}=\"{value}\""));
-            } else {
-                out.push_str(&format!(";{name}={value}"));
+            out.push(';');
+            out.push_str(name);
+            if *quoted {
+                // A quoted-string (RFC 6690 §2 by RFC 2616 §2.2): `"` and `\` as quoted-pairs.
+                out.push_str("=\"");
+                for c in value.chars() {
+                    if matches!(c, '"' | '\\') {
+                        out.push('\\');
+                    }
+                    out.push(c);
+                }
+                out.push('"');
+            } else if !value.is_empty() {
+                out.push('=');
+                out.push_str(value);
             }
         }
     }
@@ -107,6 +121,7 @@ pub fn filtered(links: &[Link], queries: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use coap_engine::coap_lite::link_format::{LinkFormatParser, LinkFormatWrite};
 
     fn links() -> Vec<Link> {
         vec![
@@ -125,14 +140,93 @@ mod tests {
         ]
     }
 
+    /// Each link of an RFC 6690 document as coap-lite's parser reads it: the URI-reference
+    /// and the parameters, their values unquoted (empty for a parameter without one).
+    fn parse(document: &str) -> Vec<(String, Vec<(String, String)>)> {
+        LinkFormatParser::new(document)
+            .map(|link| {
+                let (href, attrs) = link.unwrap_or_else(|e| panic!("{e:?} in {document}"));
+                // `Unquote`'s `Display` walks its iterator; its `to_cow` can panic on a
+                // lone `"` (see below).
+                let attrs = attrs.map(|(k, v)| (k.to_string(), v.to_string()));
+                (href.to_string(), attrs.collect())
+            })
+            .collect()
+    }
+
     fn hrefs(queries: &[&str]) -> String {
         let q: Vec<String> = queries.iter().map(|s| s.to_string()).collect();
-        filtered(&links(), &q)
-            .split(',')
-            .filter(|l| !l.is_empty())
-            .map(|l| &l[..l.find('>').unwrap() + 1])
+        parse(&filtered(&links(), &q))
+            .into_iter()
+            .map(|(href, _)| format!("<{href}>"))
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    fn pairs(attrs: &[(&str, &str)]) -> Vec<(String, String)> {
+        attrs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn quoted_values_are_escaped_and_read_back_whole() {
+        let links = [
+            Link::new("/a")
+                .quoted("title", "say \"hi\", then \\ and ;")
+                .token("ct", 0)
+                .flag("obs"),
+            Link::new("/b").quoted("rt", "x,y").quoted("if", ""),
+        ];
+        let document = filtered(&links, &[]);
+        assert_eq!(
+            document,
+            r#"</a>;title="say \"hi\", then \\ and ;";ct=0;obs,</b>;rt="x,y";if="""#
+        );
+        assert_eq!(
+            parse(&document),
+            [
+                (
+                    "/a".to_string(),
+                    pairs(&[
+                        ("title", "say \"hi\", then \\ and ;"),
+                        ("ct", "0"),
+                        ("obs", ""),
+                    ])
+                ),
+                ("/b".to_string(), pairs(&[("rt", "x,y"), ("if", "")])),
+            ]
+        );
+    }
+
+    /// Why the writing is ours: coap-lite's writer cannot write a parameter without a value.
+    /// RFC 6690 §2 has `link-param = parmname [ BWS "=" BWS ( token / quoted-string ) ]`
+    /// with a token of one character at least, so `obs=` is no link-param; libcoap writes
+    /// `;obs`, and so do we.
+    #[test]
+    fn coap_lites_writer_writes_a_parameter_without_value_as_name_equals() {
+        let mut theirs = String::new();
+        let mut w = LinkFormatWrite::new(&mut theirs);
+        w.link("/time").attr("obs", "").finish().unwrap();
+        w.finish().unwrap();
+        assert_eq!(theirs, "</time>;obs=");
+        assert_eq!(
+            filtered(&[Link::new("/time").flag("obs")], &[]),
+            "</time>;obs"
+        );
+    }
+
+    /// Why `parse` takes values through `Unquote`'s iterator: its `to_cow` slices a lone
+    /// `"` as `[1..0]`, a panic on a malformed document from a peer.
+    #[test]
+    fn coap_lites_to_cow_panics_on_a_lone_quote_where_its_iterator_does_not() {
+        let document = "</a>;t=\"";
+        let (_, mut attrs) = LinkFormatParser::new(document).next().unwrap().unwrap();
+        let (name, value) = attrs.next().unwrap();
+        assert_eq!((name, value.to_string()), ("t", String::new()));
+        let caught = std::panic::catch_unwind(move || value.to_cow().into_owned());
+        assert!(caught.is_err(), "to_cow of a lone quote: {caught:?}");
     }
 
     #[test]

@@ -80,3 +80,24 @@ fn bad_flags_get_one_line() {
         assert!(stderr.starts_with("coap-bench: -"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn command_line_mistakes_get_one_exact_line() {
+    for (args, line) in [
+        (&["-q"][..], "coap-bench: unknown option -q (try -h)"),
+        (&["-R"], "coap-bench: option -R needs an argument (try -h)"),
+        (&["-D0"], "coap-bench: -D: bad number \"0\" (try -h)"),
+        (
+            &["-R", "1", "stray"],
+            "coap-bench: unexpected argument \"stray\" (try -h)",
+        ),
+    ] {
+        let out = Command::new(BENCH)
+            .args(args)
+            .output()
+            .expect("run coap-bench");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert_eq!(stderr, format!("{line}\n"), "{args:?}");
+    }
+}

@@ -254,6 +254,73 @@ fn bad_flags_and_uris_exit_2_with_one_line() {
     assert_status(&run(SERVER, &["-q"]), 2);
 }
 
+#[test]
+fn command_line_mistakes_get_one_exact_line() {
+    let u = "coap://127.0.0.1/";
+    for (args, line) in [
+        (&["-q", u][..], "unknown option -q"),
+        (&["--help"], "unknown option --help"),
+        (&[u, "-m"], "option -m needs an argument"),
+        (
+            &["-B", "soon", u],
+            "-B needs a number of seconds, not \"soon\"",
+        ),
+        (&["-s0", u], "-s needs a number of seconds greater than 0"),
+        (&[u, u], "unexpected argument \"coap://127.0.0.1/\""),
+        (&["--", u, "-N"], "unexpected argument \"-N\""),
+    ] {
+        let out = run_briefly(CLIENT, args);
+        assert_status(&out, 2);
+        assert_eq!(text(&out.stderr), format!("coap-client: {line} (try -h)\n"));
+    }
+    for (args, line) in [
+        (&["-q"][..], "unknown option -q"),
+        (&["-eNp"], "option -p needs an argument"),
+        (
+            &["-p", "notaport"],
+            "-p needs a port number, not \"notaport\"",
+        ),
+        (&["-W0"], "-W needs 1 to 1024 threads, not \"0\""),
+        (&["-p", "0", "stray"], "unexpected argument \"stray\""),
+    ] {
+        let out = run_briefly(SERVER, args);
+        assert_status(&out, 2);
+        assert_eq!(text(&out.stderr), format!("coap-server: {line} (try -h)\n"));
+    }
+}
+
+#[test]
+fn arguments_that_are_not_utf8_are_a_usage_error() {
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    let bad = OsStr::from_bytes(b"coap://127.0.0.1/\xff");
+    for (program, args) in [
+        (CLIENT, &[OsStr::new("-e"), bad][..]),
+        (CLIENT, &[bad]),
+        (SERVER, &[OsStr::new("-v"), bad]),
+    ] {
+        let out = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+        assert_status(&out, 2);
+        let err = text(&out.stderr);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains("is not UTF-8"), "{err}");
+    }
+}
+
+#[test]
+fn joined_values_work_end_to_end() {
+    let s = start(SERVER, &["-d1"]);
+    let res = uri(&s, "joined");
+    assert_status(&client(&["-mput", "-t0", "-ehello", "-B5", &res]), 0);
+    let out = client(&["-B5", "-A0", &res]);
+    assert_status(&out, 0);
+    assert_eq!(text(&out.stdout), "hello");
+}
+
 /// The body libcoap's example server generates for `/example_data`, which ours serves too
 /// until the first PUT: a letter every ten bytes, the digits 1-9 between.
 fn libcoap_example_data() -> Vec<u8> {

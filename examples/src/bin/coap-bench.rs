@@ -848,7 +848,8 @@ mod bench {
         }
     }
 
-    fn list(flag: char, value: &str) -> Vec<usize> {
+    /// `-P`/`-W`: a comma-separated list of counts.
+    fn list(flag: char, value: &str) -> Result<Vec<usize>, String> {
         value
             .split(',')
             .map(|v| {
@@ -856,14 +857,102 @@ mod bench {
                     .parse::<usize>()
                     .ok()
                     .filter(|n| (1..=60_000).contains(n))
-                    .unwrap_or_else(|| {
-                        cli::usage_error(
-                            PROG,
-                            format!("-{flag}: {v:?} is not a number in 1..60000"),
-                        )
-                    })
+                    .ok_or_else(|| format!("-{flag}: {v:?} is not a number in 1..60000"))
             })
             .collect()
+    }
+
+    /// `-D`, `-R`, `-M`: a number greater than 0, at most `max`.
+    fn number(flag: char, value: &str, max: f64) -> Result<f64, String> {
+        value
+            .parse::<f64>()
+            .ok()
+            .filter(|v| *v > 0.0 && *v <= max)
+            .ok_or_else(|| format!("-{flag}: bad number {value:?}"))
+    }
+
+    /// The command line's settings; see the module documentation.
+    struct Flags {
+        key: Option<String>,
+        identity: Option<String>,
+        scheme: Option<String>,
+        cert: Option<String>,
+        cert_key: Option<String>,
+        ca: Option<String>,
+        ps: Vec<usize>,
+        ws: Vec<usize>,
+        d: f64,
+        r: usize,
+        sessions: Option<usize>,
+        /// `-E`: serve as a raw echo server, batched or not.
+        echo: Option<bool>,
+        listen: Option<String>,
+        engine_generator: bool,
+        rmem: Option<usize>,
+        /// `-p`: our coap-server, or with `-E` the port to serve on.
+        ours: Option<String>,
+    }
+
+    fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Flags, String> {
+        use cli::Arg::Short;
+        let mut f = Flags {
+            key: None,
+            identity: None,
+            scheme: None,
+            cert: None,
+            cert_key: None,
+            ca: None,
+            ps: vec![16],
+            ws: vec![4],
+            d: 3.0,
+            r: 3,
+            sessions: None,
+            echo: None,
+            listen: None,
+            engine_generator: false,
+            rmem: Some(4 << 20),
+            ours: None,
+        };
+        let mut p = cli::parser(args);
+        while let Some(arg) = p.next().map_err(cli::message)? {
+            match arg {
+                Short('P') => f.ps = list('P', &cli::value(&mut p)?)?,
+                Short('W') => f.ws = list('W', &cli::value(&mut p)?)?,
+                Short('D') => f.d = number('D', &cli::value(&mut p)?, 60.0)?,
+                Short('R') => f.r = number('R', &cli::value(&mut p)?, 100.0)? as usize,
+                Short('M') => {
+                    f.sessions = Some(number('M', &cli::value(&mut p)?, 16_000_000.0)? as usize)
+                }
+                Short('p') => f.ours = Some(cli::value(&mut p)?),
+                Short('k') => f.key = Some(cli::value(&mut p)?),
+                Short('u') => f.identity = Some(cli::value(&mut p)?),
+                Short('s') => f.scheme = Some(cli::value(&mut p)?),
+                Short('c') => f.cert = Some(cli::value(&mut p)?),
+                Short('j') => f.cert_key = Some(cli::value(&mut p)?),
+                Short('C') => f.ca = Some(cli::value(&mut p)?),
+                Short('A') => f.listen = Some(cli::value(&mut p)?),
+                Short('E') => match cli::value(&mut p)?.as_str() {
+                    "batched" => f.echo = Some(true),
+                    "single" => f.echo = Some(false),
+                    _ => return Err("-E: batched or single".into()),
+                },
+                Short('g') => match cli::value(&mut p)?.as_str() {
+                    "raw" => f.engine_generator = false,
+                    "engine" => f.engine_generator = true,
+                    _ => return Err("-g: raw or engine".into()),
+                },
+                Short('b') => {
+                    f.rmem = match cli::value(&mut p)?.parse::<usize>() {
+                        Ok(0) => None,
+                        Ok(n) if n <= 1 << 30 => Some(n),
+                        _ => return Err("-b: a byte count up to 1 GiB, or 0".into()),
+                    }
+                }
+                // Everything is a flag: a stray argument is a mistake, said so.
+                _ => return Err(cli::unexpected(arg)),
+            }
+        }
+        Ok(f)
     }
 
     pub fn main() {
@@ -881,63 +970,31 @@ mod bench {
 
     /// Parses the flags, starts both servers and measures; whether every request succeeded.
     fn run() -> Result<bool, String> {
-        let args: Vec<String> = std::env::args().skip(1).collect();
-        let (flags, _) = cli::getopt(args, "P:W:D:R:p:k:u:s:c:j:C:M:E:A:g:b:")
-            .unwrap_or_else(|e| cli::usage_error(PROG, e));
-        let (mut key, mut identity) = (None, None);
-        let mut scheme = None;
-        let (mut cert, mut cert_key, mut ca) = (None, None, None);
-        let (mut ps, mut ws, mut d, mut r) = (vec![16], vec![4], 3.0f64, 3usize);
-        let mut sessions = None;
-        let (mut echo, mut listen) = (None, None);
-        let mut engine_generator = false;
-        let mut rmem = Some(4usize << 20);
-        let mut ours = std::env::current_exe()
-            .unwrap()
-            .with_file_name("coap-server")
-            .to_string_lossy()
-            .into_owned();
-        for (flag, value) in flags {
-            let num = |max: f64| {
-                value
-                    .parse::<f64>()
-                    .ok()
-                    .filter(|v| *v > 0.0 && *v <= max)
-                    .unwrap_or_else(|| cli::usage_error(PROG, format!("-{flag}: bad number")))
-            };
-            match flag {
-                'P' => ps = list('P', &value),
-                'W' => ws = list('W', &value),
-                'D' => d = num(60.0),
-                'R' => r = num(100.0) as usize,
-                'p' => ours = value,
-                'k' => key = Some(value),
-                'u' => identity = Some(value),
-                's' => scheme = Some(value),
-                'c' => cert = Some(value),
-                'j' => cert_key = Some(value),
-                'C' => ca = Some(value),
-                'M' => sessions = Some(num(16_000_000.0) as usize),
-                'E' => match value.as_str() {
-                    "batched" | "single" => echo = Some(value == "batched"),
-                    _ => cli::usage_error(PROG, "-E: batched or single"),
-                },
-                'A' => listen = Some(value),
-                'g' => match value.as_str() {
-                    "raw" => engine_generator = false,
-                    "engine" => engine_generator = true,
-                    _ => cli::usage_error(PROG, "-g: raw or engine"),
-                },
-                'b' => {
-                    rmem = match value.parse::<usize>() {
-                        Ok(0) => None,
-                        Ok(n) if n <= 1 << 30 => Some(n),
-                        _ => cli::usage_error(PROG, "-b: a byte count up to 1 GiB, or 0"),
-                    }
-                }
-                _ => unreachable!(),
-            }
-        }
+        let Flags {
+            key,
+            identity,
+            scheme,
+            cert,
+            cert_key,
+            ca,
+            ps,
+            ws,
+            d,
+            r,
+            sessions,
+            echo,
+            listen,
+            engine_generator,
+            rmem,
+            ours,
+        } = parse_args(cli::args()).unwrap_or_else(|e| cli::usage_error(PROG, e));
+        let ours = ours.unwrap_or_else(|| {
+            std::env::current_exe()
+                .unwrap()
+                .with_file_name("coap-server")
+                .to_string_lossy()
+                .into_owned()
+        });
         if let Some(batched) = echo {
             // A server of our own making: `-A` and `-p` are its address and port here.
             let ip = listen
@@ -1179,5 +1236,54 @@ mod bench {
             eprintln!("{PROG}: {failures} requests failed");
         }
         Ok(failures == 0)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use std::ffi::OsString;
+
+        use super::{parse_args, Flags};
+
+        fn parse(args: &[&str]) -> Result<Flags, String> {
+            parse_args(args.iter().map(OsString::from).collect())
+        }
+
+        #[test]
+        fn values_come_joined_or_separate_as_with_libcoaps_getopt() {
+            for args in [
+                &["-P16,64", "-W4,8", "-D3", "-R5", "-sCoap+tcp"][..],
+                &[
+                    "-P", "16,64", "-W", "4,8", "-D", "3", "-R", "5", "-s", "Coap+tcp",
+                ],
+            ] {
+                let f = parse(args).unwrap();
+                assert_eq!((f.ps, f.ws), (vec![16, 64], vec![4, 8]), "{args:?}");
+                assert_eq!((f.d, f.r), (3.0, 5), "{args:?}");
+                assert_eq!(f.scheme.as_deref(), Some("Coap+tcp"), "{args:?}");
+            }
+            let f = parse(&["-Ebatched", "-p", "-", "-b0", "-gengine"]).unwrap();
+            assert_eq!(f.echo, Some(true));
+            assert_eq!(f.ours.as_deref(), Some("-"), "a value may start with -");
+            assert_eq!(f.rmem, None);
+            assert!(f.engine_generator);
+        }
+
+        #[test]
+        fn command_line_errors_are_one_line_naming_the_flag() {
+            for (args, want) in [
+                (&["-q"][..], "unknown option -q"),
+                (&["--rounds", "3"], "unknown option --rounds"),
+                (&["-P"], "option -P needs an argument"),
+                (&["-D", "0"], "-D: bad number \"0\""),
+                (&["-R", "many"], "-R: bad number \"many\""),
+                (&["-P", "16,x"], "-P: \"x\" is not a number in 1..60000"),
+                (&["-E", "sideways"], "-E: batched or single"),
+                // coap-bench takes no positional argument, before `--` or after.
+                (&["127.0.0.1"], "unexpected argument \"127.0.0.1\""),
+                (&["--", "-R"], "unexpected argument \"-R\""),
+            ] {
+                assert_eq!(parse(args).err().as_deref(), Some(want), "{args:?}");
+            }
+        }
     }
 }

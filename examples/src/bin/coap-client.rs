@@ -74,11 +74,13 @@
 //! Block2 option the engine leaves to us) and prints it. `-v 6` shows a response's Block2,
 //! Size2 and Size1 (the server's limit, with 4.13 Request Entity Too Large) when it has them.
 
+use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::ops::ControlFlow;
 use std::time::{Duration, Instant as StdInstant};
 
+use coap_engine::coap_lite::option_value::{OptionValueU16, OptionValueU32};
 use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use coap_engine::dtls::{Dtls, DtlsConfig, PskCredentials};
 use coap_engine::tls::{Tls, TlsConfig};
@@ -209,7 +211,7 @@ struct Client {
 const DEREGISTER_GRACE: Duration = Duration::from_secs(5);
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = cli::args();
     if cli::help_asked(&args) {
         println!("{HELP}");
         std::process::exit(0);
@@ -222,17 +224,18 @@ fn main() {
     std::process::exit(status);
 }
 
-fn parse_args(args: Vec<String>) -> Result<Request, String> {
-    let (flags, positional) =
-        cli::getopt(args, "m:e:f:o:t:A:NT:O:K:B:l:Z:v:s:b:wrX:h:k:u:c:j:C:R:n")?;
+fn parse_args(args: Vec<OsString>) -> Result<Request, String> {
+    use cli::Arg::{Short, Value};
     let mut method = RequestType::Get;
     let mut payload: Option<Vec<u8>> = None;
+    let mut payload_file: Option<String> = None;
     let mut options: Vec<(u16, Vec<u8>)> = Vec::new();
     let mut token = None;
     let mut non = false;
     let mut verbosity = "3".to_string();
     let mut reliable = false;
     let mut security = SecurityFlags::default();
+    let mut positional = Vec::new();
     let mut r = Request {
         peer: SocketAddr::from(([0, 0, 0, 0], 0)),
         scheme: Scheme::Coap,
@@ -249,32 +252,26 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
         block: None,
         max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
     };
-    for (flag, value) in flags {
-        match flag {
-            'm' => method = parse_method(&value)?,
-            'e' | 'f' if payload.is_some() => return Err("give at most one of -e and -f".into()),
-            'e' => payload = Some(value.into_bytes()),
-            'f' => {
-                let mut data = Vec::new();
-                let read = if value == "-" {
-                    std::io::stdin().read_to_end(&mut data).map(drop)
-                } else {
-                    std::fs::File::open(&value).and_then(|mut f| f.read_to_end(&mut data).map(drop))
-                };
-                read.map_err(|e| format!("-f {value}: {e}"))?;
-                payload = Some(data);
+    let mut p = cli::parser(args);
+    while let Some(arg) = p.next().map_err(cli::message)? {
+        match arg {
+            Short('m') => method = parse_method(&cli::value(&mut p)?)?,
+            Short('e' | 'f') if payload.is_some() || payload_file.is_some() => {
+                return Err("give at most one of -e and -f".into())
             }
-            'o' => r.output = Some(value),
-            't' => options.push((
-                12,
-                cli::uint_option(cli::content_format('t', &value)?.into()),
-            )),
-            'A' => options.push((
-                17,
-                cli::uint_option(cli::content_format('A', &value)?.into()),
-            )),
-            'N' => non = true,
-            'T' => {
+            Short('e') => payload = Some(cli::value(&mut p)?.into_bytes()),
+            // Read once the whole command line is known to be good: `-f -` waits for the
+            // end of standard input.
+            Short('f') => payload_file = Some(cli::value(&mut p)?),
+            Short('o') => r.output = Some(cli::value(&mut p)?),
+            Short(flag @ ('t' | 'A')) => {
+                let format = cli::content_format(flag, &cli::value(&mut p)?)?;
+                let number = if flag == 't' { 12 } else { 17 };
+                options.push((number, OptionValueU16(format).into()));
+            }
+            Short('N') => non = true,
+            Short('T') => {
+                let value = cli::value(&mut p)?;
                 let t = bytes_or_hex(&value).map_err(|e| format!("-T: {e}"))?;
                 if t.len() > 8 {
                     return Err(format!(
@@ -284,47 +281,43 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
                 }
                 token = Some(t);
             }
-            'O' => {
-                let (num, text) = value
-                    .split_once(',')
-                    .ok_or_else(|| format!("-O needs num,text, not {value:?}"))?;
-                let num: u16 = num
-                    .trim()
-                    .parse()
-                    .map_err(|_| format!("-O: bad option number {num:?}"))?;
-                options.push((num, bytes_or_hex(text).map_err(|e| format!("-O: {e}"))?));
-            }
-            'K' => {
-                let k = cli::parse_seconds('K', &value)?;
+            Short('O') => options.push(parse_option(&cli::value(&mut p)?)?),
+            Short('K') => {
+                let k = cli::parse_seconds('K', &cli::value(&mut p)?)?;
                 r.keepalive = (!k.is_zero()).then_some(k);
             }
-            'B' => {
-                r.give_up = cli::parse_seconds('B', &value)?;
+            Short('B') => {
+                r.give_up = cli::parse_seconds('B', &cli::value(&mut p)?)?;
                 if r.give_up.is_zero() {
                     return Err("-B needs a number of seconds greater than 0".into());
                 }
             }
-            'w' => r.newline = true,
-            'l' => r.loss = Some(cli::Selector::parse('l', &value)?),
-            'Z' => r.fail = Some(cli::Selector::parse('Z', &value)?),
-            'v' => verbosity = value,
-            's' => {
-                let s = cli::parse_seconds('s', &value)?;
+            Short('w') => r.newline = true,
+            Short('l') => r.loss = Some(cli::Selector::parse('l', &cli::value(&mut p)?)?),
+            Short('Z') => r.fail = Some(cli::Selector::parse('Z', &cli::value(&mut p)?)?),
+            Short('v') => verbosity = cli::value(&mut p)?,
+            Short('s') => {
+                let s = cli::parse_seconds('s', &cli::value(&mut p)?)?;
                 if s.is_zero() {
                     return Err("-s needs a number of seconds greater than 0".into());
                 }
                 r.observe = Some(s);
             }
-            'b' => r.block = Some(parse_block(&value)?),
-            'r' => reliable = true,
-            'X' => r.max_message_size = cli::max_message_size(&value)?,
-            'h' => {
+            Short('b') => r.block = Some(parse_block(&cli::value(&mut p)?)?),
+            Short('r') => reliable = true,
+            Short('X') => r.max_message_size = cli::max_message_size(&cli::value(&mut p)?)?,
+            Short('h') => {
                 return Err(format!(
-                    "-h {value}: libcoap's match_hint_file is not supported (use -u and -k)"
+                    "-h {}: libcoap's match_hint_file is not supported (use -u and -k)",
+                    cli::value(&mut p)?
                 ))
             }
-            'k' | 'u' | 'c' | 'j' | 'C' | 'R' | 'n' => security.set(flag, value)?,
-            _ => unreachable!("getopt returns only known flags"),
+            Short(flag @ ('k' | 'u' | 'c' | 'j' | 'C' | 'R')) => {
+                security.set(flag, cli::value(&mut p)?)?
+            }
+            Short('n') => security.set('n', String::new())?,
+            Value(v) => positional.push(cli::text(v)?),
+            _ => return Err(cli::unexpected(arg)),
         }
     }
     let uri = match positional.as_slice() {
@@ -395,7 +388,17 @@ fn parse_args(args: Vec<String>) -> Result<Request, String> {
         // One block of the response: the engine sends a request with its own Block2 (NUM >
         // 0) as it is and delivers the response as received (RFC 7959 §2.4).
         let szx = size.trailing_zeros() - 4;
-        p.add_option(CoapOption::Block2, cli::uint_option(num << 4 | szx));
+        p.add_option_as(CoapOption::Block2, OptionValueU32(num << 4 | szx));
+    }
+    if let Some(file) = payload_file {
+        let mut data = Vec::new();
+        let read = if file == "-" {
+            std::io::stdin().read_to_end(&mut data).map(drop)
+        } else {
+            std::fs::File::open(&file).and_then(|mut f| f.read_to_end(&mut data).map(drop))
+        };
+        read.map_err(|e| format!("-f {file}: {e}"))?;
+        payload = Some(data);
     }
     p.payload = payload.unwrap_or_default();
     Ok(r)
@@ -543,6 +546,19 @@ fn early(give_up: Duration) -> Duration {
     give_up
         .saturating_sub((give_up / 10).min(Duration::from_secs(1)))
         .clamp(Duration::from_millis(1), Duration::from_secs(30))
+}
+
+/// libcoap's `-O num,text`: an option by number, its value text or `0x` hex (`-O 1,` is an
+/// empty value).
+fn parse_option(value: &str) -> Result<(u16, Vec<u8>), String> {
+    let (num, text) = value
+        .split_once(',')
+        .ok_or_else(|| format!("-O needs num,text, not {value:?}"))?;
+    let num: u16 = num
+        .trim()
+        .parse()
+        .map_err(|_| format!("-O: bad option number {num:?}"))?;
+    Ok((num, bytes_or_hex(text).map_err(|e| format!("-O: {e}"))?))
 }
 
 /// libcoap's `-b [num,]size`: a block size that is a power of two from 16 to 1024 (SZX 0-6,
@@ -1133,6 +1149,186 @@ fn code_name(class: u8, detail: u8) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn parse(args: &[&str]) -> Result<Request, String> {
+        parse_args(args.iter().map(OsString::from).collect())
+    }
+
+    const URI: &str = "coap://127.0.0.1/";
+
+    #[test]
+    fn values_come_joined_or_separate_as_with_libcoaps_getopt() {
+        for (joined, separate) in [
+            (&["-B5", URI][..], &["-B", "5", URI][..]),
+            (&["-mput", URI], &["-m", "put", URI]),
+            (&["-O1,0x0a", URI], &["-O", "1,0x0a", URI]),
+            (&["-b2,64", URI], &["-b", "2,64", URI]),
+            (&["-s10", URI], &["-s", "10", URI]),
+        ] {
+            let (a, b) = (parse(joined).unwrap(), parse(separate).unwrap());
+            assert_eq!(a.give_up, b.give_up, "{joined:?}");
+            assert_eq!(a.observe, b.observe, "{joined:?}");
+            assert_eq!(a.block, b.block, "{joined:?}");
+            assert_eq!(a.packet.to_bytes(), b.packet.to_bytes(), "{joined:?}");
+        }
+        let r = parse(&["-B5", "-mput", "-O1,0x0a", URI]).unwrap();
+        assert_eq!(r.give_up, Duration::from_secs(5));
+        assert_eq!(
+            r.packet.header.code,
+            MessageClass::Request(RequestType::Put)
+        );
+        let if_match = r.packet.get_option(CoapOption::IfMatch).unwrap();
+        assert_eq!(if_match.iter().collect::<Vec<_>>(), [&vec![0x0a]]);
+        assert_eq!(
+            parse(&["-s10", URI]).unwrap().observe,
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(parse(&["-b2,64", URI]).unwrap().block, Some((2, 64)));
+    }
+
+    #[test]
+    fn letters_without_a_value_cluster_before_one_with() {
+        // -N, -w and -r take no value: `-NwB5` is `-N -w -B 5`.
+        let r = parse(&["-NwB5", URI]).unwrap();
+        assert_eq!(r.packet.header.get_type(), MessageType::NonConfirmable);
+        assert!(r.newline);
+        assert_eq!(r.give_up, Duration::from_secs(5));
+        let r = parse(&["-rN", URI]).unwrap();
+        assert_eq!(r.scheme, Scheme::CoapTcp);
+        assert_eq!(r.packet.header.get_type(), MessageType::NonConfirmable);
+        // A letter that takes a value takes the rest of the cluster: `-Bw` is `-B w`.
+        let err = parse(&["-Bw", URI]).err().unwrap();
+        assert!(err.contains("-B needs a number of seconds"), "{err}");
+    }
+
+    #[test]
+    fn a_value_is_taken_as_given_even_with_a_dash_or_equals_sign() {
+        assert_eq!(parse(&["-e", "-x", URI]).unwrap().packet.payload, b"-x");
+        assert_eq!(parse(&["-e", "--", URI]).unwrap().packet.payload, b"--");
+        // getopt's reading: the `=` is part of the value.
+        assert_eq!(parse(&["-e=x", URI]).unwrap().packet.payload, b"=x");
+        assert_eq!(parse(&["-e", "", URI]).unwrap().packet.payload, b"");
+    }
+
+    #[test]
+    fn the_uri_is_the_one_positional_argument_wherever_it_stands() {
+        let after = parse(&[URI, "-m", "put"]).unwrap();
+        assert_eq!(
+            after.packet.header.code,
+            MessageClass::Request(RequestType::Put)
+        );
+        let r = parse(&["-m", "put", "--", URI]).unwrap();
+        assert_eq!(
+            r.packet.header.code,
+            MessageClass::Request(RequestType::Put)
+        );
+        // After `--` nothing is an option.
+        assert_eq!(
+            parse(&["--", URI, "-m"]).err().unwrap(),
+            "unexpected argument \"-m\""
+        );
+        // `-q` after `--` is the URI, not an unknown option.
+        let err = parse(&["--", "-q"]).err().unwrap();
+        assert!(err.starts_with("bad URI \"-q\": "), "{err}");
+        assert_eq!(
+            parse(&[URI, URI]).err().unwrap(),
+            format!("unexpected argument {URI:?}")
+        );
+        assert!(parse(&["-m", "put"])
+            .err()
+            .unwrap()
+            .starts_with("missing URI"));
+    }
+
+    #[test]
+    fn command_line_errors_are_one_line_naming_the_flag() {
+        for (args, want) in [
+            (&["-q", URI][..], "unknown option -q"),
+            (&["-Nq", URI], "unknown option -q"),
+            (&["--verbose", URI], "unknown option --verbose"),
+            (&["--m=put", URI], "unknown option --m"),
+            (&[URI, "-m"], "option -m needs an argument"),
+            (&[URI, "-NB"], "option -B needs an argument"),
+            (
+                &["-B", "soon", URI],
+                "-B needs a number of seconds, not \"soon\"",
+            ),
+            (
+                &["-K", "-1", URI],
+                "-K needs a number of seconds, not \"-1\"",
+            ),
+            (&["-O", "x,y", URI], "-O: bad option number \"x\""),
+            (&["-O", "1", URI], "-O needs num,text, not \"1\""),
+            (
+                &["-v", "10", URI],
+                "-v needs a level from 0 to 9, not \"10\"",
+            ),
+        ] {
+            assert_eq!(parse(args).err().as_deref(), Some(want), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn the_body_file_is_read_only_once_the_command_line_is_good() {
+        let missing = "/nonexistent/body";
+        let err = parse(&["-f", missing, URI]).err().unwrap();
+        assert!(err.starts_with("-f /nonexistent/body: "), "{err}");
+        // A mistake later on the line is reported first (`-f -` would wait for stdin).
+        for (args, want) in [
+            (&["-f", missing, "-q", URI][..], "unknown option -q"),
+            (&["-f", missing, URI, "-B"], "option -B needs an argument"),
+            (
+                &["-f", missing, "-e", "x", URI],
+                "give at most one of -e and -f",
+            ),
+            (
+                &["-e", "x", "-f", missing, URI],
+                "give at most one of -e and -f",
+            ),
+        ] {
+            assert_eq!(parse(args).err().as_deref(), Some(want), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn an_argument_that_is_not_utf8_is_an_error_not_a_panic() {
+        use std::os::unix::ffi::OsStringExt;
+        let bad = OsString::from_vec(vec![0x2d, 0x65, 0xff]);
+        let err = parse_args(vec![bad, URI.into()]).err().unwrap();
+        assert_eq!(err, "argument \"\\xFF\" is not UTF-8");
+        let bad = OsString::from_vec(vec![b'c', 0xff]);
+        let err = parse_args(vec![bad]).err().unwrap();
+        assert!(err.ends_with("is not UTF-8"), "{err}");
+    }
+
+    #[test]
+    fn uint_options_are_sent_in_their_shortest_form() {
+        let option = |args: &[&str], o: CoapOption| {
+            let r = parse(&[args, &[URI]].concat()).unwrap();
+            r.packet.get_first_option(o).cloned()
+        };
+        assert_eq!(
+            option(&["-t", "text"], CoapOption::ContentFormat),
+            Some(vec![])
+        );
+        assert_eq!(
+            option(&["-t", "json"], CoapOption::ContentFormat),
+            Some(vec![50])
+        );
+        assert_eq!(
+            option(&["-A", "11542"], CoapOption::Accept),
+            Some(vec![0x2d, 0x16])
+        );
+        // Block2 NUM 2, SZX 2 (64 bytes).
+        assert_eq!(
+            option(&["-b", "2,64"], CoapOption::Block2),
+            Some(vec![0x22])
+        );
+        assert_eq!(
+            option(&["-b", "4096,16"], CoapOption::Block2),
+            Some(vec![0x01, 0x00, 0x00])
+        );
+    }
 
     #[test]
     fn tokens_and_options_take_text_or_hex() {

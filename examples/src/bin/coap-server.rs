@@ -85,11 +85,13 @@
 //! 4.3.1's server has no `-K`.)
 
 use std::collections::BTreeMap;
+use std::ffi::OsString;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant as StdInstant, SystemTime};
 
+use coap_engine::coap_lite::option_value::OptionValueU16;
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
 use coap_engine::dtls::{ClientAuth, Dtls, DtlsConfig};
 use coap_engine::tls::{Tls, TlsConfig};
@@ -410,81 +412,128 @@ impl Observable {
     }
 }
 
+/// The command line's settings.
+struct Options {
+    /// `-A`: the address to listen on (else the wildcard).
+    address: Option<IpAddr>,
+    /// `-p`: the UDP and TCP port; DTLS and TLS take the next.
+    port: u16,
+    /// `-K`, `-x`: the endpoint configuration (UDP's; TCP's is made from it).
+    config: Config,
+    /// `-X`.
+    max_message_size: u32,
+    /// `-d`: how many resources PUT may create.
+    max_dynamic: usize,
+    /// `-e`: echo the payload of POSTs.
+    echo: bool,
+    /// Not `-N`: notify with Confirmable messages.
+    confirmable: bool,
+    /// `-l`, `-Z`.
+    loss: Option<cli::Selector>,
+    fail: Option<cli::Selector>,
+    /// `-v`, checked when the logger is installed.
+    verbosity: String,
+    /// `-W`.
+    n_threads: usize,
+    dtls: DtlsFlags,
+}
+
+fn parse_args(args: Vec<OsString>) -> Result<Options, String> {
+    use cli::Arg::Short;
+    let mut o = Options {
+        address: None,
+        port: 5683,
+        config: Config::default(),
+        max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+        max_dynamic: 0,
+        echo: false,
+        confirmable: true,
+        loss: None,
+        fail: None,
+        verbosity: "3".to_string(),
+        n_threads: 1,
+        dtls: DtlsFlags::default(),
+    };
+    let mut p = cli::parser(args);
+    while let Some(arg) = p.next().map_err(cli::message)? {
+        match arg {
+            Short('A') => {
+                let value = cli::value(&mut p)?;
+                let v = value.trim_start_matches('[').trim_end_matches(']');
+                o.address = Some(
+                    v.parse()
+                        .map_err(|_| format!("-A needs an IP address, not {value:?}"))?,
+                )
+            }
+            Short('p') => {
+                let value = cli::value(&mut p)?;
+                o.port = value
+                    .parse()
+                    .map_err(|_| format!("-p needs a port number, not {value:?}"))?
+            }
+            Short('v') => o.verbosity = cli::value(&mut p)?,
+            Short('K') => {
+                let k = cli::parse_seconds('K', &cli::value(&mut p)?)?;
+                o.config.keepalive = (!k.is_zero()).then(|| cli::keepalive(k));
+            }
+            Short('d') => {
+                let value = cli::value(&mut p)?;
+                o.max_dynamic = value
+                    .parse()
+                    .map_err(|_| format!("-d needs a number, not {value:?}"))?
+            }
+            Short('e') => o.echo = true,
+            Short('N') => o.confirmable = false,
+            Short('X') => o.max_message_size = cli::max_message_size(&cli::value(&mut p)?)?,
+            Short('x') => {
+                let value = cli::value(&mut p)?;
+                o.config.limits.max_sessions = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1 << 24).contains(n))
+                    .ok_or_else(|| format!("-x needs 1 to 16777216 sessions, not {value:?}"))?
+            }
+            Short('W') => {
+                let value = cli::value(&mut p)?;
+                o.n_threads = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=1024).contains(n))
+                    .ok_or_else(|| format!("-W needs 1 to 1024 threads, not {value:?}"))?
+            }
+            Short('l') => o.loss = Some(cli::Selector::parse('l', &cli::value(&mut p)?)?),
+            Short('Z') => o.fail = Some(cli::Selector::parse('Z', &cli::value(&mut p)?)?),
+            Short(flag @ ('k' | 'h' | 'i' | 'c' | 'j' | 'C' | 'R')) => {
+                o.dtls.set(flag, cli::value(&mut p)?)?
+            }
+            Short('n') => o.dtls.set('n', String::new())?,
+            // The server takes no positional argument: a stray one is a mistake, said so.
+            _ => return Err(cli::unexpected(arg)),
+        }
+    }
+    Ok(o)
+}
+
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args = cli::args();
     if cli::help_asked(&args) {
         println!("{HELP}");
         std::process::exit(0);
     }
-    let (flags, positional) = cli::getopt(args, "A:p:v:K:d:eNX:x:l:Z:h:k:i:c:j:C:R:nW:")
-        .unwrap_or_else(|e| cli::usage_error(PROG, e));
-    if let Some(extra) = positional.first() {
-        cli::usage_error(PROG, format!("unexpected argument {extra:?}"));
-    }
-    let mut address: Option<IpAddr> = None;
-    let mut port: u16 = 5683;
-    let mut config = Config::default();
-    let mut max_message_size = DEFAULT_MAX_MESSAGE_SIZE;
-    let mut max_dynamic = 0;
-    let mut echo = false;
-    let mut confirmable = true;
-    let (mut loss, mut fail) = (None, None);
-    let mut verbosity = "3".to_string();
-    let mut n_threads: usize = 1;
-    let mut dtls = DtlsFlags::default();
-    for (flag, value) in flags {
-        let result: Result<(), String> = (|| {
-            match flag {
-                'A' => {
-                    let v = value.trim_start_matches('[').trim_end_matches(']');
-                    address = Some(
-                        v.parse()
-                            .map_err(|_| format!("-A needs an IP address, not {value:?}"))?,
-                    )
-                }
-                'p' => {
-                    port = value
-                        .parse()
-                        .map_err(|_| format!("-p needs a port number, not {value:?}"))?
-                }
-                'v' => verbosity = value,
-                'K' => {
-                    let k = cli::parse_seconds('K', &value)?;
-                    config.keepalive = (!k.is_zero()).then(|| cli::keepalive(k));
-                }
-                'd' => {
-                    max_dynamic = value
-                        .parse()
-                        .map_err(|_| format!("-d needs a number, not {value:?}"))?
-                }
-                'e' => echo = true,
-                'N' => confirmable = false,
-                'X' => max_message_size = cli::max_message_size(&value)?,
-                'x' => {
-                    config.limits.max_sessions = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=1 << 24).contains(n))
-                        .ok_or_else(|| format!("-x needs 1 to 16777216 sessions, not {value:?}"))?
-                }
-                'W' => {
-                    n_threads = value
-                        .parse()
-                        .ok()
-                        .filter(|n| (1..=1024).contains(n))
-                        .ok_or_else(|| format!("-W needs 1 to 1024 threads, not {value:?}"))?
-                }
-                'l' => loss = Some(cli::Selector::parse('l', &value)?),
-                'Z' => fail = Some(cli::Selector::parse('Z', &value)?),
-                'k' | 'h' | 'i' | 'c' | 'j' | 'C' | 'R' | 'n' => dtls.set(flag, value)?,
-                _ => unreachable!("getopt returns only known flags"),
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            cli::usage_error(PROG, e);
-        }
-    }
+    let Options {
+        address,
+        port,
+        config,
+        max_message_size,
+        max_dynamic,
+        echo,
+        confirmable,
+        loss,
+        fail,
+        verbosity,
+        n_threads,
+        dtls,
+    } = parse_args(args).unwrap_or_else(|e| cli::usage_error(PROG, e));
     cli::init_logging(PROG, &verbosity).unwrap_or_else(|e| cli::usage_error(PROG, e));
     dtls.check().unwrap_or_else(|e| cli::usage_error(PROG, e));
     let (dtls, tls) = dtls.security().unwrap_or_else(|e| {
@@ -1178,7 +1227,7 @@ fn response(code: ResponseType, format: Option<u16>, payload: Vec<u8>) -> Packet
     let mut p = Packet::new();
     p.header.code = MessageClass::Response(code);
     if let Some(f) = format {
-        p.add_option(CoapOption::ContentFormat, cli::uint_option(f.into()));
+        p.add_option_as(CoapOption::ContentFormat, OptionValueU16(f));
     }
     p.payload = payload;
     p
@@ -1519,6 +1568,76 @@ fn utc_time(unix: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use std::ffi::OsString;
+
+    use super::{parse_args, Options};
+
+    fn parse(args: &[&str]) -> Result<Options, String> {
+        parse_args(args.iter().map(OsString::from).collect())
+    }
+
+    #[test]
+    fn values_come_joined_or_separate_as_with_libcoaps_getopt() {
+        for args in [
+            &["-p5684", "-d3", "-W2"][..],
+            &["-p", "5684", "-d", "3", "-W", "2"],
+        ] {
+            let o = parse(args).unwrap();
+            assert_eq!(
+                (o.port, o.max_dynamic, o.n_threads),
+                (5684, 3, 2),
+                "{args:?}"
+            );
+        }
+        let o = parse(&["-A[::1]", "-x", "10", "-X1024"]).unwrap();
+        assert_eq!(o.address, Some("::1".parse().unwrap()));
+        assert_eq!(o.config.limits.max_sessions, 10);
+        assert_eq!(o.max_message_size, 1024);
+    }
+
+    #[test]
+    fn letters_without_a_value_cluster_before_one_with() {
+        // -e, -N and -n take no value: `-eNv7` is `-e -N -v 7`.
+        let o = parse(&["-eNv7"]).unwrap();
+        assert!(o.echo);
+        assert!(!o.confirmable);
+        assert_eq!(o.verbosity, "7");
+        let o = parse(&["-Nnc", "server.pem"]).unwrap();
+        assert!(!o.confirmable);
+        assert!(o.dtls.no_verify);
+        assert_eq!(o.dtls.certificate.as_deref(), Some("server.pem"));
+        let o = parse(&["-k", "-secret-"]).unwrap();
+        assert_eq!(
+            o.dtls.key.as_deref(),
+            Some("-secret-"),
+            "a value may start with -"
+        );
+    }
+
+    #[test]
+    fn command_line_errors_are_one_line_naming_the_flag() {
+        for (args, want) in [
+            (&["-q"][..], "unknown option -q"),
+            (&["-eq"], "unknown option -q"),
+            (&["--port=5683"], "unknown option --port"),
+            (&["-p"], "option -p needs an argument"),
+            (&["-eNp"], "option -p needs an argument"),
+            (
+                &["-p", "notaport"],
+                "-p needs a port number, not \"notaport\"",
+            ),
+            (&["-p70000"], "-p needs a port number, not \"70000\""),
+            (&["-W", "0"], "-W needs 1 to 1024 threads, not \"0\""),
+            (&["-K", "x"], "-K needs a number of seconds, not \"x\""),
+            (&["-k", ""], "-k key must not be empty"),
+            // The server takes no positional argument, before `--` or after.
+            (&["5683"], "unexpected argument \"5683\""),
+            (&["-p", "5683", "--", "-e"], "unexpected argument \"-e\""),
+        ] {
+            assert_eq!(parse(args).err().as_deref(), Some(want), "{args:?}");
+        }
+    }
+
     #[test]
     fn example_data_starts_like_libcoaps() {
         let data = super::libcoap_example_data();
