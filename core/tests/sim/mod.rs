@@ -29,6 +29,11 @@ pub mod dtls;
 pub mod pki;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod world;
+
+// Not every test crate that includes this module builds a `World`.
+#[allow(unused_imports)]
+pub use world::*;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
