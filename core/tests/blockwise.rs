@@ -98,13 +98,6 @@ fn response(code: ResponseType, payload: &[u8]) -> Packet {
     p
 }
 
-fn response_of(l: &Logged) -> &Packet {
-    match &l.event {
-        Event::Response { response, .. } => response,
-        other => panic!("expected a Response, got {other:?}"),
-    }
-}
-
 fn failure_of(l: &Logged) -> ExchangeError {
     match &l.event {
         Event::RequestFailed { error, .. } => *error,

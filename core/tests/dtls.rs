@@ -841,11 +841,7 @@ fn block_wise_bodies_and_observe_work_over_dtls() {
     // Observe: the registration and two notifications.
     let mut get = con_get("obs", b"");
     get.header.set_type(MessageType::NonConfirmable);
-    let sa = w.sa;
-    let obs = w
-        .sim
-        .input(w.client, |ep, now| ep.observe(now, sa, &get))
-        .unwrap();
+    let obs = w.observe(&get);
     w.sim.run_for(Duration::from_secs(1));
     for n in 1..=2u8 {
         w.sim
@@ -898,11 +894,7 @@ fn observing_world(seed: u64) -> (World, RequestId) {
         psk_server(Config::default(), seed + 1),
     );
     let get = con_get("obs", b"");
-    let sa = w.sa;
-    let id = w
-        .sim
-        .input(w.client, |ep, now| ep.observe(now, sa, &get))
-        .unwrap();
+    let id = w.observe(&get);
     for n in 0..100u8 {
         w.sim.at(Instant::from_secs(1 + u64::from(n)), move |sim| {
             let _ = sim.input(1, |ep, now| ep.notify(now, TIME, &content(&[n]), false));
@@ -1002,10 +994,7 @@ fn a_dtls_server_with_keepalive_drops_a_vanished_observer_within_the_bound() {
         psk_server(with_keepalive(), 231),
     );
     let get = con_get("obs", b"");
-    let sa = w.sa;
-    w.sim
-        .input(w.client, |ep, now| ep.observe(now, sa, &get))
-        .unwrap();
+    w.observe(&get);
     w.sim.run_for(Duration::from_secs(1));
     assert_eq!(w.sim.endpoint(w.server).observers(TIME), 1);
     let last_heard = w.sim.last_heard(w.server, w.ca).unwrap();

@@ -95,13 +95,6 @@ impl World {
         });
     }
 
-    fn observe(&mut self, packet: &Packet) -> RequestId {
-        let sa = self.sa;
-        self.sim
-            .input(self.client, |ep, now| ep.observe(now, sa, packet))
-            .expect("observe accepted")
-    }
-
     /// The server application notifies every observer of TIME with the next counter value.
     fn notify(&mut self, confirmable: bool) -> usize {
         self.app.counter.set(self.app.counter.get() + 1);

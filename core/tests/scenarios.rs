@@ -11,7 +11,7 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use coap_engine::coap_lite::{MessageClass, MessageType, Packet, ResponseType};
+use coap_engine::coap_lite::{MessageClass, MessageType, ResponseType};
 use coap_engine::codec;
 use coap_engine::{
     CloseReason, Config, Duration, Error, Event, ExchangeError, FailureReason, Instant, Keepalive,
@@ -72,13 +72,6 @@ fn serve(sim: &mut Sim, node: NodeId, answer: Answer) {
             Answer::Never => {}
         }
     });
-}
-
-fn response_of(l: &Logged) -> &Packet {
-    match &l.event {
-        Event::Response { response, .. } => response,
-        other => panic!("expected a Response, got {other:?}"),
-    }
 }
 
 fn failure_of(l: &Logged) -> ExchangeError {

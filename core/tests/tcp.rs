@@ -772,11 +772,7 @@ fn observe_over_a_stream_delivers_every_notification_in_order() {
     let mut w = World::default(22);
     let mut get = con_get("obs", b"");
     get.header.set_type(MessageType::NonConfirmable);
-    let sa = w.sa;
-    let id = w
-        .sim
-        .input(w.client, |ep, now| ep.observe(now, sa, &get))
-        .unwrap();
+    let id = w.observe(&get);
     w.sim.run_for(Duration::from_secs(1));
     for n in 1..=5u8 {
         w.sim
@@ -1214,10 +1210,7 @@ fn keepalive_probes_with_7_02_ping_and_a_frozen_peer_fails_within_the_bound() {
 fn a_server_with_keepalive_drops_a_silent_client_and_its_observers() {
     let mut w = World::new(41, tcp(), with_keepalive());
     let get = con_get("obs", b"");
-    let sa = w.sa;
-    w.sim
-        .input(w.client, |ep, now| ep.observe(now, sa, &get))
-        .unwrap();
+    w.observe(&get);
     w.sim.run_for(Duration::from_secs(1));
     assert_eq!(w.sim.endpoint(w.server).observers(TIME), 1);
     let last_heard = w.sim.last_heard(w.server, w.ca).unwrap();

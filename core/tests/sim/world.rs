@@ -9,7 +9,7 @@ use coap_engine::{
     Config, Duration, Event, ExchangeError, FailureReason, Instant, RequestId, ResourceId,
 };
 
-use super::{addr, con_get, content, Link, NodeId, Sim};
+use super::{addr, con_get, content, Link, Logged, NodeId, Sim};
 
 /// The `NodeId` of a side that is a raw node (no engine): using it as a node is a bug the
 /// simulator panics on.
@@ -156,6 +156,14 @@ impl<A> World<A> {
             .expect("request accepted")
     }
 
+    /// The client registers an observation at the server with `packet`.
+    pub fn observe(&mut self, packet: &Packet) -> RequestId {
+        let sa = self.sa;
+        self.sim
+            .input(self.client, |ep, now| ep.observe(now, sa, packet))
+            .expect("observe accepted")
+    }
+
     /// The client sends a Confirmable GET of /x with `payload` to the server.
     pub fn get(&mut self, payload: &[u8]) -> RequestId {
         self.request(&con_get("x", payload))
@@ -176,6 +184,14 @@ impl<A> World<A> {
             Event::SessionFailed { reason, .. } => Some((l.at, *reason)),
             _ => None,
         })
+    }
+}
+
+/// The response of a logged `Event::Response`; panics on any other event.
+pub fn response_of(l: &Logged) -> &Packet {
+    match &l.event {
+        Event::Response { response, .. } => response,
+        other => panic!("expected a Response, got {other:?}"),
     }
 }
 
