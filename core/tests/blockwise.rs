@@ -1410,12 +1410,7 @@ fn build(seed: u64) -> PropWorld {
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for (i, c) in configs.iter().enumerate() {
-        let server = i < n_servers;
-        let a = if server {
-            addr(5683 + i as u16)
-        } else {
-            addr6(40_000 + i as u16)
-        };
+        let (server, a) = mesh_node(i, n_servers);
         let _ = write!(
             description,
             "\n  {} {a}: mms {} {:?} {:?}",
