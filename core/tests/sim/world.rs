@@ -1,6 +1,13 @@
 //! The two-node world most tests start from: a client and a server joined by one kind of
 //! link, built in one place so that every test file sets it up the same way (same seed, same
 //! order of endpoints, so the same engine seeds).
+//!
+//! ```ignore
+//! let mut w = World::builder(seed).delay(D).server(config).build();
+//! w.sim.set_app(w.server, |sim, node, event| { /* answer */ });
+//! let id = w.request(&con_get("x", b""));
+//! w.sim.run_for(secs(1));
+//! ```
 
 use std::net::SocketAddr;
 
@@ -46,6 +53,7 @@ pub struct WorldBuilder {
 }
 
 impl World {
+    /// A builder for a world whose every random choice derives from `seed`.
     pub fn builder(seed: u64) -> WorldBuilder {
         WorldBuilder {
             seed,
@@ -60,11 +68,13 @@ impl World {
 }
 
 impl WorldBuilder {
+    /// The client is an engine with `config`.
     pub fn client(mut self, config: Config) -> Self {
         self.client = Some(config);
         self
     }
 
+    /// The server is an engine with `config`.
     pub fn server(mut self, config: Config) -> Self {
         self.server = Some(config);
         self
@@ -82,11 +92,13 @@ impl WorldBuilder {
         self
     }
 
+    /// Where the client lives (only a label).
     pub fn client_addr(mut self, ca: SocketAddr) -> Self {
         self.ca = ca;
         self
     }
 
+    /// Where the server lives (only a label).
     pub fn server_addr(mut self, sa: SocketAddr) -> Self {
         self.sa = sa;
         self
@@ -112,6 +124,7 @@ impl WorldBuilder {
         self
     }
 
+    /// Builds the world, with no state of the test's own.
     pub fn build(self) -> World {
         self.build_with(())
     }
@@ -200,7 +213,7 @@ pub fn big_body() -> Vec<u8> {
     (0..5000u32).map(|i| (i % 251) as u8).collect()
 }
 
-/// A server application answering every request with 2.05: [`big_body`] for a GET of /big,
+/// A server application answering every request with 2.05: [`big_body`] for a request of /big,
 /// "got N bytes" for a body larger than 64 bytes, "hello <payload>" otherwise; a request with
 /// an Observe option registers an observer of [`TIME`].
 pub fn hello(sim: &mut Sim, node: NodeId, event: &Event) {
