@@ -8,7 +8,7 @@ use std::rc::Rc;
 
 use coap_engine::coap_lite::{CoapOption, MessageType};
 use coap_engine::codec::{self, MessageView};
-use coap_engine::{Config, Duration, Event};
+use coap_engine::{Duration, Event};
 use sim::*;
 
 const D: Duration = Duration::from_millis(10);
@@ -43,14 +43,12 @@ fn requested_block(v: &MessageView<'_>) -> u32 {
 fn a_later_block_without_etag_is_accepted() {
     let full: Vec<u8> = (0..1500u32).map(|i| (i * 7) as u8).collect();
     let body = full.clone();
-    let mut sim = Sim::new(1);
-    sim.set_default_link(Link {
-        delay: D,
-        ..Link::default()
-    });
-    let (ca, sa) = (addr(40_000), addr(5683));
-    let client = sim.add_endpoint(ca, Config::default());
-    sim.add_raw(sa);
+    let World {
+        mut sim,
+        client,
+        sa,
+        ..
+    } = World::builder(1).delay(D).raw_server().build();
     let requests = Rc::new(Cell::new(0));
     let seen = requests.clone();
     sim.set_raw_hook(sa, move |sim, me, from, bytes| {

@@ -98,13 +98,6 @@ fn response(code: ResponseType, payload: &[u8]) -> Packet {
     p
 }
 
-fn response_of(l: &Logged) -> &Packet {
-    match &l.event {
-        Event::Response { response, .. } => response,
-        other => panic!("expected a Response, got {other:?}"),
-    }
-}
-
 fn failure_of(l: &Logged) -> ExchangeError {
     match &l.event {
         Event::RequestFailed { error, .. } => *error,
@@ -127,38 +120,11 @@ fn just_before(t: Instant) -> Instant {
 }
 
 /// A client and a server over a clean link with delay `D`.
-struct World {
-    sim: Sim,
-    client: NodeId,
-    server: NodeId,
-    ca: SocketAddr,
-    sa: SocketAddr,
+fn world(seed: u64) -> WorldBuilder {
+    World::builder(seed).delay(D)
 }
 
 impl World {
-    fn new(seed: u64, client: Config, server: Config) -> Self {
-        let mut sim = Sim::new(seed);
-        sim.set_default_link(Link {
-            delay: D,
-            ..Link::default()
-        });
-        let ca = addr(40_000);
-        let sa = addr(5683);
-        let client = sim.add_endpoint(ca, client);
-        let server = sim.add_endpoint(sa, server);
-        World {
-            sim,
-            client,
-            server,
-            ca,
-            sa,
-        }
-    }
-
-    fn default(seed: u64) -> Self {
-        Self::new(seed, Config::default(), Config::default())
-    }
-
     /// The server application answers every request at once with `answer(request)`.
     fn serve(&mut self, answer: impl Fn(&Packet) -> Packet + 'static) {
         self.sim.set_app(self.server, move |sim, node, event| {
@@ -167,12 +133,6 @@ impl World {
                 sim.respond(node, *id, &r).expect("respond");
             }
         });
-    }
-
-    fn request(&mut self, packet: &Packet) -> RequestId {
-        self.sim
-            .request(self.client, self.sa, packet)
-            .expect("request accepted")
     }
 
     /// The client's request transmissions (first copies and retransmissions).
@@ -216,7 +176,7 @@ impl World {
 
 #[test]
 fn block2_response_of_10_kib_is_reassembled_byte_exact_into_one_response() {
-    let mut w = World::default(1);
+    let mut w = world(1).build();
     let big = body(10 * 1024, 0);
     let b = big.clone();
     w.serve(move |_| response(ResponseType::Content, &b));
@@ -268,7 +228,7 @@ fn block2_response_of_10_kib_is_reassembled_byte_exact_into_one_response() {
 #[test]
 fn late_negotiation_asks_for_our_smaller_block_size_renumbered() {
     // §2.4: the server answers the first request with 1024-byte blocks; we prefer 256.
-    let mut w = World::new(2, blockwise(256), Config::default());
+    let mut w = world(2).client(blockwise(256)).build();
     let big = body(5000, 1);
     let b = big.clone();
     w.serve(move |_| response(ResponseType::Content, &b));
@@ -298,7 +258,7 @@ fn early_negotiation_from_config_asks_for_the_size_in_the_first_request() {
         },
         ..Config::default()
     };
-    let mut w = World::new(3, client, Config::default());
+    let mut w = world(3).client(client).build();
     let big = body(1000, 2);
     let b = big.clone();
     w.serve(move |_| response(ResponseType::Content, &b));
@@ -316,7 +276,7 @@ fn early_negotiation_from_config_asks_for_the_size_in_the_first_request() {
 
 #[test]
 fn early_negotiation_from_the_applications_own_block2_option_is_honoured() {
-    let mut w = World::default(4);
+    let mut w = world(4).build();
     let big = body(700, 3);
     let b = big.clone();
     w.serve(move |_| response(ResponseType::Content, &b));
@@ -338,7 +298,7 @@ fn early_negotiation_from_the_applications_own_block2_option_is_honoured() {
 #[test]
 fn a_block2_request_of_the_application_for_a_later_block_is_left_to_it() {
     // Block2 with NUM > 0 in the application's request: it is doing block-wise itself.
-    let mut w = World::default(5);
+    let mut w = world(5).build();
     let big = body(3000, 4);
     let b = big.clone();
     w.serve(move |_| response(ResponseType::Content, &b));
@@ -355,7 +315,7 @@ fn a_block2_request_of_the_application_for_a_later_block_is_left_to_it() {
 
 #[test]
 fn non_request_transfer_uses_non_block_requests() {
-    let mut w = World::default(6);
+    let mut w = world(6).build();
     let big = body(3000, 5);
     let b = big.clone();
     w.serve(move |_| response(ResponseType::Content, &b));
@@ -375,7 +335,7 @@ fn non_request_transfer_uses_non_block_requests() {
 fn separate_responses_carry_blocks_too() {
     // The server application answers after the Empty ACK went out: every block comes in a
     // separate CON response, which the client acknowledges.
-    let mut w = World::default(7);
+    let mut w = world(7).build();
     let big = body(2500, 6);
     let b = big.clone();
     w.sim.set_app(w.server, move |sim, node, event| {
@@ -401,7 +361,7 @@ fn separate_responses_carry_blocks_too() {
 #[test]
 fn a_block_past_the_end_is_answered_with_bad_option() {
     // §2.4 names no code; the critical Block2 option cannot be honoured (RFC 7252 §5.4.1).
-    let mut w = World::default(8);
+    let mut w = world(8).build();
     w.serve(|_| response(ResponseType::Content, &body(100, 0)));
     let mut get = con_get("small", b"");
     get.add_option(CoapOption::Block2, block(3, false, 4));
@@ -422,7 +382,7 @@ fn a_response_too_large_for_max_message_size_is_cut_into_fitting_blocks() {
         max_message_size: 300,
         ..Config::default()
     };
-    let mut w = World::new(9, Config::default(), server);
+    let mut w = world(9).server(server).build();
     let big = body(1000, 7);
     let b = big.clone();
     w.serve(move |_| response(ResponseType::Content, &b));
@@ -445,7 +405,7 @@ fn a_response_too_large_for_max_message_size_is_cut_into_fitting_blocks() {
 
 #[test]
 fn block1_request_of_10_kib_reaches_the_server_app_once_whole() {
-    let mut w = World::default(10);
+    let mut w = world(10).build();
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();
     w.serve(move |req| {
@@ -505,7 +465,7 @@ fn block1_request_of_10_kib_reaches_the_server_app_once_whole() {
 #[test]
 fn server_reduces_the_block_size_in_its_2_31_and_the_client_renumbers() {
     // §2.5 / Figure 4 of §3.2: the client starts with 1024, the server prefers 256.
-    let mut w = World::new(11, Config::default(), blockwise(256));
+    let mut w = world(11).server(blockwise(256)).build();
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();
     w.serve(move |req| {
@@ -545,7 +505,7 @@ fn a_body_too_large_for_max_message_size_goes_in_smaller_blocks() {
         max_message_size: 200,
         ..Config::default()
     };
-    let mut w = World::new(12, client, Config::default());
+    let mut w = world(12).client(client).build();
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();
     w.serve(move |req| {
@@ -577,7 +537,10 @@ fn a_body_too_large_for_max_message_size_goes_in_smaller_blocks() {
 fn block1_then_block2_post_gets_the_whole_response_body() {
     // §2.7 / Figure 9 of §3.3: the request body goes in Block1 blocks, the response comes back
     // in Block2 blocks, asked for without Block1 and without the request body.
-    let mut w = World::new(13, blockwise(128), blockwise(128));
+    let mut w = world(13)
+        .client(blockwise(128))
+        .server(blockwise(128))
+        .build();
     let seen = Rc::new(RefCell::new(Vec::new()));
     let (s, s_all) = (seen.clone(), seen.clone());
     let answer = body(1000, 11);
@@ -664,7 +627,7 @@ fn request_body_over_the_servers_maximum_is_answered_4_13_with_size1() {
         },
         ..Config::default()
     };
-    let mut w = World::new(14, Config::default(), server);
+    let mut w = world(14).server(server).build();
     w.serve(|_| response(ResponseType::Changed, b""));
     let id = w.request(&request(
         RequestType::Put,
@@ -699,7 +662,7 @@ fn response_body_over_max_body_size_fails_the_request() {
         },
         ..Config::default()
     };
-    let mut w = World::new(15, client, Config::default());
+    let mut w = world(15).client(client).build();
     w.serve(|_| response(ResponseType::Content, &body(10_000, 0)));
     let id = w.request(&con_get("big", b""));
     w.sim.run_until(at_secs(60));
@@ -722,7 +685,7 @@ fn server_reassembly_is_capped_per_session_with_4_13() {
         },
         ..Config::default()
     };
-    let mut w = raw_server_world(16, server);
+    let mut w = world(16).raw_client().server(server).build();
     let first_block = |path: &str, mid: u16| {
         message(
             MessageType::Confirmable,
@@ -778,17 +741,9 @@ type Script = Box<dyn FnMut(&MessageView<'_>, usize) -> Option<Reply>>;
 type Reply = (u8, Vec<(u16, Vec<u8>)>, Vec<u8>);
 
 fn scripted(seed: u64, client: Config, mut script: Script) -> World {
-    let mut sim = Sim::new(seed);
-    sim.set_default_link(Link {
-        delay: D,
-        ..Link::default()
-    });
-    let ca = addr(40_000);
-    let sa = addr(5683);
-    let client = sim.add_endpoint(ca, client);
-    sim.add_raw(sa);
+    let mut w = world(seed).client(client).raw_server().build();
     let count = Rc::new(Cell::new(0));
-    sim.set_raw_hook(sa, move |sim, me, from, bytes| {
+    w.sim.set_raw_hook(w.sa, move |sim, me, from, bytes| {
         let Ok(v) = codec::parse(bytes) else { return };
         if !v.header.is_request() {
             return;
@@ -806,13 +761,7 @@ fn scripted(seed: u64, client: Config, mut script: Script) -> World {
             sim.inject(me, from, &ack, D);
         }
     });
-    World {
-        sim,
-        client,
-        server: usize::MAX,
-        ca,
-        sa,
-    }
+    w
 }
 
 fn client_requests_raw(w: &World) -> Vec<Vec<u8>> {
@@ -1062,28 +1011,9 @@ fn raw_exchange(w: &mut World, bytes: &[u8]) -> Vec<Vec<u8>> {
         .collect()
 }
 
-fn raw_server_world(seed: u64, server: Config) -> World {
-    let mut sim = Sim::new(seed);
-    sim.set_default_link(Link {
-        delay: D,
-        ..Link::default()
-    });
-    let ca = addr(40_000);
-    let sa = addr(5683);
-    let server = sim.add_endpoint(sa, server);
-    sim.add_raw(ca);
-    World {
-        sim,
-        client: usize::MAX,
-        server,
-        ca,
-        sa,
-    }
-}
-
 #[test]
 fn out_of_order_or_missing_blocks_get_4_08() {
-    let mut w = raw_server_world(30, Config::default());
+    let mut w = world(30).raw_client().build();
     let put = |mid: u16, b: Vec<u8>, payload: &[u8]| {
         message(
             MessageType::Confirmable,
@@ -1114,7 +1044,7 @@ fn out_of_order_or_missing_blocks_get_4_08() {
 
 #[test]
 fn a_duplicated_block_is_answered_from_the_dedup_cache_and_appended_once() {
-    let mut w = raw_server_world(31, Config::default());
+    let mut w = world(31).raw_client().build();
     let seen = Rc::new(RefCell::new(Vec::new()));
     let s = seen.clone();
     w.sim.set_app(w.server, move |sim, node, event| {
@@ -1146,7 +1076,7 @@ fn a_duplicated_block_is_answered_from_the_dedup_cache_and_appended_once() {
 
 #[test]
 fn malformed_block_options_in_requests_get_the_rfc_answers() {
-    let mut w = raw_server_world(32, Config::default());
+    let mut w = world(32).raw_client().build();
     w.sim.set_app(w.server, |sim, node, event| {
         if let Event::Request { id, .. } = event {
             sim.respond(node, *id, &response(ResponseType::Content, b"x"))
@@ -1196,7 +1126,7 @@ fn malformed_block_options_in_requests_get_the_rfc_answers() {
 
 #[test]
 fn a_partial_request_body_is_dropped_after_exchange_lifetime() {
-    let mut w = raw_server_world(33, Config::default());
+    let mut w = world(33).raw_client().build();
     let b0 = message(
         MessageType::Confirmable,
         codec::code(0, 3),
@@ -1238,7 +1168,7 @@ fn a_partial_request_body_is_dropped_after_exchange_lifetime() {
 
 #[test]
 fn cancel_mid_transfer_ends_it_once_and_sends_nothing_more() {
-    let mut w = World::default(40);
+    let mut w = world(40).build();
     w.serve(|_| response(ResponseType::Content, &body(20_000, 0)));
     let id = w.request(&con_get("big", b""));
     // Each block takes one round trip (2 D): cancel during the fourth.
@@ -1262,7 +1192,7 @@ fn cancel_mid_transfer_ends_it_once_and_sends_nothing_more() {
 
 #[test]
 fn cancel_of_an_upload_mid_transfer_leaves_the_server_to_expire_its_partial_body() {
-    let mut w = World::default(41);
+    let mut w = world(41).build();
     w.serve(|_| response(ResponseType::Changed, b""));
     let id = w.request(&request(
         RequestType::Put,
@@ -1301,7 +1231,7 @@ fn session_failure_mid_transfer_ends_the_request_once() {
         }),
         ..Config::default()
     };
-    let mut w = World::new(42, client, Config::default());
+    let mut w = world(42).client(client).build();
     w.serve(|_| response(ResponseType::Content, &body(20_000, 0)));
     let id = w.request(&con_get("big", b""));
     // The link dies during the third block.
@@ -1318,7 +1248,7 @@ fn session_failure_mid_transfer_ends_the_request_once() {
 
 #[test]
 fn closing_the_session_mid_upload_ends_the_request_once() {
-    let mut w = World::default(43);
+    let mut w = world(43).build();
     w.serve(|_| response(ResponseType::Changed, b""));
     let id = w.request(&request(
         RequestType::Post,
@@ -1337,7 +1267,7 @@ fn closing_the_session_mid_upload_ends_the_request_once() {
 
 #[test]
 fn a_lost_block_is_retransmitted_like_any_confirmable_request() {
-    let mut w = World::default(44);
+    let mut w = world(44).build();
     let big = body(4000, 1);
     let b = big.clone();
     w.serve(move |_| response(ResponseType::Content, &b));
@@ -1371,7 +1301,7 @@ fn a_lost_block_is_retransmitted_like_any_confirmable_request() {
 fn nstart_holds_the_next_block_while_another_request_is_outstanding() {
     // NSTART 1: A is acknowledged (its answer comes later, separately), so B may go; when A's
     // first block arrives B is still outstanding, and A's next block waits until B's Empty ACK.
-    let mut w = World::default(45);
+    let mut w = world(45).build();
     let big = body(2048, 2);
     let b = big.clone();
     w.sim.set_app(w.server, move |sim, node, event| {
@@ -1511,12 +1441,7 @@ fn build(seed: u64) -> PropWorld {
     let mut servers = Vec::new();
     let mut clients = Vec::new();
     for (i, c) in configs.iter().enumerate() {
-        let server = i < n_servers;
-        let a = if server {
-            addr(5683 + i as u16)
-        } else {
-            addr6(40_000 + i as u16)
-        };
+        let (server, a) = mesh_node(i, n_servers);
         let _ = write!(
             description,
             "\n  {} {a}: mms {} {:?} {:?}",

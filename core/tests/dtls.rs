@@ -15,43 +15,24 @@ use coap_engine::dtls::ClientAuth;
 use coap_engine::{
     CertificateError, CloseReason, Config, Duration, Endpoint, Error, Event, ExchangeError,
     FailureReason, Instant, Keepalive, Limits, ObserverRemoval, PeerIdentity, RequestId,
-    ResourceId, SecurityError, SendErrorKind,
+    SecurityError, SendErrorKind,
 };
 use sim::dtls::*;
 use sim::*;
 
 const D: Duration = Duration::from_millis(10);
-const TIME: ResourceId = ResourceId(1);
 
 /// A client at 40000 and a server at 5684 over a clean link with delay `D`; the server
-/// answers every request with 2.05 "hello <payload>", and registers GETs of /obs as
-/// observers of TIME.
-struct World {
-    sim: Sim,
-    client: NodeId,
-    server: NodeId,
-    ca: SocketAddr,
-    sa: SocketAddr,
-}
-
+/// application is `hello`.
 impl World {
     fn new(seed: u64, client: Config, server: Config) -> Self {
-        let mut sim = Sim::new(seed);
-        sim.set_default_link(Link {
-            delay: D,
-            ..Link::default()
-        });
-        let (ca, sa) = (addr(40_000), addr(5684));
-        let client = sim.add_endpoint(ca, client);
-        let server = sim.add_endpoint(sa, server);
-        serve(&mut sim, server);
-        World {
-            sim,
-            client,
-            server,
-            ca,
-            sa,
-        }
+        World::builder(seed)
+            .delay(D)
+            .server_addr(addr(5684))
+            .client(client)
+            .server(server)
+            .server_app(hello)
+            .build()
     }
 
     fn psk(seed: u64) -> Self {
@@ -60,20 +41,6 @@ impl World {
             psk_client(Config::default(), b"client", b"secret", seed),
             psk_server(Config::default(), seed + 1),
         )
-    }
-
-    fn get(&mut self, payload: &[u8]) -> RequestId {
-        self.sim
-            .request(self.client, self.sa, &con_get("x", payload))
-            .expect("request accepted")
-    }
-
-    fn response(&self, id: RequestId) -> Result<Vec<u8>, ExchangeError> {
-        match &self.sim.terminal(self.client, id).event {
-            Event::Response { response, .. } => Ok(response.payload.clone()),
-            Event::RequestFailed { error, .. } => Err(*error),
-            other => panic!("unexpected terminal {other:?}"),
-        }
     }
 
     fn events(&self, node: NodeId, pred: impl Fn(&Event) -> bool) -> Vec<(Instant, Event)> {
@@ -93,47 +60,6 @@ impl World {
             })
             .collect()
     }
-
-    fn session_failure(&self, node: NodeId) -> Option<(Instant, FailureReason)> {
-        self.sim.events(node).iter().find_map(|l| match &l.event {
-            Event::SessionFailed { reason, .. } => Some((l.at, *reason)),
-            _ => None,
-        })
-    }
-}
-
-fn serve(sim: &mut Sim, server: NodeId) {
-    sim.set_app(server, |sim, node, event| {
-        let Event::Request { id, request, .. } = event else {
-            return;
-        };
-        let big = request
-            .get_option(CoapOption::UriPath)
-            .is_some_and(|p| p.front().is_some_and(|s| s == b"big"));
-        let response = if big {
-            content(&big_body())
-        } else if request.payload.len() > 64 {
-            content(format!("got {} bytes", request.payload.len()).as_bytes())
-        } else {
-            let mut hello = b"hello ".to_vec();
-            hello.extend_from_slice(&request.payload);
-            content(&hello)
-        };
-        let (id, observe) = (*id, request.get_option(CoapOption::Observe).is_some());
-        sim.input(node, |ep, now| {
-            if observe {
-                ep.respond_observe(now, id, TIME, &response).map(|_| ())
-            } else {
-                ep.respond(now, id, &response)
-            }
-        })
-        .expect("respond");
-    });
-}
-
-/// The representation of /big: five kilobytes, several blocks.
-fn big_body() -> Vec<u8> {
-    (0..5000u32).map(|i| (i % 251) as u8).collect()
 }
 
 fn failed_with(result: Result<Vec<u8>, ExchangeError>) -> SecurityError {
@@ -270,7 +196,7 @@ fn a_server_with_psk_and_a_certificate_serves_each_client_in_its_own_mode() {
         7,
     );
     let s = sim.add_endpoint(addr(5684), server);
-    serve(&mut sim, s);
+    sim.set_app(s, hello);
     let p = sim.add_endpoint(
         addr(40_001),
         psk_client(Config::default(), b"other", b"another secret", 8),
@@ -438,7 +364,7 @@ fn certificates_are_refused_for_the_right_reason() {
                 seed,
             ),
         );
-        serve(&mut sim, s);
+        sim.set_app(s, hello);
         let id = sim.request(c, addr(5684), &con_get("x", b"")).unwrap();
         sim.run_for(Duration::from_secs(30));
         let e = match &sim.terminal(c, id).event {
@@ -789,7 +715,7 @@ fn half_open_handshakes_are_capped_and_a_slot_frees_when_one_times_out() {
     };
     let mut sim = Sim::new(130);
     let s = sim.add_endpoint(addr(5684), psk_server(server, 130));
-    serve(&mut sim, s);
+    sim.set_app(s, hello);
     let server = addr(5684);
     let stuck: Vec<NodeId> = (0..3u16)
         .map(|i| {
@@ -915,11 +841,7 @@ fn block_wise_bodies_and_observe_work_over_dtls() {
     // Observe: the registration and two notifications.
     let mut get = con_get("obs", b"");
     get.header.set_type(MessageType::NonConfirmable);
-    let sa = w.sa;
-    let obs = w
-        .sim
-        .input(w.client, |ep, now| ep.observe(now, sa, &get))
-        .unwrap();
+    let obs = w.observe(&get);
     w.sim.run_for(Duration::from_secs(1));
     for n in 1..=2u8 {
         w.sim
@@ -972,11 +894,7 @@ fn observing_world(seed: u64) -> (World, RequestId) {
         psk_server(Config::default(), seed + 1),
     );
     let get = con_get("obs", b"");
-    let sa = w.sa;
-    let id = w
-        .sim
-        .input(w.client, |ep, now| ep.observe(now, sa, &get))
-        .unwrap();
+    let id = w.observe(&get);
     for n in 0..100u8 {
         w.sim.at(Instant::from_secs(1 + u64::from(n)), move |sim| {
             let _ = sim.input(1, |ep, now| ep.notify(now, TIME, &content(&[n]), false));
@@ -1076,10 +994,7 @@ fn a_dtls_server_with_keepalive_drops_a_vanished_observer_within_the_bound() {
         psk_server(with_keepalive(), 231),
     );
     let get = con_get("obs", b"");
-    let sa = w.sa;
-    w.sim
-        .input(w.client, |ep, now| ep.observe(now, sa, &get))
-        .unwrap();
+    w.observe(&get);
     w.sim.run_for(Duration::from_secs(1));
     assert_eq!(w.sim.endpoint(w.server).observers(TIME), 1);
     let last_heard = w.sim.last_heard(w.server, w.ca).unwrap();

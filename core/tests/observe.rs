@@ -6,26 +6,24 @@
 mod sim;
 
 use std::cell::{Cell, RefCell};
-use std::net::SocketAddr;
 use std::rc::Rc;
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, Packet, ResponseType};
 use coap_engine::codec;
 use coap_engine::{
     Config, Duration, Error, Event, ExchangeError, FailureReason, Instant, Keepalive, Limits,
-    ObserverRemoval, RequestId, ResourceId,
+    ObserverRemoval, RequestId,
 };
 use sim::*;
 
 const D: Duration = Duration::from_millis(10);
-const TIME: ResourceId = ResourceId(1);
 
-struct World {
-    sim: Sim,
-    client: NodeId,
-    server: NodeId,
-    ca: SocketAddr,
-    sa: SocketAddr,
+/// Two endpoints over a clean link with delay `D`; the server application keeps a resource
+/// TIME (see `World::serve`).
+type World = sim::World<Resource>;
+
+/// The server application's state.
+struct Resource {
     /// Notifications the server application sent so far (its payload counter).
     counter: Rc<Cell<u32>>,
     /// Max-Age on every answer and notification, if any.
@@ -54,25 +52,15 @@ fn counter_of(payload: &[u8], big: bool) -> u32 {
 
 impl World {
     fn new(seed: u64, client: Config, server: Config) -> Self {
-        let mut sim = Sim::new(seed);
-        sim.set_default_link(Link {
-            delay: D,
-            ..Link::default()
-        });
-        let ca = addr(40_000);
-        let sa = addr(5683);
-        let client = sim.add_endpoint(ca, client);
-        let server = sim.add_endpoint(sa, server);
-        let mut w = World {
-            sim,
-            client,
-            server,
-            ca,
-            sa,
-            counter: Rc::new(Cell::new(0)),
-            max_age: None,
-            big: false,
-        };
+        let mut w = sim::World::builder(seed)
+            .delay(D)
+            .client(client)
+            .server(server)
+            .build_with(Resource {
+                counter: Rc::new(Cell::new(0)),
+                max_age: None,
+                big: false,
+            });
         w.serve(None);
         w
     }
@@ -84,9 +72,9 @@ impl World {
     /// The server application: GET /time registers observers of TIME (answering with the
     /// current counter); anything else gets a plain 2.05. `max_age` is put on every answer.
     fn serve(&mut self, max_age: Option<u32>) {
-        self.max_age = max_age;
-        let big = self.big;
-        let counter = self.counter.clone();
+        self.app.max_age = max_age;
+        let big = self.app.big;
+        let counter = self.app.counter.clone();
         self.sim.set_app(self.server, move |sim, node, event| {
             let Event::Request { id, request, .. } = event else {
                 return;
@@ -107,18 +95,11 @@ impl World {
         });
     }
 
-    fn observe(&mut self, packet: &Packet) -> RequestId {
-        let sa = self.sa;
-        self.sim
-            .input(self.client, |ep, now| ep.observe(now, sa, packet))
-            .expect("observe accepted")
-    }
-
     /// The server application notifies every observer of TIME with the next counter value.
     fn notify(&mut self, confirmable: bool) -> usize {
-        self.counter.set(self.counter.get() + 1);
-        let mut notification = content(&body(self.counter.get(), self.big));
-        if let Some(age) = self.max_age {
+        self.app.counter.set(self.app.counter.get() + 1);
+        let mut notification = content(&body(self.app.counter.get(), self.app.big));
+        if let Some(age) = self.app.max_age {
             notification.add_option(CoapOption::MaxAge, age.to_be_bytes().to_vec());
         }
         self.sim
@@ -135,7 +116,10 @@ impl World {
             .filter_map(|l| match &l.event {
                 Event::Notification {
                     id: n, response, ..
-                } if *n == id => Some((l.at, counter_of(&response.payload, self.big).to_string())),
+                } if *n == id => Some((
+                    l.at,
+                    counter_of(&response.payload, self.app.big).to_string(),
+                )),
                 _ => None,
             })
             .collect()
@@ -616,7 +600,7 @@ fn every_24_hours_an_observer_gets_a_confirmable_notification() {
 fn large_notifications_are_fetched_block_by_block_and_delivered_whole() {
     for mtype in [MessageType::Confirmable, MessageType::NonConfirmable] {
         let mut w = World::default(16);
-        w.big = true;
+        w.app.big = true;
         w.serve(None);
         let id = w.observe(&time_get(mtype));
         w.sim.run_for(secs(1));
@@ -660,7 +644,7 @@ fn large_notifications_are_fetched_block_by_block_and_delivered_whole() {
 #[test]
 fn cancelling_an_observation_ends_its_block_fetch_too() {
     let mut w = World::default(17);
-    w.big = true;
+    w.app.big = true;
     w.serve(None);
     let id = w.observe(&time_get(MessageType::Confirmable));
     // Cancel while the registration response's blocks are being fetched.
@@ -697,17 +681,22 @@ fn observations_survive_a_lossy_reordering_network_and_deliver_only_fresh_notifi
         .unwrap_or(2000);
     let (mut delivered, mut sent) = ([0; 2], [0; 2]);
     for seed in 0..seeds {
-        let mut sim = Sim::new(seed);
         let mut rng = SplitMix64::new(derive_seed(seed, 99));
-        sim.set_default_link(Link {
-            delay: millis(5 + rng.below(40)),
-            jitter: millis(rng.below(300)),
-            loss: rng.below(30) as f64 / 100.0,
-            duplicate: rng.below(20) as f64 / 100.0,
-        });
-        let (ca, sa) = (addr(40_000), addr(5683));
-        let client = sim.add_endpoint(ca, Config::default());
-        let server = sim.add_endpoint(sa, Config::default());
+        let sim::World {
+            mut sim,
+            client,
+            server,
+            ca,
+            sa,
+            ..
+        } = sim::World::builder(seed)
+            .link(Link {
+                delay: millis(5 + rng.below(40)),
+                jitter: millis(rng.below(300)),
+                loss: rng.below(30) as f64 / 100.0,
+                duplicate: rng.below(20) as f64 / 100.0,
+            })
+            .build();
         let counter = Rc::new(Cell::new(0u32));
         let c = counter.clone();
         let big = rng.chance(0.5);
@@ -873,7 +862,7 @@ fn deregistering_stops_the_retransmission_of_a_notification_in_flight() {
 #[test]
 fn a_large_answer_to_the_deregistration_is_fetched_without_observe() {
     let mut w = World::default(19);
-    w.big = true;
+    w.app.big = true;
     w.serve(None);
     let id = w.observe(&time_get(MessageType::Confirmable));
     w.sim.run_for(secs(1));

@@ -190,12 +190,7 @@ fn build(seed: u64) -> World {
             max_exchanges: r.pick(&[1, 64, 64]),
             ..Limits::default()
         };
-        let server = i < n_servers;
-        let a = if server {
-            addr(5683 + i as u16)
-        } else {
-            addr6(40_000 + i as u16)
-        };
+        let (server, a) = mesh_node(i, n_servers);
         let _ = write!(
             description,
             "\n  {} {a}: keepalive {:?}, fail_after_unreachable {:?}, {:?}",

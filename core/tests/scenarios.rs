@@ -11,11 +11,11 @@ use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 
-use coap_engine::coap_lite::{MessageClass, MessageType, Packet, ResponseType};
+use coap_engine::coap_lite::{MessageClass, MessageType, ResponseType};
 use coap_engine::codec;
 use coap_engine::{
     CloseReason, Config, Duration, Error, Event, ExchangeError, FailureReason, Instant, Keepalive,
-    Limits, RequestId, SendErrorKind, SessionFootprint, TransmissionParameters,
+    Limits, SendErrorKind, SessionFootprint, TransmissionParameters,
 };
 use sim::*;
 
@@ -43,47 +43,14 @@ enum Answer {
 }
 
 /// A client and a server over a clean link with delay `D`.
-struct World {
-    sim: Sim,
-    client: NodeId,
-    server: NodeId,
-    ca: SocketAddr,
-    sa: SocketAddr,
+fn world(seed: u64) -> WorldBuilder {
+    World::builder(seed).delay(D)
 }
 
 impl World {
-    fn new(seed: u64, client: Config, server: Config) -> Self {
-        let mut sim = Sim::new(seed);
-        sim.set_default_link(Link {
-            delay: D,
-            ..Link::default()
-        });
-        let ca = addr(40_000);
-        let sa = addr(5683);
-        let client = sim.add_endpoint(ca, client);
-        let server = sim.add_endpoint(sa, server);
-        World {
-            sim,
-            client,
-            server,
-            ca,
-            sa,
-        }
-    }
-
-    fn default(seed: u64) -> Self {
-        Self::new(seed, Config::default(), Config::default())
-    }
-
     /// The server application answers every request with 2.05 echoing its payload.
     fn serve(&mut self, answer: Answer) {
         serve(&mut self.sim, self.server, answer);
-    }
-
-    fn request(&mut self, packet: &Packet) -> RequestId {
-        self.sim
-            .request(self.client, self.sa, packet)
-            .expect("request accepted")
     }
 }
 
@@ -105,13 +72,6 @@ fn serve(sim: &mut Sim, node: NodeId, answer: Answer) {
             Answer::Never => {}
         }
     });
-}
-
-fn response_of(l: &Logged) -> &Packet {
-    match &l.event {
-        Event::Response { response, .. } => response,
-        other => panic!("expected a Response, got {other:?}"),
-    }
 }
 
 fn failure_of(l: &Logged) -> ExchangeError {
@@ -188,7 +148,7 @@ fn zero_footprint() -> SessionFootprint {
 fn con_request_lost_twice_is_answered_on_the_third_try_and_the_server_app_sees_it_once() {
     let mut initial_timeouts = Vec::new();
     for seed in 0..64 {
-        let mut w = World::default(seed);
+        let mut w = world(seed).build();
         w.serve(Answer::Now);
         let lost = Rc::new(Cell::new(0));
         let (l, sa) = (lost.clone(), w.sa);
@@ -254,7 +214,7 @@ fn con_request_lost_twice_is_answered_on_the_third_try_and_the_server_app_sees_i
 #[test]
 fn con_request_with_no_answer_fails_with_timeout_after_max_retransmit_within_max_transmit_wait() {
     for seed in 0..32 {
-        let mut w = World::default(seed);
+        let mut w = world(seed).build();
         let silent = addr(6000); // nobody lives there
         let id = w
             .sim
@@ -297,7 +257,7 @@ fn con_request_acknowledged_but_never_answered_fails_response_timeout_after_the_
         response_timeout: secs(30),
         ..Config::default()
     };
-    let mut w = World::new(1, client, Config::default());
+    let mut w = world(1).client(client).build();
     w.serve(Answer::Never);
     let id = w.request(&con_get("slow", b""));
     w.sim.run_until(at_secs(400));
@@ -329,7 +289,7 @@ fn non_request_with_no_answer_fails_with_timeout_at_response_timeout() {
             response_timeout,
             ..Config::default()
         };
-        let mut w = World::new(2, client, Config::default());
+        let mut w = world(2).client(client).build();
         let silent = addr(6000);
         w.sim.run_until(at_secs(3));
         let id = w
@@ -350,7 +310,7 @@ fn non_request_with_no_answer_fails_with_timeout_at_response_timeout() {
 
 #[test]
 fn reset_to_a_con_request_fails_it_with_reset() {
-    let mut w = World::default(3);
+    let mut w = world(3).build();
     // A peer that cannot process the request rejects it with a Reset (RFC 7252 §4.2).
     let rejecting = addr(7000);
     w.sim.add_raw(rejecting);
@@ -391,7 +351,7 @@ fn reset_to_a_con_request_fails_it_with_reset() {
 
 #[test]
 fn piggybacked_response_travels_in_the_ack() {
-    let mut w = World::default(4);
+    let mut w = world(4).build();
     w.serve(Answer::Now);
     let id = w.request(&con_get("temp", b"q"));
     w.sim.run_until(at_secs(10));
@@ -435,7 +395,7 @@ fn piggybacked_response_travels_in_the_ack() {
 #[test]
 fn separate_response_after_empty_ack_delay_is_confirmable_and_acknowledged() {
     let late = millis(1500); // > empty_ack_delay (1 s), < ACK_TIMEOUT (2 s)
-    let mut w = World::default(5);
+    let mut w = world(5).build();
     w.serve(Answer::After(late));
     let id = w.request(&con_get("slow", b"s"));
     w.sim.run_until(at_secs(400));
@@ -489,7 +449,7 @@ fn separate_response_after_empty_ack_delay_is_confirmable_and_acknowledged() {
 
 #[test]
 fn non_request_is_answered_with_a_non_response() {
-    let mut w = World::default(6);
+    let mut w = world(6).build();
     w.serve(Answer::Now);
     let id = w.request(&non_get("temp", b"n"));
     w.sim.run_until(at_secs(400));
@@ -519,7 +479,7 @@ fn non_request_is_answered_with_a_non_response() {
 
 #[test]
 fn duplicated_con_request_reaches_the_app_once_and_the_cached_ack_is_resent() {
-    let mut w = World::default(7);
+    let mut w = world(7).build();
     w.serve(Answer::Now);
     // The network delivers every client datagram twice.
     w.sim.set_link(
@@ -557,7 +517,7 @@ fn duplicated_con_request_reaches_the_app_once_and_the_cached_ack_is_resent() {
 
 #[test]
 fn lost_piggybacked_ack_is_replayed_from_the_cache_on_retransmission() {
-    let mut w = World::default(8);
+    let mut w = world(8).build();
     w.serve(Answer::Now);
     let first = Rc::new(Cell::new(true));
     let (f, ca) = (first.clone(), w.ca);
@@ -594,7 +554,7 @@ fn lost_piggybacked_ack_is_replayed_from_the_cache_on_retransmission() {
 
 #[test]
 fn nstart_1_holds_the_second_request_until_the_first_is_answered() {
-    let mut w = World::default(9);
+    let mut w = world(9).build();
     w.serve(Answer::Now);
     let a = w.request(&con_get("a", b"a"));
     let b = w.request(&con_get("b", b"b"));
@@ -630,7 +590,7 @@ fn nstart_1_holds_the_second_request_until_the_first_is_answered() {
 fn nstart_counts_an_acknowledged_request_as_no_longer_outstanding() {
     // §4.7: a request whose Empty ACK arrived is not outstanding, even if its separate
     // response has not come yet.
-    let mut w = World::default(10);
+    let mut w = world(10).build();
     w.serve(Answer::After(millis(1500)));
     let a = w.request(&con_get("a", b"a"));
     let b = w.request(&con_get("b", b"b"));
@@ -657,7 +617,7 @@ fn full_request_queue_is_refused_with_queue_full_and_changes_nothing() {
         },
         ..Config::default()
     };
-    let mut w = World::new(11, client, Config::default());
+    let mut w = world(11).client(client).build();
     w.serve(Answer::Now);
     let ids: Vec<_> = (0..3)
         .map(|i| w.request(&con_get("q", format!("{i}").as_bytes())))
@@ -702,7 +662,7 @@ fn full_request_queue_is_refused_with_queue_full_and_changes_nothing() {
 
 #[test]
 fn ping_is_answered_by_reset_and_reported_as_pong_without_server_state() {
-    let mut w = World::default(12);
+    let mut w = world(12).build();
     let id = w.sim.ping(w.client, w.sa).unwrap();
     w.sim.run_until(at_secs(10));
 
@@ -732,7 +692,7 @@ fn ping_is_answered_by_reset_and_reported_as_pong_without_server_state() {
 
 #[test]
 fn ping_to_a_silent_peer_fails_with_timeout() {
-    let mut w = World::default(13);
+    let mut w = world(13).build();
     let silent = addr(6000);
     let id = w.sim.ping(w.client, silent).unwrap();
     w.sim.run_until(at_secs(400));
@@ -755,7 +715,7 @@ fn ping_to_a_silent_peer_fails_with_timeout() {
 
 #[test]
 fn session_lifecycle_events_on_both_sides() {
-    let mut w = World::default(14);
+    let mut w = world(14).build();
     w.serve(Answer::Now);
     let id = w.request(&con_get("hello", b""));
     w.sim.run_until(at_secs(10));
@@ -797,7 +757,7 @@ fn session_lifecycle_events_on_both_sides() {
 
 #[test]
 fn idle_server_session_is_reaped_and_dedup_state_freed_after_exchange_and_non_lifetimes() {
-    let mut w = World::default(15);
+    let mut w = world(15).build();
     w.serve(Answer::Now);
     w.request(&con_get("a", b""));
     w.sim.run_until(at_secs(10));
@@ -888,7 +848,7 @@ fn session_cap_rejects_new_peers_statelessly_until_a_session_is_freed() {
         },
         ..Config::default()
     };
-    let mut w = World::new(16, Config::default(), server);
+    let mut w = world(16).server(server).build();
     w.serve(Answer::Now);
     let other_addr = addr(40_001);
     let other = w.sim.add_endpoint(other_addr, Config::default());
@@ -946,7 +906,7 @@ fn session_cap_refuses_local_calls_to_new_peers_with_session_limit() {
         },
         ..Config::default()
     };
-    let mut w = World::new(17, client, Config::default());
+    let mut w = world(17).client(client).build();
     w.serve(Answer::Now);
     w.request(&con_get("a", b""));
     w.sim.run_until(at_secs(1));
@@ -988,7 +948,7 @@ fn pending_request_cap_is_answered_503_by_the_engine() {
         },
         ..Config::default()
     };
-    let mut w = World::new(18, client, server);
+    let mut w = world(18).client(client).server(server).build();
     w.serve(Answer::Never);
     let ids: Vec<_> = (0..3)
         .map(|i| w.request(&con_get("p", format!("{i}").as_bytes())))
@@ -1048,7 +1008,7 @@ fn with_keepalive(c: Config) -> Config {
 /// Client with keepalive (20 s, 10 s), server answering at once; one request at t = 0, then
 /// the keepalive keeps the session established (pings answered by Reset) up to `until`.
 fn established_keepalive_world(seed: u64, client: Config, until: Instant) -> World {
-    let mut w = World::new(seed, with_keepalive(client), Config::default());
+    let mut w = world(seed).client(with_keepalive(client)).build();
     w.serve(Answer::Now);
     let id = w.request(&con_get("hello", b""));
     w.sim.run_until(until);
@@ -1276,7 +1236,9 @@ fn keepalive_bound_holds_while_con_is_retransmitting() {
 #[test]
 fn server_keepalive_detects_vanished_client() {
     for seed in 0..16 {
-        let mut w = World::new(seed, Config::default(), with_keepalive(Config::default()));
+        let mut w = world(seed)
+            .server(with_keepalive(Config::default()))
+            .build();
         w.serve(Answer::Now);
         w.request(&con_get("a", b""));
         w.sim.run_until(at_secs(15));
@@ -1350,7 +1312,7 @@ fn unreachable_count_restarts_when_the_peer_is_heard() {
         fail_after_unreachable: Some(3),
         ..Config::default()
     };
-    let mut w = World::new(19, client, Config::default());
+    let mut w = world(19).client(client).build();
     w.serve(Answer::Now);
     // Transmissions at 0 and 0+T fail; 0+3T goes through.
     w.sim.fail_sends(
@@ -1388,7 +1350,7 @@ fn unreachable_count_restarts_when_the_peer_is_heard() {
 
 #[test]
 fn open_session_with_keepalive_fails_a_peer_that_is_never_heard() {
-    let mut w = World::default(20);
+    let mut w = world(20).build();
     let silent = addr(6000);
     w.sim.run_until(at_secs(7));
     w.sim.open_session(w.client, silent).unwrap();
@@ -1432,7 +1394,7 @@ fn keepalive_probe_send_failures_of_every_kind_never_busy_loop_or_postpone_failu
 #[test]
 fn pings_are_answered_while_nstart_queue_is_full() {
     // The application's ping is not queued behind outstanding requests.
-    let mut w = World::default(21);
+    let mut w = world(21).build();
     w.serve(Answer::Never);
     let sa = w.sa;
     w.sim.set_filter(move |d| {
@@ -1455,7 +1417,7 @@ fn pings_are_answered_while_nstart_queue_is_full() {
 #[test]
 fn same_seed_same_run() {
     let run = |seed| {
-        let mut w = World::default(seed);
+        let mut w = world(seed).build();
         w.sim.set_default_link(Link {
             delay: D,
             jitter: millis(50),
@@ -1494,7 +1456,7 @@ fn tightening_keepalive_on_a_quiet_live_session_probes_it_before_failing_it() {
         keepalive: Some(keepalive(secs(60), secs(30))),
         ..Config::default()
     };
-    let mut w = World::new(22, client, Config::default());
+    let mut w = world(22).client(client).build();
     w.serve(Answer::Now);
     w.request(&con_get("a", b""));
     w.sim.run_until(at_secs(25));

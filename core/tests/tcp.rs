@@ -6,16 +6,15 @@ mod sim;
 
 use std::net::SocketAddr;
 
-use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, RequestType};
+use coap_engine::coap_lite::{MessageClass, MessageType, RequestType};
 use coap_engine::{
     CloseReason, Config, ConnectionFailure, Duration, Endpoint, Error, Event, ExchangeError,
-    FailureReason, Instant, Keepalive, Limits, ObserverRemoval, ResourceId, SendErrorKind,
-    StreamClosed, StreamCommand, Transport,
+    FailureReason, Instant, Keepalive, Limits, ObserverRemoval, SendErrorKind, StreamClosed,
+    StreamCommand, Transport,
 };
 use sim::*;
 
 const D: Duration = Duration::from_millis(10);
-const TIME: ResourceId = ResourceId(1);
 
 fn tcp() -> Config {
     Config {
@@ -25,79 +24,19 @@ fn tcp() -> Config {
 }
 
 /// A client at 40000 and a server at 5683 over a stream link with delay `D`; the server
-/// answers "hello <payload>", a GET of /obs registers an observer of TIME, a body larger
-/// than 64 bytes is answered with its length.
-struct World {
-    sim: Sim,
-    client: NodeId,
-    server: NodeId,
-    ca: SocketAddr,
-    sa: SocketAddr,
-}
-
+/// application is `hello`.
 impl World {
     fn new(seed: u64, client: Config, server: Config) -> Self {
-        let mut sim = Sim::new(seed);
-        sim.set_default_link(Link {
-            delay: D,
-            ..Link::default()
-        });
-        let (ca, sa) = (addr(40_000), addr(5683));
-        let client = sim.add_endpoint(ca, client);
-        let server = sim.add_endpoint(sa, server);
-        sim.set_app(server, |sim, node, event| {
-            let Event::Request { id, request, .. } = event else {
-                return;
-            };
-            let response = if request.payload.len() > 64 {
-                content(format!("got {} bytes", request.payload.len()).as_bytes())
-            } else {
-                let mut hello = b"hello ".to_vec();
-                hello.extend_from_slice(&request.payload);
-                content(&hello)
-            };
-            let (id, observe) = (*id, request.get_option(CoapOption::Observe).is_some());
-            sim.input(node, |ep, now| {
-                if observe {
-                    ep.respond_observe(now, id, TIME, &response).map(|_| ())
-                } else {
-                    ep.respond(now, id, &response)
-                }
-            })
-            .expect("respond");
-        });
-        World {
-            sim,
-            client,
-            server,
-            ca,
-            sa,
-        }
+        World::builder(seed)
+            .delay(D)
+            .client(client)
+            .server(server)
+            .server_app(hello)
+            .build()
     }
 
     fn default(seed: u64) -> Self {
         World::new(seed, tcp(), tcp())
-    }
-
-    fn get(&mut self, payload: &[u8]) -> coap_engine::RequestId {
-        self.sim
-            .request(self.client, self.sa, &con_get("x", payload))
-            .expect("request accepted")
-    }
-
-    fn response(&self, id: coap_engine::RequestId) -> Result<Vec<u8>, ExchangeError> {
-        match &self.sim.terminal(self.client, id).event {
-            Event::Response { response, .. } => Ok(response.payload.clone()),
-            Event::RequestFailed { error, .. } => Err(*error),
-            other => panic!("unexpected terminal {other:?}"),
-        }
-    }
-
-    fn failure(&self, node: NodeId) -> Option<(Instant, FailureReason)> {
-        self.sim.events(node).iter().find_map(|l| match &l.event {
-            Event::SessionFailed { reason, .. } => Some((l.at, *reason)),
-            _ => None,
-        })
     }
 }
 
@@ -833,11 +772,7 @@ fn observe_over_a_stream_delivers_every_notification_in_order() {
     let mut w = World::default(22);
     let mut get = con_get("obs", b"");
     get.header.set_type(MessageType::NonConfirmable);
-    let sa = w.sa;
-    let id = w
-        .sim
-        .input(w.client, |ep, now| ep.observe(now, sa, &get))
-        .unwrap();
+    let id = w.observe(&get);
     w.sim.run_for(Duration::from_secs(1));
     for n in 1..=5u8 {
         w.sim
@@ -1246,13 +1181,13 @@ fn keepalive_probes_with_7_02_ping_and_a_frozen_peer_fails_within_the_bound() {
         .filter(|s| frames(&s.bytes).iter().any(|f| f.0 == PING))
         .count();
     assert!(pings >= 4, "{pings} pings in 10 s of silence");
-    assert!(w.failure(w.client).is_none());
+    assert!(w.session_failure(w.client).is_none());
     // The server freezes (nothing it could send arrives any more).
     let last_heard = w.sim.last_heard(w.client, w.sa).unwrap();
     w.sim.cut(Some(w.sa), Some(w.ca), Window::from(w.sim.now()));
     let pending = w.get(b"2");
     w.sim.run_for(Duration::from_secs(30));
-    let (at, reason) = w.failure(w.client).expect("noticed");
+    let (at, reason) = w.session_failure(w.client).expect("noticed");
     assert!(
         matches!(reason, FailureReason::KeepaliveTimeout { .. }),
         "{reason:?}"
@@ -1266,7 +1201,7 @@ fn keepalive_probes_with_7_02_ping_and_a_frozen_peer_fails_within_the_bound() {
     ));
     // The client's adapter was told to close the dead connection: the server sees it end.
     assert!(matches!(
-        w.failure(w.server),
+        w.session_failure(w.server),
         Some((t, FailureReason::Connection(ConnectionFailure::Closed))) if t >= at
     ));
 }
@@ -1275,10 +1210,7 @@ fn keepalive_probes_with_7_02_ping_and_a_frozen_peer_fails_within_the_bound() {
 fn a_server_with_keepalive_drops_a_silent_client_and_its_observers() {
     let mut w = World::new(41, tcp(), with_keepalive());
     let get = con_get("obs", b"");
-    let sa = w.sa;
-    w.sim
-        .input(w.client, |ep, now| ep.observe(now, sa, &get))
-        .unwrap();
+    w.observe(&get);
     w.sim.run_for(Duration::from_secs(1));
     assert_eq!(w.sim.endpoint(w.server).observers(TIME), 1);
     let last_heard = w.sim.last_heard(w.server, w.ca).unwrap();

@@ -12,8 +12,8 @@ use coap_engine::credentials::ClientAuth;
 use coap_engine::tls::{Tls, TlsConfig, TlsVersions};
 use coap_engine::{
     CertificateError, CloseReason, Config, ConnectionFailure, Duration, Endpoint, Error, Event,
-    ExchangeError, FailureReason, Instant, Keepalive, PeerIdentity, RequestId, SecurityError,
-    SendErrorKind, StreamClosed, StreamCommand,
+    ExchangeError, FailureReason, Instant, Keepalive, PeerIdentity, SecurityError, SendErrorKind,
+    StreamClosed, StreamCommand,
 };
 use sim::tls::*;
 use sim::*;
@@ -21,45 +21,16 @@ use sim::*;
 const D: Duration = Duration::from_millis(10);
 
 /// A client at 40000 and a server at 5684 over a stream link with delay `D`; the server
-/// answers "hello <payload>", or "got N bytes" for a body larger than 64 bytes.
-struct World {
-    sim: Sim,
-    client: NodeId,
-    server: NodeId,
-    ca: SocketAddr,
-    sa: SocketAddr,
-}
-
+/// application is `hello`.
 impl World {
     fn new(seed: u64, client: Config, server: Config) -> Self {
-        let mut sim = Sim::new(seed);
-        sim.set_default_link(Link {
-            delay: D,
-            ..Link::default()
-        });
-        let (ca, sa) = (addr(40_000), addr(5684));
-        let client = sim.add_endpoint(ca, client);
-        let server = sim.add_endpoint(sa, server);
-        sim.set_app(server, |sim, node, event| {
-            let Event::Request { id, request, .. } = event else {
-                return;
-            };
-            let response = if request.payload.len() > 64 {
-                content(format!("got {} bytes", request.payload.len()).as_bytes())
-            } else {
-                let mut hello = b"hello ".to_vec();
-                hello.extend_from_slice(&request.payload);
-                content(&hello)
-            };
-            sim.respond(node, *id, &response).expect("respond");
-        });
-        World {
-            sim,
-            client,
-            server,
-            ca,
-            sa,
-        }
+        World::builder(seed)
+            .delay(D)
+            .server_addr(addr(5684))
+            .client(client)
+            .server(server)
+            .server_app(hello)
+            .build()
     }
 
     /// The usual pair: a client trusting the test CA, a server with its certificate.
@@ -74,27 +45,6 @@ impl World {
                 seed + 1,
             ),
         )
-    }
-
-    fn get(&mut self, payload: &[u8]) -> RequestId {
-        self.sim
-            .request(self.client, self.sa, &con_get("x", payload))
-            .expect("request accepted")
-    }
-
-    fn response(&self, id: RequestId) -> Result<Vec<u8>, ExchangeError> {
-        match &self.sim.terminal(self.client, id).event {
-            Event::Response { response, .. } => Ok(response.payload.clone()),
-            Event::RequestFailed { error, .. } => Err(*error),
-            other => panic!("unexpected terminal {other:?}"),
-        }
-    }
-
-    fn failure(&self, node: NodeId) -> Option<(Instant, FailureReason)> {
-        self.sim.events(node).iter().find_map(|l| match &l.event {
-            Event::SessionFailed { reason, .. } => Some((l.at, *reason)),
-            _ => None,
-        })
     }
 
     fn handshake_failures(&self) -> Vec<SecurityError> {
@@ -376,7 +326,7 @@ fn a_server_that_never_answers_the_client_hello_fails_the_handshake_in_time() {
         w.response(id),
         security_failure(SecurityError::HandshakeTimeout)
     );
-    let (at, _) = w.failure(w.client).unwrap();
+    let (at, _) = w.session_failure(w.client).unwrap();
     assert_eq!(at, Instant::ZERO + HANDSHAKE_TIMEOUT);
     // Meanwhile the server gave up on it too, and told its adapter to close it.
     assert!(w
@@ -645,7 +595,7 @@ fn a_reset_connection_fails_the_session_on_both_sides() {
         )))
     );
     assert!(matches!(
-        w.failure(w.server),
+        w.session_failure(w.server),
         Some((_, FailureReason::Connection(ConnectionFailure::Reset)))
     ));
 }
@@ -675,11 +625,11 @@ fn a_frozen_tls_peer_is_detected_within_the_keepalive_bound() {
     w.sim.run_for(Duration::from_secs(1));
     assert_eq!(w.response(id), Ok(b"hello 1".to_vec()));
     w.sim.run_for(Duration::from_secs(10));
-    assert!(w.failure(w.client).is_none(), "Pongs keep it alive");
+    assert!(w.session_failure(w.client).is_none(), "Pongs keep it alive");
     let last_heard = w.sim.last_heard(w.client, w.sa).unwrap();
     w.sim.cut(Some(w.sa), Some(w.ca), Window::from(w.sim.now()));
     w.sim.run_for(Duration::from_secs(30));
-    let (at, reason) = w.failure(w.client).expect("noticed");
+    let (at, reason) = w.session_failure(w.client).expect("noticed");
     assert!(
         matches!(reason, FailureReason::KeepaliveTimeout { .. }),
         "{reason:?}"
@@ -708,7 +658,7 @@ fn failing_writes_during_the_handshake_cannot_stretch_the_bound() {
     );
     let id = w.get(b"1");
     w.sim.run_for(Duration::from_secs(30));
-    let (at, reason) = w.failure(w.client).expect("noticed");
+    let (at, reason) = w.session_failure(w.client).expect("noticed");
     assert!(at <= Instant::ZERO + K.bound(), "{reason:?} at {at:?}");
     assert!(w.response(id).is_err());
 }

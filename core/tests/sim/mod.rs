@@ -29,6 +29,11 @@ pub mod dtls;
 pub mod pki;
 #[cfg(feature = "tls")]
 pub mod tls;
+mod world;
+
+// Not every test crate that includes this module builds a `World`.
+#[allow(unused_imports)]
+pub use world::*;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::net::SocketAddr;
@@ -110,6 +115,16 @@ pub fn addr(port: u16) -> SocketAddr {
 /// `[::1]:port`: only a label.
 pub fn addr6(port: u16) -> SocketAddr {
     SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port))
+}
+
+/// Node `i` of a mesh whose first `n_servers` nodes are servers: whether it is a server, and
+/// its address (servers at `127.0.0.1:5683+i`, clients at `[::1]:40000+i`).
+pub fn mesh_node(i: usize, n_servers: usize) -> (bool, SocketAddr) {
+    if i < n_servers {
+        (true, addr(5683 + i as u16))
+    } else {
+        (false, addr6(40_000 + i as u16))
+    }
 }
 
 pub fn secs(s: u64) -> Duration {
