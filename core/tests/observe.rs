@@ -895,7 +895,7 @@ fn a_failed_block_fetch_is_the_observations_own_business() {
     // observation. When one fails, the application hears nothing about an id it never saw,
     // and the observation goes on with the next notification.
     let mut w = World::default(18);
-    w.big = true;
+    w.app.big = true;
     // A long Max-Age: no re-registration (whose answer would be fetched too) in the test.
     w.serve(Some(3600));
     let id = w.observe(&time_get(MessageType::NonConfirmable));
