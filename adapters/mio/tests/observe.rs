@@ -1,7 +1,8 @@
 //! Observe (RFC 7641) through the mio drivers on real loopback sockets: a client driver
 //! observing a server driver in one user-owned `mio::Poll`, over UDP ([`Driver`]) and TCP
 //! ([`StreamDriver`]): notifications in order, the final response, deregistering,
-//! cancelling, and closing the session under an observation.
+//! cancelling, and closing the session under an observation; and a client driver
+//! observing libcoap's `coap-server-notls`.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -14,6 +15,11 @@ use coap_engine::{
 };
 use coap_engine_mio::mio::{event, Events, Poll, Token};
 use coap_engine_mio::{Driver, StreamDriver};
+
+// The smol tests' libcoap process guard; this file uses only part of it.
+#[allow(dead_code)]
+#[path = "../../smol/tests/libcoap/mod.rs"]
+mod libcoap;
 
 const CLOCK: ResourceId = ResourceId(1);
 /// Bound on waiting for any one thing (a hang guard, not a performance check).
@@ -402,4 +408,89 @@ fn tcp_observation_notifies_ends_and_deregisters() {
     assert_eq!(p.observer_removed(), (CLOCK, ObserverRemoval::Deregistered));
     assert_eq!(text(&p.outcome(id).unwrap()), "bye");
     assert_eq!(p.server.0.observers(CLOCK), 0);
+}
+
+/// Ports this test may give libcoap's server.
+const LIBCOAP_PORTS: std::ops::Range<u16> = 47150..47200;
+
+#[test]
+fn observing_libcoaps_time_resource_then_deregistering() {
+    // A port can be lost to another process between the check and libcoap's bind: then
+    // libcoap exits before answering, and another port is tried.
+    for attempt in 0..5 {
+        let port = libcoap::free_udp_port(LIBCOAP_PORTS, attempt)
+            .expect("no free port in 47150..47200 for coap-server-notls");
+        let mut server = libcoap::Libcoap::spawn(
+            "coap-server-notls",
+            &["-A", "127.0.0.1", "-p", &port.to_string()],
+        );
+        let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+        let mut poll = Poll::new().unwrap();
+        let mut events = Events::with_capacity(64);
+        let mut client = Driver::bind("127.0.0.1:0".parse().unwrap(), Config::default()).unwrap();
+        client.register(poll.registry(), Token(0)).unwrap();
+        // Confirmable: should libcoap not be listening yet, the request is retransmitted.
+        let id = client.observe(addr, &get("time")).unwrap();
+        let give_up = StdInstant::now() + StdDuration::from_secs(30);
+        let (mut seqs, mut outcome, mut deregistered) = (Vec::new(), None, false);
+        while outcome.is_none() {
+            if seqs.is_empty() && server.exited() {
+                break;
+            }
+            assert!(
+                StdInstant::now() < give_up,
+                "no end of the observation within 30 s; notifications {seqs:?}"
+            );
+            let wait = client
+                .next_timeout()
+                .map_or(StdDuration::from_millis(100), |t| {
+                    t.min(StdDuration::from_millis(100))
+                });
+            poll.poll(&mut events, Some(wait)).unwrap();
+            for e in events.iter() {
+                client.handle_event(e);
+            }
+            client.handle_timeout();
+            while let Some(e) = client.poll_event() {
+                match e {
+                    Event::Notification {
+                        id: n, response, ..
+                    } if n == id => {
+                        assert_eq!(
+                            response.header.code,
+                            MessageClass::Response(ResponseType::Content)
+                        );
+                        assert!(!response.payload.is_empty(), "the time is in the payload");
+                        seqs.push(observe_of(&response).expect("a notification has Observe"));
+                    }
+                    Event::Response {
+                        id: n, response, ..
+                    } if n == id => outcome = Some(Ok(response)),
+                    Event::RequestFailed { id: n, error, .. } if n == id => {
+                        outcome = Some(Err(error))
+                    }
+                    _ => {}
+                }
+            }
+            // The registration's answer and two notifications (libcoap notifies every
+            // second), then deregister.
+            if seqs.len() == 3 && !deregistered {
+                client.deregister_observation(id).unwrap();
+                deregistered = true;
+            }
+        }
+        let Some(outcome) = outcome else {
+            continue; // libcoap exited before answering: its port was taken
+        };
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order: {seqs:?}");
+        assert_eq!(seqs.len(), 3, "nothing delivered after deregistering");
+        let answer = outcome.expect("the deregistration is answered");
+        assert_eq!(
+            answer.header.code,
+            MessageClass::Response(ResponseType::Content)
+        );
+        assert_eq!(observe_of(&answer), None, "the final answer has no Observe");
+        return;
+    }
+    panic!("coap-server-notls did not come up on 127.0.0.1 (ports 47150..47200)");
 }
