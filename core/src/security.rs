@@ -3,7 +3,7 @@
 //!
 //! An endpoint is either plain (CoAP over UDP, `coap://`) or secure (`coaps://`), as a socket
 //! is either the CoAP port or the CoAPS port (RFC 7252 §6.2: 5683 and 5684). A secure endpoint
-//! is one whose [`Config::security`](crate::Config::security) holds a [`Security`]: every
+//! is one whose [`Config::security`](crate::Config) holds a [`Security`]: every
 //! session it has is then an association of that layer with one peer, and every CoAP message
 //! of the session is sealed into records before it leaves and opened from records when it
 //! arrives. The application API does not change: requests, observe, block-wise and every
@@ -203,7 +203,7 @@ pub trait SecurityLayer: Send + Sync {
     fn name(&self) -> &'static str;
 }
 
-/// The security layer of an endpoint, for [`Config::security`](crate::Config::security).
+/// The security layer of an endpoint, for [`Config::security`](crate::Config).
 /// Cheap to clone (shared); two configurations are equal when they share the same layer.
 #[derive(Clone)]
 pub struct Security(pub(crate) Arc<dyn SecurityLayer>);
