@@ -483,6 +483,47 @@ impl Run {
         assert_eq!(self.code(), Some(code), "{}", self.describe());
         self
     }
+
+    /// The single line a failing client printed on stderr, trimmed; panics with `ctx` unless
+    /// there is exactly one and it holds every one of `words`.
+    #[track_caller]
+    pub fn one_stderr_line(&self, words: &[&str], ctx: &str) -> String {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "exactly one line on stderr expected\n{ctx}");
+        for w in words {
+            assert!(lines[0].contains(w), "{w:?} not in the failure line\n{ctx}");
+        }
+        lines[0].trim().to_string()
+    }
+}
+
+/// A scratch directory for one case's files, removed (with its files) on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A fresh directory under the system's temporary directory, named after `group`, this
+    /// process and a counter, so cases and concurrent runs never share one.
+    pub fn new(group: &str) -> Scratch {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "coap-conformance-{group}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        Scratch(dir)
+    }
+
+    /// The path of `name` in the directory, as a command-line argument.
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 /// Kills a child on drop unless it was reaped.

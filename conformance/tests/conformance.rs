@@ -35,6 +35,32 @@ use coap_engine_conformance::{
 };
 use coap_engine_mio::Driver;
 
+/// `case!(id, dir, checks, run)`: a case whose peer's behaviour is judged;
+/// `case!(recorded id, dir, checks, run)`: one whose peer's behaviour is recorded.
+macro_rules! case {
+    ($id:literal, $dir:expr, $checks:literal, $f:expr) => {
+        $crate::Case::new($id, $dir, $checks, $f, false)
+    };
+    (recorded $id:literal, $dir:expr, $checks:literal, $f:expr) => {
+        $crate::Case::new($id, $dir, $checks, $f, true)
+    };
+}
+
+/// `both!(id, checks, f)`: the two rows of a case run both ways against libcoap's notls
+/// build, `f(Dir::OursToLibcoap)` and `f(Dir::LibcoapToOurs)`.
+macro_rules! both {
+    ($id:literal, $checks:literal, $f:expr) => {
+        [
+            case!($id, $crate::Dir::OursToLibcoap, $checks, || $f(
+                $crate::Dir::OursToLibcoap
+            )),
+            case!($id, $crate::Dir::LibcoapToOurs, $checks, || $f(
+                $crate::Dir::LibcoapToOurs
+            )),
+        ]
+    };
+}
+
 mod block;
 mod dtls;
 mod links;
@@ -123,6 +149,25 @@ pub struct Case {
     /// The peer's behaviour is recorded, not judged: the row says "recorded" (the case still
     /// fails if the scenario itself cannot be run).
     pub record_only: bool,
+}
+
+impl Case {
+    /// A row of the report; `record_only` as in [`Case::record_only`].
+    pub fn new(
+        id: &'static str,
+        dir: Dir,
+        checks: &'static str,
+        run: fn() -> String,
+        record_only: bool,
+    ) -> Case {
+        Case {
+            id,
+            dir,
+            checks,
+            run,
+            record_only,
+        }
+    }
 }
 
 const CLIENT_LIMIT: Duration = Duration::from_secs(30);
@@ -1024,17 +1069,6 @@ fn lossy_separate(ours_client: bool) -> String {
 
 fn cases() -> Vec<Case> {
     use Dir::*;
-    macro_rules! case {
-        ($id:literal, $dir:expr, $checks:literal, $f:expr) => {
-            Case {
-                id: $id,
-                dir: $dir,
-                checks: $checks,
-                run: $f,
-                record_only: false,
-            }
-        };
-    }
     vec![
         case!(
             "CORE_01",

@@ -13,7 +13,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
@@ -22,9 +21,9 @@ use coap_engine::{
     Config, Event, ExchangeError, FailureReason, Keepalive, Security, TransmissionParameters,
 };
 use coap_engine_conformance::{
-    dtls_records, libcoap, ours, run, Background, Datagram, DtlsRecord, Relay, Run, Server, ALERT,
-    APPLICATION_DATA, CERTIFICATE, CERTIFICATE_REQUEST, CHANGE_CIPHER_SPEC, CLIENT_HELLO,
-    HANDSHAKE, HELLO_VERIFY_REQUEST, SERVER_HELLO,
+    dtls_records, libcoap, ours, run, Background, Datagram, DtlsRecord, Relay, Run, Scratch,
+    Server, ALERT, APPLICATION_DATA, CERTIFICATE, CERTIFICATE_REQUEST, CHANGE_CIPHER_SPEC,
+    CLIENT_HELLO, HANDSHAKE, HELLO_VERIFY_REQUEST, SERVER_HELLO,
 };
 use coap_engine_mio::Driver;
 
@@ -80,33 +79,6 @@ fn libcoap_psk_client(t: Tls, args: &[&str]) -> Run {
         t,
         &[&["-u", IDENTITY, "-k", KEY, "-B", "20"][..], args].concat(),
     )
-}
-
-/// A scratch directory for one case's files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "coap-conformance-dtls-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,17 +301,6 @@ fn check_no_application_data(w: &Wire, c: &str) {
     }
 }
 
-/// The single stderr line of one of our clients' failures.
-#[track_caller]
-fn one_line(r: &Run, words: &[&str], c: &str) -> String {
-    let lines: Vec<&str> = r.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one line on stderr expected\n{c}");
-    for w in words {
-        assert!(lines[0].contains(w), "{w:?} not in the failure line\n{c}");
-    }
-    lines[0].trim().to_string()
-}
-
 /// The first of libcoap's log lines (stdout) at WARN or ERR, for the notes.
 fn libcoap_complaint(r: &Run) -> String {
     format!("{}{}", r.stdout, r.stderr)
@@ -405,7 +366,7 @@ fn wrong_psk_ours(t: Tls) -> String {
     let r = our_client(&["-u", IDENTITY, "-k", WRONG_KEY, "-B", "3", &uri]);
     let c = ctx(&relay, &r);
     assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let line = one_line(&r, &["DTLS", "pre-shared key"], &c);
+    let line = r.one_stderr_line(&["DTLS", "pre-shared key"], &c);
     let w = Wire::read(&relay);
     check_no_application_data(&w, &c);
     // The client got as far as its encrypted Finished (epoch 1): the key was tried and
@@ -652,7 +613,7 @@ fn refused_ours(t: Tls) -> String {
     let r = our_client(&["-C", &ca, "-B", "5", &uri]);
     let c = ctx(&relay, &r);
     assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let unknown = one_line(&r, &["DTLS", "unknown CA"], &c);
+    let unknown = r.one_stderr_line(&["DTLS", "unknown CA"], &c);
     let w = Wire::read(&relay);
     check_no_application_data(&w, &c);
     // A refusal, told to the server, not a timeout.
@@ -667,7 +628,7 @@ fn refused_ours(t: Tls) -> String {
     let r = our_client(&["-C", &ca, "-B", "5", &uri]);
     let c = ctx(&relay, &r);
     assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let mismatch = one_line(&r, &["DTLS", "name mismatch", "127.0.0.2"], &c);
+    let mismatch = r.one_stderr_line(&["DTLS", "name mismatch", "127.0.0.2"], &c);
     let w = Wire::read(&relay);
     check_no_application_data(&w, &c);
     assert!(r.elapsed < Duration::from_secs(3), "{c}");
@@ -1175,7 +1136,7 @@ impl Side {
 }
 
 fn large_and_observe(side: Side, server: &Server) -> String {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("dtls");
     let (input, output, example) = (
         scratch.file("in.bin"),
         scratch.file("out.bin"),
@@ -1276,34 +1237,34 @@ fn large_libcoap(t: Tls) -> String {
 macro_rules! rows {
     ($id:literal, $ours:literal, $theirs:literal, $f_ours:ident, $f_theirs:ident, $record:expr) => {
         [
-            Case {
-                id: $id,
-                dir: Dir::OursToTls(Tls::OpenSsl),
-                checks: $ours,
-                run: || $f_ours(Tls::OpenSsl),
-                record_only: false,
-            },
-            Case {
-                id: $id,
-                dir: Dir::OursToTls(Tls::GnuTls),
-                checks: $ours,
-                run: || $f_ours(Tls::GnuTls),
-                record_only: false,
-            },
-            Case {
-                id: $id,
-                dir: Dir::TlsToOurs(Tls::OpenSsl),
-                checks: $theirs,
-                run: || $f_theirs(Tls::OpenSsl),
-                record_only: $record,
-            },
-            Case {
-                id: $id,
-                dir: Dir::TlsToOurs(Tls::GnuTls),
-                checks: $theirs,
-                run: || $f_theirs(Tls::GnuTls),
-                record_only: $record,
-            },
+            Case::new(
+                $id,
+                Dir::OursToTls(Tls::OpenSsl),
+                $ours,
+                || $f_ours(Tls::OpenSsl),
+                false,
+            ),
+            Case::new(
+                $id,
+                Dir::OursToTls(Tls::GnuTls),
+                $ours,
+                || $f_ours(Tls::GnuTls),
+                false,
+            ),
+            Case::new(
+                $id,
+                Dir::TlsToOurs(Tls::OpenSsl),
+                $theirs,
+                || $f_theirs(Tls::OpenSsl),
+                $record,
+            ),
+            Case::new(
+                $id,
+                Dir::TlsToOurs(Tls::GnuTls),
+                $theirs,
+                || $f_theirs(Tls::GnuTls),
+                $record,
+            ),
         ]
     };
 }

@@ -1134,26 +1134,6 @@ fn plain_get_by_libcoap() -> String {
 
 pub fn cases() -> Vec<Case> {
     use Dir::*;
-    macro_rules! case {
-        ($id:literal, $dir:expr, $checks:literal, $f:expr) => {
-            Case {
-                id: $id,
-                dir: $dir,
-                checks: $checks,
-                run: $f,
-                record_only: false,
-            }
-        };
-        (recorded $id:literal, $dir:expr, $checks:literal, $f:expr) => {
-            Case {
-                id: $id,
-                dir: $dir,
-                checks: $checks,
-                run: $f,
-                record_only: true,
-            }
-        };
-    }
     vec![
         case!(
             "OBS_01",

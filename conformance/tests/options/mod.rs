@@ -483,96 +483,85 @@ fn if_none_match(dir: Dir) -> String {
 
 pub fn cases() -> Vec<Case> {
     use Dir::*;
-    let case = |id: &'static str,
-                dir: Dir,
-                checks: &'static str,
-                run: fn() -> String,
-                record_only: bool| Case {
-        id,
-        dir,
-        checks,
-        run,
-        record_only,
-    };
     vec![
-        case(
+        Case::new(
             "CORE_18",
             OursToLibcoap,
             "POST creating a resource: 2.01 with Location-Path",
             || location_path(Dir::OursToLibcoap),
             false,
         ),
-        case(
+        Case::new(
             "CORE_18",
             LibcoapToOurs,
             "POST creating a resource: 2.01 with Location-Path",
             || location_path(Dir::LibcoapToOurs),
             false,
         ),
-        case(
+        Case::new(
             "CORE_19",
             OursToLibcoap,
             "POST with Uri-Query: 2.01 with Location-Path and Location-Query",
             || location_query(Dir::OursToLibcoap),
             false,
         ),
-        case(
+        Case::new(
             "CORE_19",
             LibcoapToOurs,
             "POST with Uri-Query: 2.01 with Location-Path and Location-Query",
             || location_query(Dir::LibcoapToOurs),
             false,
         ),
-        case(
+        Case::new(
             "CORE_20",
             OursToLibcoap,
             "Accept: the accepted Content-Format or 4.06 (libcoap's behaviour recorded)",
             || accept(Dir::OursToLibcoap),
             true,
         ),
-        case(
+        Case::new(
             "CORE_20",
             LibcoapToOurs,
             "Accept: the accepted Content-Format or 4.06",
             || accept(Dir::LibcoapToOurs),
             false,
         ),
-        case(
+        Case::new(
             "CORE_21",
             OursToLibcoap,
             "ETag validation: 2.03 Valid (libcoap's behaviour recorded)",
             etag_libcoap,
             true,
         ),
-        case(
+        Case::new(
             "CORE_21",
             LibcoapToOurs,
             "ETag validation: 2.03 Valid for the current ETag, 2.05 after a change",
             etag_ours,
             false,
         ),
-        case(
+        Case::new(
             "CORE_22",
             OursToLibcoap,
             "PUT with If-Match (libcoap's behaviour recorded)",
             || if_match(Dir::OursToLibcoap),
             true,
         ),
-        case(
+        Case::new(
             "CORE_22",
             LibcoapToOurs,
             "PUT with If-Match: 2.04 when it matches, 4.12 when not",
             || if_match(Dir::LibcoapToOurs),
             false,
         ),
-        case(
+        Case::new(
             "CORE_23",
             OursToLibcoap,
             "PUT with If-None-Match (libcoap's behaviour recorded)",
             || if_none_match(Dir::OursToLibcoap),
             true,
         ),
-        case(
+        Case::new(
             "CORE_23",
             LibcoapToOurs,
             "PUT with If-None-Match: 2.01, then 4.12",

@@ -15,7 +15,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use coap_engine_conformance::{libcoap, ours, run, Background, Ready, Run, Server};
+use coap_engine_conformance::{libcoap, ours, run, Background, Ready, Run, Scratch, Server};
 
 use crate::dtls::pki;
 use crate::{Case, Dir, Tls, CLIENT_LIMIT};
@@ -128,33 +128,6 @@ fn exit(r: &Run) -> String {
 
 fn ctx(relay: &TcpRelay, r: &Run) -> String {
     format!("{}\n--- wire\n{}", r.describe(), relay.trace())
-}
-
-/// A scratch directory for one case's files, removed on drop.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "coap-conformance-tcp-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -522,7 +495,7 @@ fn check_sizes(relay: &TcpRelay, conn: usize, c: &str) -> String {
 }
 
 fn large(ours_client: bool) -> String {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("tcp");
     let input = scratch.file("big.in");
     let body = big_body();
     std::fs::write(&input, &body).unwrap();
@@ -1181,148 +1154,141 @@ fn tls(ours_client: bool) -> String {
 pub fn cases() -> Vec<Case> {
     let ours = Dir::OursToTls(OPENSSL);
     let theirs = Dir::TlsToOurs(OPENSSL);
-    let case = |id, dir, checks, run: fn() -> String, record_only| Case {
-        id,
-        dir,
-        checks,
-        run,
-        record_only,
-    };
     vec![
-        case(
+        Case::new(
             "TCP_01",
             ours,
             "CSM both ways (coap+tcp): first frame each way, Max-Message-Size as -X, Block-Wise-Transfer",
             csm_ours,
             false,
         ),
-        case(
+        Case::new(
             "TCP_01",
             theirs,
             "CSM both ways (coap+tcp): first frame each way, Max-Message-Size as -X, Block-Wise-Transfer",
             csm_libcoap,
             false,
         ),
-        case(
+        Case::new(
             "TCP_02",
             ours,
             "GET, PUT, POST, DELETE over coap+tcp: codes and tokens on the wire",
             || methods(true),
             false,
         ),
-        case(
+        Case::new(
             "TCP_02",
             theirs,
             "GET, PUT, POST, DELETE over coap+tcp: codes and tokens on the wire",
             || methods(false),
             false,
         ),
-        case(
+        Case::new(
             "TCP_03",
             ours,
             "Ping/Pong: the client's -K 1 Pings answered by Pongs with their tokens; a raw Ping with Custody",
             ping_ours,
             false,
         ),
-        case(
+        Case::new(
             "TCP_03",
             theirs,
             "Ping/Pong: the client's -K 1 Pings answered by Pongs with their tokens; a raw Ping with Custody echoed",
             ping_libcoap,
             false,
         ),
-        case(
+        Case::new(
             "TCP_04",
             ours,
             "100 kB PUT and GET byte-exact, server -X 1152, GET with client -X 1152 and without: no frame above the receiver's Max-Message-Size",
             || large(true),
             false,
         ),
-        case(
+        Case::new(
             "TCP_04",
             theirs,
             "100 kB PUT and GET byte-exact, server -X 1152, GET with client -X 1152 and without: no frame above the receiver's Max-Message-Size",
             || large(false),
             false,
         ),
-        case(
+        Case::new(
             "TCP_05",
             ours,
             "observe /time over coap+tcp (-s 3): Observe 0, increasing notifications, deregistration",
             || observe(true),
             false,
         ),
-        case(
+        Case::new(
             "TCP_05",
             theirs,
             "observe /time over coap+tcp (-s 3): Observe 0, increasing notifications, deregistration",
             || observe(false),
             false,
         ),
-        case(
+        Case::new(
             "TCP_06",
             ours,
             "Release: our client ends with 7.04 then FIN; a fake server (the test) sends Release / Abort: exit 3, one line",
             release_ours,
             false,
         ),
-        case(
+        Case::new(
             "TCP_06",
             ours,
             "Release/Abort to coap-server-openssl (a raw client, the test, sends them): what it does",
             release_to_libcoap,
             true,
         ),
-        case(
+        Case::new(
             "TCP_06",
             theirs,
             "Release/Abort to our server (a raw client, the test, sends them): it closes, sends nothing more, keeps serving",
             release_to_ours,
             false,
         ),
-        case(
+        Case::new(
             "TCP_06",
             theirs,
             "Release/Abort to coap-client-openssl (a fake server, the test, sends them): what it does",
             release_to_libcoap_client,
             true,
         ),
-        case(
+        Case::new(
             "TCP_07",
             theirs,
             "malformed to our server: a raw client (the test) sends no CSM / token length 9 / a 1 MB length; Abort, then close",
             malformed_to_ours,
             false,
         ),
-        case(
+        Case::new(
             "TCP_07",
             ours,
             "malformed to coap-server-openssl: a raw client (the test) sends no CSM / token length 9 / a 1 MB length; what it does",
             malformed_to_libcoap,
             true,
         ),
-        case(
+        Case::new(
             "TCP_07",
             ours,
             "malformed to our client: a fake server (the test) sends no CSM / token length 15; Abort, close, exit 3",
             malformed_ours_client,
             false,
         ),
-        case(
+        Case::new(
             "TCP_07",
             theirs,
             "malformed to coap-client-openssl: a fake server (the test) sends no CSM / token length 15; what it does",
             malformed_libcoap_client,
             true,
         ),
-        case(
+        Case::new(
             "TLS_01",
             ours,
             "coaps+tcp with certificates both ways: PUT/GET exit 0, TLS records on the wire, no payload in the clear",
             || tls(true),
             false,
         ),
-        case(
+        Case::new(
             "TLS_01",
             theirs,
             "coaps+tcp with certificates both ways: PUT/GET exit 0, TLS records on the wire, no payload in the clear",

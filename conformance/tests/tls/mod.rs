@@ -476,17 +476,6 @@ fn ctx(relay: &TcpRelay, r: &Run, server: &Server) -> String {
     )
 }
 
-/// The single stderr line of one of our clients' failures, holding every one of `words`.
-#[track_caller]
-fn one_line(r: &Run, words: &[&str], c: &str) -> String {
-    let lines: Vec<&str> = r.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one line on stderr expected\n{c}");
-    for w in words {
-        assert!(lines[0].contains(w), "{w:?} not in the failure line\n{c}");
-    }
-    lines[0].trim().to_string()
-}
-
 /// The plaintext hellos of the relay's connection `conn`: a ClientHello went out and the
 /// server answered with a ServerHello. Returns "TLS 1.x, SUITE".
 #[track_caller]
@@ -600,7 +589,7 @@ fn unknown_ca_ours() -> String {
     let r = our_client(&["-C", &pki("ca.pem"), "-B", "5", &relay.uri("coaps+tcp", "")]);
     let c = ctx(&relay, &r, &server);
     assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let line = one_line(&r, &["TLS", "unknown CA"], &c);
+    let line = r.one_stderr_line(&["TLS", "unknown CA"], &c);
     assert!(r.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
     let hello = handshake_seen(&relay, 0, &c);
     // Our alert is encrypted in TLS 1.3; libcoap logs what it received.
@@ -660,7 +649,7 @@ fn wrong_name_ours() -> String {
     let r = our_client(&["-C", &ca, "-B", "5", &relay.uri("coaps+tcp", "")]);
     let c = ctx(&relay, &r, &server);
     assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let line = one_line(&r, &["TLS", "name mismatch", "127.0.0.2"], &c);
+    let line = r.one_stderr_line(&["TLS", "name mismatch", "127.0.0.2"], &c);
     assert!(r.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
     let hello = handshake_seen(&relay, 0, &c);
     assert!(
@@ -726,7 +715,7 @@ fn client_cert_ours() -> String {
     let none = our_client(&["-C", &ca, "-B", "5", &uri]);
     let c = ctx(&relay, &none, &server);
     assert_eq!(none.code(), Some(3), "exit status 3 expected\n{c}");
-    let none_line = one_line(&none, &["TLS", "certificate_required", "-c certfile"], &c);
+    let none_line = none.one_stderr_line(&["TLS", "certificate_required", "-c certfile"], &c);
     assert!(none.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
     let hello = handshake_seen(&relay, 0, &c);
     assert!(
@@ -762,7 +751,7 @@ fn client_cert_ours() -> String {
     ]);
     let c = ctx(&relay, &untrusted, &server);
     assert_eq!(untrusted.code(), Some(3), "exit status 3 expected\n{c}");
-    let untrusted_line = one_line(&untrusted, &["TLS", "unknown_ca"], &c);
+    let untrusted_line = untrusted.one_stderr_line(&["TLS", "unknown_ca"], &c);
     assert!(untrusted.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
     assert!(
         server_says(&server, "'coap-engine untrusted client' depth=0"),
@@ -866,48 +855,12 @@ fn client_cert_libcoap() -> String {
 
 pub fn cases() -> Vec<Case> {
     vec![
-        Case {
-            id: "TLS_02",
-            dir: Dir::OursToTls(OPENSSL),
-            checks: "coaps+tcp, unknown CA: a server certificate from an untrusted CA refused, exit 3 with one line naming it, alert told (libcoap logs it)",
-            run: unknown_ca_ours,
-            record_only: false,
-        },
-        Case {
-            id: "TLS_02",
-            dir: Dir::TlsToOurs(OPENSSL),
-            checks: "coaps+tcp, unknown CA: coap-client-openssl -C ca.pem against our server with an untrusted certificate prints no answer; our server logs the client's alert; exit status recorded",
-            run: unknown_ca_libcoap,
-            record_only: false,
-        },
-        Case {
-            id: "TLS_03",
-            dir: Dir::OursToTls(OPENSSL),
-            checks: "coaps+tcp, wrong name: server.pem reached as 127.0.0.2 refused (exit 3, one line naming the mismatch), as 127.0.0.1 accepted",
-            run: wrong_name_ours,
-            record_only: false,
-        },
-        Case {
-            id: "TLS_03",
-            dir: Dir::TlsToOurs(OPENSSL),
-            checks: "coaps+tcp, wrong name: coap-client-openssl -C ca.pem reaching our server.pem as 127.0.0.2: what it does, recorded",
-            run: wrong_name_libcoap,
-            record_only: true,
-        },
-        Case {
-            id: "TLS_04",
-            dir: Dir::OursToTls(OPENSSL),
-            checks: "coaps+tcp, client certificate required (libcoap -C): without -c exit 3 naming certificate_required, with client.pem exit 0, with other-client.pem (untrusted CA) exit 3",
-            run: client_cert_ours,
-            record_only: false,
-        },
-        Case {
-            id: "TLS_04",
-            dir: Dir::TlsToOurs(OPENSSL),
-            checks: "coaps+tcp, client certificate required (our -C): coap-client-openssl without a certificate and with other-client.pem gets no answer (our server logs why), with client.pem it does",
-            run: client_cert_libcoap,
-            record_only: false,
-        },
+        Case::new("TLS_02", Dir::OursToTls(OPENSSL), "coaps+tcp, unknown CA: a server certificate from an untrusted CA refused, exit 3 with one line naming it, alert told (libcoap logs it)", unknown_ca_ours, false),
+        Case::new("TLS_02", Dir::TlsToOurs(OPENSSL), "coaps+tcp, unknown CA: coap-client-openssl -C ca.pem against our server with an untrusted certificate prints no answer; our server logs the client's alert; exit status recorded", unknown_ca_libcoap, false),
+        Case::new("TLS_03", Dir::OursToTls(OPENSSL), "coaps+tcp, wrong name: server.pem reached as 127.0.0.2 refused (exit 3, one line naming the mismatch), as 127.0.0.1 accepted", wrong_name_ours, false),
+        Case::new("TLS_03", Dir::TlsToOurs(OPENSSL), "coaps+tcp, wrong name: coap-client-openssl -C ca.pem reaching our server.pem as 127.0.0.2: what it does, recorded", wrong_name_libcoap, true),
+        Case::new("TLS_04", Dir::OursToTls(OPENSSL), "coaps+tcp, client certificate required (libcoap -C): without -c exit 3 naming certificate_required, with client.pem exit 0, with other-client.pem (untrusted CA) exit 3", client_cert_ours, false),
+        Case::new("TLS_04", Dir::TlsToOurs(OPENSSL), "coaps+tcp, client certificate required (our -C): coap-client-openssl without a certificate and with other-client.pem gets no answer (our server logs why), with client.pem it does", client_cert_libcoap, false),
     ]
 }
 
