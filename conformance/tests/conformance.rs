@@ -532,17 +532,7 @@ fn check_separate(
 
 fn separate_ours_to_libcoap(con: bool, token: Option<&'static str>) -> String {
     let server = libcoap_server(&[]);
-    let relay = Relay::new(server.addr());
-    let mut args = vec![];
-    if !con {
-        args.push("-N");
-    }
-    if let Some(t) = token {
-        args.extend(["-T", t]);
-    }
-    let uri = relay.uri("async?1");
-    args.push(&uri);
-    let r = our_client(&args);
+    let (relay, r) = separate_exchange(&server, our_client, con, token, "async?1");
     r.expect_code(0);
     assert_eq!(r.stdout, "done", "{}", ctx(&relay, &r));
     let want = token.map(hex_or_text);
@@ -550,7 +540,25 @@ fn separate_ours_to_libcoap(con: bool, token: Option<&'static str>) -> String {
 }
 
 fn separate_libcoap_to_ours(con: bool, token: Option<&'static str>) -> String {
+    // Our server's engine sends the Empty ACK after Config::empty_ack_delay (1 s): /async?2
+    // answers after it, so the response is separate for sure (?1 would race the ACK timer).
     let server = our_server(&[]);
+    let (relay, r) = separate_exchange(&server, libcoap_client, con, token, "async?2");
+    r.expect_code(0);
+    assert!(r.stdout.contains("done"), "{}", ctx(&relay, &r));
+    let want = token.map(hex_or_text);
+    check_separate(&relay, &r, con, want.as_deref(), true)
+}
+
+/// One request for `path` (`-N` unless `con`, `-T token` if given) from `client` to `server`
+/// through a relay.
+fn separate_exchange(
+    server: &Server,
+    client: fn(&[&str]) -> Run,
+    con: bool,
+    token: Option<&str>,
+    path: &str,
+) -> (Relay, Run) {
     let relay = Relay::new(server.addr());
     let mut args = vec![];
     if !con {
@@ -559,15 +567,9 @@ fn separate_libcoap_to_ours(con: bool, token: Option<&'static str>) -> String {
     if let Some(t) = token {
         args.extend(["-T", t]);
     }
-    // Our server's engine sends the Empty ACK after Config::empty_ack_delay (1 s): /async?2
-    // answers after it, so the response is separate for sure (?1 would race the ACK timer).
-    let uri = relay.uri("async?2");
+    let uri = relay.uri(path);
     args.push(&uri);
-    let r = libcoap_client(&args);
-    r.expect_code(0);
-    assert!(r.stdout.contains("done"), "{}", ctx(&relay, &r));
-    let want = token.map(hex_or_text);
-    check_separate(&relay, &r, con, want.as_deref(), true)
+    (relay, client(&args))
 }
 
 fn hex_or_text(t: &str) -> Vec<u8> {

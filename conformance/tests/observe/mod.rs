@@ -640,41 +640,41 @@ fn vanished_ours_to_libcoap() -> String {
 // ---------------------------------------------------------------------------------------------
 // OBS_07, OBS_08, OBS_09: another client changes or deletes the observed resource
 
-/// Makes `path` on the server (PUT `first`), starts the observer through the relay, waits for
-/// its first notification, runs `change` (a client talking to the server directly), and
-/// returns the observer's run and the wire.
+/// Starts a server (`server_args`) behind a relay, makes `path` on it (PUT `first`), starts
+/// the observer through the relay, waits for its first notification, runs `change` (a client
+/// talking to the server directly), and returns the server, the relay, the observer's run
+/// and the context for failure messages.
 fn observe_and_change(
     ours_client: bool,
-    server: &Server,
-    relay: &Relay,
+    server_args: &[&str],
     path: &str,
     first: &str,
     change: &[&str],
-) -> Run {
+) -> (Server, Relay, Run, String) {
+    let server = server(ours_client, server_args);
+    let relay = Relay::new(server.addr());
     let target = server.uri(path);
     direct(ours_client, &["-m", "put", "-t", "0", "-e", first, &target]).expect_code(0);
     let uri = relay.uri(path);
     let observer = spawn_observer(ours_client, &["-s", "5", "-w", &uri]);
-    wait_notifications(relay, 1, Duration::from_secs(10));
+    wait_notifications(&relay, 1, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     let mut args = change.to_vec();
     args.push(&target);
     direct(ours_client, &args).expect_code(0);
-    observer.finish(OBSERVER_LIMIT)
+    let run = observer.finish(OBSERVER_LIMIT);
+    let c = ctx(&relay, &run);
+    (server, relay, run, c)
 }
 
 fn update_by_put(ours_client: bool) -> String {
-    let server = server(ours_client, &["-d", "10"]);
-    let relay = Relay::new(server.addr());
-    let run = observe_and_change(
+    let (_server, relay, run, c) = observe_and_change(
         ours_client,
-        &server,
-        &relay,
+        &["-d", "10"],
         "example_data",
         "obs09 first",
         &["-m", "put", "-t", "0", "-e", "obs09 second"],
     );
-    let c = ctx(&relay, &run);
     run.expect_code(0);
     let w = Wire::read(&relay, &c);
     let n = w.notifications();
@@ -701,17 +701,13 @@ fn update_by_put(ours_client: bool) -> String {
 }
 
 fn delete_ends(ours_client: bool) -> String {
-    let server = server(ours_client, &["-d", "10", "-v", "6"]);
-    let relay = Relay::new(server.addr());
-    let run = observe_and_change(
+    let (server, relay, run, c) = observe_and_change(
         ours_client,
-        &server,
-        &relay,
+        &["-d", "10", "-v", "6"],
         "obs07",
         "obs07 data",
         &["-m", "delete"],
     );
-    let c = ctx(&relay, &run);
     let w = Wire::read(&relay, &c);
     let (at, gone) = w
         .answers
@@ -758,17 +754,13 @@ fn delete_ends(ours_client: bool) -> String {
 }
 
 fn format_change(ours_client: bool) -> String {
-    let server = server(ours_client, &["-d", "10", "-v", "6"]);
-    let relay = Relay::new(server.addr());
-    let run = observe_and_change(
+    let (server, relay, run, c) = observe_and_change(
         ours_client,
-        &server,
-        &relay,
+        &["-d", "10", "-v", "6"],
         "example_data",
         "obs08 text",
         &["-m", "put", "-t", "50", "-e", "{\"obs\":8}"],
     );
-    let c = ctx(&relay, &run);
     let w = Wire::read(&relay, &c);
     let after: Vec<&(Instant, Packet, bool)> = w.answers.iter().skip(1).collect();
     let describe = |p: &Packet| {

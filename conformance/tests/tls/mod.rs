@@ -575,6 +575,37 @@ fn libcoap_verdict(relay: &TcpRelay, args: &[&str]) -> (Run, bool, String) {
     (r, accepted, note)
 }
 
+/// [`libcoap_verdict`] for a run that must end: whether it printed our answer, the note, and
+/// the context for failure messages.
+#[track_caller]
+fn libcoap_ended(relay: &TcpRelay, server: &Server, args: &[&str]) -> (bool, String, String) {
+    let (r, accepted, note) = libcoap_verdict(relay, args);
+    let c = ctx(relay, &r, server);
+    assert!(r.status.is_some(), "coap-client-openssl did not end\n{c}");
+    (accepted, note, c)
+}
+
+/// Our client's refusal of a handshake: exit status 3 well before its `-B 5`, and a single
+/// stderr line holding every one of `words`. Returns the context and that line.
+#[track_caller]
+fn refused(r: &Run, relay: &TcpRelay, server: &Server, words: &[&str]) -> (String, String) {
+    let c = ctx(relay, r, server);
+    assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
+    let line = r.one_stderr_line(words, &c);
+    assert!(r.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
+    (c, line)
+}
+
+/// One of our servers with the certificate `name`.pem (key `name`.key) and `extra`
+/// arguments, at log level 4 (it logs why a handshake failed).
+fn our_cert_server(name: &str, extra: &[&str]) -> Server {
+    let (cert, key) = (pki(&format!("{name}.pem")), pki(&format!("{name}.key")));
+    let mut args = vec!["-c", &cert, "-j", &key];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-v", "4"]);
+    our_server(&args)
+}
+
 // ---------------------------------------------------------------------------------------------
 // TLS_02: a server certificate from an unknown CA
 
@@ -587,10 +618,7 @@ fn unknown_ca_ours() -> String {
     ]);
     let relay = TcpRelay::new(tls_addr(&server));
     let r = our_client(&["-C", &pki("ca.pem"), "-B", "5", &relay.uri("coaps+tcp", "")]);
-    let c = ctx(&relay, &r, &server);
-    assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let line = r.one_stderr_line(&["TLS", "unknown CA"], &c);
-    assert!(r.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
+    let (c, line) = refused(&r, &relay, &server, &["TLS", "unknown CA"]);
     let hello = handshake_seen(&relay, 0, &c);
     // Our alert is encrypted in TLS 1.3; libcoap logs what it received.
     assert!(
@@ -604,18 +632,9 @@ fn unknown_ca_ours() -> String {
 }
 
 fn unknown_ca_libcoap() -> String {
-    let server = our_server(&[
-        "-c",
-        &pki("other-server.pem"),
-        "-j",
-        &pki("other-server.key"),
-        "-v",
-        "4",
-    ]);
+    let server = our_cert_server("other-server", &[]);
     let relay = TcpRelay::new(tls_addr(&server));
-    let (r, accepted, note) = libcoap_verdict(&relay, &["-C", &pki("ca.pem")]);
-    let c = ctx(&relay, &r, &server);
-    assert!(r.status.is_some(), "coap-client-openssl did not end\n{c}");
+    let (accepted, note, c) = libcoap_ended(&relay, &server, &["-C", &pki("ca.pem")]);
     assert!(
         !accepted,
         "coap-client-openssl -C ca.pem printed the answer of a server it cannot verify\n{c}"
@@ -647,10 +666,7 @@ fn wrong_name_ours() -> String {
     );
     let relay = TcpRelay::on(OTHER_NAME, tls_addr(&server));
     let r = our_client(&["-C", &ca, "-B", "5", &relay.uri("coaps+tcp", "")]);
-    let c = ctx(&relay, &r, &server);
-    assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let line = r.one_stderr_line(&["TLS", "name mismatch", "127.0.0.2"], &c);
-    assert!(r.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
+    let (c, line) = refused(&r, &relay, &server, &["TLS", "name mismatch", "127.0.0.2"]);
     let hello = handshake_seen(&relay, 0, &c);
     assert!(
         !r.stdout.contains(LIBCOAP_TEXT),
@@ -672,18 +688,9 @@ fn wrong_name_ours() -> String {
 }
 
 fn wrong_name_libcoap() -> String {
-    let server = our_server(&[
-        "-c",
-        &pki("server.pem"),
-        "-j",
-        &pki("server.key"),
-        "-v",
-        "4",
-    ]);
+    let server = our_cert_server("server", &[]);
     let relay = TcpRelay::on(OTHER_NAME, tls_addr(&server));
-    let (r, accepted, note) = libcoap_verdict(&relay, &["-C", &pki("ca.pem")]);
-    let c = ctx(&relay, &r, &server);
-    assert!(r.status.is_some(), "coap-client-openssl did not end\n{c}");
+    let (accepted, note, c) = libcoap_ended(&relay, &server, &["-C", &pki("ca.pem")]);
     let hello = handshake_seen(&relay, 0, &c);
     format!(
         "server.pem (localhost, 127.0.0.1, ::1) reached as 127.0.0.2 with -C ca.pem: {}{note}; {hello}",
@@ -713,10 +720,12 @@ fn client_cert_ours() -> String {
     let uri = relay.uri("coaps+tcp", "");
 
     let none = our_client(&["-C", &ca, "-B", "5", &uri]);
-    let c = ctx(&relay, &none, &server);
-    assert_eq!(none.code(), Some(3), "exit status 3 expected\n{c}");
-    let none_line = none.one_stderr_line(&["TLS", "certificate_required", "-c certfile"], &c);
-    assert!(none.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
+    let (c, none_line) = refused(
+        &none,
+        &relay,
+        &server,
+        &["TLS", "certificate_required", "-c certfile"],
+    );
     let hello = handshake_seen(&relay, 0, &c);
     assert!(
         server_says(&server, "peer did not return a certificate"),
@@ -749,10 +758,7 @@ fn client_cert_ours() -> String {
         "5",
         &uri,
     ]);
-    let c = ctx(&relay, &untrusted, &server);
-    assert_eq!(untrusted.code(), Some(3), "exit status 3 expected\n{c}");
-    let untrusted_line = untrusted.one_stderr_line(&["TLS", "unknown_ca"], &c);
-    assert!(untrusted.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
+    let (c, untrusted_line) = refused(&untrusted, &relay, &server, &["TLS", "unknown_ca"]);
     assert!(
         server_says(&server, "'coap-engine untrusted client' depth=0"),
         "coap-server-openssl did not log the untrusted client certificate\n{c}"
@@ -766,21 +772,10 @@ fn client_cert_ours() -> String {
 
 fn client_cert_libcoap() -> String {
     let ca = pki("ca.pem");
-    let server = our_server(&[
-        "-c",
-        &pki("server.pem"),
-        "-j",
-        &pki("server.key"),
-        "-C",
-        &ca,
-        "-v",
-        "4",
-    ]);
+    let server = our_cert_server("server", &["-C", &ca]);
     let relay = TcpRelay::new(tls_addr(&server));
 
-    let (r, accepted, none_note) = libcoap_verdict(&relay, &["-C", &ca]);
-    let c = ctx(&relay, &r, &server);
-    assert!(r.status.is_some(), "coap-client-openssl did not end\n{c}");
+    let (accepted, none_note, c) = libcoap_ended(&relay, &server, &["-C", &ca]);
     assert!(
         !accepted,
         "our server answered a client without a certificate\n{c}"
@@ -808,8 +803,9 @@ fn client_cert_libcoap() -> String {
     assert_eq!(r.code(), Some(0), "{c}");
 
     let before = server.output().matches(": TLS: ").count();
-    let (r, accepted, untrusted_note) = libcoap_verdict(
+    let (accepted, untrusted_note, c) = libcoap_ended(
         &relay,
+        &server,
         &[
             "-C",
             &ca,
@@ -819,8 +815,6 @@ fn client_cert_libcoap() -> String {
             &pki("other-client.key"),
         ],
     );
-    let c = ctx(&relay, &r, &server);
-    assert!(r.status.is_some(), "coap-client-openssl did not end\n{c}");
     assert!(
         !accepted,
         "our server answered an untrusted client certificate\n{c}"
