@@ -218,6 +218,17 @@ fn responses(relay: &Relay) -> Vec<Packet> {
         .collect()
 }
 
+/// The body libcoap's example server generates for `/example_data` (and ours starts with):
+/// a letter every ten bytes (`a`..`z`, wrapping), the digits 1-9 between.
+fn example_data() -> Vec<u8> {
+    (0..1500u32)
+        .map(|i| match i % 10 {
+            0 => b'a' + (i / 10 % 26) as u8,
+            d => b'0' + d as u8,
+        })
+        .collect()
+}
+
 fn ctx(relay: &Relay, run: &Run) -> String {
     format!("{}\n--- wire\n{}", run.describe(), relay.trace())
 }
@@ -701,14 +712,20 @@ fn empty_token_engine(server: Server, expect_text: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Paths and queries: CORE_13, CORE_14
 
+/// `client` PUTs `body` at `path` through `relay`, then GETs it (the relay holding only the
+/// GET): both must succeed. Returns the GET's run.
+fn get_after_put(relay: &Relay, client: fn(&[&str]) -> Run, path: &str, body: &str) -> Run {
+    client(&["-m", "put", "-e", body, &relay.uri(path)]).expect_code(0);
+    relay.clear();
+    let r = client(&[&relay.uri(path)]);
+    r.expect_code(0);
+    r
+}
+
 fn paths_ours_to_libcoap() -> String {
     let server = libcoap_server(&["-d", "10"]);
     let relay = Relay::new(server.addr());
-    let r = our_client(&["-m", "put", "-e", "deep", &relay.uri("seg1/seg2/seg3")]);
-    r.expect_code(0);
-    relay.clear();
-    let r = our_client(&[&relay.uri("seg1/seg2/seg3")]);
-    r.expect_code(0);
+    let r = get_after_put(&relay, our_client, "seg1/seg2/seg3", "deep");
     assert_eq!(r.stdout, "deep", "{}", ctx(&relay, &r));
     let (req, _) = single_exchange(&relay, &r, RequestType::Get, true);
     let segs: Vec<Vec<u8>> = req
@@ -727,11 +744,7 @@ fn paths_ours_to_libcoap() -> String {
 fn paths_libcoap_to_ours() -> String {
     let server = our_server(&["-d", "10"]);
     let relay = Relay::new(server.addr());
-    let r = libcoap_client(&["-m", "put", "-e", "deep", &relay.uri("seg1/seg2/seg3")]);
-    r.expect_code(0);
-    relay.clear();
-    let r = libcoap_client(&[&relay.uri("seg1/seg2/seg3")]);
-    r.expect_code(0);
+    let r = get_after_put(&relay, libcoap_client, "seg1/seg2/seg3", "deep");
     assert!(r.stdout.contains("deep"), "{}", ctx(&relay, &r));
     let (req, resp) = single_exchange(&relay, &r, RequestType::Get, true);
     assert_code(&resp, "2.05", &ctx(&relay, &r));

@@ -12,18 +12,9 @@
 use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use coap_engine_conformance::{Relay, Run, Scratch, Server};
 
-use crate::{code, ctx, libcoap_client, libcoap_server, our_client, our_server, Case, Dir};
-
-/// The body libcoap's example server generates for `/example_data` (and ours starts with):
-/// a letter every ten bytes (`a`..`z`, wrapping), the digits 1-9 between.
-fn example_data() -> Vec<u8> {
-    (0..1500u32)
-        .map(|i| match i % 10 {
-            0 => b'a' + (i / 10 % 26) as u8,
-            d => b'0' + d as u8,
-        })
-        .collect()
-}
+use crate::{
+    code, ctx, example_data, libcoap_client, libcoap_server, our_client, our_server, Case, Dir,
+};
 
 /// Bytes of every value (not text: a body is never re-encoded on the way).
 fn binary(len: usize, seed: u32) -> Vec<u8> {

@@ -27,7 +27,7 @@ use coap_engine_conformance::{
 };
 use coap_engine_mio::Driver;
 
-use crate::{Case, Dir, Tls, CLIENT_LIMIT};
+use crate::{example_data, Case, Dir, Tls, CLIENT_LIMIT};
 
 /// The PSK identity and key every PSK case uses (libcoap's `-u` and `-k`).
 pub const IDENTITY: &str = "conformance";
@@ -1072,16 +1072,6 @@ fn restart_libcoap(t: Tls) -> String {
 fn body() -> Vec<u8> {
     (0..5000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
-}
-
-/// libcoap's generated `/example_data` (our server starts with the same 1500 bytes).
-fn example_data() -> Vec<u8> {
-    (0..1500u32)
-        .map(|i| match i % 10 {
-            0 => b'a' + (i / 10 % 26) as u8,
-            d => b'0' + d as u8,
-        })
         .collect()
 }
 

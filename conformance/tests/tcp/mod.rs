@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use coap_engine_conformance::{libcoap, ours, run, Background, Ready, Run, Scratch, Server};
 
 use crate::dtls::pki;
+use crate::tls::{suite_name, version_name};
 use crate::{Case, Dir, Tls, CLIENT_LIMIT};
 
 mod wire;
@@ -124,6 +125,23 @@ fn unport(text: &str) -> String {
 fn exit(r: &Run) -> String {
     r.code()
         .map_or("none (killed at the limit)".into(), |c| c.to_string())
+}
+
+/// `client` with `args` and the `coap+tcp://` URI of `path` on `server` through a relay, until
+/// the connection has closed both ways (within [`PROMPT`]); returns the relay, the run and
+/// the context for failure messages.
+fn closed_exchange(
+    server: &Server,
+    client: fn(&[&str]) -> Run,
+    args: &[&str],
+    path: &str,
+) -> (TcpRelay, Run, String) {
+    let relay = TcpRelay::new(tcp_addr(server));
+    let uri = relay.uri("coap+tcp", path);
+    let r = client(&[args, &[uri.as_str()]].concat());
+    relay.wait_closed(true, PROMPT);
+    let c = ctx(&relay, &r);
+    (relay, r, c)
 }
 
 fn ctx(relay: &TcpRelay, r: &Run) -> String {
@@ -397,11 +415,8 @@ fn describe_pong(p: &Frame) -> String {
 /// that the connection stays up); libcoap's Pongs are recorded.
 fn ping_ours() -> String {
     let server = libcoap_server(&[]);
-    let relay = TcpRelay::new(tcp_addr(&server));
     // libcoap's /async?3 answers after 3 s: the connection is silent meanwhile.
-    let r = our_client(&["-K", "1", &relay.uri("coap+tcp", "async?3")]);
-    relay.wait_closed(true, PROMPT);
-    let c = ctx(&relay, &r);
+    let (relay, r, c) = closed_exchange(&server, our_client, &["-K", "1"], "async?3");
     assert_eq!(r.code(), Some(0), "{c}");
     assert_eq!(r.stdout, "done", "{c}");
     let (n, worst, matched) = check_pings(&relay, &c);
@@ -421,10 +436,7 @@ fn ping_ours() -> String {
 
 fn ping_libcoap() -> String {
     let server = our_server(&[]);
-    let relay = TcpRelay::new(tcp_addr(&server));
-    let r = libcoap_client(&["-K", "1", &relay.uri("coap+tcp", "async?3")]);
-    relay.wait_closed(true, PROMPT);
-    let c = ctx(&relay, &r);
+    let (relay, r, c) = closed_exchange(&server, libcoap_client, &["-K", "1"], "async?3");
     assert_eq!(r.code(), Some(0), "{c}");
     assert!(r.stdout.contains("done"), "{c}");
     let (n, worst, matched) = check_pings(&relay, &c);
@@ -711,11 +723,8 @@ fn abort() -> Vec<u8> {
 /// fake server that sends a Release or an Abort instead of answering: exit 3, one line.
 fn release_ours() -> String {
     let server = libcoap_server(&[]);
-    let relay = TcpRelay::new(tcp_addr(&server));
-    let r = our_client(&[&relay.uri("coap+tcp", "")]);
+    let (relay, r, c) = closed_exchange(&server, our_client, &[], "");
     r.expect_code(0);
-    relay.wait_closed(true, PROMPT);
-    let c = ctx(&relay, &r);
     let up = relay.clean_frames(0, true);
     let last = up.last().unwrap_or_else(|| panic!("nothing sent\n{c}"));
     assert!(
@@ -792,11 +801,8 @@ fn release_to_libcoap() -> String {
 /// libcoap's client's connection.
 fn release_to_ours() -> String {
     let server = our_server(&["-v", "6"]);
-    let relay = TcpRelay::new(tcp_addr(&server));
-    let r = libcoap_client(&[&relay.uri("coap+tcp", "")]);
+    let (relay, r, c) = closed_exchange(&server, libcoap_client, &[], "");
     r.expect_code(0);
-    relay.wait_closed(true, PROMPT);
-    let c = ctx(&relay, &r);
     let up = relay.clean_frames(0, true);
     let libcoap_end = if up.iter().any(|f| f.is("7.04")) {
         "a Release, then its FIN"
@@ -1086,17 +1092,7 @@ fn check_tls(relay: &TcpRelay, clear: &[&str], c: &str) -> String {
     }
     let (version, suite) = server_hello(&relay.bytes(0, false))
         .unwrap_or_else(|| panic!("no readable ServerHello\n{c}"));
-    let version = match version {
-        0x0304 => "TLS 1.3".to_string(),
-        0x0303 => "TLS 1.2".to_string(),
-        v => format!("version {v:#06x}"),
-    };
-    let suite = match suite {
-        0x1301 => "TLS_AES_128_GCM_SHA256".to_string(),
-        0x1302 => "TLS_AES_256_GCM_SHA384".to_string(),
-        0x1303 => "TLS_CHACHA20_POLY1305_SHA256".to_string(),
-        s => format!("{s:#06x}"),
-    };
+    let (version, suite) = (version_name(version), suite_name(suite));
     format!(
         "{} TLS connection(s), {version}, {suite}, each a ClientHello, then \
          application-data records both ways ({counts:?}); no payload in the clear",

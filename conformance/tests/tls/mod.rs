@@ -366,12 +366,21 @@ pub fn server_hello(server_bytes: &[u8]) -> Option<(String, String)> {
             e += 4 + l;
         }
     }
-    let version = match version {
+    Some((version_name(version), suite_name(suite)))
+}
+
+/// A TLS version by name (`TLS 1.3`), else its number.
+pub fn version_name(version: u16) -> String {
+    match version {
         0x0304 => "TLS 1.3".to_string(),
         0x0303 => "TLS 1.2".to_string(),
         v => format!("version {v:#06x}"),
-    };
-    let suite = match suite {
+    }
+}
+
+/// A TLS cipher suite by its IANA name, else its number.
+pub fn suite_name(suite: u16) -> String {
+    match suite {
         0x1301 => "TLS_AES_128_GCM_SHA256".to_string(),
         0x1302 => "TLS_AES_256_GCM_SHA384".to_string(),
         0x1303 => "TLS_CHACHA20_POLY1305_SHA256".to_string(),
@@ -379,8 +388,7 @@ pub fn server_hello(server_bytes: &[u8]) -> Option<(String, String)> {
         0xC02C => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".to_string(),
         0xCCA9 => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256".to_string(),
         s => format!("suite {s:#06x}"),
-    };
-    Some((version, suite))
+    }
 }
 
 /// Whether the client's first bytes are a TLS ClientHello.
