@@ -61,6 +61,17 @@ macro_rules! both {
     };
 }
 
+/// `pair!(id, checks, ours, theirs)`: the two rows of a case run both ways against libcoap's
+/// notls build, `ours` for [`Dir::OursToLibcoap`] and `theirs` for [`Dir::LibcoapToOurs`].
+macro_rules! pair {
+    ($id:literal, $checks:literal, $ours:expr, $theirs:expr) => {
+        vec![
+            case!($id, $crate::Dir::OursToLibcoap, $checks, $ours),
+            case!($id, $crate::Dir::LibcoapToOurs, $checks, $theirs),
+        ]
+    };
+}
+
 mod block;
 mod dtls;
 mod links;
@@ -1084,244 +1095,157 @@ fn lossy_separate(ours_client: bool) -> String {
 
 fn cases() -> Vec<Case> {
     use Dir::*;
-    vec![
-        case!(
+    [
+        pair!(
             "CORE_01",
-            OursToLibcoap,
             "GET, CON: piggybacked 2.05, MID and token matched",
-            || method_ours_to_libcoap("get", true)
-        ),
-        case!(
-            "CORE_01",
-            LibcoapToOurs,
-            "GET, CON: piggybacked 2.05, MID and token matched",
+            || method_ours_to_libcoap("get", true),
             || method_libcoap_to_ours("get", true)
         ),
-        case!(
+        pair!(
             "CORE_02",
-            OursToLibcoap,
             "DELETE, CON: piggybacked 2.02",
-            || method_ours_to_libcoap("delete", true)
-        ),
-        case!(
-            "CORE_02",
-            LibcoapToOurs,
-            "DELETE, CON: piggybacked 2.02",
+            || method_ours_to_libcoap("delete", true),
             || method_libcoap_to_ours("delete", true)
         ),
-        case!(
+        pair!(
             "CORE_03",
-            OursToLibcoap,
             "PUT, CON: piggybacked 2.04, payload stored",
-            || method_ours_to_libcoap("put", true)
-        ),
-        case!(
-            "CORE_03",
-            LibcoapToOurs,
-            "PUT, CON: piggybacked 2.04, payload stored",
+            || method_ours_to_libcoap("put", true),
             || method_libcoap_to_ours("put", true)
         ),
-        case!(
+        pair!(
             "CORE_04",
-            OursToLibcoap,
             "POST, CON: piggybacked response",
-            || method_ours_to_libcoap("post", true)
-        ),
-        case!(
-            "CORE_04",
-            LibcoapToOurs,
-            "POST, CON: piggybacked response",
+            || method_ours_to_libcoap("post", true),
             || method_libcoap_to_ours("post", true)
         ),
-        case!(
+        pair!(
             "CORE_05",
-            OursToLibcoap,
             "GET, NON: NON 2.05, token matched",
-            || method_ours_to_libcoap("get", false)
-        ),
-        case!(
-            "CORE_05",
-            LibcoapToOurs,
-            "GET, NON: NON 2.05, token matched",
+            || method_ours_to_libcoap("get", false),
             || method_libcoap_to_ours("get", false)
         ),
-        case!("CORE_06", OursToLibcoap, "DELETE, NON: NON 2.02", || {
-            method_ours_to_libcoap("delete", false)
-        }),
-        case!("CORE_06", LibcoapToOurs, "DELETE, NON: NON 2.02", || {
-            method_libcoap_to_ours("delete", false)
-        }),
-        case!(
-            "CORE_07",
-            OursToLibcoap,
-            "PUT, NON: NON 2.04, payload stored",
-            || method_ours_to_libcoap("put", false)
+        pair!(
+            "CORE_06",
+            "DELETE, NON: NON 2.02",
+            || method_ours_to_libcoap("delete", false),
+            || method_libcoap_to_ours("delete", false)
         ),
-        case!(
+        pair!(
             "CORE_07",
-            LibcoapToOurs,
             "PUT, NON: NON 2.04, payload stored",
+            || method_ours_to_libcoap("put", false),
             || method_libcoap_to_ours("put", false)
         ),
-        case!("CORE_08", OursToLibcoap, "POST, NON: NON response", || {
-            method_ours_to_libcoap("post", false)
-        }),
-        case!("CORE_08", LibcoapToOurs, "POST, NON: NON response", || {
-            method_libcoap_to_ours("post", false)
-        }),
-        case!(
-            "CORE_09",
-            OursToLibcoap,
-            "GET /async?N, CON: separate response",
-            || separate_ours_to_libcoap(true, None)
+        pair!(
+            "CORE_08",
+            "POST, NON: NON response",
+            || method_ours_to_libcoap("post", false),
+            || method_libcoap_to_ours("post", false)
         ),
-        case!(
+        pair!(
             "CORE_09",
-            LibcoapToOurs,
             "GET /async?N, CON: separate response",
+            || separate_ours_to_libcoap(true, None),
             || separate_libcoap_to_ours(true, None)
         ),
-        case!(
+        pair!(
             "CORE_10",
-            OursToLibcoap,
             "GET with a non-empty token (-T)",
-            token_ours_to_libcoap
-        ),
-        case!(
-            "CORE_10",
-            LibcoapToOurs,
-            "GET with a non-empty token (-T)",
+            token_ours_to_libcoap,
             token_libcoap_to_ours
         ),
-        case!(
+        pair!(
             "CORE_11",
-            OursToLibcoap,
             "-T token with a separate response (/async?N)",
-            || separate_ours_to_libcoap(true, Some("0x0badcafe"))
-        ),
-        case!(
-            "CORE_11",
-            LibcoapToOurs,
-            "-T token with a separate response (/async?N)",
+            || separate_ours_to_libcoap(true, Some("0x0badcafe")),
             || separate_libcoap_to_ours(true, Some("sep-tok"))
         ),
-        case!(
+        vec![case!(
             "CORE_12",
             OursToLibcoap,
             "empty token (engine in-process, token_length 0)",
             || empty_token_engine(libcoap_server(&[]), "libcoap")
-        ),
-        case!(
+        )],
+        vec![case!(
             "CORE_12",
             EngineToOurs,
             "empty token (engine in-process, token_length 0); coap-client-notls cannot send one",
             || empty_token_engine(our_server(&[]), "coap-engine")
-        ),
-        case!(
+        )],
+        pair!(
             "CORE_13",
-            OursToLibcoap,
             "several Uri-Path options",
-            paths_ours_to_libcoap
-        ),
-        case!(
-            "CORE_13",
-            LibcoapToOurs,
-            "several Uri-Path options",
+            paths_ours_to_libcoap,
             paths_libcoap_to_ours
         ),
-        case!(
+        pair!(
             "CORE_14",
-            OursToLibcoap,
             "several Uri-Query options",
-            queries_ours_to_libcoap
-        ),
-        case!(
-            "CORE_14",
-            LibcoapToOurs,
-            "several Uri-Query options",
+            queries_ours_to_libcoap,
             queries_libcoap_to_ours
         ),
-        case!(
+        pair!(
             "CORE_17",
-            OursToLibcoap,
             "GET /async?N, NON: later NON response",
-            || separate_ours_to_libcoap(false, None)
-        ),
-        case!(
-            "CORE_17",
-            LibcoapToOurs,
-            "GET /async?N, NON: later NON response",
+            || separate_ours_to_libcoap(false, None),
             || separate_libcoap_to_ours(false, None)
         ),
     ]
     .into_iter()
+    .flatten()
     .chain(options::cases())
-    .chain(vec![
-        case!(
-            "CORE_31",
-            OursToLibcoap,
-            "CoAP ping (engine in-process) answered by RST",
-            ping_engine_to_libcoap
-        ),
-        case!(
-            "CORE_31",
-            LibcoapToOurs,
-            "libcoap -K pings answered by RST",
-            ping_libcoap_to_ours
-        ),
-        case!(
-            "LINK_01",
-            OursToLibcoap,
-            "GET /.well-known/core: link format",
-            link_ours_to_libcoap
-        ),
-        case!(
-            "LINK_01",
-            LibcoapToOurs,
-            "GET /.well-known/core: link format",
-            link_libcoap_to_ours
-        ),
-    ])
+    .chain(
+        [
+            vec![case!(
+                "CORE_31",
+                OursToLibcoap,
+                "CoAP ping (engine in-process) answered by RST",
+                ping_engine_to_libcoap
+            )],
+            vec![case!(
+                "CORE_31",
+                LibcoapToOurs,
+                "libcoap -K pings answered by RST",
+                ping_libcoap_to_ours
+            )],
+            pair!(
+                "LINK_01",
+                "GET /.well-known/core: link format",
+                link_ours_to_libcoap,
+                link_libcoap_to_ours
+            ),
+        ]
+        .into_iter()
+        .flatten(),
+    )
     .chain(links::cases())
     .chain(block::cases())
-    .chain(vec![
-        case!(
-            "CORE_15",
-            OursToLibcoap,
-            "lossy: client -l 1 drops the request; retransmission",
-            || lossy_client_drop(true)
-        ),
-        case!(
-            "CORE_15",
-            LibcoapToOurs,
-            "lossy: client -l 1 drops the request; retransmission",
-            || lossy_client_drop(false)
-        ),
-        case!(
-            "CORE_15",
-            OursToLibcoap,
-            "lossy: server -l 1 drops the response; duplicate answered",
-            || lossy_server_drop(true)
-        ),
-        case!(
-            "CORE_15",
-            LibcoapToOurs,
-            "lossy: server -l 1 drops the response; duplicate answered",
-            || lossy_server_drop(false)
-        ),
-        case!(
-            "CORE_16",
-            OursToLibcoap,
-            "lossy: server -l 2 drops the separate response; retransmitted",
-            || lossy_separate(true)
-        ),
-        case!(
-            "CORE_16",
-            LibcoapToOurs,
-            "lossy: server -l 2 drops the separate response; retransmitted",
-            || lossy_separate(false)
-        ),
-    ])
+    .chain(
+        [
+            pair!(
+                "CORE_15",
+                "lossy: client -l 1 drops the request; retransmission",
+                || lossy_client_drop(true),
+                || lossy_client_drop(false)
+            ),
+            pair!(
+                "CORE_15",
+                "lossy: server -l 1 drops the response; duplicate answered",
+                || lossy_server_drop(true),
+                || lossy_server_drop(false)
+            ),
+            pair!(
+                "CORE_16",
+                "lossy: server -l 2 drops the separate response; retransmitted",
+                || lossy_separate(true),
+                || lossy_separate(false)
+            ),
+        ]
+        .into_iter()
+        .flatten(),
+    )
     .chain(observe::cases())
     .chain(live::cases())
     .chain(live::more_cases())
