@@ -1095,55 +1095,41 @@ fn lossy_separate(ours_client: bool) -> String {
 
 fn cases() -> Vec<Case> {
     use Dir::*;
+    // CORE_01-08: one method, CON or NON, both ways.
+    macro_rules! methods {
+        ($id:literal, $method:literal, $con:literal, $checks:literal) => {
+            pair!(
+                $id,
+                $checks,
+                || method_ours_to_libcoap($method, $con),
+                || method_libcoap_to_ours($method, $con)
+            )
+        };
+    }
     [
-        pair!(
+        methods!(
             "CORE_01",
-            "GET, CON: piggybacked 2.05, MID and token matched",
-            || method_ours_to_libcoap("get", true),
-            || method_libcoap_to_ours("get", true)
+            "get",
+            true,
+            "GET, CON: piggybacked 2.05, MID and token matched"
         ),
-        pair!(
-            "CORE_02",
-            "DELETE, CON: piggybacked 2.02",
-            || method_ours_to_libcoap("delete", true),
-            || method_libcoap_to_ours("delete", true)
-        ),
-        pair!(
+        methods!("CORE_02", "delete", true, "DELETE, CON: piggybacked 2.02"),
+        methods!(
             "CORE_03",
-            "PUT, CON: piggybacked 2.04, payload stored",
-            || method_ours_to_libcoap("put", true),
-            || method_libcoap_to_ours("put", true)
+            "put",
+            true,
+            "PUT, CON: piggybacked 2.04, payload stored"
         ),
-        pair!(
-            "CORE_04",
-            "POST, CON: piggybacked response",
-            || method_ours_to_libcoap("post", true),
-            || method_libcoap_to_ours("post", true)
-        ),
-        pair!(
-            "CORE_05",
-            "GET, NON: NON 2.05, token matched",
-            || method_ours_to_libcoap("get", false),
-            || method_libcoap_to_ours("get", false)
-        ),
-        pair!(
-            "CORE_06",
-            "DELETE, NON: NON 2.02",
-            || method_ours_to_libcoap("delete", false),
-            || method_libcoap_to_ours("delete", false)
-        ),
-        pair!(
+        methods!("CORE_04", "post", true, "POST, CON: piggybacked response"),
+        methods!("CORE_05", "get", false, "GET, NON: NON 2.05, token matched"),
+        methods!("CORE_06", "delete", false, "DELETE, NON: NON 2.02"),
+        methods!(
             "CORE_07",
-            "PUT, NON: NON 2.04, payload stored",
-            || method_ours_to_libcoap("put", false),
-            || method_libcoap_to_ours("put", false)
+            "put",
+            false,
+            "PUT, NON: NON 2.04, payload stored"
         ),
-        pair!(
-            "CORE_08",
-            "POST, NON: NON response",
-            || method_ours_to_libcoap("post", false),
-            || method_libcoap_to_ours("post", false)
-        ),
+        methods!("CORE_08", "post", false, "POST, NON: NON response"),
         pair!(
             "CORE_09",
             "GET /async?N, CON: separate response",
