@@ -309,22 +309,29 @@ fn assert_code(p: &Packet, want: &str, c: &str) {
 // ---------------------------------------------------------------------------------------------
 // CORE_01–08: the four methods, CON and NON
 
+/// `args` after `-N` unless `con`.
+fn con_or_non<'a>(con: bool, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = if con { vec![] } else { vec!["-N"] };
+    v.extend_from_slice(args);
+    v
+}
+
+/// `r` (through `relay`) exited 0 after one exchange of `method`, CON if `con`, answered
+/// `want`; returns the request.
+#[track_caller]
+fn answered(relay: &Relay, r: &Run, method: RequestType, con: bool, want: &str) -> Packet {
+    r.expect_code(0);
+    let (req, resp) = single_exchange(relay, r, method, con);
+    assert_code(&resp, want, &ctx(relay, r));
+    req
+}
+
 /// Our client against libcoap's server. GET `/`, PUT/GET `/example_data`, POST creating a
 /// dynamic resource (libcoap's `-d`), DELETE of a dynamic resource.
 fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
     let server = libcoap_server(&["-d", "10"]);
     let relay = Relay::new(server.addr());
-    let non: &[&str] = if con { &[] } else { &["-N"] };
-    let with = |args: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = non.iter().map(|s| s.to_string()).collect();
-        v.extend(args.iter().map(|s| s.to_string()));
-        v
-    };
-    let call = |args: &[&str]| {
-        let a = with(args);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        our_client(&a)
-    };
+    let call = |args: &[&str]| our_client(&con_or_non(con, args));
     match method {
         "get" => {
             let r = call(&[&relay.uri("")]);
@@ -366,9 +373,7 @@ fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
                 "conformance put 2",
                 &relay.uri("example_data"),
             ]);
-            r.expect_code(0);
-            let (_, resp) = single_exchange(&relay, &r, RequestType::Put, con);
-            assert_code(&resp, "2.04", &ctx(&relay, &r));
+            answered(&relay, &r, RequestType::Put, con, "2.04");
             relay.clear();
             let r = call(&[&relay.uri("example_data")]);
             r.expect_code(0);
@@ -377,10 +382,8 @@ fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
         }
         "post" => {
             let r = call(&["-m", "post", "-e", "posted", &relay.uri("created-by-post")]);
-            r.expect_code(0);
-            let (req, resp) = single_exchange(&relay, &r, RequestType::Post, con);
+            let req = answered(&relay, &r, RequestType::Post, con, "2.01");
             assert_eq!(req.payload, b"posted");
-            assert_code(&resp, "2.01", &ctx(&relay, &r));
             "2.01 Created (libcoap -d dynamic resource)".into()
         }
         "delete" => {
@@ -388,9 +391,7 @@ fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
             r.expect_code(0);
             relay.clear();
             let r = call(&["-m", "delete", &relay.uri("to-delete")]);
-            r.expect_code(0);
-            let (_, resp) = single_exchange(&relay, &r, RequestType::Delete, con);
-            assert_code(&resp, "2.02", &ctx(&relay, &r));
+            answered(&relay, &r, RequestType::Delete, con, "2.02");
             relay.clear();
             let r = our_client(&[&relay.uri("to-delete")]);
             r.expect_code(1);
@@ -405,11 +406,7 @@ fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
 fn method_libcoap_to_ours(method: &'static str, con: bool) -> String {
     let server = our_server(&["-d", "10"]);
     let relay = Relay::new(server.addr());
-    let call = |args: &[&str]| {
-        let mut v: Vec<&str> = if con { vec![] } else { vec!["-N"] };
-        v.extend_from_slice(args);
-        libcoap_client(&v)
-    };
+    let call = |args: &[&str]| libcoap_client(&con_or_non(con, args));
     let note = match method {
         "get" => {
             let r = call(&[&relay.uri("")]);
@@ -429,10 +426,8 @@ fn method_libcoap_to_ours(method: &'static str, con: bool) -> String {
                 "conformance put",
                 &relay.uri("example_data"),
             ]);
-            r.expect_code(0);
-            let (req, resp) = single_exchange(&relay, &r, RequestType::Put, con);
+            let req = answered(&relay, &r, RequestType::Put, con, "2.04");
             assert_eq!(req.payload, b"conformance put");
-            assert_code(&resp, "2.04", &ctx(&relay, &r));
             relay.clear();
             let r = call(&[&relay.uri("example_data")]);
             r.expect_code(0);
@@ -465,9 +460,7 @@ fn method_libcoap_to_ours(method: &'static str, con: bool) -> String {
             );
             relay.clear();
             let r = call(&["-m", "delete", &relay.uri("to-delete")]);
-            r.expect_code(0);
-            let (_, resp) = single_exchange(&relay, &r, RequestType::Delete, con);
-            assert_code(&resp, "2.02", &ctx(&relay, &r));
+            answered(&relay, &r, RequestType::Delete, con, "2.02");
             relay.clear();
             let r = libcoap_client(&[&relay.uri("to-delete")]);
             let resp = responses(&relay);
