@@ -237,20 +237,20 @@ fn check_csms(relay: &TcpRelay, r: &Run, client_x: u64, server_x: u64) -> String
 }
 
 fn csm_ours() -> String {
-    let server = libcoap_server(&["-X", "2048"]);
-    let relay = TcpRelay::new(tcp_addr(&server));
-    let r = our_client(&["-X", "4096", &relay.uri("coap+tcp", "")]);
-    r.expect_code(0);
-    assert!(r.stdout.contains("libcoap"), "{}", ctx(&relay, &r));
-    check_csms(&relay, &r, 4096, 2048)
+    csm_exchange(&libcoap_server(&["-X", "2048"]), our_client, "libcoap")
 }
 
 fn csm_libcoap() -> String {
-    let server = our_server(&["-X", "2048"]);
-    let relay = TcpRelay::new(tcp_addr(&server));
-    let r = libcoap_client(&["-X", "4096", &relay.uri("coap+tcp", "")]);
+    csm_exchange(&our_server(&["-X", "2048"]), libcoap_client, "coap-engine")
+}
+
+/// `client -X 4096` GETs `/` of `server` (`-X 2048`), whose text holds `text`, through a
+/// relay: exit 0 and the CSMs checked.
+fn csm_exchange(server: &Server, client: fn(&[&str]) -> Run, text: &str) -> String {
+    let relay = TcpRelay::new(tcp_addr(server));
+    let r = client(&["-X", "4096", &relay.uri("coap+tcp", "")]);
     r.expect_code(0);
-    assert!(r.stdout.contains("coap-engine"), "{}", ctx(&relay, &r));
+    assert!(r.stdout.contains(text), "{}", ctx(&relay, &r));
     check_csms(&relay, &r, 4096, 2048)
 }
 

@@ -543,23 +543,26 @@ fn exit(r: &Run) -> String {
         .map_or("none (killed at the limit)".into(), |c| c.to_string())
 }
 
-/// Our server's `-v 4` line about a refused TLS client (`PEER: TLS: REASON`), trimmed.
-fn our_server_refusal(server: &Server, c: &str) -> String {
+/// Our server's `-v 4` lines about refused TLS clients (`PEER: TLS: REASON`), each trimmed
+/// to its reason.
+fn tls_refusals(server: &Server) -> Vec<String> {
+    server
+        .output()
+        .lines()
+        .filter_map(|l| l.split_once(": TLS: ").map(|(_, m)| m.trim().to_string()))
+        .collect()
+}
+
+/// The first of [`tls_refusals`], which must hold `want` (else `why` is the failure).
+#[track_caller]
+fn our_server_refusal(server: &Server, want: &str, why: &str, c: &str) -> String {
     assert!(
         server_says(server, ": TLS: "),
         "our server logged no failed TLS handshake\n{c}"
     );
-    server
-        .output()
-        .lines()
-        .find(|l| l.contains(": TLS: "))
-        .map(|l| {
-            l.split_once(": TLS: ")
-                .map_or(l, |(_, m)| m)
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_default()
+    let logged = tls_refusals(server).into_iter().next().unwrap_or_default();
+    assert!(logged.contains(want), "{why}\n{c}");
+    logged
 }
 
 /// libcoap's client against one of our servers through `relay`: whether it printed our
@@ -648,10 +651,11 @@ fn unknown_ca_libcoap() -> String {
         "coap-client-openssl -C ca.pem printed the answer of a server it cannot verify\n{c}"
     );
     let hello = handshake_seen(&relay, 0, &c);
-    let logged = our_server_refusal(&server, &c);
-    assert!(
-        logged.contains("unknown_ca"),
-        "our server should log the client's unknown_ca alert\n{c}"
+    let logged = our_server_refusal(
+        &server,
+        "unknown_ca",
+        "our server should log the client's unknown_ca alert",
+        &c,
     );
     format!("coap-client-openssl -C ca.pem: {note}; {hello}; our server logged `{logged}`")
 }
@@ -789,10 +793,11 @@ fn client_cert_libcoap() -> String {
         "our server answered a client without a certificate\n{c}"
     );
     let hello = handshake_seen(&relay, 0, &c);
-    let none_logged = our_server_refusal(&server, &c);
-    assert!(
-        none_logged.contains("no certificate was sent"),
-        "our server should log the missing certificate\n{c}"
+    let none_logged = our_server_refusal(
+        &server,
+        "no certificate was sent",
+        "our server should log the missing certificate",
+        &c,
     );
 
     let (r, accepted, good_note) = libcoap_verdict(
@@ -831,17 +836,9 @@ fn client_cert_libcoap() -> String {
     while server.output().matches(": TLS: ").count() == before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let untrusted_logged = server
-        .output()
-        .lines()
-        .filter(|l| l.contains(": TLS: "))
+    let untrusted_logged = tls_refusals(&server)
+        .into_iter()
         .nth(before)
-        .map(|l| {
-            l.split_once(": TLS: ")
-                .map_or(l, |(_, m)| m)
-                .trim()
-                .to_string()
-        })
         .unwrap_or_else(|| panic!("our server logged no refusal of other-client.pem\n{c}"));
     assert!(
         untrusted_logged.contains("unknown CA"),
