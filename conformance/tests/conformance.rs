@@ -194,6 +194,24 @@ fn our_server(args: &[&str]) -> Server {
     Server::start(&ours("coap-server"), args, Ready::Ping)
 }
 
+/// Whether our client is the one under test in `dir` (plain CoAP between the two tools).
+fn ours_client(dir: Dir) -> bool {
+    match dir {
+        Dir::OursToLibcoap => true,
+        Dir::LibcoapToOurs => false,
+        _ => unreachable!("plain CoAP between the two tools only here"),
+    }
+}
+
+/// The server facing the client under test: libcoap's if `ours_client`, else ours.
+fn server_for(ours_client: bool, args: &[&str]) -> Server {
+    if ours_client {
+        libcoap_server(args)
+    } else {
+        our_server(args)
+    }
+}
+
 fn our_client(args: &[&str]) -> Run {
     let mut a = vec!["-B", "20"];
     a.extend_from_slice(args);

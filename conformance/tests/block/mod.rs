@@ -12,9 +12,7 @@
 use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
 use coap_engine_conformance::{Relay, Run, Scratch, Server};
 
-use crate::{
-    code, ctx, example_data, libcoap_client, libcoap_server, our_client, our_server, Case, Dir,
-};
+use crate::{code, ctx, example_data, libcoap_client, our_client, Case, Dir};
 
 /// Bytes of every value (not text: a body is never re-encoded on the way).
 fn binary(len: usize, seed: u32) -> Vec<u8> {
@@ -73,16 +71,8 @@ struct Pair {
 
 impl Pair {
     fn new(dir: Dir, server_args: &[&str]) -> Pair {
-        let ours_client = match dir {
-            Dir::OursToLibcoap => true,
-            Dir::LibcoapToOurs => false,
-            _ => unreachable!("plain CoAP between the two tools only here"),
-        };
-        let server = if ours_client {
-            libcoap_server(server_args)
-        } else {
-            our_server(server_args)
-        };
+        let ours_client = crate::ours_client(dir);
+        let server = crate::server_for(ours_client, server_args);
         let relay = Relay::new(server.addr());
         Pair {
             ours_client,

@@ -18,7 +18,7 @@ use coap_engine::{Config, Event, RequestId};
 use coap_engine_conformance::{libcoap, ours, Background, Datagram, Relay, Run, Server};
 use coap_engine_mio::{Driver, Handler};
 
-use crate::{code, libcoap_server, our_server, type_name, Case, Dir};
+use crate::{code, libcoap_server, our_server, server_for, type_name, Case, Dir};
 
 /// Limit for a whole observing client run.
 const OBSERVER_LIMIT: Duration = Duration::from_secs(40);
@@ -54,14 +54,6 @@ fn direct(ours_client: bool, args: &[&str]) -> Run {
         libcoap("coap-client-notls")
     };
     coap_engine_conformance::run(&program, &a, Duration::from_secs(20))
-}
-
-fn server(ours_client: bool, args: &[&str]) -> Server {
-    if ours_client {
-        libcoap_server(args)
-    } else {
-        our_server(args)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -409,7 +401,7 @@ fn wait_notifications(relay: &Relay, count: usize, limit: Duration) {
 // OBS_01, OBS_02, OBS_12: observe /time for 3 s
 
 fn observe_time(ours_client: bool, server_args: &[&str], kind: Kind, dereg: bool) -> String {
-    let server = server(ours_client, server_args);
+    let server = server_for(ours_client, server_args);
     let relay = Relay::new(server.addr());
     let uri = relay.uri("time");
     let run = spawn_observer(ours_client, &["-s", "3", "-w", &uri]).finish(OBSERVER_LIMIT);
@@ -651,7 +643,7 @@ fn observe_and_change(
     first: &str,
     change: &[&str],
 ) -> (Server, Relay, Run, String) {
-    let server = server(ours_client, server_args);
+    let server = server_for(ours_client, server_args);
     let relay = Relay::new(server.addr());
     let target = server.uri(path);
     direct(ours_client, &["-m", "put", "-t", "0", "-e", first, &target]).expect_code(0);
@@ -1315,7 +1307,7 @@ fn block2_num(p: &Packet) -> Option<(u32, bool)> {
 /// those larger than a block must have come as a first block with Observe followed by GETs
 /// without Observe for the further blocks.
 fn observe_large(ours_client: bool, sizes: &[usize]) -> String {
-    let server = server(ours_client, &["-d", "10"]);
+    let server = server_for(ours_client, &["-d", "10"]);
     let relay = Relay::new(server.addr());
     let target = server.uri("example_data");
     let bodies: Vec<String> = sizes

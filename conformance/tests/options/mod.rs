@@ -10,9 +10,7 @@
 use coap_engine::coap_lite::{CoapOption, Packet, RequestType};
 use coap_engine_conformance::{Relay, Run, Server};
 
-use crate::{
-    code, ctx, libcoap_client, libcoap_server, our_client, our_server, single_exchange, Case, Dir,
-};
+use crate::{code, ctx, libcoap_client, our_client, single_exchange, Case, Dir};
 
 /// One request/response, checked like every CON exchange (piggybacked, MID and token).
 pub struct Exchange {
@@ -65,16 +63,8 @@ pub struct Pair {
 impl Pair {
     /// Both servers with `-d 10` (dynamic resources).
     pub fn new(dir: Dir) -> Pair {
-        let ours_client = match dir {
-            Dir::OursToLibcoap => true,
-            Dir::LibcoapToOurs => false,
-            _ => unreachable!("plain CoAP between the two tools only here"),
-        };
-        let server = if ours_client {
-            libcoap_server(&["-d", "10"])
-        } else {
-            our_server(&["-d", "10"])
-        };
+        let ours_client = crate::ours_client(dir);
+        let server = crate::server_for(ours_client, &["-d", "10"]);
         let relay = Relay::new(server.addr());
         Pair {
             ours_client,

@@ -65,6 +65,16 @@ fn our_server(args: &[&str]) -> Server {
     tcp_server(&ours("coap-server"), args)
 }
 
+/// The peers of a case run one way or the other: libcoap's server (`args`) and our client
+/// if `ours_client`, else our server and libcoap's client.
+fn peers(ours_client: bool, args: &[&str]) -> (Server, fn(&[&str]) -> Run) {
+    if ours_client {
+        (libcoap_server(args), our_client)
+    } else {
+        (our_server(args), libcoap_client)
+    }
+}
+
 fn tcp_addr(s: &Server) -> SocketAddr {
     s.addr()
 }
@@ -292,19 +302,8 @@ fn expect_exchange(
 }
 
 fn methods(ours_client: bool) -> String {
-    let server = if ours_client {
-        libcoap_server(&["-d", "10"])
-    } else {
-        our_server(&["-d", "10"])
-    };
+    let (server, client) = peers(ours_client, &["-d", "10"]);
     let relay = TcpRelay::new(tcp_addr(&server));
-    let client = |args: &[&str]| {
-        if ours_client {
-            our_client(args)
-        } else {
-            libcoap_client(args)
-        }
-    };
     let uri = |p: &str| relay.uri("coap+tcp", p);
     let own_text = if ours_client {
         "libcoap"
@@ -512,19 +511,8 @@ fn large(ours_client: bool) -> String {
     let body = big_body();
     std::fs::write(&input, &body).unwrap();
     // The server takes at most 1152-byte messages: the upload must go in blocks.
-    let server = if ours_client {
-        libcoap_server(&["-d", "10", "-X", "1152"])
-    } else {
-        our_server(&["-d", "10", "-X", "1152"])
-    };
+    let (server, client) = peers(ours_client, &["-d", "10", "-X", "1152"]);
     let relay = TcpRelay::new(tcp_addr(&server));
-    let client = |args: &[&str]| {
-        if ours_client {
-            our_client(args)
-        } else {
-            libcoap_client(args)
-        }
-    };
     let uri = relay.uri("coap+tcp", "big");
     let r = client(&["-m", "put", "-f", &input, &uri]);
     r.expect_code(0);
@@ -587,18 +575,10 @@ fn large(ours_client: bool) -> String {
 // TCP_05: observe
 
 fn observe(ours_client: bool) -> String {
-    let server = if ours_client {
-        libcoap_server(&[])
-    } else {
-        our_server(&[])
-    };
+    let (server, client) = peers(ours_client, &[]);
     let relay = TcpRelay::new(tcp_addr(&server));
     let uri = relay.uri("coap+tcp", "time");
-    let r = if ours_client {
-        our_client(&["-s", "3", &uri])
-    } else {
-        libcoap_client(&["-s", "3", &uri])
-    };
+    let r = client(&["-s", "3", &uri]);
     r.expect_code(0);
     relay.wait_closed(false, PROMPT);
     let c = ctx(&relay, &r);
