@@ -371,6 +371,21 @@ fn ctx(relay: &Relay, run: &Run) -> String {
     format!("{}\n--- wire\n{}", run.describe(), relay.trace())
 }
 
+/// A client (ours if `ours_client`) observing `/time` of `server` through a new relay, with
+/// `args` before the URI, once `count` notifications have crossed the relay.
+fn observing_time(
+    server: &Server,
+    ours_client: bool,
+    args: &[&str],
+    count: usize,
+) -> (Relay, Background) {
+    let relay = Relay::new(server.addr());
+    let uri = relay.uri("time");
+    let observer = spawn_observer(ours_client, &[args, &[uri.as_str()]].concat());
+    wait_notifications(&relay, count, Duration::from_secs(10));
+    (relay, observer)
+}
+
 /// Waits until `count` notifications have reached the client (or panics after `limit`).
 #[track_caller]
 fn wait_notifications(relay: &Relay, count: usize, limit: Duration) {
@@ -436,10 +451,7 @@ fn observe_time(ours_client: bool, server_args: &[&str], kind: Kind, dereg: bool
 
 fn max_age_ours_to_libcoap() -> String {
     let server = libcoap_server(&[]);
-    let relay = Relay::new(server.addr());
-    let uri = relay.uri("time");
-    let observer = spawn_observer(true, &["-s", "12", "-w", "-v", "6", &uri]);
-    wait_notifications(&relay, 2, Duration::from_secs(10));
+    let (relay, observer) = observing_time(&server, true, &["-s", "12", "-w", "-v", "6"], 2);
     relay.drop_to_client_until_next_request();
     let dropped_at = Instant::now();
     let run = observer.finish(OBSERVER_LIMIT);
@@ -495,10 +507,7 @@ fn max_age_ours_to_libcoap() -> String {
 
 fn max_age_libcoap_to_ours() -> String {
     let server = our_server(&[]);
-    let relay = Relay::new(server.addr());
-    let uri = relay.uri("time");
-    let observer = spawn_observer(false, &["-s", "12", "-w", &uri]);
-    wait_notifications(&relay, 2, Duration::from_secs(10));
+    let (relay, observer) = observing_time(&server, false, &["-s", "12", "-w"], 2);
     relay.drop_to_client_until_next_request();
     let dropped_at = Instant::now();
     let run = observer.finish(OBSERVER_LIMIT);
@@ -547,10 +556,7 @@ fn wait_log(server: &Server, needle: &str, limit: Duration) -> Option<Instant> {
 fn vanished_libcoap_to_ours() -> String {
     let k = K.to_string();
     let server = our_server(&["-K", &k, "-v", "6"]);
-    let relay = Relay::new(server.addr());
-    let uri = relay.uri("time");
-    let mut observer = spawn_observer(false, &["-s", "60", &uri]);
-    wait_notifications(&relay, 3, Duration::from_secs(10));
+    let (relay, mut observer) = observing_time(&server, false, &["-s", "60"], 3);
     observer.kill();
     let killed = Instant::now();
     let run = observer.finish(Duration::from_secs(5));
@@ -589,10 +595,7 @@ fn vanished_libcoap_to_ours() -> String {
 
 fn vanished_ours_to_libcoap() -> String {
     let server = libcoap_server(&["-v", "7"]);
-    let relay = Relay::new(server.addr());
-    let uri = relay.uri("time");
-    let mut observer = spawn_observer(true, &["-s", "120", &uri]);
-    wait_notifications(&relay, 3, Duration::from_secs(10));
+    let (relay, mut observer) = observing_time(&server, true, &["-s", "120"], 3);
     observer.kill();
     let killed = Instant::now();
     let run = observer.finish(Duration::from_secs(5));
@@ -1086,10 +1089,7 @@ fn plain_get_by_engine(server: Server) -> String {
 /// another coap-client-notls (another endpoint) GETs /time meanwhile.
 fn plain_get_by_libcoap() -> String {
     let server = our_server(&[]);
-    let relay = Relay::new(server.addr());
-    let uri = relay.uri("time");
-    let observer = spawn_observer(false, &["-s", "4", "-w", &uri]);
-    wait_notifications(&relay, 2, Duration::from_secs(10));
+    let (relay, observer) = observing_time(&server, false, &["-s", "4", "-w"], 2);
     let plain = direct(false, &[&server.uri("time")]);
     plain.expect_code(0);
     let got = Instant::now();
