@@ -301,20 +301,23 @@ fn check_no_application_data(w: &Wire, c: &str) {
     }
 }
 
-/// The first of libcoap's log lines (stdout) at WARN or ERR, for the notes.
-fn libcoap_complaint(r: &Run) -> String {
+/// The first of libcoap's log lines (its clients log to stdout) at WARN or ERR, for the
+/// notes: the message after `tag` (its layer, as `" DTLS: "` or `" TLS : "`) or `ERR`, without
+/// the time and addresses.
+pub fn libcoap_complaint(r: &Run, tag: &str) -> String {
     format!("{}{}", r.stdout, r.stderr)
         .lines()
         .find(|l| l.contains(" WARN ") || l.contains(" ERR "))
         .map(|l| {
-            let l = l.split_once(" DTLS: ").map_or(l, |(_, m)| m);
+            let l = l.split_once(tag).map_or(l, |(_, m)| m);
             let l = l.split_once(" ERR ").map_or(l, |(_, m)| m);
             format!("`{}`", l.trim())
         })
         .unwrap_or_else(|| "nothing".into())
 }
 
-fn exit(r: &Run) -> String {
+/// A client's exit status for the notes.
+pub fn exit(r: &Run) -> String {
     r.code()
         .map_or("none (killed at the limit)".into(), |c| c.to_string())
 }
@@ -422,7 +425,7 @@ fn wrong_psk_libcoap(t: Tls) -> String {
         t.client(),
         exit(&r),
         r.elapsed.as_secs_f64(),
-        libcoap_complaint(&r)
+        libcoap_complaint(&r, " DTLS: ")
     )
 }
 
@@ -662,7 +665,7 @@ fn libcoap_verdict(t: Tls, server: &Server, relay: &Relay) -> (Run, String) {
             "refused"
         },
         exit(&r),
-        libcoap_complaint(&r),
+        libcoap_complaint(&r, " DTLS: "),
         describe_alerts(&w.alerts(true))
     );
     (r, note)
@@ -1061,7 +1064,7 @@ fn restart_libcoap(t: Tls) -> String {
         secs(ended),
         secs(killed),
         if resumed { "yes" } else { "no" },
-        libcoap_complaint(&r)
+        libcoap_complaint(&r, " DTLS: ")
     )
 }
 

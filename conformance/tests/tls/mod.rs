@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use coap_engine_conformance::{libcoap, ours, run, Run, Server};
 
-use crate::dtls::pki;
+use crate::dtls::{exit, libcoap_complaint, pki};
 use crate::{Case, Dir, Tls, CLIENT_LIMIT};
 
 /// How `/` begins on our server: libcoap's client printed our answer.
@@ -512,19 +512,6 @@ fn server_says(server: &Server, needle: &str) -> bool {
     }
 }
 
-/// The first of libcoap's log lines at WARN or ERR (its clients log to stdout), trimmed of
-/// the time and addresses.
-fn libcoap_complaint(out: &str) -> String {
-    out.lines()
-        .find(|l| l.contains(" WARN ") || l.contains(" ERR "))
-        .map(|l| {
-            let l = l.split_once(" TLS : ").map_or(l, |(_, m)| m);
-            let l = l.split_once(" ERR ").map_or(l, |(_, m)| m);
-            format!("`{}`", l.trim())
-        })
-        .unwrap_or_else(|| "nothing".into())
-}
-
 /// libcoap's log lines (at WARN) of one connection's TLS, trimmed, for the notes.
 fn libcoap_tls_lines(out: &str) -> Vec<String> {
     out.lines()
@@ -536,11 +523,6 @@ fn libcoap_tls_lines(out: &str) -> Vec<String> {
                 .to_string()
         })
         .collect()
-}
-
-fn exit(r: &Run) -> String {
-    r.code()
-        .map_or("none (killed at the limit)".into(), |c| c.to_string())
 }
 
 /// Our server's `-v 4` lines about refused TLS clients (`PEER: TLS: REASON`), each trimmed
@@ -581,7 +563,7 @@ fn libcoap_verdict(relay: &TcpRelay, args: &[&str]) -> (Run, bool, String) {
             "no answer printed"
         },
         exit(&r),
-        libcoap_complaint(&format!("{}{}", r.stdout, r.stderr))
+        libcoap_complaint(&r, " TLS : ")
     );
     (r, accepted, note)
 }
