@@ -375,7 +375,10 @@ fn exited(child: &mut Child) -> bool {
     !matches!(child.try_wait(), Ok(None))
 }
 
-fn answers_ping(child: &mut Child, port: u16) -> bool {
+/// Whether the server `child` answers a CoAP ping (an Empty CON) to `port` on 127.0.0.1
+/// with a Reset, within about 5 s (up to 100 pings, 50 ms apart); false at once if `child`
+/// exits meanwhile (a server that lost the race for its port).
+pub fn answers_ping(child: &mut Child, port: u16) -> bool {
     let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
     probe
         .set_read_timeout(Some(Duration::from_millis(50)))
@@ -482,6 +485,47 @@ impl Run {
     pub fn expect_code(&self, code: i32) -> &Self {
         assert_eq!(self.code(), Some(code), "{}", self.describe());
         self
+    }
+
+    /// The single line a failing client printed on stderr, trimmed; panics with `ctx` unless
+    /// there is exactly one and it holds every one of `words`.
+    #[track_caller]
+    pub fn one_stderr_line(&self, words: &[&str], ctx: &str) -> String {
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "exactly one line on stderr expected\n{ctx}");
+        for w in words {
+            assert!(lines[0].contains(w), "{w:?} not in the failure line\n{ctx}");
+        }
+        lines[0].trim().to_string()
+    }
+}
+
+/// A scratch directory for one case's files, removed (with its files) on drop.
+pub struct Scratch(PathBuf);
+
+impl Scratch {
+    /// A fresh directory under the system's temporary directory, named after `group`, this
+    /// process and a counter, so cases and concurrent runs never share one.
+    pub fn new(group: &str) -> Scratch {
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "coap-conformance-{group}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("scratch directory");
+        Scratch(dir)
+    }
+
+    /// The path of `name` in the directory, as a command-line argument.
+    pub fn file(&self, name: &str) -> String {
+        self.0.join(name).to_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

@@ -35,6 +35,43 @@ use coap_engine_conformance::{
 };
 use coap_engine_mio::Driver;
 
+/// `case!(id, dir, checks, run)`: a case whose peer's behaviour is judged;
+/// `case!(recorded id, dir, checks, run)`: one whose peer's behaviour is recorded.
+macro_rules! case {
+    ($id:literal, $dir:expr, $checks:literal, $f:expr) => {
+        $crate::Case::new($id, $dir, $checks, $f, false)
+    };
+    (recorded $id:literal, $dir:expr, $checks:literal, $f:expr) => {
+        $crate::Case::new($id, $dir, $checks, $f, true)
+    };
+}
+
+/// `both!(id, checks, f)`: the two rows of a case run both ways against libcoap's notls
+/// build, `f(Dir::OursToLibcoap)` and `f(Dir::LibcoapToOurs)`.
+macro_rules! both {
+    ($id:literal, $checks:literal, $f:expr) => {
+        [
+            case!($id, $crate::Dir::OursToLibcoap, $checks, || $f(
+                $crate::Dir::OursToLibcoap
+            )),
+            case!($id, $crate::Dir::LibcoapToOurs, $checks, || $f(
+                $crate::Dir::LibcoapToOurs
+            )),
+        ]
+    };
+}
+
+/// `pair!(id, checks, ours, theirs)`: the two rows of a case run both ways against libcoap's
+/// notls build, `ours` for [`Dir::OursToLibcoap`] and `theirs` for [`Dir::LibcoapToOurs`].
+macro_rules! pair {
+    ($id:literal, $checks:literal, $ours:expr, $theirs:expr) => {
+        vec![
+            case!($id, $crate::Dir::OursToLibcoap, $checks, $ours),
+            case!($id, $crate::Dir::LibcoapToOurs, $checks, $theirs),
+        ]
+    };
+}
+
 mod block;
 mod dtls;
 mod links;
@@ -125,6 +162,25 @@ pub struct Case {
     pub record_only: bool,
 }
 
+impl Case {
+    /// A row of the report; `record_only` as in [`Case::record_only`].
+    pub fn new(
+        id: &'static str,
+        dir: Dir,
+        checks: &'static str,
+        run: fn() -> String,
+        record_only: bool,
+    ) -> Case {
+        Case {
+            id,
+            dir,
+            checks,
+            run,
+            record_only,
+        }
+    }
+}
+
 const CLIENT_LIMIT: Duration = Duration::from_secs(30);
 
 // ---------------------------------------------------------------------------------------------
@@ -136,6 +192,24 @@ fn libcoap_server(args: &[&str]) -> Server {
 
 fn our_server(args: &[&str]) -> Server {
     Server::start(&ours("coap-server"), args, Ready::Ping)
+}
+
+/// Whether our client is the one under test in `dir` (plain CoAP between the two tools).
+fn ours_client(dir: Dir) -> bool {
+    match dir {
+        Dir::OursToLibcoap => true,
+        Dir::LibcoapToOurs => false,
+        _ => unreachable!("plain CoAP between the two tools only here"),
+    }
+}
+
+/// The server facing the client under test: libcoap's if `ours_client`, else ours.
+fn server_for(ours_client: bool, args: &[&str]) -> Server {
+    if ours_client {
+        libcoap_server(args)
+    } else {
+        our_server(args)
+    }
 }
 
 fn our_client(args: &[&str]) -> Run {
@@ -170,6 +244,17 @@ fn responses(relay: &Relay) -> Vec<Packet> {
         .filter(|d| !d.to_server && !d.is_empty_message())
         .map(Datagram::packet)
         .filter(|p| matches!(p.header.code, MessageClass::Response(_)))
+        .collect()
+}
+
+/// The body libcoap's example server generates for `/example_data` (and ours starts with):
+/// a letter every ten bytes (`a`..`z`, wrapping), the digits 1-9 between.
+fn example_data() -> Vec<u8> {
+    (0..1500u32)
+        .map(|i| match i % 10 {
+            0 => b'a' + (i / 10 % 26) as u8,
+            d => b'0' + d as u8,
+        })
         .collect()
 }
 
@@ -242,22 +327,29 @@ fn assert_code(p: &Packet, want: &str, c: &str) {
 // ---------------------------------------------------------------------------------------------
 // CORE_01–08: the four methods, CON and NON
 
+/// `args` after `-N` unless `con`.
+fn con_or_non<'a>(con: bool, args: &[&'a str]) -> Vec<&'a str> {
+    let mut v = if con { vec![] } else { vec!["-N"] };
+    v.extend_from_slice(args);
+    v
+}
+
+/// `r` (through `relay`) exited 0 after one exchange of `method`, CON if `con`, answered
+/// `want`; returns the request.
+#[track_caller]
+fn answered(relay: &Relay, r: &Run, method: RequestType, con: bool, want: &str) -> Packet {
+    r.expect_code(0);
+    let (req, resp) = single_exchange(relay, r, method, con);
+    assert_code(&resp, want, &ctx(relay, r));
+    req
+}
+
 /// Our client against libcoap's server. GET `/`, PUT/GET `/example_data`, POST creating a
 /// dynamic resource (libcoap's `-d`), DELETE of a dynamic resource.
 fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
     let server = libcoap_server(&["-d", "10"]);
     let relay = Relay::new(server.addr());
-    let non: &[&str] = if con { &[] } else { &["-N"] };
-    let with = |args: &[&str]| -> Vec<String> {
-        let mut v: Vec<String> = non.iter().map(|s| s.to_string()).collect();
-        v.extend(args.iter().map(|s| s.to_string()));
-        v
-    };
-    let call = |args: &[&str]| {
-        let a = with(args);
-        let a: Vec<&str> = a.iter().map(String::as_str).collect();
-        our_client(&a)
-    };
+    let call = |args: &[&str]| our_client(&con_or_non(con, args));
     match method {
         "get" => {
             let r = call(&[&relay.uri("")]);
@@ -299,9 +391,7 @@ fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
                 "conformance put 2",
                 &relay.uri("example_data"),
             ]);
-            r.expect_code(0);
-            let (_, resp) = single_exchange(&relay, &r, RequestType::Put, con);
-            assert_code(&resp, "2.04", &ctx(&relay, &r));
+            answered(&relay, &r, RequestType::Put, con, "2.04");
             relay.clear();
             let r = call(&[&relay.uri("example_data")]);
             r.expect_code(0);
@@ -310,10 +400,8 @@ fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
         }
         "post" => {
             let r = call(&["-m", "post", "-e", "posted", &relay.uri("created-by-post")]);
-            r.expect_code(0);
-            let (req, resp) = single_exchange(&relay, &r, RequestType::Post, con);
+            let req = answered(&relay, &r, RequestType::Post, con, "2.01");
             assert_eq!(req.payload, b"posted");
-            assert_code(&resp, "2.01", &ctx(&relay, &r));
             "2.01 Created (libcoap -d dynamic resource)".into()
         }
         "delete" => {
@@ -321,9 +409,7 @@ fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
             r.expect_code(0);
             relay.clear();
             let r = call(&["-m", "delete", &relay.uri("to-delete")]);
-            r.expect_code(0);
-            let (_, resp) = single_exchange(&relay, &r, RequestType::Delete, con);
-            assert_code(&resp, "2.02", &ctx(&relay, &r));
+            answered(&relay, &r, RequestType::Delete, con, "2.02");
             relay.clear();
             let r = our_client(&[&relay.uri("to-delete")]);
             r.expect_code(1);
@@ -338,11 +424,7 @@ fn method_ours_to_libcoap(method: &'static str, con: bool) -> String {
 fn method_libcoap_to_ours(method: &'static str, con: bool) -> String {
     let server = our_server(&["-d", "10"]);
     let relay = Relay::new(server.addr());
-    let call = |args: &[&str]| {
-        let mut v: Vec<&str> = if con { vec![] } else { vec!["-N"] };
-        v.extend_from_slice(args);
-        libcoap_client(&v)
-    };
+    let call = |args: &[&str]| libcoap_client(&con_or_non(con, args));
     let note = match method {
         "get" => {
             let r = call(&[&relay.uri("")]);
@@ -362,10 +444,8 @@ fn method_libcoap_to_ours(method: &'static str, con: bool) -> String {
                 "conformance put",
                 &relay.uri("example_data"),
             ]);
-            r.expect_code(0);
-            let (req, resp) = single_exchange(&relay, &r, RequestType::Put, con);
+            let req = answered(&relay, &r, RequestType::Put, con, "2.04");
             assert_eq!(req.payload, b"conformance put");
-            assert_code(&resp, "2.04", &ctx(&relay, &r));
             relay.clear();
             let r = call(&[&relay.uri("example_data")]);
             r.expect_code(0);
@@ -398,9 +478,7 @@ fn method_libcoap_to_ours(method: &'static str, con: bool) -> String {
             );
             relay.clear();
             let r = call(&["-m", "delete", &relay.uri("to-delete")]);
-            r.expect_code(0);
-            let (_, resp) = single_exchange(&relay, &r, RequestType::Delete, con);
-            assert_code(&resp, "2.02", &ctx(&relay, &r));
+            answered(&relay, &r, RequestType::Delete, con, "2.02");
             relay.clear();
             let r = libcoap_client(&[&relay.uri("to-delete")]);
             let resp = responses(&relay);
@@ -487,17 +565,7 @@ fn check_separate(
 
 fn separate_ours_to_libcoap(con: bool, token: Option<&'static str>) -> String {
     let server = libcoap_server(&[]);
-    let relay = Relay::new(server.addr());
-    let mut args = vec![];
-    if !con {
-        args.push("-N");
-    }
-    if let Some(t) = token {
-        args.extend(["-T", t]);
-    }
-    let uri = relay.uri("async?1");
-    args.push(&uri);
-    let r = our_client(&args);
+    let (relay, r) = separate_exchange(&server, our_client, con, token, "async?1");
     r.expect_code(0);
     assert_eq!(r.stdout, "done", "{}", ctx(&relay, &r));
     let want = token.map(hex_or_text);
@@ -505,7 +573,25 @@ fn separate_ours_to_libcoap(con: bool, token: Option<&'static str>) -> String {
 }
 
 fn separate_libcoap_to_ours(con: bool, token: Option<&'static str>) -> String {
+    // Our server's engine sends the Empty ACK after Config::empty_ack_delay (1 s): /async?2
+    // answers after it, so the response is separate for sure (?1 would race the ACK timer).
     let server = our_server(&[]);
+    let (relay, r) = separate_exchange(&server, libcoap_client, con, token, "async?2");
+    r.expect_code(0);
+    assert!(r.stdout.contains("done"), "{}", ctx(&relay, &r));
+    let want = token.map(hex_or_text);
+    check_separate(&relay, &r, con, want.as_deref(), true)
+}
+
+/// One request for `path` (`-N` unless `con`, `-T token` if given) from `client` to `server`
+/// through a relay.
+fn separate_exchange(
+    server: &Server,
+    client: fn(&[&str]) -> Run,
+    con: bool,
+    token: Option<&str>,
+    path: &str,
+) -> (Relay, Run) {
     let relay = Relay::new(server.addr());
     let mut args = vec![];
     if !con {
@@ -514,15 +600,9 @@ fn separate_libcoap_to_ours(con: bool, token: Option<&'static str>) -> String {
     if let Some(t) = token {
         args.extend(["-T", t]);
     }
-    // Our server's engine sends the Empty ACK after Config::empty_ack_delay (1 s): /async?2
-    // answers after it, so the response is separate for sure (?1 would race the ACK timer).
-    let uri = relay.uri("async?2");
+    let uri = relay.uri(path);
     args.push(&uri);
-    let r = libcoap_client(&args);
-    r.expect_code(0);
-    assert!(r.stdout.contains("done"), "{}", ctx(&relay, &r));
-    let want = token.map(hex_or_text);
-    check_separate(&relay, &r, con, want.as_deref(), true)
+    (relay, client(&args))
 }
 
 fn hex_or_text(t: &str) -> Vec<u8> {
@@ -654,14 +734,20 @@ fn empty_token_engine(server: Server, expect_text: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // Paths and queries: CORE_13, CORE_14
 
+/// `client` PUTs `body` at `path` through `relay`, then GETs it (the relay holding only the
+/// GET): both must succeed. Returns the GET's run.
+fn get_after_put(relay: &Relay, client: fn(&[&str]) -> Run, path: &str, body: &str) -> Run {
+    client(&["-m", "put", "-e", body, &relay.uri(path)]).expect_code(0);
+    relay.clear();
+    let r = client(&[&relay.uri(path)]);
+    r.expect_code(0);
+    r
+}
+
 fn paths_ours_to_libcoap() -> String {
     let server = libcoap_server(&["-d", "10"]);
     let relay = Relay::new(server.addr());
-    let r = our_client(&["-m", "put", "-e", "deep", &relay.uri("seg1/seg2/seg3")]);
-    r.expect_code(0);
-    relay.clear();
-    let r = our_client(&[&relay.uri("seg1/seg2/seg3")]);
-    r.expect_code(0);
+    let r = get_after_put(&relay, our_client, "seg1/seg2/seg3", "deep");
     assert_eq!(r.stdout, "deep", "{}", ctx(&relay, &r));
     let (req, _) = single_exchange(&relay, &r, RequestType::Get, true);
     let segs: Vec<Vec<u8>> = req
@@ -680,11 +766,7 @@ fn paths_ours_to_libcoap() -> String {
 fn paths_libcoap_to_ours() -> String {
     let server = our_server(&["-d", "10"]);
     let relay = Relay::new(server.addr());
-    let r = libcoap_client(&["-m", "put", "-e", "deep", &relay.uri("seg1/seg2/seg3")]);
-    r.expect_code(0);
-    relay.clear();
-    let r = libcoap_client(&[&relay.uri("seg1/seg2/seg3")]);
-    r.expect_code(0);
+    let r = get_after_put(&relay, libcoap_client, "seg1/seg2/seg3", "deep");
     assert!(r.stdout.contains("deep"), "{}", ctx(&relay, &r));
     let (req, resp) = single_exchange(&relay, &r, RequestType::Get, true);
     assert_code(&resp, "2.05", &ctx(&relay, &r));
@@ -1024,255 +1106,143 @@ fn lossy_separate(ours_client: bool) -> String {
 
 fn cases() -> Vec<Case> {
     use Dir::*;
-    macro_rules! case {
-        ($id:literal, $dir:expr, $checks:literal, $f:expr) => {
-            Case {
-                id: $id,
-                dir: $dir,
-                checks: $checks,
-                run: $f,
-                record_only: false,
-            }
+    // CORE_01-08: one method, CON or NON, both ways.
+    macro_rules! methods {
+        ($id:literal, $method:literal, $con:literal, $checks:literal) => {
+            pair!(
+                $id,
+                $checks,
+                || method_ours_to_libcoap($method, $con),
+                || method_libcoap_to_ours($method, $con)
+            )
         };
     }
-    vec![
-        case!(
+    [
+        methods!(
             "CORE_01",
-            OursToLibcoap,
-            "GET, CON: piggybacked 2.05, MID and token matched",
-            || method_ours_to_libcoap("get", true)
+            "get",
+            true,
+            "GET, CON: piggybacked 2.05, MID and token matched"
         ),
-        case!(
-            "CORE_01",
-            LibcoapToOurs,
-            "GET, CON: piggybacked 2.05, MID and token matched",
-            || method_libcoap_to_ours("get", true)
-        ),
-        case!(
-            "CORE_02",
-            OursToLibcoap,
-            "DELETE, CON: piggybacked 2.02",
-            || method_ours_to_libcoap("delete", true)
-        ),
-        case!(
-            "CORE_02",
-            LibcoapToOurs,
-            "DELETE, CON: piggybacked 2.02",
-            || method_libcoap_to_ours("delete", true)
-        ),
-        case!(
+        methods!("CORE_02", "delete", true, "DELETE, CON: piggybacked 2.02"),
+        methods!(
             "CORE_03",
-            OursToLibcoap,
-            "PUT, CON: piggybacked 2.04, payload stored",
-            || method_ours_to_libcoap("put", true)
+            "put",
+            true,
+            "PUT, CON: piggybacked 2.04, payload stored"
         ),
-        case!(
-            "CORE_03",
-            LibcoapToOurs,
-            "PUT, CON: piggybacked 2.04, payload stored",
-            || method_libcoap_to_ours("put", true)
-        ),
-        case!(
-            "CORE_04",
-            OursToLibcoap,
-            "POST, CON: piggybacked response",
-            || method_ours_to_libcoap("post", true)
-        ),
-        case!(
-            "CORE_04",
-            LibcoapToOurs,
-            "POST, CON: piggybacked response",
-            || method_libcoap_to_ours("post", true)
-        ),
-        case!(
-            "CORE_05",
-            OursToLibcoap,
-            "GET, NON: NON 2.05, token matched",
-            || method_ours_to_libcoap("get", false)
-        ),
-        case!(
-            "CORE_05",
-            LibcoapToOurs,
-            "GET, NON: NON 2.05, token matched",
-            || method_libcoap_to_ours("get", false)
-        ),
-        case!("CORE_06", OursToLibcoap, "DELETE, NON: NON 2.02", || {
-            method_ours_to_libcoap("delete", false)
-        }),
-        case!("CORE_06", LibcoapToOurs, "DELETE, NON: NON 2.02", || {
-            method_libcoap_to_ours("delete", false)
-        }),
-        case!(
+        methods!("CORE_04", "post", true, "POST, CON: piggybacked response"),
+        methods!("CORE_05", "get", false, "GET, NON: NON 2.05, token matched"),
+        methods!("CORE_06", "delete", false, "DELETE, NON: NON 2.02"),
+        methods!(
             "CORE_07",
-            OursToLibcoap,
-            "PUT, NON: NON 2.04, payload stored",
-            || method_ours_to_libcoap("put", false)
+            "put",
+            false,
+            "PUT, NON: NON 2.04, payload stored"
         ),
-        case!(
-            "CORE_07",
-            LibcoapToOurs,
-            "PUT, NON: NON 2.04, payload stored",
-            || method_libcoap_to_ours("put", false)
-        ),
-        case!("CORE_08", OursToLibcoap, "POST, NON: NON response", || {
-            method_ours_to_libcoap("post", false)
-        }),
-        case!("CORE_08", LibcoapToOurs, "POST, NON: NON response", || {
-            method_libcoap_to_ours("post", false)
-        }),
-        case!(
+        methods!("CORE_08", "post", false, "POST, NON: NON response"),
+        pair!(
             "CORE_09",
-            OursToLibcoap,
             "GET /async?N, CON: separate response",
-            || separate_ours_to_libcoap(true, None)
-        ),
-        case!(
-            "CORE_09",
-            LibcoapToOurs,
-            "GET /async?N, CON: separate response",
+            || separate_ours_to_libcoap(true, None),
             || separate_libcoap_to_ours(true, None)
         ),
-        case!(
+        pair!(
             "CORE_10",
-            OursToLibcoap,
             "GET with a non-empty token (-T)",
-            token_ours_to_libcoap
-        ),
-        case!(
-            "CORE_10",
-            LibcoapToOurs,
-            "GET with a non-empty token (-T)",
+            token_ours_to_libcoap,
             token_libcoap_to_ours
         ),
-        case!(
+        pair!(
             "CORE_11",
-            OursToLibcoap,
             "-T token with a separate response (/async?N)",
-            || separate_ours_to_libcoap(true, Some("0x0badcafe"))
-        ),
-        case!(
-            "CORE_11",
-            LibcoapToOurs,
-            "-T token with a separate response (/async?N)",
+            || separate_ours_to_libcoap(true, Some("0x0badcafe")),
             || separate_libcoap_to_ours(true, Some("sep-tok"))
         ),
-        case!(
+        vec![case!(
             "CORE_12",
             OursToLibcoap,
             "empty token (engine in-process, token_length 0)",
             || empty_token_engine(libcoap_server(&[]), "libcoap")
-        ),
-        case!(
+        )],
+        vec![case!(
             "CORE_12",
             EngineToOurs,
             "empty token (engine in-process, token_length 0); coap-client-notls cannot send one",
             || empty_token_engine(our_server(&[]), "coap-engine")
-        ),
-        case!(
+        )],
+        pair!(
             "CORE_13",
-            OursToLibcoap,
             "several Uri-Path options",
-            paths_ours_to_libcoap
-        ),
-        case!(
-            "CORE_13",
-            LibcoapToOurs,
-            "several Uri-Path options",
+            paths_ours_to_libcoap,
             paths_libcoap_to_ours
         ),
-        case!(
+        pair!(
             "CORE_14",
-            OursToLibcoap,
             "several Uri-Query options",
-            queries_ours_to_libcoap
-        ),
-        case!(
-            "CORE_14",
-            LibcoapToOurs,
-            "several Uri-Query options",
+            queries_ours_to_libcoap,
             queries_libcoap_to_ours
         ),
-        case!(
+        pair!(
             "CORE_17",
-            OursToLibcoap,
             "GET /async?N, NON: later NON response",
-            || separate_ours_to_libcoap(false, None)
-        ),
-        case!(
-            "CORE_17",
-            LibcoapToOurs,
-            "GET /async?N, NON: later NON response",
+            || separate_ours_to_libcoap(false, None),
             || separate_libcoap_to_ours(false, None)
         ),
     ]
     .into_iter()
+    .flatten()
     .chain(options::cases())
-    .chain(vec![
-        case!(
-            "CORE_31",
-            OursToLibcoap,
-            "CoAP ping (engine in-process) answered by RST",
-            ping_engine_to_libcoap
-        ),
-        case!(
-            "CORE_31",
-            LibcoapToOurs,
-            "libcoap -K pings answered by RST",
-            ping_libcoap_to_ours
-        ),
-        case!(
-            "LINK_01",
-            OursToLibcoap,
-            "GET /.well-known/core: link format",
-            link_ours_to_libcoap
-        ),
-        case!(
-            "LINK_01",
-            LibcoapToOurs,
-            "GET /.well-known/core: link format",
-            link_libcoap_to_ours
-        ),
-    ])
+    .chain(
+        [
+            vec![case!(
+                "CORE_31",
+                OursToLibcoap,
+                "CoAP ping (engine in-process) answered by RST",
+                ping_engine_to_libcoap
+            )],
+            vec![case!(
+                "CORE_31",
+                LibcoapToOurs,
+                "libcoap -K pings answered by RST",
+                ping_libcoap_to_ours
+            )],
+            pair!(
+                "LINK_01",
+                "GET /.well-known/core: link format",
+                link_ours_to_libcoap,
+                link_libcoap_to_ours
+            ),
+        ]
+        .into_iter()
+        .flatten(),
+    )
     .chain(links::cases())
     .chain(block::cases())
-    .chain(vec![
-        case!(
-            "CORE_15",
-            OursToLibcoap,
-            "lossy: client -l 1 drops the request; retransmission",
-            || lossy_client_drop(true)
-        ),
-        case!(
-            "CORE_15",
-            LibcoapToOurs,
-            "lossy: client -l 1 drops the request; retransmission",
-            || lossy_client_drop(false)
-        ),
-        case!(
-            "CORE_15",
-            OursToLibcoap,
-            "lossy: server -l 1 drops the response; duplicate answered",
-            || lossy_server_drop(true)
-        ),
-        case!(
-            "CORE_15",
-            LibcoapToOurs,
-            "lossy: server -l 1 drops the response; duplicate answered",
-            || lossy_server_drop(false)
-        ),
-        case!(
-            "CORE_16",
-            OursToLibcoap,
-            "lossy: server -l 2 drops the separate response; retransmitted",
-            || lossy_separate(true)
-        ),
-        case!(
-            "CORE_16",
-            LibcoapToOurs,
-            "lossy: server -l 2 drops the separate response; retransmitted",
-            || lossy_separate(false)
-        ),
-    ])
+    .chain(
+        [
+            pair!(
+                "CORE_15",
+                "lossy: client -l 1 drops the request; retransmission",
+                || lossy_client_drop(true),
+                || lossy_client_drop(false)
+            ),
+            pair!(
+                "CORE_15",
+                "lossy: server -l 1 drops the response; duplicate answered",
+                || lossy_server_drop(true),
+                || lossy_server_drop(false)
+            ),
+            pair!(
+                "CORE_16",
+                "lossy: server -l 2 drops the separate response; retransmitted",
+                || lossy_separate(true),
+                || lossy_separate(false)
+            ),
+        ]
+        .into_iter()
+        .flatten(),
+    )
     .chain(observe::cases())
     .chain(live::cases())
     .chain(live::more_cases())

@@ -9,56 +9,16 @@
 //! What the RFC leaves open (tokens, Size1/Size2 on which blocks, Block1 in the final
 //! response) is written into the row's note.
 
-use std::path::PathBuf;
-
 use coap_engine::coap_lite::{CoapOption, MessageClass, MessageType, Packet, RequestType};
-use coap_engine_conformance::{Relay, Run, Server};
+use coap_engine_conformance::{Relay, Run, Scratch, Server};
 
-use crate::{code, ctx, libcoap_client, libcoap_server, our_client, our_server, Case, Dir};
-
-/// The body libcoap's example server generates for `/example_data` (and ours starts with):
-/// a letter every ten bytes (`a`..`z`, wrapping), the digits 1-9 between.
-fn example_data() -> Vec<u8> {
-    (0..1500u32)
-        .map(|i| match i % 10 {
-            0 => b'a' + (i / 10 % 26) as u8,
-            d => b'0' + d as u8,
-        })
-        .collect()
-}
+use crate::{code, ctx, example_data, libcoap_client, our_client, Case, Dir};
 
 /// Bytes of every value (not text: a body is never re-encoded on the way).
 fn binary(len: usize, seed: u32) -> Vec<u8> {
     (0..len as u32)
         .map(|i| ((i ^ seed).wrapping_mul(2_654_435_761) >> 11) as u8)
         .collect()
-}
-
-/// A scratch directory for one case's files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "coap-conformance-block-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// One request and the response that answered it (piggybacked: the ACK with its MID).
@@ -111,22 +71,14 @@ struct Pair {
 
 impl Pair {
     fn new(dir: Dir, server_args: &[&str]) -> Pair {
-        let ours_client = match dir {
-            Dir::OursToLibcoap => true,
-            Dir::LibcoapToOurs => false,
-            _ => unreachable!("plain CoAP between the two tools only here"),
-        };
-        let server = if ours_client {
-            libcoap_server(server_args)
-        } else {
-            our_server(server_args)
-        };
+        let ours_client = crate::ours_client(dir);
+        let server = crate::server_for(ours_client, server_args);
         let relay = Relay::new(server.addr());
         Pair {
             ours_client,
             relay,
             _server: server,
-            scratch: Scratch::new(),
+            scratch: Scratch::new("block"),
         }
     }
 
@@ -562,27 +514,6 @@ fn post_both_ways(dir: Dir) -> String {
 }
 
 pub fn cases() -> Vec<Case> {
-    use Dir::*;
-    macro_rules! both {
-        ($id:literal, $checks:literal, $f:expr) => {
-            [
-                Case {
-                    id: $id,
-                    dir: OursToLibcoap,
-                    checks: $checks,
-                    run: || $f(OursToLibcoap),
-                    record_only: false,
-                },
-                Case {
-                    id: $id,
-                    dir: LibcoapToOurs,
-                    checks: $checks,
-                    run: || $f(LibcoapToOurs),
-                    record_only: false,
-                },
-            ]
-        };
-    }
     [
         both!(
             "BLOCK_01",

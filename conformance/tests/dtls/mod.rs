@@ -13,7 +13,6 @@
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::ControlFlow;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use coap_engine::coap_lite::{MessageClass, Packet, RequestType};
@@ -22,13 +21,13 @@ use coap_engine::{
     Config, Event, ExchangeError, FailureReason, Keepalive, Security, TransmissionParameters,
 };
 use coap_engine_conformance::{
-    dtls_records, libcoap, ours, run, Background, Datagram, DtlsRecord, Relay, Run, Server, ALERT,
-    APPLICATION_DATA, CERTIFICATE, CERTIFICATE_REQUEST, CHANGE_CIPHER_SPEC, CLIENT_HELLO,
-    HANDSHAKE, HELLO_VERIFY_REQUEST, SERVER_HELLO,
+    dtls_records, libcoap, ours, run, Background, Datagram, DtlsRecord, Relay, Run, Scratch,
+    Server, ALERT, APPLICATION_DATA, CERTIFICATE, CERTIFICATE_REQUEST, CHANGE_CIPHER_SPEC,
+    CLIENT_HELLO, HANDSHAKE, HELLO_VERIFY_REQUEST, SERVER_HELLO,
 };
 use coap_engine_mio::Driver;
 
-use crate::{Case, Dir, Tls, CLIENT_LIMIT};
+use crate::{example_data, Case, Dir, Tls, CLIENT_LIMIT};
 
 /// The PSK identity and key every PSK case uses (libcoap's `-u` and `-k`).
 pub const IDENTITY: &str = "conformance";
@@ -80,33 +79,6 @@ fn libcoap_psk_client(t: Tls, args: &[&str]) -> Run {
         t,
         &[&["-u", IDENTITY, "-k", KEY, "-B", "20"][..], args].concat(),
     )
-}
-
-/// A scratch directory for one case's files, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "coap-conformance-dtls-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -329,31 +301,23 @@ fn check_no_application_data(w: &Wire, c: &str) {
     }
 }
 
-/// The single stderr line of one of our clients' failures.
-#[track_caller]
-fn one_line(r: &Run, words: &[&str], c: &str) -> String {
-    let lines: Vec<&str> = r.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one line on stderr expected\n{c}");
-    for w in words {
-        assert!(lines[0].contains(w), "{w:?} not in the failure line\n{c}");
-    }
-    lines[0].trim().to_string()
-}
-
-/// The first of libcoap's log lines (stdout) at WARN or ERR, for the notes.
-fn libcoap_complaint(r: &Run) -> String {
+/// The first of libcoap's log lines (its clients log to stdout) at WARN or ERR, for the
+/// notes: the message after `tag` (its layer, as `" DTLS: "` or `" TLS : "`) or `ERR`, without
+/// the time and addresses.
+pub fn libcoap_complaint(r: &Run, tag: &str) -> String {
     format!("{}{}", r.stdout, r.stderr)
         .lines()
         .find(|l| l.contains(" WARN ") || l.contains(" ERR "))
         .map(|l| {
-            let l = l.split_once(" DTLS: ").map_or(l, |(_, m)| m);
+            let l = l.split_once(tag).map_or(l, |(_, m)| m);
             let l = l.split_once(" ERR ").map_or(l, |(_, m)| m);
             format!("`{}`", l.trim())
         })
         .unwrap_or_else(|| "nothing".into())
 }
 
-fn exit(r: &Run) -> String {
+/// A client's exit status for the notes.
+pub fn exit(r: &Run) -> String {
     r.code()
         .map_or("none (killed at the limit)".into(), |c| c.to_string())
 }
@@ -405,7 +369,7 @@ fn wrong_psk_ours(t: Tls) -> String {
     let r = our_client(&["-u", IDENTITY, "-k", WRONG_KEY, "-B", "3", &uri]);
     let c = ctx(&relay, &r);
     assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let line = one_line(&r, &["DTLS", "pre-shared key"], &c);
+    let line = r.one_stderr_line(&["DTLS", "pre-shared key"], &c);
     let w = Wire::read(&relay);
     check_no_application_data(&w, &c);
     // The client got as far as its encrypted Finished (epoch 1): the key was tried and
@@ -461,7 +425,7 @@ fn wrong_psk_libcoap(t: Tls) -> String {
         t.client(),
         exit(&r),
         r.elapsed.as_secs_f64(),
-        libcoap_complaint(&r)
+        libcoap_complaint(&r, " DTLS: ")
     )
 }
 
@@ -652,7 +616,7 @@ fn refused_ours(t: Tls) -> String {
     let r = our_client(&["-C", &ca, "-B", "5", &uri]);
     let c = ctx(&relay, &r);
     assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let unknown = one_line(&r, &["DTLS", "unknown CA"], &c);
+    let unknown = r.one_stderr_line(&["DTLS", "unknown CA"], &c);
     let w = Wire::read(&relay);
     check_no_application_data(&w, &c);
     // A refusal, told to the server, not a timeout.
@@ -667,7 +631,7 @@ fn refused_ours(t: Tls) -> String {
     let r = our_client(&["-C", &ca, "-B", "5", &uri]);
     let c = ctx(&relay, &r);
     assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let mismatch = one_line(&r, &["DTLS", "name mismatch", "127.0.0.2"], &c);
+    let mismatch = r.one_stderr_line(&["DTLS", "name mismatch", "127.0.0.2"], &c);
     let w = Wire::read(&relay);
     check_no_application_data(&w, &c);
     assert!(r.elapsed < Duration::from_secs(3), "{c}");
@@ -701,7 +665,7 @@ fn libcoap_verdict(t: Tls, server: &Server, relay: &Relay) -> (Run, String) {
             "refused"
         },
         exit(&r),
-        libcoap_complaint(&r),
+        libcoap_complaint(&r, " DTLS: "),
         describe_alerts(&w.alerts(true))
     );
     (r, note)
@@ -1100,7 +1064,7 @@ fn restart_libcoap(t: Tls) -> String {
         secs(ended),
         secs(killed),
         if resumed { "yes" } else { "no" },
-        libcoap_complaint(&r)
+        libcoap_complaint(&r, " DTLS: ")
     )
 }
 
@@ -1111,16 +1075,6 @@ fn restart_libcoap(t: Tls) -> String {
 fn body() -> Vec<u8> {
     (0..5000u32)
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-        .collect()
-}
-
-/// libcoap's generated `/example_data` (our server starts with the same 1500 bytes).
-fn example_data() -> Vec<u8> {
-    (0..1500u32)
-        .map(|i| match i % 10 {
-            0 => b'a' + (i / 10 % 26) as u8,
-            d => b'0' + d as u8,
-        })
         .collect()
 }
 
@@ -1175,7 +1129,7 @@ impl Side {
 }
 
 fn large_and_observe(side: Side, server: &Server) -> String {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("dtls");
     let (input, output, example) = (
         scratch.file("in.bin"),
         scratch.file("out.bin"),
@@ -1276,34 +1230,34 @@ fn large_libcoap(t: Tls) -> String {
 macro_rules! rows {
     ($id:literal, $ours:literal, $theirs:literal, $f_ours:ident, $f_theirs:ident, $record:expr) => {
         [
-            Case {
-                id: $id,
-                dir: Dir::OursToTls(Tls::OpenSsl),
-                checks: $ours,
-                run: || $f_ours(Tls::OpenSsl),
-                record_only: false,
-            },
-            Case {
-                id: $id,
-                dir: Dir::OursToTls(Tls::GnuTls),
-                checks: $ours,
-                run: || $f_ours(Tls::GnuTls),
-                record_only: false,
-            },
-            Case {
-                id: $id,
-                dir: Dir::TlsToOurs(Tls::OpenSsl),
-                checks: $theirs,
-                run: || $f_theirs(Tls::OpenSsl),
-                record_only: $record,
-            },
-            Case {
-                id: $id,
-                dir: Dir::TlsToOurs(Tls::GnuTls),
-                checks: $theirs,
-                run: || $f_theirs(Tls::GnuTls),
-                record_only: $record,
-            },
+            Case::new(
+                $id,
+                Dir::OursToTls(Tls::OpenSsl),
+                $ours,
+                || $f_ours(Tls::OpenSsl),
+                false,
+            ),
+            Case::new(
+                $id,
+                Dir::OursToTls(Tls::GnuTls),
+                $ours,
+                || $f_ours(Tls::GnuTls),
+                false,
+            ),
+            Case::new(
+                $id,
+                Dir::TlsToOurs(Tls::OpenSsl),
+                $theirs,
+                || $f_theirs(Tls::OpenSsl),
+                $record,
+            ),
+            Case::new(
+                $id,
+                Dir::TlsToOurs(Tls::GnuTls),
+                $theirs,
+                || $f_theirs(Tls::GnuTls),
+                $record,
+            ),
         ]
     };
 }

@@ -90,27 +90,6 @@ fn hierarchy(dir: Dir) -> String {
 }
 
 pub fn cases() -> Vec<Case> {
-    use Dir::*;
-    macro_rules! both {
-        ($id:literal, $checks:literal, $f:expr) => {
-            [
-                Case {
-                    id: $id,
-                    dir: OursToLibcoap,
-                    checks: $checks,
-                    run: || $f(OursToLibcoap),
-                    record_only: false,
-                },
-                Case {
-                    id: $id,
-                    dir: LibcoapToOurs,
-                    checks: $checks,
-                    run: || $f(LibcoapToOurs),
-                    record_only: false,
-                },
-            ]
-        };
-    }
     [
         both!("LINK_02", "filter ?rt=ticks", |d| filter_case(
             d,

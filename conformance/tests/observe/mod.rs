@@ -18,7 +18,7 @@ use coap_engine::{Config, Event, RequestId};
 use coap_engine_conformance::{libcoap, ours, Background, Datagram, Relay, Run, Server};
 use coap_engine_mio::{Driver, Handler};
 
-use crate::{code, libcoap_server, our_server, type_name, Case, Dir};
+use crate::{code, libcoap_server, our_server, server_for, type_name, Case, Dir};
 
 /// Limit for a whole observing client run.
 const OBSERVER_LIMIT: Duration = Duration::from_secs(40);
@@ -54,14 +54,6 @@ fn direct(ours_client: bool, args: &[&str]) -> Run {
         libcoap("coap-client-notls")
     };
     coap_engine_conformance::run(&program, &a, Duration::from_secs(20))
-}
-
-fn server(ours_client: bool, args: &[&str]) -> Server {
-    if ours_client {
-        libcoap_server(args)
-    } else {
-        our_server(args)
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -379,6 +371,21 @@ fn ctx(relay: &Relay, run: &Run) -> String {
     format!("{}\n--- wire\n{}", run.describe(), relay.trace())
 }
 
+/// A client (ours if `ours_client`) observing `/time` of `server` through a new relay, with
+/// `args` before the URI, once `count` notifications have crossed the relay.
+fn observing_time(
+    server: &Server,
+    ours_client: bool,
+    args: &[&str],
+    count: usize,
+) -> (Relay, Background) {
+    let relay = Relay::new(server.addr());
+    let uri = relay.uri("time");
+    let observer = spawn_observer(ours_client, &[args, &[uri.as_str()]].concat());
+    wait_notifications(&relay, count, Duration::from_secs(10));
+    (relay, observer)
+}
+
 /// Waits until `count` notifications have reached the client (or panics after `limit`).
 #[track_caller]
 fn wait_notifications(relay: &Relay, count: usize, limit: Duration) {
@@ -409,7 +416,7 @@ fn wait_notifications(relay: &Relay, count: usize, limit: Duration) {
 // OBS_01, OBS_02, OBS_12: observe /time for 3 s
 
 fn observe_time(ours_client: bool, server_args: &[&str], kind: Kind, dereg: bool) -> String {
-    let server = server(ours_client, server_args);
+    let server = server_for(ours_client, server_args);
     let relay = Relay::new(server.addr());
     let uri = relay.uri("time");
     let run = spawn_observer(ours_client, &["-s", "3", "-w", &uri]).finish(OBSERVER_LIMIT);
@@ -444,10 +451,7 @@ fn observe_time(ours_client: bool, server_args: &[&str], kind: Kind, dereg: bool
 
 fn max_age_ours_to_libcoap() -> String {
     let server = libcoap_server(&[]);
-    let relay = Relay::new(server.addr());
-    let uri = relay.uri("time");
-    let observer = spawn_observer(true, &["-s", "12", "-w", "-v", "6", &uri]);
-    wait_notifications(&relay, 2, Duration::from_secs(10));
+    let (relay, observer) = observing_time(&server, true, &["-s", "12", "-w", "-v", "6"], 2);
     relay.drop_to_client_until_next_request();
     let dropped_at = Instant::now();
     let run = observer.finish(OBSERVER_LIMIT);
@@ -503,10 +507,7 @@ fn max_age_ours_to_libcoap() -> String {
 
 fn max_age_libcoap_to_ours() -> String {
     let server = our_server(&[]);
-    let relay = Relay::new(server.addr());
-    let uri = relay.uri("time");
-    let observer = spawn_observer(false, &["-s", "12", "-w", &uri]);
-    wait_notifications(&relay, 2, Duration::from_secs(10));
+    let (relay, observer) = observing_time(&server, false, &["-s", "12", "-w"], 2);
     relay.drop_to_client_until_next_request();
     let dropped_at = Instant::now();
     let run = observer.finish(OBSERVER_LIMIT);
@@ -555,10 +556,7 @@ fn wait_log(server: &Server, needle: &str, limit: Duration) -> Option<Instant> {
 fn vanished_libcoap_to_ours() -> String {
     let k = K.to_string();
     let server = our_server(&["-K", &k, "-v", "6"]);
-    let relay = Relay::new(server.addr());
-    let uri = relay.uri("time");
-    let mut observer = spawn_observer(false, &["-s", "60", &uri]);
-    wait_notifications(&relay, 3, Duration::from_secs(10));
+    let (relay, mut observer) = observing_time(&server, false, &["-s", "60"], 3);
     observer.kill();
     let killed = Instant::now();
     let run = observer.finish(Duration::from_secs(5));
@@ -597,10 +595,7 @@ fn vanished_libcoap_to_ours() -> String {
 
 fn vanished_ours_to_libcoap() -> String {
     let server = libcoap_server(&["-v", "7"]);
-    let relay = Relay::new(server.addr());
-    let uri = relay.uri("time");
-    let mut observer = spawn_observer(true, &["-s", "120", &uri]);
-    wait_notifications(&relay, 3, Duration::from_secs(10));
+    let (relay, mut observer) = observing_time(&server, true, &["-s", "120"], 3);
     observer.kill();
     let killed = Instant::now();
     let run = observer.finish(Duration::from_secs(5));
@@ -640,41 +635,41 @@ fn vanished_ours_to_libcoap() -> String {
 // ---------------------------------------------------------------------------------------------
 // OBS_07, OBS_08, OBS_09: another client changes or deletes the observed resource
 
-/// Makes `path` on the server (PUT `first`), starts the observer through the relay, waits for
-/// its first notification, runs `change` (a client talking to the server directly), and
-/// returns the observer's run and the wire.
+/// Starts a server (`server_args`) behind a relay, makes `path` on it (PUT `first`), starts
+/// the observer through the relay, waits for its first notification, runs `change` (a client
+/// talking to the server directly), and returns the server, the relay, the observer's run
+/// and the context for failure messages.
 fn observe_and_change(
     ours_client: bool,
-    server: &Server,
-    relay: &Relay,
+    server_args: &[&str],
     path: &str,
     first: &str,
     change: &[&str],
-) -> Run {
+) -> (Server, Relay, Run, String) {
+    let server = server_for(ours_client, server_args);
+    let relay = Relay::new(server.addr());
     let target = server.uri(path);
     direct(ours_client, &["-m", "put", "-t", "0", "-e", first, &target]).expect_code(0);
     let uri = relay.uri(path);
     let observer = spawn_observer(ours_client, &["-s", "5", "-w", &uri]);
-    wait_notifications(relay, 1, Duration::from_secs(10));
+    wait_notifications(&relay, 1, Duration::from_secs(10));
     std::thread::sleep(Duration::from_millis(300));
     let mut args = change.to_vec();
     args.push(&target);
     direct(ours_client, &args).expect_code(0);
-    observer.finish(OBSERVER_LIMIT)
+    let run = observer.finish(OBSERVER_LIMIT);
+    let c = ctx(&relay, &run);
+    (server, relay, run, c)
 }
 
 fn update_by_put(ours_client: bool) -> String {
-    let server = server(ours_client, &["-d", "10"]);
-    let relay = Relay::new(server.addr());
-    let run = observe_and_change(
+    let (_server, relay, run, c) = observe_and_change(
         ours_client,
-        &server,
-        &relay,
+        &["-d", "10"],
         "example_data",
         "obs09 first",
         &["-m", "put", "-t", "0", "-e", "obs09 second"],
     );
-    let c = ctx(&relay, &run);
     run.expect_code(0);
     let w = Wire::read(&relay, &c);
     let n = w.notifications();
@@ -701,17 +696,13 @@ fn update_by_put(ours_client: bool) -> String {
 }
 
 fn delete_ends(ours_client: bool) -> String {
-    let server = server(ours_client, &["-d", "10", "-v", "6"]);
-    let relay = Relay::new(server.addr());
-    let run = observe_and_change(
+    let (server, relay, run, c) = observe_and_change(
         ours_client,
-        &server,
-        &relay,
+        &["-d", "10", "-v", "6"],
         "obs07",
         "obs07 data",
         &["-m", "delete"],
     );
-    let c = ctx(&relay, &run);
     let w = Wire::read(&relay, &c);
     let (at, gone) = w
         .answers
@@ -758,17 +749,13 @@ fn delete_ends(ours_client: bool) -> String {
 }
 
 fn format_change(ours_client: bool) -> String {
-    let server = server(ours_client, &["-d", "10", "-v", "6"]);
-    let relay = Relay::new(server.addr());
-    let run = observe_and_change(
+    let (server, relay, run, c) = observe_and_change(
         ours_client,
-        &server,
-        &relay,
+        &["-d", "10", "-v", "6"],
         "example_data",
         "obs08 text",
         &["-m", "put", "-t", "50", "-e", "{\"obs\":8}"],
     );
-    let c = ctx(&relay, &run);
     let w = Wire::read(&relay, &c);
     let after: Vec<&(Instant, Packet, bool)> = w.answers.iter().skip(1).collect();
     let describe = |p: &Packet| {
@@ -1102,10 +1089,7 @@ fn plain_get_by_engine(server: Server) -> String {
 /// another coap-client-notls (another endpoint) GETs /time meanwhile.
 fn plain_get_by_libcoap() -> String {
     let server = our_server(&[]);
-    let relay = Relay::new(server.addr());
-    let uri = relay.uri("time");
-    let observer = spawn_observer(false, &["-s", "4", "-w", &uri]);
-    wait_notifications(&relay, 2, Duration::from_secs(10));
+    let (relay, observer) = observing_time(&server, false, &["-s", "4", "-w"], 2);
     let plain = direct(false, &[&server.uri("time")]);
     plain.expect_code(0);
     let got = Instant::now();
@@ -1134,26 +1118,6 @@ fn plain_get_by_libcoap() -> String {
 
 pub fn cases() -> Vec<Case> {
     use Dir::*;
-    macro_rules! case {
-        ($id:literal, $dir:expr, $checks:literal, $f:expr) => {
-            Case {
-                id: $id,
-                dir: $dir,
-                checks: $checks,
-                run: $f,
-                record_only: false,
-            }
-        };
-        (recorded $id:literal, $dir:expr, $checks:literal, $f:expr) => {
-            Case {
-                id: $id,
-                dir: $dir,
-                checks: $checks,
-                run: $f,
-                record_only: true,
-            }
-        };
-    }
     vec![
         case!(
             "OBS_01",
@@ -1343,7 +1307,7 @@ fn block2_num(p: &Packet) -> Option<(u32, bool)> {
 /// those larger than a block must have come as a first block with Observe followed by GETs
 /// without Observe for the further blocks.
 fn observe_large(ours_client: bool, sizes: &[usize]) -> String {
-    let server = server(ours_client, &["-d", "10"]);
+    let server = server_for(ours_client, &["-d", "10"]);
     let relay = Relay::new(server.addr());
     let target = server.uri("example_data");
     let bodies: Vec<String> = sizes

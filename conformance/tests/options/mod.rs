@@ -10,9 +10,7 @@
 use coap_engine::coap_lite::{CoapOption, Packet, RequestType};
 use coap_engine_conformance::{Relay, Run, Server};
 
-use crate::{
-    code, ctx, libcoap_client, libcoap_server, our_client, our_server, single_exchange, Case, Dir,
-};
+use crate::{code, ctx, libcoap_client, our_client, single_exchange, Case, Dir};
 
 /// One request/response, checked like every CON exchange (piggybacked, MID and token).
 pub struct Exchange {
@@ -65,16 +63,8 @@ pub struct Pair {
 impl Pair {
     /// Both servers with `-d 10` (dynamic resources).
     pub fn new(dir: Dir) -> Pair {
-        let ours_client = match dir {
-            Dir::OursToLibcoap => true,
-            Dir::LibcoapToOurs => false,
-            _ => unreachable!("plain CoAP between the two tools only here"),
-        };
-        let server = if ours_client {
-            libcoap_server(&["-d", "10"])
-        } else {
-            our_server(&["-d", "10"])
-        };
+        let ours_client = crate::ours_client(dir);
+        let server = crate::server_for(ours_client, &["-d", "10"]);
         let relay = Relay::new(server.addr());
         Pair {
             ours_client,
@@ -483,96 +473,85 @@ fn if_none_match(dir: Dir) -> String {
 
 pub fn cases() -> Vec<Case> {
     use Dir::*;
-    let case = |id: &'static str,
-                dir: Dir,
-                checks: &'static str,
-                run: fn() -> String,
-                record_only: bool| Case {
-        id,
-        dir,
-        checks,
-        run,
-        record_only,
-    };
     vec![
-        case(
+        Case::new(
             "CORE_18",
             OursToLibcoap,
             "POST creating a resource: 2.01 with Location-Path",
             || location_path(Dir::OursToLibcoap),
             false,
         ),
-        case(
+        Case::new(
             "CORE_18",
             LibcoapToOurs,
             "POST creating a resource: 2.01 with Location-Path",
             || location_path(Dir::LibcoapToOurs),
             false,
         ),
-        case(
+        Case::new(
             "CORE_19",
             OursToLibcoap,
             "POST with Uri-Query: 2.01 with Location-Path and Location-Query",
             || location_query(Dir::OursToLibcoap),
             false,
         ),
-        case(
+        Case::new(
             "CORE_19",
             LibcoapToOurs,
             "POST with Uri-Query: 2.01 with Location-Path and Location-Query",
             || location_query(Dir::LibcoapToOurs),
             false,
         ),
-        case(
+        Case::new(
             "CORE_20",
             OursToLibcoap,
             "Accept: the accepted Content-Format or 4.06 (libcoap's behaviour recorded)",
             || accept(Dir::OursToLibcoap),
             true,
         ),
-        case(
+        Case::new(
             "CORE_20",
             LibcoapToOurs,
             "Accept: the accepted Content-Format or 4.06",
             || accept(Dir::LibcoapToOurs),
             false,
         ),
-        case(
+        Case::new(
             "CORE_21",
             OursToLibcoap,
             "ETag validation: 2.03 Valid (libcoap's behaviour recorded)",
             etag_libcoap,
             true,
         ),
-        case(
+        Case::new(
             "CORE_21",
             LibcoapToOurs,
             "ETag validation: 2.03 Valid for the current ETag, 2.05 after a change",
             etag_ours,
             false,
         ),
-        case(
+        Case::new(
             "CORE_22",
             OursToLibcoap,
             "PUT with If-Match (libcoap's behaviour recorded)",
             || if_match(Dir::OursToLibcoap),
             true,
         ),
-        case(
+        Case::new(
             "CORE_22",
             LibcoapToOurs,
             "PUT with If-Match: 2.04 when it matches, 4.12 when not",
             || if_match(Dir::LibcoapToOurs),
             false,
         ),
-        case(
+        Case::new(
             "CORE_23",
             OursToLibcoap,
             "PUT with If-None-Match (libcoap's behaviour recorded)",
             || if_none_match(Dir::OursToLibcoap),
             true,
         ),
-        case(
+        Case::new(
             "CORE_23",
             LibcoapToOurs,
             "PUT with If-None-Match: 2.01, then 4.12",

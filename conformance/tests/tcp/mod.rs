@@ -15,9 +15,10 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use coap_engine_conformance::{libcoap, ours, run, Background, Ready, Run, Server};
+use coap_engine_conformance::{libcoap, ours, run, Background, Ready, Run, Scratch, Server};
 
 use crate::dtls::pki;
+use crate::tls::{suite_name, version_name};
 use crate::{Case, Dir, Tls, CLIENT_LIMIT};
 
 mod wire;
@@ -62,6 +63,16 @@ fn libcoap_server(args: &[&str]) -> Server {
 
 fn our_server(args: &[&str]) -> Server {
     tcp_server(&ours("coap-server"), args)
+}
+
+/// The peers of a case run one way or the other: libcoap's server (`args`) and our client
+/// if `ours_client`, else our server and libcoap's client.
+fn peers(ours_client: bool, args: &[&str]) -> (Server, fn(&[&str]) -> Run) {
+    if ours_client {
+        (libcoap_server(args), our_client)
+    } else {
+        (our_server(args), libcoap_client)
+    }
 }
 
 fn tcp_addr(s: &Server) -> SocketAddr {
@@ -126,35 +137,25 @@ fn exit(r: &Run) -> String {
         .map_or("none (killed at the limit)".into(), |c| c.to_string())
 }
 
+/// `client` with `args` and the `coap+tcp://` URI of `path` on `server` through a relay, until
+/// the connection has closed both ways (within [`PROMPT`]); returns the relay, the run and
+/// the context for failure messages.
+fn closed_exchange(
+    server: &Server,
+    client: fn(&[&str]) -> Run,
+    args: &[&str],
+    path: &str,
+) -> (TcpRelay, Run, String) {
+    let relay = TcpRelay::new(tcp_addr(server));
+    let uri = relay.uri("coap+tcp", path);
+    let r = client(&[args, &[uri.as_str()]].concat());
+    relay.wait_closed(true, PROMPT);
+    let c = ctx(&relay, &r);
+    (relay, r, c)
+}
+
 fn ctx(relay: &TcpRelay, r: &Run) -> String {
     format!("{}\n--- wire\n{}", r.describe(), relay.trace())
-}
-
-/// A scratch directory for one case's files, removed on drop.
-struct Scratch(std::path::PathBuf);
-
-impl Scratch {
-    fn new() -> Scratch {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static N: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "coap-conformance-tcp-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).expect("scratch directory");
-        Scratch(dir)
-    }
-
-    fn file(&self, name: &str) -> String {
-        self.0.join(name).to_str().unwrap().to_string()
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,20 +247,20 @@ fn check_csms(relay: &TcpRelay, r: &Run, client_x: u64, server_x: u64) -> String
 }
 
 fn csm_ours() -> String {
-    let server = libcoap_server(&["-X", "2048"]);
-    let relay = TcpRelay::new(tcp_addr(&server));
-    let r = our_client(&["-X", "4096", &relay.uri("coap+tcp", "")]);
-    r.expect_code(0);
-    assert!(r.stdout.contains("libcoap"), "{}", ctx(&relay, &r));
-    check_csms(&relay, &r, 4096, 2048)
+    csm_exchange(&libcoap_server(&["-X", "2048"]), our_client, "libcoap")
 }
 
 fn csm_libcoap() -> String {
-    let server = our_server(&["-X", "2048"]);
-    let relay = TcpRelay::new(tcp_addr(&server));
-    let r = libcoap_client(&["-X", "4096", &relay.uri("coap+tcp", "")]);
+    csm_exchange(&our_server(&["-X", "2048"]), libcoap_client, "coap-engine")
+}
+
+/// `client -X 4096` GETs `/` of `server` (`-X 2048`), whose text holds `text`, through a
+/// relay: exit 0 and the CSMs checked.
+fn csm_exchange(server: &Server, client: fn(&[&str]) -> Run, text: &str) -> String {
+    let relay = TcpRelay::new(tcp_addr(server));
+    let r = client(&["-X", "4096", &relay.uri("coap+tcp", "")]);
     r.expect_code(0);
-    assert!(r.stdout.contains("coap-engine"), "{}", ctx(&relay, &r));
+    assert!(r.stdout.contains(text), "{}", ctx(&relay, &r));
     check_csms(&relay, &r, 4096, 2048)
 }
 
@@ -301,19 +302,8 @@ fn expect_exchange(
 }
 
 fn methods(ours_client: bool) -> String {
-    let server = if ours_client {
-        libcoap_server(&["-d", "10"])
-    } else {
-        our_server(&["-d", "10"])
-    };
+    let (server, client) = peers(ours_client, &["-d", "10"]);
     let relay = TcpRelay::new(tcp_addr(&server));
-    let client = |args: &[&str]| {
-        if ours_client {
-            our_client(args)
-        } else {
-            libcoap_client(args)
-        }
-    };
     let uri = |p: &str| relay.uri("coap+tcp", p);
     let own_text = if ours_client {
         "libcoap"
@@ -424,11 +414,8 @@ fn describe_pong(p: &Frame) -> String {
 /// that the connection stays up); libcoap's Pongs are recorded.
 fn ping_ours() -> String {
     let server = libcoap_server(&[]);
-    let relay = TcpRelay::new(tcp_addr(&server));
     // libcoap's /async?3 answers after 3 s: the connection is silent meanwhile.
-    let r = our_client(&["-K", "1", &relay.uri("coap+tcp", "async?3")]);
-    relay.wait_closed(true, PROMPT);
-    let c = ctx(&relay, &r);
+    let (relay, r, c) = closed_exchange(&server, our_client, &["-K", "1"], "async?3");
     assert_eq!(r.code(), Some(0), "{c}");
     assert_eq!(r.stdout, "done", "{c}");
     let (n, worst, matched) = check_pings(&relay, &c);
@@ -448,10 +435,7 @@ fn ping_ours() -> String {
 
 fn ping_libcoap() -> String {
     let server = our_server(&[]);
-    let relay = TcpRelay::new(tcp_addr(&server));
-    let r = libcoap_client(&["-K", "1", &relay.uri("coap+tcp", "async?3")]);
-    relay.wait_closed(true, PROMPT);
-    let c = ctx(&relay, &r);
+    let (relay, r, c) = closed_exchange(&server, libcoap_client, &["-K", "1"], "async?3");
     assert_eq!(r.code(), Some(0), "{c}");
     assert!(r.stdout.contains("done"), "{c}");
     let (n, worst, matched) = check_pings(&relay, &c);
@@ -522,24 +506,13 @@ fn check_sizes(relay: &TcpRelay, conn: usize, c: &str) -> String {
 }
 
 fn large(ours_client: bool) -> String {
-    let scratch = Scratch::new();
+    let scratch = Scratch::new("tcp");
     let input = scratch.file("big.in");
     let body = big_body();
     std::fs::write(&input, &body).unwrap();
     // The server takes at most 1152-byte messages: the upload must go in blocks.
-    let server = if ours_client {
-        libcoap_server(&["-d", "10", "-X", "1152"])
-    } else {
-        our_server(&["-d", "10", "-X", "1152"])
-    };
+    let (server, client) = peers(ours_client, &["-d", "10", "-X", "1152"]);
     let relay = TcpRelay::new(tcp_addr(&server));
-    let client = |args: &[&str]| {
-        if ours_client {
-            our_client(args)
-        } else {
-            libcoap_client(args)
-        }
-    };
     let uri = relay.uri("coap+tcp", "big");
     let r = client(&["-m", "put", "-f", &input, &uri]);
     r.expect_code(0);
@@ -602,18 +575,10 @@ fn large(ours_client: bool) -> String {
 // TCP_05: observe
 
 fn observe(ours_client: bool) -> String {
-    let server = if ours_client {
-        libcoap_server(&[])
-    } else {
-        our_server(&[])
-    };
+    let (server, client) = peers(ours_client, &[]);
     let relay = TcpRelay::new(tcp_addr(&server));
     let uri = relay.uri("coap+tcp", "time");
-    let r = if ours_client {
-        our_client(&["-s", "3", &uri])
-    } else {
-        libcoap_client(&["-s", "3", &uri])
-    };
+    let r = client(&["-s", "3", &uri]);
     r.expect_code(0);
     relay.wait_closed(false, PROMPT);
     let c = ctx(&relay, &r);
@@ -738,11 +703,8 @@ fn abort() -> Vec<u8> {
 /// fake server that sends a Release or an Abort instead of answering: exit 3, one line.
 fn release_ours() -> String {
     let server = libcoap_server(&[]);
-    let relay = TcpRelay::new(tcp_addr(&server));
-    let r = our_client(&[&relay.uri("coap+tcp", "")]);
+    let (relay, r, c) = closed_exchange(&server, our_client, &[], "");
     r.expect_code(0);
-    relay.wait_closed(true, PROMPT);
-    let c = ctx(&relay, &r);
     let up = relay.clean_frames(0, true);
     let last = up.last().unwrap_or_else(|| panic!("nothing sent\n{c}"));
     assert!(
@@ -819,11 +781,8 @@ fn release_to_libcoap() -> String {
 /// libcoap's client's connection.
 fn release_to_ours() -> String {
     let server = our_server(&["-v", "6"]);
-    let relay = TcpRelay::new(tcp_addr(&server));
-    let r = libcoap_client(&[&relay.uri("coap+tcp", "")]);
+    let (relay, r, c) = closed_exchange(&server, libcoap_client, &[], "");
     r.expect_code(0);
-    relay.wait_closed(true, PROMPT);
-    let c = ctx(&relay, &r);
     let up = relay.clean_frames(0, true);
     let libcoap_end = if up.iter().any(|f| f.is("7.04")) {
         "a Release, then its FIN"
@@ -1113,17 +1072,7 @@ fn check_tls(relay: &TcpRelay, clear: &[&str], c: &str) -> String {
     }
     let (version, suite) = server_hello(&relay.bytes(0, false))
         .unwrap_or_else(|| panic!("no readable ServerHello\n{c}"));
-    let version = match version {
-        0x0304 => "TLS 1.3".to_string(),
-        0x0303 => "TLS 1.2".to_string(),
-        v => format!("version {v:#06x}"),
-    };
-    let suite = match suite {
-        0x1301 => "TLS_AES_128_GCM_SHA256".to_string(),
-        0x1302 => "TLS_AES_256_GCM_SHA384".to_string(),
-        0x1303 => "TLS_CHACHA20_POLY1305_SHA256".to_string(),
-        s => format!("{s:#06x}"),
-    };
+    let (version, suite) = (version_name(version), suite_name(suite));
     format!(
         "{} TLS connection(s), {version}, {suite}, each a ClientHello, then \
          application-data records both ways ({counts:?}); no payload in the clear",
@@ -1181,148 +1130,141 @@ fn tls(ours_client: bool) -> String {
 pub fn cases() -> Vec<Case> {
     let ours = Dir::OursToTls(OPENSSL);
     let theirs = Dir::TlsToOurs(OPENSSL);
-    let case = |id, dir, checks, run: fn() -> String, record_only| Case {
-        id,
-        dir,
-        checks,
-        run,
-        record_only,
-    };
     vec![
-        case(
+        Case::new(
             "TCP_01",
             ours,
             "CSM both ways (coap+tcp): first frame each way, Max-Message-Size as -X, Block-Wise-Transfer",
             csm_ours,
             false,
         ),
-        case(
+        Case::new(
             "TCP_01",
             theirs,
             "CSM both ways (coap+tcp): first frame each way, Max-Message-Size as -X, Block-Wise-Transfer",
             csm_libcoap,
             false,
         ),
-        case(
+        Case::new(
             "TCP_02",
             ours,
             "GET, PUT, POST, DELETE over coap+tcp: codes and tokens on the wire",
             || methods(true),
             false,
         ),
-        case(
+        Case::new(
             "TCP_02",
             theirs,
             "GET, PUT, POST, DELETE over coap+tcp: codes and tokens on the wire",
             || methods(false),
             false,
         ),
-        case(
+        Case::new(
             "TCP_03",
             ours,
             "Ping/Pong: the client's -K 1 Pings answered by Pongs with their tokens; a raw Ping with Custody",
             ping_ours,
             false,
         ),
-        case(
+        Case::new(
             "TCP_03",
             theirs,
             "Ping/Pong: the client's -K 1 Pings answered by Pongs with their tokens; a raw Ping with Custody echoed",
             ping_libcoap,
             false,
         ),
-        case(
+        Case::new(
             "TCP_04",
             ours,
             "100 kB PUT and GET byte-exact, server -X 1152, GET with client -X 1152 and without: no frame above the receiver's Max-Message-Size",
             || large(true),
             false,
         ),
-        case(
+        Case::new(
             "TCP_04",
             theirs,
             "100 kB PUT and GET byte-exact, server -X 1152, GET with client -X 1152 and without: no frame above the receiver's Max-Message-Size",
             || large(false),
             false,
         ),
-        case(
+        Case::new(
             "TCP_05",
             ours,
             "observe /time over coap+tcp (-s 3): Observe 0, increasing notifications, deregistration",
             || observe(true),
             false,
         ),
-        case(
+        Case::new(
             "TCP_05",
             theirs,
             "observe /time over coap+tcp (-s 3): Observe 0, increasing notifications, deregistration",
             || observe(false),
             false,
         ),
-        case(
+        Case::new(
             "TCP_06",
             ours,
             "Release: our client ends with 7.04 then FIN; a fake server (the test) sends Release / Abort: exit 3, one line",
             release_ours,
             false,
         ),
-        case(
+        Case::new(
             "TCP_06",
             ours,
             "Release/Abort to coap-server-openssl (a raw client, the test, sends them): what it does",
             release_to_libcoap,
             true,
         ),
-        case(
+        Case::new(
             "TCP_06",
             theirs,
             "Release/Abort to our server (a raw client, the test, sends them): it closes, sends nothing more, keeps serving",
             release_to_ours,
             false,
         ),
-        case(
+        Case::new(
             "TCP_06",
             theirs,
             "Release/Abort to coap-client-openssl (a fake server, the test, sends them): what it does",
             release_to_libcoap_client,
             true,
         ),
-        case(
+        Case::new(
             "TCP_07",
             theirs,
             "malformed to our server: a raw client (the test) sends no CSM / token length 9 / a 1 MB length; Abort, then close",
             malformed_to_ours,
             false,
         ),
-        case(
+        Case::new(
             "TCP_07",
             ours,
             "malformed to coap-server-openssl: a raw client (the test) sends no CSM / token length 9 / a 1 MB length; what it does",
             malformed_to_libcoap,
             true,
         ),
-        case(
+        Case::new(
             "TCP_07",
             ours,
             "malformed to our client: a fake server (the test) sends no CSM / token length 15; Abort, close, exit 3",
             malformed_ours_client,
             false,
         ),
-        case(
+        Case::new(
             "TCP_07",
             theirs,
             "malformed to coap-client-openssl: a fake server (the test) sends no CSM / token length 15; what it does",
             malformed_libcoap_client,
             true,
         ),
-        case(
+        Case::new(
             "TLS_01",
             ours,
             "coaps+tcp with certificates both ways: PUT/GET exit 0, TLS records on the wire, no payload in the clear",
             || tls(true),
             false,
         ),
-        case(
+        Case::new(
             "TLS_01",
             theirs,
             "coaps+tcp with certificates both ways: PUT/GET exit 0, TLS records on the wire, no payload in the clear",

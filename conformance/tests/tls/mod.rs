@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use coap_engine_conformance::{libcoap, ours, run, Run, Server};
 
-use crate::dtls::pki;
+use crate::dtls::{exit, libcoap_complaint, pki};
 use crate::{Case, Dir, Tls, CLIENT_LIMIT};
 
 /// How `/` begins on our server: libcoap's client printed our answer.
@@ -366,12 +366,21 @@ pub fn server_hello(server_bytes: &[u8]) -> Option<(String, String)> {
             e += 4 + l;
         }
     }
-    let version = match version {
+    Some((version_name(version), suite_name(suite)))
+}
+
+/// A TLS version by name (`TLS 1.3`), else its number.
+pub fn version_name(version: u16) -> String {
+    match version {
         0x0304 => "TLS 1.3".to_string(),
         0x0303 => "TLS 1.2".to_string(),
         v => format!("version {v:#06x}"),
-    };
-    let suite = match suite {
+    }
+}
+
+/// A TLS cipher suite by its IANA name, else its number.
+pub fn suite_name(suite: u16) -> String {
+    match suite {
         0x1301 => "TLS_AES_128_GCM_SHA256".to_string(),
         0x1302 => "TLS_AES_256_GCM_SHA384".to_string(),
         0x1303 => "TLS_CHACHA20_POLY1305_SHA256".to_string(),
@@ -379,8 +388,7 @@ pub fn server_hello(server_bytes: &[u8]) -> Option<(String, String)> {
         0xC02C => "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384".to_string(),
         0xCCA9 => "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256".to_string(),
         s => format!("suite {s:#06x}"),
-    };
-    Some((version, suite))
+    }
 }
 
 /// Whether the client's first bytes are a TLS ClientHello.
@@ -476,17 +484,6 @@ fn ctx(relay: &TcpRelay, r: &Run, server: &Server) -> String {
     )
 }
 
-/// The single stderr line of one of our clients' failures, holding every one of `words`.
-#[track_caller]
-fn one_line(r: &Run, words: &[&str], c: &str) -> String {
-    let lines: Vec<&str> = r.stderr.lines().collect();
-    assert_eq!(lines.len(), 1, "exactly one line on stderr expected\n{c}");
-    for w in words {
-        assert!(lines[0].contains(w), "{w:?} not in the failure line\n{c}");
-    }
-    lines[0].trim().to_string()
-}
-
 /// The plaintext hellos of the relay's connection `conn`: a ClientHello went out and the
 /// server answered with a ServerHello. Returns "TLS 1.x, SUITE".
 #[track_caller]
@@ -515,19 +512,6 @@ fn server_says(server: &Server, needle: &str) -> bool {
     }
 }
 
-/// The first of libcoap's log lines at WARN or ERR (its clients log to stdout), trimmed of
-/// the time and addresses.
-fn libcoap_complaint(out: &str) -> String {
-    out.lines()
-        .find(|l| l.contains(" WARN ") || l.contains(" ERR "))
-        .map(|l| {
-            let l = l.split_once(" TLS : ").map_or(l, |(_, m)| m);
-            let l = l.split_once(" ERR ").map_or(l, |(_, m)| m);
-            format!("`{}`", l.trim())
-        })
-        .unwrap_or_else(|| "nothing".into())
-}
-
 /// libcoap's log lines (at WARN) of one connection's TLS, trimmed, for the notes.
 fn libcoap_tls_lines(out: &str) -> Vec<String> {
     out.lines()
@@ -541,28 +525,26 @@ fn libcoap_tls_lines(out: &str) -> Vec<String> {
         .collect()
 }
 
-fn exit(r: &Run) -> String {
-    r.code()
-        .map_or("none (killed at the limit)".into(), |c| c.to_string())
+/// Our server's `-v 4` lines about refused TLS clients (`PEER: TLS: REASON`), each trimmed
+/// to its reason.
+fn tls_refusals(server: &Server) -> Vec<String> {
+    server
+        .output()
+        .lines()
+        .filter_map(|l| l.split_once(": TLS: ").map(|(_, m)| m.trim().to_string()))
+        .collect()
 }
 
-/// Our server's `-v 4` line about a refused TLS client (`PEER: TLS: REASON`), trimmed.
-fn our_server_refusal(server: &Server, c: &str) -> String {
+/// The first of [`tls_refusals`], which must hold `want` (else `why` is the failure).
+#[track_caller]
+fn our_server_refusal(server: &Server, want: &str, why: &str, c: &str) -> String {
     assert!(
         server_says(server, ": TLS: "),
         "our server logged no failed TLS handshake\n{c}"
     );
-    server
-        .output()
-        .lines()
-        .find(|l| l.contains(": TLS: "))
-        .map(|l| {
-            l.split_once(": TLS: ")
-                .map_or(l, |(_, m)| m)
-                .trim()
-                .to_string()
-        })
-        .unwrap_or_default()
+    let logged = tls_refusals(server).into_iter().next().unwrap_or_default();
+    assert!(logged.contains(want), "{why}\n{c}");
+    logged
 }
 
 /// libcoap's client against one of our servers through `relay`: whether it printed our
@@ -581,9 +563,40 @@ fn libcoap_verdict(relay: &TcpRelay, args: &[&str]) -> (Run, bool, String) {
             "no answer printed"
         },
         exit(&r),
-        libcoap_complaint(&format!("{}{}", r.stdout, r.stderr))
+        libcoap_complaint(&r, " TLS : ")
     );
     (r, accepted, note)
+}
+
+/// [`libcoap_verdict`] for a run that must end: whether it printed our answer, the note, and
+/// the context for failure messages.
+#[track_caller]
+fn libcoap_ended(relay: &TcpRelay, server: &Server, args: &[&str]) -> (bool, String, String) {
+    let (r, accepted, note) = libcoap_verdict(relay, args);
+    let c = ctx(relay, &r, server);
+    assert!(r.status.is_some(), "coap-client-openssl did not end\n{c}");
+    (accepted, note, c)
+}
+
+/// Our client's refusal of a handshake: exit status 3 well before its `-B 5`, and a single
+/// stderr line holding every one of `words`. Returns the context and that line.
+#[track_caller]
+fn refused(r: &Run, relay: &TcpRelay, server: &Server, words: &[&str]) -> (String, String) {
+    let c = ctx(relay, r, server);
+    assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
+    let line = r.one_stderr_line(words, &c);
+    assert!(r.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
+    (c, line)
+}
+
+/// One of our servers with the certificate `name`.pem (key `name`.key) and `extra`
+/// arguments, at log level 4 (it logs why a handshake failed).
+fn our_cert_server(name: &str, extra: &[&str]) -> Server {
+    let (cert, key) = (pki(&format!("{name}.pem")), pki(&format!("{name}.key")));
+    let mut args = vec!["-c", &cert, "-j", &key];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-v", "4"]);
+    our_server(&args)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -598,10 +611,7 @@ fn unknown_ca_ours() -> String {
     ]);
     let relay = TcpRelay::new(tls_addr(&server));
     let r = our_client(&["-C", &pki("ca.pem"), "-B", "5", &relay.uri("coaps+tcp", "")]);
-    let c = ctx(&relay, &r, &server);
-    assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let line = one_line(&r, &["TLS", "unknown CA"], &c);
-    assert!(r.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
+    let (c, line) = refused(&r, &relay, &server, &["TLS", "unknown CA"]);
     let hello = handshake_seen(&relay, 0, &c);
     // Our alert is encrypted in TLS 1.3; libcoap logs what it received.
     assert!(
@@ -615,27 +625,19 @@ fn unknown_ca_ours() -> String {
 }
 
 fn unknown_ca_libcoap() -> String {
-    let server = our_server(&[
-        "-c",
-        &pki("other-server.pem"),
-        "-j",
-        &pki("other-server.key"),
-        "-v",
-        "4",
-    ]);
+    let server = our_cert_server("other-server", &[]);
     let relay = TcpRelay::new(tls_addr(&server));
-    let (r, accepted, note) = libcoap_verdict(&relay, &["-C", &pki("ca.pem")]);
-    let c = ctx(&relay, &r, &server);
-    assert!(r.status.is_some(), "coap-client-openssl did not end\n{c}");
+    let (accepted, note, c) = libcoap_ended(&relay, &server, &["-C", &pki("ca.pem")]);
     assert!(
         !accepted,
         "coap-client-openssl -C ca.pem printed the answer of a server it cannot verify\n{c}"
     );
     let hello = handshake_seen(&relay, 0, &c);
-    let logged = our_server_refusal(&server, &c);
-    assert!(
-        logged.contains("unknown_ca"),
-        "our server should log the client's unknown_ca alert\n{c}"
+    let logged = our_server_refusal(
+        &server,
+        "unknown_ca",
+        "our server should log the client's unknown_ca alert",
+        &c,
     );
     format!("coap-client-openssl -C ca.pem: {note}; {hello}; our server logged `{logged}`")
 }
@@ -658,10 +660,7 @@ fn wrong_name_ours() -> String {
     );
     let relay = TcpRelay::on(OTHER_NAME, tls_addr(&server));
     let r = our_client(&["-C", &ca, "-B", "5", &relay.uri("coaps+tcp", "")]);
-    let c = ctx(&relay, &r, &server);
-    assert_eq!(r.code(), Some(3), "exit status 3 expected\n{c}");
-    let line = one_line(&r, &["TLS", "name mismatch", "127.0.0.2"], &c);
-    assert!(r.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
+    let (c, line) = refused(&r, &relay, &server, &["TLS", "name mismatch", "127.0.0.2"]);
     let hello = handshake_seen(&relay, 0, &c);
     assert!(
         !r.stdout.contains(LIBCOAP_TEXT),
@@ -683,18 +682,9 @@ fn wrong_name_ours() -> String {
 }
 
 fn wrong_name_libcoap() -> String {
-    let server = our_server(&[
-        "-c",
-        &pki("server.pem"),
-        "-j",
-        &pki("server.key"),
-        "-v",
-        "4",
-    ]);
+    let server = our_cert_server("server", &[]);
     let relay = TcpRelay::on(OTHER_NAME, tls_addr(&server));
-    let (r, accepted, note) = libcoap_verdict(&relay, &["-C", &pki("ca.pem")]);
-    let c = ctx(&relay, &r, &server);
-    assert!(r.status.is_some(), "coap-client-openssl did not end\n{c}");
+    let (accepted, note, c) = libcoap_ended(&relay, &server, &["-C", &pki("ca.pem")]);
     let hello = handshake_seen(&relay, 0, &c);
     format!(
         "server.pem (localhost, 127.0.0.1, ::1) reached as 127.0.0.2 with -C ca.pem: {}{note}; {hello}",
@@ -724,10 +714,12 @@ fn client_cert_ours() -> String {
     let uri = relay.uri("coaps+tcp", "");
 
     let none = our_client(&["-C", &ca, "-B", "5", &uri]);
-    let c = ctx(&relay, &none, &server);
-    assert_eq!(none.code(), Some(3), "exit status 3 expected\n{c}");
-    let none_line = one_line(&none, &["TLS", "certificate_required", "-c certfile"], &c);
-    assert!(none.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
+    let (c, none_line) = refused(
+        &none,
+        &relay,
+        &server,
+        &["TLS", "certificate_required", "-c certfile"],
+    );
     let hello = handshake_seen(&relay, 0, &c);
     assert!(
         server_says(&server, "peer did not return a certificate"),
@@ -760,10 +752,7 @@ fn client_cert_ours() -> String {
         "5",
         &uri,
     ]);
-    let c = ctx(&relay, &untrusted, &server);
-    assert_eq!(untrusted.code(), Some(3), "exit status 3 expected\n{c}");
-    let untrusted_line = one_line(&untrusted, &["TLS", "unknown_ca"], &c);
-    assert!(untrusted.elapsed < PROMPT, "a refusal, not a timeout\n{c}");
+    let (c, untrusted_line) = refused(&untrusted, &relay, &server, &["TLS", "unknown_ca"]);
     assert!(
         server_says(&server, "'coap-engine untrusted client' depth=0"),
         "coap-server-openssl did not log the untrusted client certificate\n{c}"
@@ -777,30 +766,20 @@ fn client_cert_ours() -> String {
 
 fn client_cert_libcoap() -> String {
     let ca = pki("ca.pem");
-    let server = our_server(&[
-        "-c",
-        &pki("server.pem"),
-        "-j",
-        &pki("server.key"),
-        "-C",
-        &ca,
-        "-v",
-        "4",
-    ]);
+    let server = our_cert_server("server", &["-C", &ca]);
     let relay = TcpRelay::new(tls_addr(&server));
 
-    let (r, accepted, none_note) = libcoap_verdict(&relay, &["-C", &ca]);
-    let c = ctx(&relay, &r, &server);
-    assert!(r.status.is_some(), "coap-client-openssl did not end\n{c}");
+    let (accepted, none_note, c) = libcoap_ended(&relay, &server, &["-C", &ca]);
     assert!(
         !accepted,
         "our server answered a client without a certificate\n{c}"
     );
     let hello = handshake_seen(&relay, 0, &c);
-    let none_logged = our_server_refusal(&server, &c);
-    assert!(
-        none_logged.contains("no certificate was sent"),
-        "our server should log the missing certificate\n{c}"
+    let none_logged = our_server_refusal(
+        &server,
+        "no certificate was sent",
+        "our server should log the missing certificate",
+        &c,
     );
 
     let (r, accepted, good_note) = libcoap_verdict(
@@ -819,8 +798,9 @@ fn client_cert_libcoap() -> String {
     assert_eq!(r.code(), Some(0), "{c}");
 
     let before = server.output().matches(": TLS: ").count();
-    let (r, accepted, untrusted_note) = libcoap_verdict(
+    let (accepted, untrusted_note, c) = libcoap_ended(
         &relay,
+        &server,
         &[
             "-C",
             &ca,
@@ -830,8 +810,6 @@ fn client_cert_libcoap() -> String {
             &pki("other-client.key"),
         ],
     );
-    let c = ctx(&relay, &r, &server);
-    assert!(r.status.is_some(), "coap-client-openssl did not end\n{c}");
     assert!(
         !accepted,
         "our server answered an untrusted client certificate\n{c}"
@@ -840,17 +818,9 @@ fn client_cert_libcoap() -> String {
     while server.output().matches(": TLS: ").count() == before && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let untrusted_logged = server
-        .output()
-        .lines()
-        .filter(|l| l.contains(": TLS: "))
+    let untrusted_logged = tls_refusals(&server)
+        .into_iter()
         .nth(before)
-        .map(|l| {
-            l.split_once(": TLS: ")
-                .map_or(l, |(_, m)| m)
-                .trim()
-                .to_string()
-        })
         .unwrap_or_else(|| panic!("our server logged no refusal of other-client.pem\n{c}"));
     assert!(
         untrusted_logged.contains("unknown CA"),
@@ -866,48 +836,12 @@ fn client_cert_libcoap() -> String {
 
 pub fn cases() -> Vec<Case> {
     vec![
-        Case {
-            id: "TLS_02",
-            dir: Dir::OursToTls(OPENSSL),
-            checks: "coaps+tcp, unknown CA: a server certificate from an untrusted CA refused, exit 3 with one line naming it, alert told (libcoap logs it)",
-            run: unknown_ca_ours,
-            record_only: false,
-        },
-        Case {
-            id: "TLS_02",
-            dir: Dir::TlsToOurs(OPENSSL),
-            checks: "coaps+tcp, unknown CA: coap-client-openssl -C ca.pem against our server with an untrusted certificate prints no answer; our server logs the client's alert; exit status recorded",
-            run: unknown_ca_libcoap,
-            record_only: false,
-        },
-        Case {
-            id: "TLS_03",
-            dir: Dir::OursToTls(OPENSSL),
-            checks: "coaps+tcp, wrong name: server.pem reached as 127.0.0.2 refused (exit 3, one line naming the mismatch), as 127.0.0.1 accepted",
-            run: wrong_name_ours,
-            record_only: false,
-        },
-        Case {
-            id: "TLS_03",
-            dir: Dir::TlsToOurs(OPENSSL),
-            checks: "coaps+tcp, wrong name: coap-client-openssl -C ca.pem reaching our server.pem as 127.0.0.2: what it does, recorded",
-            run: wrong_name_libcoap,
-            record_only: true,
-        },
-        Case {
-            id: "TLS_04",
-            dir: Dir::OursToTls(OPENSSL),
-            checks: "coaps+tcp, client certificate required (libcoap -C): without -c exit 3 naming certificate_required, with client.pem exit 0, with other-client.pem (untrusted CA) exit 3",
-            run: client_cert_ours,
-            record_only: false,
-        },
-        Case {
-            id: "TLS_04",
-            dir: Dir::TlsToOurs(OPENSSL),
-            checks: "coaps+tcp, client certificate required (our -C): coap-client-openssl without a certificate and with other-client.pem gets no answer (our server logs why), with client.pem it does",
-            run: client_cert_libcoap,
-            record_only: false,
-        },
+        Case::new("TLS_02", Dir::OursToTls(OPENSSL), "coaps+tcp, unknown CA: a server certificate from an untrusted CA refused, exit 3 with one line naming it, alert told (libcoap logs it)", unknown_ca_ours, false),
+        Case::new("TLS_02", Dir::TlsToOurs(OPENSSL), "coaps+tcp, unknown CA: coap-client-openssl -C ca.pem against our server with an untrusted certificate prints no answer; our server logs the client's alert; exit status recorded", unknown_ca_libcoap, false),
+        Case::new("TLS_03", Dir::OursToTls(OPENSSL), "coaps+tcp, wrong name: server.pem reached as 127.0.0.2 refused (exit 3, one line naming the mismatch), as 127.0.0.1 accepted", wrong_name_ours, false),
+        Case::new("TLS_03", Dir::TlsToOurs(OPENSSL), "coaps+tcp, wrong name: coap-client-openssl -C ca.pem reaching our server.pem as 127.0.0.2: what it does, recorded", wrong_name_libcoap, true),
+        Case::new("TLS_04", Dir::OursToTls(OPENSSL), "coaps+tcp, client certificate required (libcoap -C): without -c exit 3 naming certificate_required, with client.pem exit 0, with other-client.pem (untrusted CA) exit 3", client_cert_ours, false),
+        Case::new("TLS_04", Dir::TlsToOurs(OPENSSL), "coaps+tcp, client certificate required (our -C): coap-client-openssl without a certificate and with other-client.pem gets no answer (our server logs why), with client.pem it does", client_cert_libcoap, false),
     ]
 }
 

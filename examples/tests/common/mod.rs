@@ -3,9 +3,10 @@
 
 #![allow(dead_code)] // each test crate uses its own part
 
-use std::net::{TcpListener, UdpSocket};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+
+// The conformance harness's own probes: one way to pick ports and to know a server is up.
+pub use coap_engine_conformance::{answers_ping, free_port_pair};
 
 /// A server process, killed and reaped when dropped.
 pub struct Server {
@@ -17,22 +18,6 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-    }
-}
-
-/// A loopback port free for UDP and TCP whose next port is free too: libcoap's server and
-/// ours listen for TCP next to UDP, and with credentials on PORT + 1 as well.
-pub fn free_port_pair() -> u16 {
-    loop {
-        let socket = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = socket.local_addr().unwrap().port();
-        let free = port < u16::MAX
-            && UdpSocket::bind(("127.0.0.1", port + 1)).is_ok()
-            && TcpListener::bind(("127.0.0.1", port)).is_ok()
-            && TcpListener::bind(("127.0.0.1", port + 1)).is_ok();
-        if free {
-            return port;
-        }
     }
 }
 
@@ -50,29 +35,10 @@ pub fn start_logging(program: &str, args: &[&str], log: Option<&std::fs::File>) 
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {program}: {e}"));
         let mut server = Server { child, port };
-        if answers_ping(port) {
+        if answers_ping(&mut server.child, port) {
             return server;
         }
         let _ = server.child.kill();
     }
     panic!("{program} never answered a ping");
-}
-
-/// Whether a CoAP ping (Empty CON) to `port` on 127.0.0.1 is answered with a Reset.
-pub fn answers_ping(port: u16) -> bool {
-    let probe = UdpSocket::bind("127.0.0.1:0").unwrap();
-    probe
-        .set_read_timeout(Some(Duration::from_millis(50)))
-        .unwrap();
-    let mut buf = [0u8; 64];
-    for mid in 0..100u16 {
-        let [a, b] = mid.to_be_bytes();
-        let _ = probe.send_to(&[0x40, 0x00, a, b], ("127.0.0.1", port)); // Empty CON
-        if let Ok((n, _)) = probe.recv_from(&mut buf) {
-            if n >= 4 && buf[0] >> 4 & 3 == 3 {
-                return true; // Reset: the CoAP ping's answer
-            }
-        }
-    }
-    false
 }
