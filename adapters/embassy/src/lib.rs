@@ -177,7 +177,7 @@ pub enum RequestError {
     /// unreachable sends, a failed TCP connection),
     /// [`SessionClosed`](ExchangeError::SessionClosed) ([`Client::close_session`], an idle
     /// session, a TCP Release), [`Cancelled`](ExchangeError::Cancelled)
-    /// ([`Observation::cancel`], or dropping an [`Observation`]), and the block-wise failures
+    /// ([`Observation::cancel`]), and the block-wise failures
     /// of RFC 7959: [`BodyTooLarge`](ExchangeError::BodyTooLarge),
     /// [`UnexpectedBlock`](ExchangeError::UnexpectedBlock) and
     /// [`RepresentationChanged`](ExchangeError::RepresentationChanged).

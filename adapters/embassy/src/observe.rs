@@ -9,7 +9,7 @@ use alloc::sync::Arc;
 use core::net::SocketAddr;
 
 use coap_engine::coap_lite::Packet;
-use coap_engine::{Endpoint, IncomingRequestId, ObserverRemoval, RequestId, ResourceId, Transport};
+use coap_engine::{Endpoint, IncomingRequestId, ObserverRemoval, RequestId, ResourceId};
 use embassy_futures::select::{select, Either};
 use embassy_sync::blocking_mutex::raw::RawMutex;
 use embassy_sync::signal::Signal;
@@ -113,14 +113,15 @@ pub enum Observed {
 /// arrives, so a slow reader skips intermediate states and neither blocks the runner nor
 /// grows memory. Each observation holds at most one notification and its end.
 ///
-/// **Dropping** it ends the observation without waiting: over UDP it is cancelled (as
-/// [`cancel`](Self::cancel) does), and the server learns of it when its next notification
-/// is answered with Reset (RFC 7641 §3.6); over TCP, which has no Reset for that
-/// (RFC 8323), it is deregistered (as [`deregister`](Self::deregister) does), so that the
-/// server stops notifying. `drop` cannot await, so it queues this on the command channel
-/// with `try_send`. If that channel is full at that moment, the runner notices that the
-/// handle is gone when the next notification arrives and ends the observation then; until
-/// then the observation holds its engine exchange, and nothing else.
+/// **Dropping** it ends the observation without waiting: it is deregistered (as
+/// [`deregister`](Self::deregister) does, RFC 7641 §3.6), so the server stops notifying at
+/// once, over UDP and TCP alike (TCP has no Reset that could tell it later, RFC 8323), as
+/// the other adapters do; if the engine cannot send a deregistration now, it is cancelled
+/// locally (as [`cancel`](Self::cancel) does, and over UDP the server learns of it when its
+/// next notification is answered with Reset). `drop` cannot await, so it queues this on the
+/// command channel with `try_send`. If that channel is full at that moment, the runner
+/// notices that the handle is gone when the next notification arrives and ends the
+/// observation then; until then the observation holds its engine exchange, and nothing else.
 pub struct Observation<'a, M: RawMutex, const N: usize> {
     channels: &'a CoapChannels<M, N>,
     id: RequestId,
@@ -399,14 +400,11 @@ impl<M: RawMutex> Observations<M> {
     }
 }
 
-/// Ends observation `id`, whose handle was dropped, in the way the server notices: over UDP
-/// a cancel (the next notification is answered with Reset), over TCP, which has no Reset
-/// for it, a deregistration (or a cancel if the engine cannot send one now).
+/// Ends observation `id`, whose handle was dropped, so that the server stops notifying at
+/// once: a deregistration, or a cancel if the engine cannot send one now.
 fn forget(endpoint: &mut Endpoint, id: RequestId) {
     let t = now();
-    let deregistered =
-        endpoint.config().transport == Transport::Tcp && endpoint.deregister(t, id).is_ok();
-    if !deregistered {
+    if endpoint.deregister(t, id).is_err() {
         let _ = endpoint.cancel(t, id);
     }
 }

@@ -178,7 +178,7 @@ fn cancel_ends_with_cancelled_and_the_server_learns_by_reset() {
 }
 
 #[test]
-fn dropping_an_observation_cancels_it() {
+fn dropping_an_observation_deregisters_it() {
     let link = Link::new();
     let (client, server, tasks) = udp_pair(&link, Config::default());
     run_virtual(
@@ -186,20 +186,21 @@ fn dropping_an_observation_cancels_it() {
         async {
             let observation = register(client, server).await;
             drop(observation);
+            // The server hears a GET with Observe = 1 (RFC 7641 §3.6), not a Reset later.
+            let removed = server.next_observer_removed().await;
+            assert_eq!(removed.reason, ObserverRemoval::Deregistered);
+            assert_eq!(server.observers(COUNTER).await, 0);
             assert_eq!(
                 server.notify(COUNTER, content("1"), false).await.unwrap(),
-                1
+                0
             );
-            let removed = server.next_observer_removed().await;
-            assert_eq!(removed.reason, ObserverRemoval::Reset);
-            assert_eq!(server.observers(COUNTER).await, 0);
         },
         tasks,
     );
 }
 
 #[test]
-fn dropping_an_observation_with_the_command_queue_full_cancels_it_at_its_next_notification() {
+fn dropping_an_observation_with_the_command_queue_full_ends_it_at_its_next_notification() {
     let link = Link::new();
     let (client, server, tasks) = udp_pair(&link, Config::default());
     run_virtual(
@@ -215,21 +216,17 @@ fn dropping_an_observation_with_the_command_queue_full_cancels_it_at_its_next_no
             }
             let stuck = embassy_futures::poll_once(client.close_session(nobody));
             assert!(stuck.is_pending(), "the command channel is not full");
-            drop(observation); // its cancel does not fit
-                               // The runner finds the handle gone at this notification and cancels; the next
-                               // one is answered with Reset.
+            // Its deregistration does not fit: the runner finds the handle gone at the next
+            // notification and deregisters then.
+            drop(observation);
+            Timer::after_millis(100).await;
+            assert_eq!(server.observers(COUNTER).await, 1, "nothing was sent yet");
             assert_eq!(
                 server.notify(COUNTER, content("1"), false).await.unwrap(),
                 1
             );
-            Timer::after_millis(100).await;
-            assert_eq!(server.observers(COUNTER).await, 1);
-            assert_eq!(
-                server.notify(COUNTER, content("2"), false).await.unwrap(),
-                1
-            );
             let removed = server.next_observer_removed().await;
-            assert_eq!(removed.reason, ObserverRemoval::Reset);
+            assert_eq!(removed.reason, ObserverRemoval::Deregistered);
             assert_eq!(server.observers(COUNTER).await, 0);
         },
         tasks,
