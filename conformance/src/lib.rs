@@ -95,9 +95,16 @@ fn build_examples() -> Result<PathBuf, String> {
         .ok_or("no target directory")?
         .to_path_buf();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
+    // The workspace's manifest by its plain path, and the binaries of the whole workspace:
+    // built as `-p coap-engine-examples` alone, the engine crates' dependencies resolve
+    // differently from `cargo test --workspace`'s build, and each build made the other
+    // rebuild the engine and the examples (about 40 s of every conformance run in CI).
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .ok_or("conformance/ has no parent directory")?
+        .join("Cargo.toml");
     let mut cmd = Command::new(cargo);
-    cmd.args(["build", "--quiet", "-p", "coap-engine-examples", "--bins"])
+    cmd.args(["build", "--quiet", "--workspace", "--bins"])
         .arg("--manifest-path")
         .arg(&manifest)
         .arg("--target-dir")
