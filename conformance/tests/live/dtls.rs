@@ -10,15 +10,12 @@
 //! - `coap-client-openssl` / `coap-client-gnutls` → our `coap-server`: the same scenario
 //!   with `-K 1 -B 8`; what libcoap does is recorded, not judged.
 
-use std::io::BufRead;
 use std::path::Path;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use coap_engine_conformance::{libcoap, ours};
 
-use super::{ip, Netns, BOUND, CUT_AFTER, KEEPALIVE_S, SERVER_ADDR, SLACK};
+use super::{Netns, Timed, BOUND, EXIT_LIMIT, KEEPALIVE_S, SERVER_ADDR, SETTLE, SLACK};
 use crate::dtls::{IDENTITY, KEY};
 use crate::{Case, Dir, Tls};
 
@@ -57,118 +54,43 @@ pub fn cases() -> Vec<Case> {
     ]
 }
 
-/// A client run in the client namespace whose output lines carry their arrival times.
-struct Timed {
-    status: Option<std::process::ExitStatus>,
-    lines: Vec<(Instant, String)>,
-    started: Instant,
-    cut: Instant,
-    ended: Instant,
-    program: String,
-}
-
-impl Timed {
-    fn text(&self) -> String {
-        self.lines
-            .iter()
-            .map(|(at, l)| {
-                format!(
-                    "{:7.3}s {l}\n",
-                    at.saturating_duration_since(self.started).as_secs_f64()
-                )
-            })
-            .collect()
-    }
-
-    fn describe(&self) -> String {
-        format!(
-            "{}: status {:?} after {:.2} s, link cut at {:.2} s\n--- output (stdout and stderr, timed)\n{}",
-            self.program,
-            self.status,
-            (self.ended - self.started).as_secs_f64(),
-            (self.cut - self.started).as_secs_f64(),
-            self.text()
-        )
-    }
-
-    fn code(&self) -> Option<i32> {
-        self.status.and_then(|s| s.code())
-    }
-
-    fn find(&self, needle: &str) -> Option<&(Instant, String)> {
-        self.lines.iter().find(|(_, l)| l.contains(needle))
-    }
-}
-
-/// Runs `program args` in the client namespace, takes its link down `CUT_AFTER` later, and
-/// waits up to `limit` for it to exit (then kills it).
-fn run_timed(net: &Netns, program: &Path, args: &[&str], limit: Duration) -> Timed {
-    let started = Instant::now();
-    let mut child = Netns::exec(&net.client_ns, program)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
-    let lines = Arc::new(Mutex::new(Vec::new()));
-    let pump = |from: Box<dyn std::io::Read + Send>| {
-        let sink = lines.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(from).lines() {
-                let Ok(line) = line else { break };
-                sink.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((Instant::now(), line));
-            }
-        })
-    };
-    let readers = [
-        pump(Box::new(child.stdout.take().expect("piped stdout"))),
-        pump(Box::new(child.stderr.take().expect("piped stderr"))),
-    ];
-    std::thread::sleep(CUT_AFTER.saturating_sub(started.elapsed()));
-    ip(&["-n", &net.client_ns, "link", "set", "cva", "down"]);
-    let cut = Instant::now();
-    let status = loop {
-        if let Some(s) = child.try_wait().expect("wait for the client") {
-            break Some(s);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    };
-    let ended = Instant::now();
-    for r in readers {
-        let _ = r.join();
-    }
-    let lines = std::mem::take(&mut *lines.lock().unwrap_or_else(|e| e.into_inner()));
-    Timed {
-        status,
-        lines,
-        started,
-        cut,
-        ended,
-        program: program.display().to_string(),
-    }
+/// Runs `program args` (observing `/time`) in the client namespace; takes its link down once
+/// it has logged two notifications (`notification` holds for those lines): it was observing
+/// over a working DTLS session when the path died.
+fn observe_and_cut(
+    net: &Netns,
+    program: &Path,
+    args: &[&str],
+    notification: impl Fn(&str) -> bool,
+) -> Timed {
+    net.run_cut(
+        program,
+        args,
+        |c| {
+            c.wait_nth(2, c.started + SETTLE, &notification)
+                .unwrap_or_else(|| {
+                    panic!("no second notification within {SETTLE:?}\n{}", c.text())
+                });
+        },
+        || net.cut_client_link(),
+    )
 }
 
 fn ours_client(t: Tls) -> String {
-    let mut net = Netns::new();
-    net.start_server(&libcoap(t.server()), &["-k", KEY]);
+    let net = Netns::new();
+    let _server = net.start_server(&libcoap(t.server()), &["-k", KEY]);
     let k = KEEPALIVE_S.to_string();
     let uri = format!("coaps://{SERVER_ADDR}/time");
     let args = [
         "-u", IDENTITY, "-k", KEY, "-s", "60", "-K", &k, "-w", "-B", "30", "-v", "6", &uri,
     ];
-    let r = run_timed(&net, &ours("coap-client"), &args, Duration::from_secs(20));
+    let r = observe_and_cut(&net, &ours("coap-client"), &args, |l| {
+        l.contains("notification")
+    });
     let d = r.describe();
     assert!(
         r.status.is_some(),
-        "our client did not exit within 20 s\n{d}"
+        "our client did not exit within {EXIT_LIMIT:?} after the cut\n{d}"
     );
     assert_eq!(
         r.code(),
@@ -177,7 +99,7 @@ fn ours_client(t: Tls) -> String {
     );
     let (failed_at, failure) = r
         .find("keepalive failure")
-        .cloned()
+        .map(|l| (l.at, l.text.clone()))
         .unwrap_or_else(|| panic!("no keepalive failure reported\n{d}"));
     assert!(
         r.find("unreachable").is_some(),
@@ -188,8 +110,8 @@ fn ours_client(t: Tls) -> String {
     let notifications: Vec<Instant> = r
         .lines
         .iter()
-        .filter(|(at, l)| l.contains("notification") && *at < failed_at)
-        .map(|(at, _)| *at)
+        .filter(|l| l.text.contains("notification") && l.at < failed_at)
+        .map(|l| l.at)
         .collect();
     assert!(
         notifications.len() >= 2,
@@ -220,29 +142,29 @@ fn ours_client(t: Tls) -> String {
 }
 
 fn libcoap_client(t: Tls) -> String {
-    let mut net = Netns::new();
-    net.start_server(&ours("coap-server"), &["-k", KEY]);
+    let net = Netns::new();
+    let _server = net.start_server(&ours("coap-server"), &["-k", KEY]);
     let k = KEEPALIVE_S.to_string();
     let uri = format!("coaps://{SERVER_ADDR}/time");
     let args = [
         "-u", IDENTITY, "-k", KEY, "-s", "60", "-K", &k, "-w", "-B", "8", "-v", "7", &uri,
     ];
-    let r = run_timed(&net, &libcoap(t.client()), &args, Duration::from_secs(20));
+    let r = observe_and_cut(&net, &libcoap(t.client()), &args, |l| l.contains("c:2.05"));
     let d = r.describe();
     if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
         eprintln!("{d}");
     }
     assert!(
         r.status.is_some(),
-        "{} still running after 20 s\n{d}",
+        "{} still running {EXIT_LIMIT:?} after the cut\n{d}",
         t.client()
     );
-    assert!(r.ended >= r.cut, "{} ended before the cut\n{d}", t.client());
+    assert!(r.alive_at_cut, "{} ended before the cut\n{d}", t.client());
     let notifications: Vec<Instant> = r
         .lines
         .iter()
-        .filter(|(at, l)| *at < r.cut && l.contains("c:2.05"))
-        .map(|(at, _)| *at)
+        .filter(|l| l.at < r.cut && l.text.contains("c:2.05"))
+        .map(|l| l.at)
         .collect();
     let before = notifications.len();
     assert!(
@@ -254,8 +176,8 @@ fn libcoap_client(t: Tls) -> String {
     let after: Vec<&String> = r
         .lines
         .iter()
-        .filter(|(at, _)| *at >= r.cut)
-        .map(|(_, l)| l)
+        .filter(|l| l.at >= r.cut)
+        .map(|l| &l.text)
         .collect();
     let count = |needle: &str| after.iter().filter(|l| l.contains(needle)).count();
     let keepalive = after
