@@ -15,7 +15,10 @@ use std::time::Instant;
 
 use coap_engine_conformance::{libcoap, ours};
 
-use super::{Netns, Timed, BOUND, EXIT_LIMIT, KEEPALIVE_S, SERVER_ADDR, SETTLE, SLACK};
+use super::{
+    gave_up, keepalive_event, logged, verbose, Netns, Timed, BOUND, EXIT_LIMIT, KEEPALIVE_S,
+    SERVER_ADDR, SETTLE, SLACK,
+};
 use crate::dtls::{IDENTITY, KEY};
 use crate::{Case, Dir, Tls};
 
@@ -87,20 +90,13 @@ fn ours_client(t: Tls) -> String {
     let r = observe_and_cut(&net, &ours("coap-client"), &args, |l| {
         l.contains("notification")
     });
+    let failure = r.keepalive_exit();
     let d = r.describe();
+    let failed_at = r.find("keepalive failure").expect("logged").at;
     assert!(
-        r.status.is_some(),
-        "our client did not exit within {EXIT_LIMIT:?} after the cut\n{d}"
+        r.alive_at_cut,
+        "the session must survive until the link went down\n{d}"
     );
-    assert_eq!(
-        r.code(),
-        Some(3),
-        "exit status 3 (no response) expected\n{d}"
-    );
-    let (failed_at, failure) = r
-        .find("keepalive failure")
-        .map(|l| (l.at, l.text.clone()))
-        .unwrap_or_else(|| panic!("no keepalive failure reported\n{d}"));
     assert!(
         r.find("unreachable").is_some(),
         "sends must fail as unreachable (ENETUNREACH)\n{d}"
@@ -151,7 +147,7 @@ fn libcoap_client(t: Tls) -> String {
     ];
     let r = observe_and_cut(&net, &libcoap(t.client()), &args, |l| l.contains("c:2.05"));
     let d = r.describe();
-    if std::env::var_os("CONFORMANCE_VERBOSE").is_some() {
+    if verbose() {
         eprintln!("{d}");
     }
     assert!(
@@ -180,23 +176,11 @@ fn libcoap_client(t: Tls) -> String {
         .map(|l| &l.text)
         .collect();
     let count = |needle: &str| after.iter().filter(|l| l.contains(needle)).count();
-    let keepalive = after
-        .iter()
-        .find(|l| {
-            let l = l.to_ascii_lowercase();
-            l.contains("keepalive") && (l.contains("fail") || l.contains("timeout"))
-        })
-        .map(|l| format!("`{}`", l.trim()));
-    let error = after
-        .iter()
-        .find(|l| l.contains(" ERR "))
-        .and_then(|l| l.split(" ERR ").last())
-        .map(|l| format!("`{}`", l.trim()));
-    let gave_up = after.iter().any(|l| l.trim_end().ends_with("INFO timeout"));
+    let texts = || after.iter().map(|l| l.as_str());
     format!(
         "{} exit status {}, {:.2} s after the last notification heard ({before} before the cut), {:.2} s after the link went down; ENETUNREACH logged: {} ({} \"Network is unreachable\" lines, {} internal \"session disconnected\"); keepalive failure reported: {}; error printed: {}; ended by -B 8 (\"timeout\"): {}",
         t.client(),
-        r.code().map_or("none (killed)".into(), |c| c.to_string()),
+        r.exit_note(),
         (r.ended - last_heard).as_secs_f64(),
         (r.ended - r.cut).as_secs_f64(),
         if count("Network is unreachable") > 0 {
@@ -206,8 +190,8 @@ fn libcoap_client(t: Tls) -> String {
         },
         count("Network is unreachable"),
         count("session disconnected"),
-        keepalive.unwrap_or_else(|| "none".into()),
-        error.unwrap_or_else(|| "none".into()),
-        if gave_up { "yes" } else { "no" }
+        keepalive_event(texts()),
+        logged(texts(), " ERR ", " ERR "),
+        gave_up(texts())
     )
 }

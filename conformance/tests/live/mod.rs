@@ -23,7 +23,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use coap_engine_conformance::{libcoap, ours, run_command, Run};
+use coap_engine_conformance::{libcoap, ours, run_command};
 
 use crate::{Case, Dir};
 use capture::{Capture, Frame, ACK, CON, RST};
@@ -323,15 +323,8 @@ impl Timed {
         self.ended.saturating_duration_since(self.cut)
     }
 
-    /// The first line holding a keepalive failure or timeout, quoted, else `none`.
-    fn keepalive_event(&self) -> String {
-        self.lines
-            .iter()
-            .find(|l| {
-                let l = l.text.to_ascii_lowercase();
-                l.contains("keepalive") && (l.contains("fail") || l.contains("timeout"))
-            })
-            .map_or("none".into(), |l| format!("`{}`", l.text.trim()))
+    fn texts(&self) -> impl Iterator<Item = &str> {
+        self.lines.iter().map(|l| l.text.as_str())
     }
 
     /// The exit status for a note.
@@ -340,17 +333,60 @@ impl Timed {
             .map_or("none (killed)".into(), |c| c.to_string())
     }
 
-    /// Whether libcoap's client ended through its own `-B` deadline (`INFO timeout`).
-    fn gave_up(&self) -> &'static str {
-        if self
-            .lines
+    /// Our client's verdict: it exited with status 3 and a keepalive failure on stderr, whose
+    /// line is returned.
+    #[track_caller]
+    fn keepalive_exit(&self) -> String {
+        let d = self.describe();
+        assert!(
+            self.status.is_some(),
+            "our client did not exit within {EXIT_LIMIT:?} after the path died\n{d}"
+        );
+        assert_eq!(
+            self.code(),
+            Some(3),
+            "exit status 3 (no response) expected\n{d}"
+        );
+        self.lines
             .iter()
-            .any(|l| l.text.trim_end().ends_with("INFO timeout"))
-        {
-            "yes"
-        } else {
-            "no"
-        }
+            .find(|l| l.err && l.text.contains("keepalive failure"))
+            .unwrap_or_else(|| panic!("no keepalive failure reported\n{d}"))
+            .text
+            .trim()
+            .to_string()
+    }
+}
+
+/// The first of `lines` holding a keepalive failure or timeout, quoted; `none` without one.
+fn keepalive_event<'a>(lines: impl IntoIterator<Item = &'a str>) -> String {
+    lines
+        .into_iter()
+        .find(|l| {
+            let l = l.to_ascii_lowercase();
+            l.contains("keepalive") && (l.contains("fail") || l.contains("timeout"))
+        })
+        .map_or("none".into(), |l| format!("`{}`", l.trim()))
+}
+
+/// What follows the last `sep` in the first of `lines` containing `needle`, quoted; `none`
+/// without one.
+fn logged<'a>(lines: impl IntoIterator<Item = &'a str>, needle: &str, sep: &str) -> String {
+    lines
+        .into_iter()
+        .find(|l| l.contains(needle))
+        .and_then(|l| l.split(sep).last())
+        .map_or("none".into(), |l| format!("`{}`", l.trim()))
+}
+
+/// Whether libcoap's client ended through its own `-B` deadline (`INFO timeout`).
+fn gave_up<'a>(lines: impl IntoIterator<Item = &'a str>) -> &'static str {
+    if lines
+        .into_iter()
+        .any(|l| l.trim_end().ends_with("INFO timeout"))
+    {
+        "yes"
+    } else {
+        "no"
     }
 }
 
@@ -611,22 +647,12 @@ fn ours_client(death: Death) -> String {
         &ours("coap-client"),
         &["-K", &k, "-B", "30", "-v", "6", &uri],
     );
+    let line = r.keepalive_exit();
     let d = r.describe();
     let after = r.after_cut();
-    assert!(
-        r.status.is_some(),
-        "our client did not exit within {EXIT_LIMIT:?} after the cut\n{d}"
-    );
-    assert_eq!(
-        r.code(),
-        Some(3),
-        "exit status 3 (no response) expected\n{d}"
-    );
-    let stderr = r.stderr();
-    assert!(stderr.contains("keepalive failure"), "{d}");
     if death == Death::LinkDown {
         assert!(
-            stderr.contains("unreachable"),
+            r.stderr().contains("unreachable"),
             "sends must fail as unreachable (ENETUNREACH)\n{d}"
         );
     }
@@ -640,12 +666,6 @@ fn ours_client(death: Death) -> String {
         "keepalive failure {after:?} after {} > bound {BOUND:?} + {SLACK:?}\n{d}",
         death.what()
     );
-    let line = stderr
-        .lines()
-        .find(|l| l.contains("keepalive failure"))
-        .unwrap_or_default()
-        .trim()
-        .to_string();
     format!(
         "exit 3 {:.2} s after {} (bound {} s from the last packet heard; cut once the request's Empty ACK and a ping answered were captured); stderr: `{line}`",
         after.as_secs_f64(),
@@ -678,12 +698,6 @@ fn libcoap_client(death: Death) -> String {
     );
     let out = r.output();
     let count = |needle: &str| out.matches(needle).count();
-    let first_after = |needle: &str| {
-        out.lines()
-            .find(|l| l.contains(needle))
-            .and_then(|l| l.split(needle).last())
-            .map_or("none".into(), |l| format!("`{}`", l.trim()))
-    };
     let specific = match death {
         Death::LinkDown => format!(
             "ENETUNREACH logged: {} ({} failed sends, {} internal \"session disconnected\" lines, pings kept going)",
@@ -697,11 +711,8 @@ fn libcoap_client(death: Death) -> String {
         ),
         Death::Frozen => format!(
             "internal disconnect logged: {}; error printed: {}",
-            out.lines()
-                .find(|l| l.contains("session disconnected"))
-                .and_then(|l| l.split(" : ").last())
-                .map_or("none".into(), |l| format!("`{}`", l.trim())),
-            first_after(" ERR "),
+            logged(r.texts(), "session disconnected", " : "),
+            logged(r.texts(), " ERR ", " ERR "),
         ),
     };
     format!(
@@ -709,8 +720,8 @@ fn libcoap_client(death: Death) -> String {
         r.exit_note(),
         r.after_cut().as_secs_f64(),
         death.what(),
-        r.keepalive_event(),
-        r.gave_up()
+        keepalive_event(r.texts()),
+        gave_up(r.texts())
     )
 }
 
@@ -907,30 +918,43 @@ fn live04_libcoap_server() -> String {
 // ---------------------------------------------------------------------------------------------
 // LIVE_03
 
-/// Runs `program args` in the client namespace against the frozen server, capturing every
-/// CoAP datagram that crosses the server's end of the veth pair. Returns the run, whether
-/// anything came from the server, and, of what arrived, (retransmissions of the first request,
-/// Empty CON pings, other CoAP messages), or `None` when no request arrived at all.
-fn run_frozen(net: &Netns, program: &Path, args: &[&str]) -> (Run, bool, Option<(u64, u64, u64)>) {
+/// LIVE_03: interval + timeout for `-K 2`; the first retransmission of the CON request
+/// (ACK_TIMEOUT 2 s × 1..1.5) falls inside it.
+const K03: u64 = 2;
+const BOUND03: Duration = Duration::from_secs(2 * K03);
+
+/// What reached the frozen server: retransmissions of the first request, Empty CON pings,
+/// other CoAP messages.
+struct Arrived {
+    retransmissions: u64,
+    pings: u64,
+    other: u64,
+}
+
+/// Freezes `server` (once it has answered; the kernel reports it stopped) and runs `program
+/// args` against it from the client namespace (`-K 2`), capturing every CoAP datagram that
+/// crosses the server's end of the veth pair. The path is dead from the client's start (its
+/// `cut`). Returns the run, whether anything came from the server, and what arrived (`None`
+/// when no request did).
+fn run_frozen(server: &Path, program: &Path, args: &[&str]) -> (Timed, bool, Option<Arrived>) {
+    let net = Netns::new();
+    let server = net.start_server(server, &[]);
+    server.freeze();
     let capture = Capture::start(&net.server_ns, "cvb");
-    let r = run_command(
-        Netns::exec(&net.client_ns, program),
-        program,
-        args,
-        Duration::from_secs(20),
-    );
+    let r = net.run_cut(program, args, |_| {}, Instant::now);
     let frames = capture.finish();
-    let heard = frames.iter().any(|f| !f.to_server);
-    let messages: Vec<&Frame> = frames.iter().filter(|f| f.to_server).collect();
     if verbose() {
         eprintln!(
-            "captured {:02x?}",
+            "{}\ncaptured {:02x?}",
+            r.describe(),
             frames
                 .iter()
                 .map(|f| (f.to_server, &f.bytes))
                 .collect::<Vec<_>>()
         );
     }
+    let heard = frames.iter().any(|f| !f.to_server);
+    let messages: Vec<&Frame> = frames.iter().filter(|f| f.to_server).collect();
     let Some(first) = messages
         .iter()
         .find(|f| matches!(f.header(), Some((_, code, _)) if code >> 5 == 0 && code != 0))
@@ -946,43 +970,29 @@ fn run_frozen(net: &Netns, program: &Path, args: &[&str]) -> (Run, bool, Option<
             _ => other += 1,
         }
     }
-    (r, heard, Some((transmissions - 1, pings, other)))
-}
-
-/// LIVE_03: interval + timeout for `-K 2`; the first retransmission of the CON request
-/// (ACK_TIMEOUT 2 s × 1..1.5) falls inside it.
-const K03: u64 = 2;
-const BOUND03: Duration = Duration::from_secs(2 * K03);
-
-/// A server in the server namespace, answering once, then frozen (seen stopped by the kernel).
-fn frozen_server(net: &Netns, program: &Path) -> Proc {
-    let server = net.start_server(program, &[]);
-    server.freeze();
-    server
+    let arrived = Arrived {
+        retransmissions: transmissions - 1,
+        pings,
+        other,
+    };
+    (r, heard, Some(arrived))
 }
 
 fn live03_ours_client() -> String {
-    let net = Netns::new();
-    let _server = frozen_server(&net, &libcoap("coap-server-notls"));
     let k = K03.to_string();
     let uri = format!("coap://{SERVER_ADDR}/");
-    let client = ours("coap-client");
-    let (r, heard, frames) = run_frozen(&net, &client, &["-K", &k, "-B", "30", "-v", "9", &uri]);
+    let (r, heard, arrived) = run_frozen(
+        &libcoap("coap-server-notls"),
+        &ours("coap-client"),
+        &["-K", &k, "-B", "30", "-v", "9", &uri],
+    );
+    let line = r.keepalive_exit();
     let d = r.describe();
-    if verbose() {
-        eprintln!("{d}");
-    }
-    assert!(
-        r.status.is_some(),
-        "our client did not exit within 20 s\n{d}"
-    );
-    assert_eq!(
-        r.code(),
-        Some(3),
-        "exit status 3 (no response) expected\n{d}"
-    );
-    assert!(r.stderr.contains("keepalive failure"), "{d}");
-    let (retransmissions, pings, other) = frames.unwrap_or_else(|| {
+    let Arrived {
+        retransmissions,
+        pings,
+        other,
+    } = arrived.unwrap_or_else(|| {
         panic!("no request reached the frozen server (see CONFORMANCE_VERBOSE=1)\n{d}")
     });
     assert!(
@@ -993,58 +1003,46 @@ fn live03_ours_client() -> String {
         retransmissions >= 1,
         "the request must have been retransmitted before the keepalive failure\n{d}"
     );
+    let elapsed = r.ended - r.started;
     assert!(
-        r.elapsed <= BOUND03 + SLACK,
-        "keepalive failure after {:?} > bound {BOUND03:?} + {SLACK:?}\n{d}",
-        r.elapsed
+        elapsed <= BOUND03 + SLACK,
+        "keepalive failure after {elapsed:?} > bound {BOUND03:?} + {SLACK:?}\n{d}"
     );
-    let line = r
-        .stderr
-        .lines()
-        .find(|l| l.contains("keepalive failure"))
-        .unwrap_or_default()
-        .trim()
-        .to_string();
     format!(
         "exit 3 {:.2} s after the client started (bound {} s; nothing was ever heard; the CON request reached the frozen server, then {retransmissions} retransmission(s) of it, {pings} ping(s), {other} other CoAP message(s), as captured on its interface); stderr: `{line}`",
-        r.elapsed.as_secs_f64(),
+        elapsed.as_secs_f64(),
         BOUND03.as_secs()
     )
 }
 
 fn live03_libcoap_client() -> String {
-    let net = Netns::new();
-    let _server = frozen_server(&net, &ours("coap-server"));
     let k = K03.to_string();
     let uri = format!("coap://{SERVER_ADDR}/");
-    let client = libcoap("coap-client-notls");
-    let (r, _, frames) = run_frozen(&net, &client, &["-K", &k, "-B", "8", "-v", "7", &uri]);
-    let frames = frames.map_or("no request".to_string(), |(re, p, o)| {
-        format!("{re} retransmission(s), {p} ping(s), {o} other CoAP message(s)")
+    let (r, _, arrived) = run_frozen(
+        &ours("coap-server"),
+        &libcoap("coap-client-notls"),
+        &["-K", &k, "-B", "8", "-v", "7", &uri],
+    );
+    let arrived = arrived.map_or("no request".to_string(), |a| {
+        format!(
+            "{} retransmission(s), {} ping(s), {} other CoAP message(s)",
+            a.retransmissions, a.pings, a.other
+        )
     });
     let d = r.describe();
-    if verbose() {
-        eprintln!("{d}");
-    }
     assert!(
         r.status.is_some(),
-        "coap-client-notls still running after 20 s\n{d}"
+        "coap-client-notls still running {EXIT_LIMIT:?} after its start\n{d}"
     );
-    let out = format!("{}{}", r.stdout, r.stderr);
+    let out = r.output();
     let retransmits = out.matches("retransmission #").count();
     let pings = out.lines().filter(|l| l.contains("t:CON c:0.00")).count();
-    let disconnected = out
-        .lines()
-        .find(|l| l.contains("session disconnected"))
-        .and_then(|l| l.split(" : ").last())
-        .map(|l| format!("`{}`", l.trim()));
-    let gave_up = out.lines().any(|l| l.trim_end().ends_with("INFO timeout"));
     format!(
-        "coap-client-notls exit status {} after {:.2} s; {retransmits} retransmission(s) of the request logged, {pings} ping(s) logged (after the request, the frozen server received {frames}); \
+        "coap-client-notls exit status {} after {:.2} s; {retransmits} retransmission(s) of the request logged, {pings} ping(s) logged (after the request, the frozen server received {arrived}); \
          internal disconnect logged: {}; ended by -B 8 (\"timeout\"): {}",
-        r.code().map_or("none (killed)".into(), |c| c.to_string()),
-        r.elapsed.as_secs_f64(),
-        disconnected.unwrap_or_else(|| "none".into()),
-        if gave_up { "yes" } else { "no" }
+        r.exit_note(),
+        (r.ended - r.started).as_secs_f64(),
+        logged(r.texts(), "session disconnected", " : "),
+        gave_up(r.texts())
     )
 }

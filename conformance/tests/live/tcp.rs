@@ -27,7 +27,7 @@ use crate::dtls::pki;
 use crate::tls::{frames, TcpRelay, PING, PONG};
 use crate::{Case, Dir, Tls};
 
-use super::Proc;
+use super::{keepalive_event, logged, Proc};
 
 /// `-K 1` on either side: a ping after 1 s of silence, failure 1 s later.
 const K: &str = "1";
@@ -431,13 +431,21 @@ fn libcoap_observer(
         .wait_line("observer added", Instant::now() + WAIT)
         .unwrap_or_else(|| {
             panic!(
-                "our server logged no observer\n{}\n{}\n--- relay\n{}",
-                server.proc.text(),
-                client.text(),
-                relay.trace()
+                "our server logged no observer\n{}",
+                both(server, &client, relay)
             )
         });
     (client, added)
+}
+
+/// What the server and the client printed, and what crossed the relay, for a failure message.
+fn both(server: &Peer, client: &Proc, relay: &TcpRelay) -> String {
+    format!(
+        "{}\n{}\n--- relay\n{}",
+        server.proc.text(),
+        client.text(),
+        relay.trace()
+    )
 }
 
 fn frozen_client_our_server(secure: bool) -> String {
@@ -459,14 +467,7 @@ fn frozen_client_our_server(secure: bool) -> String {
             std::thread::sleep(Duration::from_millis(10));
         }
     }
-    let c = || {
-        format!(
-            "{}\n{}\n--- relay\n{}",
-            server.proc.text(),
-            client.text(),
-            relay.trace()
-        )
-    };
+    let c = || both(&server, &client, &relay);
     assert!(
         !server.proc.text().contains("session failed"),
         "the session failed while the client was running\n{}",
@@ -554,18 +555,12 @@ fn frozen_server_libcoap_client() -> String {
             .map(|l| l.text)
             .collect();
         let pings = after_freeze.iter().filter(|l| l.contains("c:Ping")).count();
-        let disconnected = after_freeze
-            .iter()
-            .find(|l| l.contains("session disconnected"))
-            .and_then(|l| l.split(" : ").last())
-            .map(|l| format!("`{}`", l.trim()));
-        let keepalive = out
-            .lines()
-            .find(|l| {
-                let l = l.to_ascii_lowercase();
-                l.contains("keepalive") && (l.contains("fail") || l.contains("timeout"))
-            })
-            .map(|l| format!("`{}`", l.trim()));
+        let disconnected = logged(
+            after_freeze.iter().map(|l| l.as_str()),
+            "session disconnected",
+            " : ",
+        );
+        let keepalive = keepalive_event(out.lines());
         let reconnect = after_freeze
             .iter()
             .any(|l| l.contains("coap_socket_connect_tcp"));
@@ -580,8 +575,8 @@ fn frozen_server_libcoap_client() -> String {
                 ),
                 None => format!("still running {} s after the freeze", watch.as_secs()),
             },
-            disconnected.unwrap_or_else(|| "none".into()),
-            keepalive.unwrap_or_else(|| "none".into()),
+            disconnected,
+            keepalive,
             if reconnect { "yes" } else { "no" }
         ));
     }
@@ -597,14 +592,7 @@ fn reset_our_server() -> String {
         let relay = TcpRelay::new(server.addr(secure));
         let (mut client, _) = libcoap_observer(&relay, secure, &server, &[]);
         let at = relay.reset();
-        let c = || {
-            format!(
-                "{}\n{}\n--- relay\n{}",
-                server.proc.text(),
-                client.text(),
-                relay.trace()
-            )
-        };
+        let c = || both(&server, &client, &relay);
         let deadline = at + RESET_BOUND + Duration::from_secs(3);
         let reset = server
             .proc
