@@ -1,26 +1,63 @@
-//! What reaches a network namespace's interface, counted frame by frame: an `AF_PACKET`
-//! socket opened inside the namespace (on a thread of its own that `setns` moves there), so
-//! the count does not depend on timing, device counters or other traffic (ARP, IPv6).
+//! What crosses a network namespace's interface, frame by frame: an `AF_PACKET` socket
+//! opened inside the namespace (on a thread of its own that `setns` moves there), so what a
+//! case asserts on does not depend on timing, device counters or other traffic (ARP, IPv6).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-/// CoAP datagrams (UDP to port 5683) captured on one interface.
-pub struct Capture {
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<Result<Vec<Vec<u8>>, String>>>,
+/// One CoAP datagram seen on the interface, with the moment it was read.
+#[derive(Clone, Debug)]
+pub struct Frame {
+    pub at: Instant,
+    /// To port 5683 (else from it).
+    pub to_server: bool,
+    pub bytes: Vec<u8>,
 }
 
-const ETH_P_IP: u16 = 0x0800;
+impl Frame {
+    /// RFC 7252 §3: (type, code, Message ID) of a version 1 message.
+    pub fn header(&self) -> Option<(u8, u8, u16)> {
+        let m = &self.bytes;
+        (m.len() >= 4 && m[0] >> 6 == 1)
+            .then(|| (m[0] >> 4 & 3, m[1], u16::from_be_bytes([m[2], m[3]])))
+    }
+
+    /// An Empty message (code 0.00, no token, nothing after the header) of type `t`.
+    pub fn is_empty(&self, t: u8) -> bool {
+        self.bytes.len() == 4 && matches!(self.header(), Some((ty, 0, _)) if ty == t)
+    }
+}
+
+pub const CON: u8 = 0;
+pub const ACK: u8 = 2;
+pub const RST: u8 = 3;
+
+/// CoAP datagrams (UDP to or from port 5683) captured on one interface, both directions.
+pub struct Capture {
+    stop: Arc<AtomicBool>,
+    frames: Arc<Mutex<Vec<Frame>>>,
+    thread: Option<JoinHandle<Result<(), String>>>,
+}
+
+/// Every protocol, so frames the namespace sends show up beside those it receives (a socket
+/// bound to one protocol only sees incoming frames).
+const ETH_P_ALL: u16 = 0x0003;
 
 impl Capture {
-    /// Starts capturing IPv4 frames arriving on `dev` in namespace `ns`; returns once the
-    /// socket is bound, so nothing sent after this returns is missed.
+    /// Starts capturing IPv4 frames crossing `dev` in namespace `ns`, either way; returns
+    /// once the socket is bound, so nothing sent after this returns is missed.
     pub fn start(ns: &str, dev: &str) -> Capture {
         let stop = Arc::new(AtomicBool::new(false));
+        let frames = Arc::new(Mutex::new(Vec::new()));
         let (ready, bound) = std::sync::mpsc::channel();
-        let (ns, iface, flag) = (ns.to_string(), dev.to_string(), stop.clone());
+        let (ns, iface, flag, sink) = (
+            ns.to_string(),
+            dev.to_string(),
+            stop.clone(),
+            frames.clone(),
+        );
         let thread = std::thread::spawn(move || {
             let socket = match open(&ns, &iface) {
                 Ok(s) => s,
@@ -30,7 +67,6 @@ impl Capture {
                 }
             };
             let _ = ready.send(Ok(()));
-            let mut payloads = Vec::new();
             let mut buf = [0u8; 2048];
             while !flag.load(Ordering::Relaxed) {
                 // SAFETY: `buf` is valid for `buf.len()` bytes; the socket is ours.
@@ -38,13 +74,18 @@ impl Capture {
                 if n <= 0 {
                     continue; // the receive timeout: look at the flag again
                 }
-                if let Some(coap) = coap_payload(&buf[..n as usize]) {
-                    payloads.push(coap.to_vec());
+                let at = Instant::now();
+                if let Some((to_server, coap)) = coap_payload(&buf[..n as usize]) {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(Frame {
+                        at,
+                        to_server,
+                        bytes: coap.to_vec(),
+                    });
                 }
             }
             // SAFETY: closing the descriptor this thread opened.
             unsafe { libc::close(socket) };
-            Ok(payloads)
+            Ok(())
         });
         match bound.recv() {
             Ok(Ok(())) => {}
@@ -53,18 +94,42 @@ impl Capture {
         }
         Capture {
             stop,
+            frames,
             thread: Some(thread),
         }
     }
 
+    /// What was captured so far, in order.
+    pub fn frames(&self) -> Vec<Frame> {
+        self.frames
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Waits until `seen` holds for what was captured: the moment it did, or `None` once
+    /// `deadline` has passed.
+    pub fn wait_for(&self, deadline: Instant, seen: impl Fn(&[Frame]) -> bool) -> Option<Instant> {
+        loop {
+            if seen(&self.frames()) {
+                return Some(Instant::now());
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     /// Stops and returns the CoAP messages captured, in order.
-    pub fn finish(mut self) -> Vec<Vec<u8>> {
+    pub fn finish(mut self) -> Vec<Frame> {
         self.stop.store(true, Ordering::Relaxed);
         let thread = self.thread.take().expect("finished once");
         thread
             .join()
             .expect("packet capture thread")
-            .unwrap_or_else(|e| panic!("packet capture: {e}"))
+            .unwrap_or_else(|e| panic!("packet capture: {e}"));
+        self.frames()
     }
 }
 
@@ -74,7 +139,7 @@ impl Drop for Capture {
     }
 }
 
-/// An `AF_PACKET` datagram socket for IPv4 on `dev`, opened inside namespace `ns` (this
+/// An `AF_PACKET` datagram socket for every protocol on `dev`, opened inside namespace `ns` (this
 /// thread stays there).
 fn open(ns: &str, dev: &str) -> Result<libc::c_int, String> {
     let path = format!("/var/run/netns/{ns}");
@@ -88,7 +153,7 @@ fn open(ns: &str, dev: &str) -> Result<libc::c_int, String> {
         let s = libc::socket(
             libc::AF_PACKET,
             libc::SOCK_DGRAM,
-            i32::from(ETH_P_IP.to_be()),
+            i32::from(ETH_P_ALL.to_be()),
         );
         if s < 0 {
             return Err(format!(
@@ -103,7 +168,7 @@ fn open(ns: &str, dev: &str) -> Result<libc::c_int, String> {
         }
         let mut addr: libc::sockaddr_ll = std::mem::zeroed();
         addr.sll_family = libc::AF_PACKET as u16;
-        addr.sll_protocol = ETH_P_IP.to_be();
+        addr.sll_protocol = ETH_P_ALL.to_be();
         addr.sll_ifindex = index as i32;
         if libc::bind(
             s,
@@ -131,13 +196,18 @@ fn open(ns: &str, dev: &str) -> Result<libc::c_int, String> {
     }
 }
 
-/// The UDP payload of an IPv4 packet to port 5683, if it is one.
-fn coap_payload(ip: &[u8]) -> Option<&[u8]> {
+/// Whether an IPv4 packet is UDP to port 5683 (else from it), and its UDP payload; `None`
+/// for anything else (ARP and IPv6 frames fail the version check).
+fn coap_payload(ip: &[u8]) -> Option<(bool, &[u8])> {
     let ihl = usize::from(ip.first()? & 0x0f) * 4;
     if ip.first()? >> 4 != 4 || *ip.get(9)? != 17 {
         return None;
     }
     let udp = ip.get(ihl..)?;
-    let port = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
-    (port == 5683).then(|| udp.get(8..)).flatten()
+    let from = u16::from_be_bytes([*udp.first()?, *udp.get(1)?]);
+    let to = u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]);
+    let to_server = to == 5683;
+    (to_server || from == 5683)
+        .then(|| Some((to_server, udp.get(8..)?)))
+        .flatten()
 }
