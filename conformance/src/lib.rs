@@ -96,9 +96,11 @@ fn build_examples() -> Result<PathBuf, String> {
         .to_path_buf();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     // The workspace's manifest by its plain path, and the binaries of the whole workspace:
-    // built as `-p coap-engine-examples` alone, the engine crates' dependencies resolve
-    // differently from `cargo test --workspace`'s build, and each build made the other
-    // rebuild the engine and the examples (about 40 s of every conformance run in CI).
+    // through `conformance/../Cargo.toml` and as `-p coap-engine-examples` alone, this build
+    // and a later `cargo test --workspace` in the same target directory each rebuilt the
+    // engine crates and the examples after the other. (On a fresh target directory the first
+    // build here still compiles the binaries' own feature set once: `cargo test` resolves
+    // features with dev-dependencies, this build without them.)
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .ok_or("conformance/ has no parent directory")?
