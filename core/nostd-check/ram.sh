@@ -11,7 +11,8 @@ command -v qemu-system-arm >/dev/null 2>&1 ||
 if command -v rustup >/dev/null 2>&1; then
     rustup target add "$target" >/dev/null 2>&1 || true
 fi
-cargo build --quiet --locked --manifest-path "$here/Cargo.toml" --target "$target" --release --features ram --bin ram
+cargo build --quiet --locked --manifest-path "$here/Cargo.toml" --target "$target" --release --features ram --bin ram \
+    --target-dir "$here/target"
 # Semihosting output goes to QEMU's stderr; a hang (a fault loop) ends at the timeout.
 timeout 120 qemu-system-arm -machine netduinoplus2 -nographic -monitor none -serial none \
     -semihosting-config enable=on,target=native -kernel "$here/target/$target/release/ram" 2>&1
