@@ -11,7 +11,10 @@ use core::mem::MaybeUninit;
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType, ResponseType};
-use coap_engine::{Config, Duration, Endpoint, Event, Instant, Limits};
+use coap_engine::{Duration, Endpoint, Event, Instant};
+
+mod caps;
+use caps::config;
 use cortex_m_rt::entry;
 use embedded_alloc::LlffHeap as Heap;
 
@@ -24,29 +27,6 @@ const HEAP_SIZE: usize = 32 * 1024;
 fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
     // A permanently undefined instruction: the HardFault handler stops the core.
     cortex_m::asm::udf()
-}
-
-/// Caps sized for a microcontroller. With them the two endpoints below peak at about 10 KiB of
-/// heap on a 64-bit host (less with 32-bit pointers), the same after 100 or 100,000 round trips,
-/// so `HEAP_SIZE` leaves room for allocator overhead.
-fn config() -> Config {
-    Config {
-        limits: Limits {
-            max_sessions: 4,
-            max_queued_requests: 4,
-            max_exchanges: 4,
-            max_confirmables: 4,
-            max_pending_requests: 4,
-            max_dedup_entries: 16,
-            max_remembered_peers: 4,
-            max_queued_transmits: 8,
-            tracked_transmits: 8,
-            max_observers: 2,
-            max_block_transfers: 1,
-            ..Limits::default()
-        },
-        ..Config::default()
-    }
 }
 
 fn halt() -> ! {

@@ -25,6 +25,10 @@ use coap_engine::coap_lite::{
     CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType,
 };
 use coap_engine::{Config, Duration, Endpoint, Event, IncomingRequestId, Instant, Limits};
+
+#[path = "../caps.rs"]
+mod caps;
+use caps::config;
 use cortex_m_rt::{entry, exception, ExceptionFrame};
 use embedded_alloc::LlffHeap as Heap;
 
@@ -171,27 +175,6 @@ fn panic(_: &core::panic::PanicInfo<'_>) -> ! {
 #[exception]
 unsafe fn HardFault(_: &ExceptionFrame) -> ! {
     fail("hard fault")
-}
-
-/// The caps of the firmware in `main.rs`.
-fn config() -> Config {
-    Config {
-        limits: Limits {
-            max_sessions: 4,
-            max_queued_requests: 4,
-            max_exchanges: 4,
-            max_confirmables: 4,
-            max_pending_requests: 4,
-            max_dedup_entries: 16,
-            max_remembered_peers: 4,
-            max_queued_transmits: 8,
-            tracked_transmits: 8,
-            max_observers: 2,
-            max_block_transfers: 1,
-            ..Limits::default()
-        },
-        ..Config::default()
-    }
 }
 
 fn addr(host: u8, port: u16) -> SocketAddr {
