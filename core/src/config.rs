@@ -434,6 +434,9 @@ impl Config {
                 "a power of two from 16 to 1024 (RFC 7959 §2.2)",
             );
         }
+        if self.transport == Transport::Tcp && !cfg!(feature = "tcp") {
+            return err("transport", "Udp: CoAP over TCP needs feature `tcp`");
+        }
         let l = &self.limits;
         if l.max_sessions == 0 || l.max_sessions > 1 << 24 {
             return err("limits.max_sessions", "between 1 and 2^24");

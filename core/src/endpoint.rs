@@ -250,7 +250,7 @@ impl Endpoint {
     /// else malformed is dropped, and a version other than 1 is ignored (§3, §4.2, §4.3).
     pub fn handle_datagram(&mut self, now: Instant, peer: SocketAddr, bytes: &[u8]) {
         let now = self.advance(now);
-        if self.config.transport == crate::config::Transport::Tcp {
+        if cfg!(feature = "tcp") && self.config.transport == crate::config::Transport::Tcp {
             self.stream_data(now, peer, bytes);
             return;
         }
@@ -284,7 +284,10 @@ impl Endpoint {
             Some(slot) => slot,
             // Only a request opens a session; anything else from a stranger is rejected
             // without keeping state (a CON ping gets its Reset, which is also its answer).
-            None if msg.header.is_request() && msg.header.mtype != MessageType::Acknowledgement => {
+            None if cfg!(feature = "server")
+                && msg.header.is_request()
+                && msg.header.mtype != MessageType::Acknowledgement =>
+            {
                 match self.create_session(now, peer, Origin::Remote, None) {
                     Ok(slot) => {
                         self.out.event(Event::SessionNew { peer });

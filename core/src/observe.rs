@@ -6,6 +6,7 @@
 //! closing a session ends its observations with it. The [`Registry`] only indexes them by
 //! resource so that a notification reaches every observer without a scan of all sessions.
 
+#[cfg(feature = "observe")]
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
@@ -158,6 +159,8 @@ pub(crate) struct Observer {
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     seq: u32,
+    /// Without feature `observe` there are no observers, and no tree to carry.
+    #[cfg(feature = "observe")]
     resources: BTreeMap<ResourceId, Vec<SessionKey>>,
 }
 
@@ -168,10 +171,14 @@ impl Registry {
     }
 
     pub(crate) fn add(&mut self, resource: ResourceId, key: SessionKey) {
+        #[cfg(feature = "observe")]
         self.resources.entry(resource).or_default().push(key);
+        #[cfg(not(feature = "observe"))]
+        let _ = (resource, key);
     }
 
     pub(crate) fn remove(&mut self, resource: ResourceId, key: SessionKey) {
+        #[cfg(feature = "observe")]
         if let Some(keys) = self.resources.get_mut(&resource) {
             if let Some(i) = keys.iter().position(|k| *k == key) {
                 keys.swap_remove(i);
@@ -180,13 +187,22 @@ impl Registry {
                 self.resources.remove(&resource);
             }
         }
+        #[cfg(not(feature = "observe"))]
+        let _ = (resource, key);
     }
 
     pub(crate) fn count(&self, resource: ResourceId) -> usize {
-        self.resources.get(&resource).map_or(0, Vec::len)
+        #[cfg(feature = "observe")]
+        return self.resources.get(&resource).map_or(0, Vec::len);
+        #[cfg(not(feature = "observe"))]
+        {
+            let _ = resource;
+            0
+        }
     }
 
     /// The sessions observing `resource`, each once.
+    #[cfg(feature = "observe")]
     pub(crate) fn sessions(&self, resource: ResourceId) -> Vec<SessionKey> {
         let mut keys = self.resources.get(&resource).cloned().unwrap_or_default();
         keys.sort_unstable_by_key(|k| (k.slot, k.generation));

@@ -173,18 +173,18 @@ impl Session {
             channel,
             doomed: None,
             stream: match ctx.config.transport {
-                crate::config::Transport::Udp => None,
                 // A connection we accepted is open from the start; ours opens when the
                 // adapter says so.
-                crate::config::Transport::Tcp => {
+                crate::config::Transport::Tcp if cfg!(feature = "tcp") => {
                     Some(Box::new(stream::Stream::new(origin == Origin::Remote)))
                 }
+                _ => None,
             },
         }
     }
 
     fn send(&mut self, ctx: &mut Ctx<'_>, mid: u16, bytes: Datagram) -> TransmitId {
-        if self.stream.is_some() {
+        if self.stream_ref().is_some() {
             return self.stream_send(ctx, &bytes);
         }
         let record = TransmitRecord {
@@ -212,7 +212,7 @@ impl Session {
     /// Whether the transport is reliable (a stream): no message types, no acknowledgements,
     /// no retransmission.
     pub(crate) fn reliable(&self) -> bool {
-        self.stream.is_some()
+        self.stream_ref().is_some()
     }
 
     /// Whether the session is a secure association (RFC 7252 §9).
@@ -254,7 +254,7 @@ impl Session {
 
     pub(crate) fn is_idle(&self) -> bool {
         self.cons.is_empty()
-            && self.stream.as_ref().is_none_or(|s| s.is_idle())
+            && self.stream_ref().is_none_or(|s| s.is_idle())
             && self.exchanges.is_empty()
             && self.queue.is_empty()
             && self.incoming.is_empty()
@@ -305,8 +305,7 @@ impl Session {
             consider(Instant::ZERO);
         }
         if let Some(t) = self
-            .stream
-            .as_ref()
+            .stream_ref()
             .and_then(|s| s.deadline(config.response_timeout))
         {
             consider(t);
@@ -367,9 +366,15 @@ impl Session {
             return Some(ending);
         }
         self.retransmit(now, ctx);
-        self.expire_exchanges(now, ctx);
-        self.reregister(now, ctx);
-        self.serve_pending(now, ctx);
+        if cfg!(feature = "client") {
+            self.expire_exchanges(now, ctx);
+        }
+        if cfg!(all(feature = "client", feature = "observe")) {
+            self.reregister(now, ctx);
+        }
+        if cfg!(feature = "server") {
+            self.serve_pending(now, ctx);
+        }
         self.dedup.expire(now, &mut ctx.out.pool);
         self.blocks.expire(now);
         if self.reliable() {
@@ -420,7 +425,11 @@ impl Session {
         }
         self.stream_end_pings(ctx, error);
         self.incoming.clear();
-        for o in self.observers.drain(..) {
+        for o in self
+            .observers
+            .drain(..)
+            .filter(|_| cfg!(feature = "observe"))
+        {
             ctx.observe.remove(o.resource, self.key);
             ctx.out.event(Event::ObserverRemoved {
                 peer,
@@ -447,7 +456,7 @@ impl Session {
     pub(crate) fn footprint(&self) -> SessionFootprint {
         SessionFootprint {
             confirmables_in_flight: self.cons.len()
-                + self.stream.as_ref().map_or(0, |s| s.pings_in_flight()),
+                + self.stream_ref().map_or(0, |s| s.pings_in_flight()),
             exchanges: self.exchanges.len(),
             queued_requests: self.queue.len(),
             pending_requests: self.incoming.len(),

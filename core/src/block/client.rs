@@ -152,6 +152,12 @@ pub(crate) fn first_request(
     token: &[u8],
 ) -> Result<(Datagram, Option<Box<ClientTransfer>>), Error> {
     let (out, config, max, path) = (&mut *ctx.out, ctx.config, ctx.max_message_size, ctx.path);
+    if !cfg!(feature = "blockwise") {
+        // The application does block-wise itself, if at all: a body must fit one message.
+        return out
+            .encode_packet(packet, mtype, mid, token, max)
+            .map(|bytes| (bytes, None));
+    }
     let bw = &config.blockwise;
     let app_block2 = packet
         .get_first_option(CoapOption::Block2)
@@ -234,6 +240,9 @@ pub(crate) fn on_response(
     msg: &MessageView<'_>,
     piggybacked: bool,
 ) -> Step {
+    if !cfg!(feature = "blockwise") {
+        return Step::Deliver(msg.to_packet());
+    }
     let Some(t) = transfer else {
         // A plain request so far: the common case costs one look at the options.
         let Some(value) = msg.option(BLOCK2) else {

@@ -281,10 +281,13 @@ pub(crate) fn decode_uint(value: &[u8]) -> Option<u32> {
 /// cannot (longer than 3 bytes, or SZX 7) must be rejected like one with an unrecognized
 /// critical option (RFC 7252 §5.4.1, §5.4.3).
 pub(crate) fn well_formed(msg: &MessageView<'_>, path: Path) -> bool {
-    msg.options()
-        .take_while(|&(n, _)| n <= BLOCK1)
-        .filter(|&(n, _)| n == BLOCK1 || n == BLOCK2)
-        .all(|(_, v)| Block::decode_on(v, path).is_ok())
+    // Without feature `blockwise` they are the application's to judge.
+    !cfg!(feature = "blockwise")
+        || msg
+            .options()
+            .take_while(|&(n, _)| n <= BLOCK1)
+            .filter(|&(n, _)| n == BLOCK1 || n == BLOCK2)
+            .all(|(_, v)| Block::decode_on(v, path).is_ok())
 }
 
 pub(super) fn is_block_option(number: u16) -> bool {

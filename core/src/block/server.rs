@@ -170,7 +170,9 @@ impl Reassembly {
         response: &Packet,
         expires: Instant,
     ) {
-        let Some(key) = blocks.cache else { return };
+        let Some(key) = blocks.cache.filter(|_| cfg!(feature = "blockwise")) else {
+            return;
+        };
         self.kept.retain(|k| k.key != key);
         if !first.is_some_and(more_blocks) {
             return;
@@ -203,6 +205,10 @@ impl Reassembly {
         expires: Instant,
         msg: &MessageView<'_>,
     ) -> Inbound {
+        if !cfg!(feature = "blockwise") {
+            // Block options are the application's business, like any other.
+            return Inbound::Deliver(None, ServerBlocks::default());
+        }
         let confirmable = msg.header.mtype == MessageType::Confirmable;
         let decode = |number| match msg.option(number).map(|v| Block::decode_on(v, path)) {
             None => Ok(None),
@@ -348,6 +354,9 @@ pub(crate) fn shape_response(
     token_len: usize,
     response: &Packet,
 ) -> Option<Packet> {
+    if !cfg!(feature = "blockwise") {
+        return None; // sent as it is, if it fits one message
+    }
     let ours = path.ours(config.blockwise.block_size);
     let preferred = blocks.block2.map_or(ours, |b| path.negotiate(b.szx, ours));
     let has = |o| response.get_first_option(o).is_some();

@@ -14,6 +14,7 @@ use crate::session::{slot_of, Ending};
 use crate::time::Instant;
 
 impl Endpoint {
+    #[cfg(feature = "client")]
     /// Sends a request to `peer` (opening a session if there is none). The packet's code must
     /// be a method and its type Confirmable (the default of `Packet::new()`) or
     /// Non-confirmable; the engine assigns the Message ID, and a random token unless the
@@ -32,6 +33,7 @@ impl Endpoint {
         self.with_local_session(now, peer, name, |s, ctx| s.request(now, ctx, request, None))
     }
 
+    #[cfg(all(feature = "client", feature = "observe"))]
     /// Observes a resource (RFC 7641): sends `request` (a GET or FETCH; its Observe option is
     /// set to 0, register) and keeps the exchange open. Every fresh 2.xx notification,
     /// the first response included, arrives as [`Event::Notification`](crate::Event::Notification) with the returned id;
@@ -81,6 +83,7 @@ impl Endpoint {
         })
     }
 
+    #[cfg(all(feature = "client", feature = "observe"))]
     /// Ends observation `id` by deregistering (RFC 7641 §3.6): a GET with Observe = 1 and the
     /// registration's token and options. Notifications that still arrive are acknowledged
     /// but not delivered; the observation's terminal event is the answer to this GET
@@ -97,6 +100,7 @@ impl Endpoint {
         result
     }
 
+    #[cfg(feature = "client")]
     /// Checks what every request must be; moves time to `now`.
     fn check_request(&mut self, now: Instant, request: &Packet) -> Result<Instant, Error> {
         let now = self.advance(now);
@@ -116,6 +120,7 @@ impl Endpoint {
         Ok(now)
     }
 
+    #[cfg(feature = "server")]
     /// Answers incoming request `id` (from [`Event::Request`](crate::Event::Request)): piggybacked on the ACK if the
     /// engine has not yet sent an Empty ACK, otherwise as a separate Confirmable response that
     /// is retransmitted until acknowledged; a Non-confirmable request gets a Non-confirmable
@@ -135,6 +140,7 @@ impl Endpoint {
         self.answer(now, id, response, None).map(|_| ())
     }
 
+    #[cfg(feature = "server")]
     /// `respond` and `respond_observe`: Ok(whether an observer was added).
     fn answer(
         &mut self,
@@ -157,6 +163,7 @@ impl Endpoint {
         result
     }
 
+    #[cfg(all(feature = "server", feature = "observe"))]
     /// Answers incoming request `id` like [`respond`](Self::respond) and, if it is a
     /// registration (a GET or FETCH with Observe = 0, RFC 7641 §3.1) and `response` is 2.xx,
     /// adds its sender as an observer of `resource`: the response gets an Observe option,
@@ -177,6 +184,7 @@ impl Endpoint {
         self.answer(now, id, response, Some(resource))
     }
 
+    #[cfg(all(feature = "server", feature = "observe"))]
     /// Sends `notification` (a response: code, options and payload; the engine sets type,
     /// Message ID, token and the Observe sequence number) to every observer of `resource`,
     /// and returns how many there were (RFC 7641 §4.2).
@@ -219,6 +227,7 @@ impl Endpoint {
         Ok(sent)
     }
 
+    #[cfg(all(feature = "server", feature = "observe"))]
     /// How many clients observe `resource`.
     pub fn observers(&self, resource: ResourceId) -> usize {
         self.observe.count(resource)
@@ -293,6 +302,7 @@ impl Endpoint {
     }
 }
 
+#[cfg(feature = "client")]
 /// The host a request names (its Uri-Host, RFC 7252 §5.10.1), for checking a server's
 /// certificate; an IP literal there is checked as an address, like the destination.
 fn uri_host(request: &Packet) -> Option<alloc::string::String> {

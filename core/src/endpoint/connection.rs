@@ -41,6 +41,7 @@ impl Endpoint {
         self.out.has_commands()
     }
 
+    #[cfg(feature = "tcp")]
     /// The connection the engine asked for with [`StreamCommand::Connect`] is open: the
     /// engine sends its Capabilities and Settings Message (RFC 8323 §5.3), then the requests
     /// that waited for the connection. Ignored for a connection already open.
@@ -56,6 +57,7 @@ impl Endpoint {
         }
     }
 
+    #[cfg(feature = "tcp")]
     /// The connection to `peer` could not be opened: its session fails with
     /// [`ConnectionFailure::ConnectFailed`], and its requests with it.
     pub fn handle_connect_failed(&mut self, now: Instant, peer: SocketAddr, kind: SendErrorKind) {
@@ -66,6 +68,7 @@ impl Endpoint {
         }
     }
 
+    #[cfg(feature = "tcp")]
     /// The adapter accepted a connection from `peer` (server role). On a plain endpoint a
     /// session starts ([`Event::SessionNew`]) and the engine's CSM goes first; on a TLS
     /// endpoint the handshake starts, and the session with it once it completes (or
@@ -100,6 +103,7 @@ impl Endpoint {
         Ok(())
     }
 
+    #[cfg(feature = "tcp")]
     /// The connection with `peer` ended: its session fails with
     /// [`ConnectionFailure::Closed`] or [`ConnectionFailure::Reset`], every pending exchange
     /// with it. (A connection the engine asked to close is already forgotten.)

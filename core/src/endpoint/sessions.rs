@@ -190,7 +190,7 @@ impl Endpoint {
         }
         if fresh {
             self.out.event(Event::SessionNew { peer });
-            if self.config.transport == crate::config::Transport::Tcp {
+            if cfg!(feature = "tcp") && self.config.transport == crate::config::Transport::Tcp {
                 // A secure connection's handshake starts once it is open.
                 self.out
                     .command(crate::outputs::StreamCommand::Connect(peer));

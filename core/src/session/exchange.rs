@@ -162,7 +162,7 @@ impl Session {
 
     /// Sends queued requests while NSTART and the exchange cap allow.
     pub(super) fn pump(&mut self, now: Instant, ctx: &mut Ctx<'_>) {
-        if !self.ready() {
+        if !cfg!(feature = "client") || !self.ready() {
             return; // requests wait for the handshake (bounded by max_queued_requests)
         }
         // Requests and further blocks wait while the adapter has not written what it was
@@ -264,6 +264,9 @@ impl Session {
     /// take: None for no such exchange, or an unknown critical option or malformed Block
     /// option, which the message layer rejects (§5.4.1).
     pub(super) fn match_response(&self, ctx: &Ctx<'_>, msg: &MessageView<'_>) -> Option<usize> {
+        if !cfg!(feature = "client") {
+            return None; // no requests of ours: every response is unexpected
+        }
         let config = ctx.config;
         let index = self
             .exchanges
@@ -285,7 +288,10 @@ impl Session {
         index: usize,
         msg: &MessageView<'_>,
     ) {
-        if self.exchanges[index].observe.is_some() && self.notification(now, ctx, index, msg) {
+        if cfg!(feature = "observe")
+            && self.exchanges[index].observe.is_some()
+            && self.notification(now, ctx, index, msg)
+        {
             return;
         }
         let Some(response) = self.block_response(now, ctx, index, msg) else {

@@ -288,7 +288,7 @@ impl Session {
     }
 
     pub(super) fn probe_outstanding(&self) -> bool {
-        if let Some(s) = self.stream.as_ref() {
+        if let Some(s) = self.stream_ref() {
             return s.probe_outstanding();
         }
         self.cons
@@ -298,7 +298,7 @@ impl Session {
 
     pub(crate) fn ping(&mut self, now: Instant, ctx: &mut Ctx<'_>) -> Result<RequestId, Error> {
         // On a stream the Pings in flight take the place of Confirmable messages.
-        let in_flight = match self.stream.as_ref() {
+        let in_flight = match self.stream_ref() {
             Some(s) => s.pings_in_flight(),
             None => self.other_confirmables(),
         };
@@ -330,6 +330,13 @@ impl Session {
                 self.send(ctx, h.message_id, rst);
             }
             MessageType::NonConfirmable if h.is_empty() => {} // §4.3: NON must not be empty
+            // An endpoint that is no server (without feature `server`) cannot process a
+            // request at all: it rejects it (§4.2, §4.3).
+            MessageType::Confirmable | MessageType::NonConfirmable
+                if h.is_request() && !cfg!(feature = "server") =>
+            {
+                self.reject(ctx, h.mtype, h.message_id);
+            }
             MessageType::Confirmable | MessageType::NonConfirmable if h.is_request() => {
                 if self.duplicate(ctx, h.mtype, h.message_id) {
                     return;
@@ -435,6 +442,8 @@ impl Session {
             return;
         };
         match self.cons[ci].purpose {
+            // Without feature `client` there are no requests of ours.
+            ConPurpose::Request(_) if !cfg!(feature = "client") => {}
             ConPurpose::Request(id) => {
                 let Some(ei) = self.exchanges.iter().position(|e| e.id == id) else {
                     self.cons.swap_remove(ci);
@@ -511,7 +520,7 @@ impl Session {
         } else if let Some(token) = self
             .observers
             .iter()
-            .find(|o| o.recent.contains(mid))
+            .find(|o| cfg!(feature = "observe") && o.recent.contains(mid))
             .map(|o| o.token)
         {
             // A Reset to a Non-confirmable notification (or to the registration's response).

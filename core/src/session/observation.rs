@@ -52,6 +52,9 @@ impl Session {
         token: Token,
         reason: ObserverRemoval,
     ) {
+        if !cfg!(feature = "observe") {
+            return; // no observers
+        }
         if matches!(
             reason,
             ObserverRemoval::Deregistered | ObserverRemoval::Replaced

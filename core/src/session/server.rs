@@ -55,6 +55,9 @@ impl Session {
         // A registration is accepted only for a 2.xx answer and within the observer caps;
         // otherwise the response goes out without Observe, so the client knows (RFC 7641 §3.1).
         let register = observe.filter(|&resource| {
+            if !cfg!(feature = "observe") {
+                return false;
+            }
             let known = self.observers.iter().any(|o| o.token == inc.token);
             let limits = &ctx.config.limits;
             inc.observe == Some(0)
@@ -105,6 +108,10 @@ impl Session {
     /// A request from the peer, past the message layer's deduplication.
     pub(super) fn on_request(&mut self, now: Instant, ctx: &mut Ctx<'_>, msg: &MessageView<'_>) {
         let h = msg.header;
+        if !cfg!(feature = "server") {
+            self.refuse(ctx, msg); // a stream's requests come this way; see `on_message`
+            return;
+        }
         let mid = h.message_id;
         self.last_activity = now;
         let confirmable = h.mtype == MessageType::Confirmable;
@@ -149,8 +156,12 @@ impl Session {
             (None, ctx.derived.non_lifetime)
         };
         // Observe means something on GET and FETCH only (RFC 7641 §2, RFC 8132 §2.4).
+        // Without feature `observe` the option is ignored: the client gets a plain response,
+        // which tells it no observation was made (§3.1).
         let observe = match h.code {
-            1 | 5 => msg.option(observe::OBSERVE).and_then(observe::value),
+            1 | 5 if cfg!(feature = "observe") => {
+                msg.option(observe::OBSERVE).and_then(observe::value)
+            }
             _ => None,
         };
         if observe == Some(1) {

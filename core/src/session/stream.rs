@@ -140,7 +140,7 @@ impl Session {
     /// connection whose peer accepts less (its Max-Message-Size counts the frame, whose
     /// header can be 2 bytes longer than the datagram header, RFC 8323 §5.3.1).
     pub(crate) fn send_limit(&self, config: &crate::config::Config) -> usize {
-        match self.stream.as_ref() {
+        match self.stream_ref() {
             Some(s) => config
                 .max_message_size
                 .min(s.capabilities().max_message_size.saturating_sub(2)),
@@ -154,7 +154,7 @@ impl Session {
     /// SZX 6 block is the same on the wire and every implementation knows it (libcoap 4.3.1
     /// takes a one-unit BERT block for the whole body).
     pub(crate) fn block_path(&self, config: &crate::config::Config) -> crate::block::Path {
-        match self.stream.as_ref() {
+        match self.stream_ref() {
             Some(s) => crate::block::Path {
                 stream: true,
                 bert: s.capabilities().block_wise && self.send_limit(config) >= 2 * 1024 + 128,
@@ -163,8 +163,24 @@ impl Session {
         }
     }
 
+    /// The connection, if the session has one; never without feature `tcp`, which makes
+    /// every path behind it dead code for the compiler to drop.
+    #[inline(always)]
+    pub(super) fn stream_ref(&self) -> Option<&Stream> {
+        if cfg!(feature = "tcp") {
+            self.stream.as_deref()
+        } else {
+            None
+        }
+    }
+
+    #[inline(always)]
     fn stream_mut(&mut self) -> Option<&mut Stream> {
-        self.stream.as_deref_mut()
+        if cfg!(feature = "tcp") {
+            self.stream.as_deref_mut()
+        } else {
+            None
+        }
     }
 
     /// Writes a message (in RFC 7252's layout) as a frame. Returns the write's id.
@@ -222,8 +238,7 @@ impl Session {
     /// Whether the adapter is behind on writing: more than `limits.max_unwritten_bytes`
     /// handed to it unconfirmed. Application messages are refused until it catches up.
     pub(crate) fn write_backlog(&self, ctx: &Ctx<'_>) -> bool {
-        self.stream
-            .as_ref()
+        self.stream_ref()
             .is_some_and(|s| s.unwritten > ctx.config.limits.max_unwritten_bytes)
     }
 
@@ -269,7 +284,7 @@ impl Session {
 
     /// The connection is open (always true of a datagram session).
     pub(super) fn stream_ready(&self) -> bool {
-        self.stream.as_ref().is_none_or(|s| s.connected)
+        self.stream_ref().is_none_or(|s| s.connected)
     }
 
     /// Our Capabilities and Settings Message: the largest message we accept, and that we do
@@ -404,7 +419,7 @@ impl Session {
         msg: &MessageView<'_>,
     ) -> Option<Ending> {
         let code = msg.header.code;
-        let csm_known = self.stream.as_ref().is_some_and(|s| s.peer.is_some());
+        let csm_known = self.stream_ref().is_some_and(|s| s.peer.is_some());
         if !csm_known && code != CSM {
             // §5.3: "Each endpoint MUST send a CSM as its first message."
             return Some(self.abort(ctx, None, "the first message was not a CSM"));
@@ -444,8 +459,7 @@ impl Session {
         match code {
             CSM => {
                 let mut caps =
-                    self.stream
-                        .as_ref()
+                    self.stream_ref()
                         .map(|s| s.capabilities())
                         .unwrap_or(Capabilities {
                             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
