@@ -51,10 +51,15 @@ impl Default for TransmissionParameters {
 }
 
 impl TransmissionParameters {
+    /// `d × ack_random_factor_milli / 1000`, exact and saturating, in u64 arithmetic: the
+    /// whole thousands and the rest scale apart (`rest × factor` < 1000 × 2^32 fits), which
+    /// spares a microcontroller's code 128-bit multiplication and division.
     fn scaled(&self, d: Duration) -> Duration {
+        let (micros, factor) = (d.as_micros(), u64::from(self.ack_random_factor_milli));
         Duration::from_micros(
-            (d.as_micros() as u128 * self.ack_random_factor_milli as u128 / 1000)
-                .min(u64::MAX as u128) as u64,
+            (micros / 1000)
+                .saturating_mul(factor)
+                .saturating_add(micros % 1000 * factor / 1000),
         )
     }
     /// ACK_TIMEOUT × ACK_RANDOM_FACTOR: the largest initial retransmission timeout.
@@ -448,5 +453,42 @@ impl Config {
             return err("limits", "non-zero transmit queue and tracking sizes");
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The u64 scaling gives what exact 128-bit arithmetic gives, saturating at the top.
+    #[test]
+    fn scaling_by_the_random_factor_is_exact() {
+        let micros = [
+            0,
+            1,
+            999,
+            1000,
+            1001,
+            2_000_000,
+            123_456_789_012,
+            u64::MAX / 4294,
+            u64::MAX / 1000,
+            u64::MAX - 1,
+            u64::MAX,
+        ];
+        for factor in [1000, 1001, 1500, 2999, 65_535, u32::MAX] {
+            let p = TransmissionParameters {
+                ack_random_factor_milli: factor,
+                ..TransmissionParameters::default()
+            };
+            for &m in &micros {
+                let exact = (m as u128 * factor as u128 / 1000).min(u64::MAX as u128) as u64;
+                assert_eq!(
+                    p.scaled(Duration::from_micros(m)).as_micros(),
+                    exact,
+                    "{m} µs × {factor}/1000"
+                );
+            }
+        }
     }
 }
