@@ -1,7 +1,8 @@
 //! The endpoint: one socket's worth of CoAP, serving many peers.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
+use core::cmp::Reverse;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
@@ -108,8 +109,13 @@ pub struct Endpoint {
     /// before (a request and its answer, a burst), and an equality test is far cheaper than
     /// a tree search ordered by `SocketAddr`.
     last_peer: Option<(SocketAddr, u32)>,
-    /// One entry per session with something to do: (deadline, slot).
-    timers: BTreeSet<(Instant, u32)>,
+    /// The sessions' deadlines, earliest first: (deadline, slot). An entry counts while its
+    /// session is filed under it (`Session::armed`); one left behind by a deadline that moved
+    /// earlier or a session that ended is stale, skipped when it comes up, never on top
+    /// after an input (so [`poll_timeout`](Self::poll_timeout) is exact), and swept out when
+    /// they outnumber the sessions. A heap rather than an ordered set: far less code on a
+    /// microcontroller, and no node allocations.
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
     now: Instant,
     next_id: u64,
     due: Vec<u32>,
@@ -160,7 +166,7 @@ impl Endpoint {
             free: Vec::new(),
             by_peer: PeerIndex::new((mix(seed), mix(seed ^ 0x5bd1_e995))),
             last_peer: None,
-            timers: BTreeSet::new(),
+            timers: BinaryHeap::new(),
             now: Instant::ZERO,
             next_id: 1,
             due: Vec::new(),
@@ -229,7 +235,7 @@ impl Endpoint {
     /// When the engine next needs [`handle_timeout`](Self::handle_timeout), if ever. Read it
     /// after draining transmits and events.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let session = self.timers.first().map(|&(t, _)| t);
+        let session = self.timers.peek().map(|&Reverse((t, _))| t);
         let memory = self.memory_order.front().map(|&(t, _, _)| t);
         #[cfg(feature = "security")]
         let handshake = self.handshake_deadline();

@@ -3,6 +3,7 @@
 //! EXCHANGE_LIFETIME.
 
 use alloc::boxed::Box;
+use core::cmp::Reverse;
 use core::net::SocketAddr;
 
 use coap_lite::MessageType;
@@ -22,15 +23,17 @@ impl Endpoint {
         self.now = now;
         // Each due session runs once per call, so a buggy deadline can never spin here.
         let mut due = core::mem::take(&mut self.due);
-        while let Some(&(t, slot)) = self.timers.first() {
+        while let Some(&Reverse((t, slot))) = self.timers.peek() {
             if t > now {
                 break;
             }
-            self.timers.pop_first();
+            self.timers.pop();
             if let Some(Some(s)) = self.sessions.get_mut(slot as usize) {
-                s.armed = None;
+                if s.armed == Some(t) {
+                    s.armed = None;
+                    due.push(slot);
+                }
             }
-            due.push(slot);
         }
         for &slot in &due {
             let (session, mut ctx) = self.split(slot);
@@ -206,15 +209,13 @@ impl Endpoint {
 
     fn free_slot(&mut self, slot: u32) -> Option<Session> {
         let session = self.sessions.get_mut(slot as usize)?.take()?;
-        if let Some(t) = session.armed {
-            self.timers.remove(&(t, slot));
-        }
         self.by_peer.remove(&session.peer, slot, &self.sessions);
         if self.last_peer.is_some_and(|(_, s)| s == slot) {
             self.last_peer = None;
         }
         self.generations[slot as usize] = self.generations[slot as usize].wrapping_add(1);
         self.free.push(slot);
+        self.tidy_timers(); // its entry may be on top
         Some(*session)
     }
 
@@ -284,13 +285,27 @@ impl Endpoint {
         match (s.armed, next) {
             (Some(old), Some(t)) if old <= t => {}
             (Some(_), None) | (None, None) => {}
-            (old, Some(t)) => {
-                if let Some(old) = old {
-                    self.timers.remove(&(old, slot));
-                }
-                self.timers.insert((t, slot));
+            (_, Some(t)) => {
+                // The entry under the old deadline, if any, is stale from now on.
                 s.armed = Some(t);
+                self.timers.push(Reverse((t, slot)));
+                self.tidy_timers();
             }
+        }
+    }
+
+    /// Keeps the timer heap's invariants: no stale entry on top, and no more stale entries
+    /// than live ones (plus a few), so its size stays bounded by the sessions'.
+    fn tidy_timers(&mut self) {
+        let sessions = &self.sessions;
+        let live = |&Reverse((t, slot)): &Reverse<(Instant, u32)>| {
+            matches!(sessions.get(slot as usize), Some(Some(s)) if s.armed == Some(t))
+        };
+        if self.timers.len() > 2 * self.by_peer.len() + 16 {
+            self.timers.retain(live);
+        }
+        while self.timers.peek().is_some_and(|e| !live(e)) {
+            self.timers.pop();
         }
     }
 
