@@ -1,9 +1,9 @@
 //! The endpoint: one socket's worth of CoAP, serving many peers.
 
 use alloc::boxed::Box;
-use alloc::collections::{BTreeMap, BinaryHeap, VecDeque};
-use core::cmp::Reverse;
+use alloc::collections::BinaryHeap;
 use alloc::vec::Vec;
+use core::cmp::Reverse;
 use core::net::SocketAddr;
 
 use coap_lite::MessageType;
@@ -17,7 +17,7 @@ use crate::rng::Rng;
 use crate::security::PeerIdentity;
 #[cfg(feature = "security")]
 use crate::security::SecureChannel;
-use crate::session::{Origin, PeerMemory, Session, SessionFootprint};
+use crate::session::{Origin, Session, SessionFootprint};
 use crate::time::Instant;
 use crate::transmit::{SendErrorKind, Transmit, TransmitId, TransmitInfo};
 
@@ -25,9 +25,11 @@ use crate::transmit::{SendErrorKind, Transmit, TransmitId, TransmitInfo};
 mod association;
 mod calls;
 mod connection;
+mod memory;
 mod peers;
 mod sessions;
 
+use memory::Memories;
 use peers::PeerIndex;
 
 pub use connection::StreamClosed;
@@ -121,10 +123,7 @@ pub struct Endpoint {
     due: Vec<u32>,
     /// Ended sessions' deduplication state and Message ID counters, kept for
     /// EXCHANGE_LIFETIME (at most `max_remembered_peers`), restored if the peer returns.
-    memory: BTreeMap<SocketAddr, (PeerMemory, u64)>,
-    /// Expiry order of `memory`: (expires, peer, generation of the entry).
-    memory_order: VecDeque<(Instant, SocketAddr, u64)>,
-    memory_seq: u64,
+    memory: Memories,
     /// Which sessions observe which of our resources (RFC 7641).
     observe: Registry,
     /// Secure associations peers opened that are still in their handshake (server role),
@@ -170,9 +169,7 @@ impl Endpoint {
             now: Instant::ZERO,
             next_id: 1,
             due: Vec::new(),
-            memory: BTreeMap::new(),
-            memory_order: VecDeque::new(),
-            memory_seq: 0,
+            memory: Memories::new((mix(seed ^ 0x2545_f491), mix(seed ^ 0x1b87_3593))),
             observe: Registry::default(),
             #[cfg(feature = "security")]
             handshakes: Vec::new(),
@@ -236,7 +233,7 @@ impl Endpoint {
     /// after draining transmits and events.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let session = self.timers.peek().map(|&Reverse((t, _))| t);
-        let memory = self.memory_order.front().map(|&(t, _, _)| t);
+        let memory = self.memory.next_expiry();
         #[cfg(feature = "security")]
         let handshake = self.handshake_deadline();
         #[cfg(not(feature = "security"))]

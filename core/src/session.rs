@@ -486,6 +486,20 @@ pub(crate) struct PeerMemory {
 }
 
 impl PeerMemory {
+    /// A memory that stands for a session whose next Message ID was `next_mid`.
+    #[cfg(test)]
+    pub(crate) fn with_next_mid(next_mid: u16) -> Self {
+        PeerMemory {
+            dedup: Dedup::default(),
+            next_mid,
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn next_mid(&self) -> u16 {
+        self.next_mid
+    }
+
     pub(crate) fn expire(&mut self, now: Instant, pool: &mut crate::transmit::DatagramPool) {
         self.dedup.expire(now, pool);
     }

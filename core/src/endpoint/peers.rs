@@ -1,11 +1,12 @@
-//! Peer address → session slot.
+//! Peer address → session slot (and, in a second table, → a remembered peer's entry).
 //!
 //! An open-addressing table (linear probing, at most half full, backward-shift deletion)
-//! that stores only slot numbers: the address each slot stands for is the session's own
-//! `peer`, so an entry costs 4 bytes (8 to 16 with the free half) where a
+//! that stores only ids: the address each id stands for is looked up where the id points
+//! (a session's own `peer`), so an entry costs 4 bytes (8 to 16 with the free half) where a
 //! `BTreeMap<SocketAddr, u32>` spent 60 to 80 on its nodes. Addresses are hashed with
 //! SipHash under a key from the endpoint's seed, so peers that pick their addresses cannot
-//! aim them at one bucket.
+//! aim them at one bucket. The ids' owner is reached through [`Addresses`] as a trait
+//! object, so that both tables share one copy of the code.
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
@@ -16,19 +17,29 @@ use crate::session::Session;
 
 const EMPTY: u32 = u32::MAX;
 
+/// What a table's ids stand for: the address filed under `id`, if it is in use.
+pub(crate) trait Addresses {
+    fn address(&self, id: u32) -> Option<&SocketAddr>;
+}
+
+impl Addresses for Vec<Option<Box<Session>>> {
+    fn address(&self, slot: u32) -> Option<&SocketAddr> {
+        self.get(slot as usize)
+            .and_then(Option::as_deref)
+            .map(|s| &s.peer)
+    }
+}
+
 pub(crate) struct PeerIndex {
     buckets: Vec<u32>,
     len: usize,
     keys: (u64, u64),
 }
 
-type Sessions = [Option<Box<Session>>];
+type Sessions = dyn Addresses;
 
 fn peer_of(sessions: &Sessions, slot: u32) -> Option<&SocketAddr> {
-    sessions
-        .get(slot as usize)
-        .and_then(Option::as_deref)
-        .map(|s| &s.peer)
+    sessions.address(slot)
 }
 
 impl PeerIndex {

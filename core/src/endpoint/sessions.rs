@@ -46,20 +46,8 @@ impl Endpoint {
         self.due = due;
         #[cfg(feature = "security")]
         self.run_handshake_timers(now);
-        while let Some(&(t, peer, seq)) = self.memory_order.front() {
-            if t > now {
-                break;
-            }
-            self.memory_order.pop_front();
-            self.forget(peer, seq);
-        }
+        self.memory.expire(now);
         now
-    }
-
-    fn forget(&mut self, peer: SocketAddr, seq: u64) {
-        if self.memory.get(&peer).is_some_and(|m| m.1 == seq) {
-            self.memory.remove(&peer);
-        }
     }
 
     pub(super) fn lookup(&mut self, peer: SocketAddr) -> Option<u32> {
@@ -138,11 +126,7 @@ impl Endpoint {
             slot,
             generation: self.generations[slot as usize],
         };
-        let pool = &mut self.out.pool;
-        let memory = self.memory.remove(&peer).map(|(mut m, _)| {
-            m.expire(now, pool);
-            m
-        });
+        let memory = self.memory.restore(&peer, now, &mut self.out.pool);
         // Message IDs and deduplication belong to one association (RFC 7252 §9.1): a new
         // secure session starts afresh.
         let memory = memory.filter(|_| channel.is_none());
@@ -247,23 +231,10 @@ impl Endpoint {
     }
 
     fn remember(&mut self, session: Session) {
+        let expires = self.now + self.derived.exchange_lifetime;
         let cap = self.config.limits.max_remembered_peers;
-        if cap == 0 {
-            return;
-        }
-        while self.memory.len() >= cap {
-            let Some((_, peer, seq)) = self.memory_order.pop_front() else {
-                break;
-            };
-            self.forget(peer, seq);
-        }
-        self.memory_seq += 1;
-        let expires = self.now + self.config.transmission.exchange_lifetime();
-        let peer = session.peer;
         self.memory
-            .insert(peer, (session.into_memory(), self.memory_seq));
-        self.memory_order
-            .push_back((expires, peer, self.memory_seq));
+            .file(session.peer, session.into_memory(), expires, cap);
     }
 
     pub(super) fn rearm(&mut self, slot: u32) {
@@ -298,9 +269,7 @@ impl Endpoint {
     /// than live ones (plus a few), so its size stays bounded by the sessions'.
     fn tidy_timers(&mut self) {
         let sessions = &self.sessions;
-        let live = |&Reverse((t, slot)): &Reverse<(Instant, u32)>| {
-            matches!(sessions.get(slot as usize), Some(Some(s)) if s.armed == Some(t))
-        };
+        let live = |&Reverse((t, slot)): &Reverse<(Instant, u32)>| matches!(sessions.get(slot as usize), Some(Some(s)) if s.armed == Some(t));
         if self.timers.len() > 2 * self.by_peer.len() + 16 {
             self.timers.retain(live);
         }
