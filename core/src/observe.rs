@@ -6,8 +6,6 @@
 //! closing a session ends its observations with it. The [`Registry`] only indexes them by
 //! resource so that a notification reaches every observer without a scan of all sessions.
 
-#[cfg(feature = "observe")]
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
 use core::fmt;
 
@@ -156,12 +154,23 @@ pub(crate) struct Observer {
 /// (a per-resource counter would restart and a re-registering client would judge fresh
 /// notifications stale for 128 s). It is 24 bits wide and wraps, which RFC 7641 §3.4's rule
 /// expects.
+///
+/// The index is one sorted list of (resource, session) pairs, a session once per observation
+/// (so once per token): a resource's observers are a contiguous run found by binary search.
+/// Registrations and departures move the entries after them, which a tree would not, but
+/// they are rare next to notifications, and a tree's code is several times the size on a
+/// microcontroller.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
     seq: u32,
-    /// Without feature `observe` there are no observers, and no tree to carry.
+    /// Without feature `observe` there are no observers, and nothing to index.
     #[cfg(feature = "observe")]
-    resources: BTreeMap<ResourceId, Vec<SessionKey>>,
+    entries: Vec<(ResourceId, SessionKey)>,
+}
+
+#[cfg(feature = "observe")]
+fn order(entry: &(ResourceId, SessionKey)) -> (ResourceId, u32, u32) {
+    (entry.0, entry.1.slot, entry.1.generation)
 }
 
 impl Registry {
@@ -170,21 +179,33 @@ impl Registry {
         self.seq
     }
 
+    /// The run of `resource`'s entries.
+    #[cfg(feature = "observe")]
+    fn run(&self, resource: ResourceId) -> core::ops::Range<usize> {
+        let start = self.entries.partition_point(|e| e.0 < resource);
+        let len = self.entries[start..].partition_point(|e| e.0 == resource);
+        start..start + len
+    }
+
     pub(crate) fn add(&mut self, resource: ResourceId, key: SessionKey) {
         #[cfg(feature = "observe")]
-        self.resources.entry(resource).or_default().push(key);
+        {
+            let entry = (resource, key);
+            let at = self.entries.partition_point(|e| order(e) < order(&entry));
+            self.entries.insert(at, entry);
+        }
         #[cfg(not(feature = "observe"))]
         let _ = (resource, key);
     }
 
     pub(crate) fn remove(&mut self, resource: ResourceId, key: SessionKey) {
         #[cfg(feature = "observe")]
-        if let Some(keys) = self.resources.get_mut(&resource) {
-            if let Some(i) = keys.iter().position(|k| *k == key) {
-                keys.swap_remove(i);
+        {
+            if let Some(i) = self.entries.iter().position(|e| *e == (resource, key)) {
+                self.entries.remove(i);
             }
-            if keys.is_empty() {
-                self.resources.remove(&resource);
+            if self.entries.is_empty() {
+                self.entries = Vec::new();
             }
         }
         #[cfg(not(feature = "observe"))]
@@ -193,7 +214,7 @@ impl Registry {
 
     pub(crate) fn count(&self, resource: ResourceId) -> usize {
         #[cfg(feature = "observe")]
-        return self.resources.get(&resource).map_or(0, Vec::len);
+        return self.run(resource).len();
         #[cfg(not(feature = "observe"))]
         {
             let _ = resource;
@@ -204,9 +225,11 @@ impl Registry {
     /// The sessions observing `resource`, each once.
     #[cfg(feature = "observe")]
     pub(crate) fn sessions(&self, resource: ResourceId) -> Vec<SessionKey> {
-        let mut keys = self.resources.get(&resource).cloned().unwrap_or_default();
-        keys.sort_unstable_by_key(|k| (k.slot, k.generation));
-        keys.dedup();
+        let mut keys: Vec<SessionKey> = self.entries[self.run(resource)]
+            .iter()
+            .map(|e| e.1)
+            .collect();
+        keys.dedup(); // a session observing with several tokens is filed once per token
         keys
     }
 }
@@ -259,6 +282,37 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "observe")]
+    fn registry_files_each_resources_observers_together() {
+        let key = |slot| SessionKey {
+            slot,
+            generation: 1,
+        };
+        let mut reg = Registry::default();
+        for (r, slot) in [(5, 3), (1, 9), (5, 1), (3, 3), (5, 7), (5, 1)] {
+            reg.add(ResourceId(r), key(slot));
+        }
+        assert_eq!(reg.count(ResourceId(5)), 4);
+        assert_eq!(reg.sessions(ResourceId(5)), [key(1), key(3), key(7)]);
+        assert_eq!(reg.sessions(ResourceId(1)), [key(9)]);
+        assert_eq!(reg.count(ResourceId(2)), 0);
+        assert!(reg.sessions(ResourceId(6)).is_empty());
+        reg.remove(ResourceId(5), key(3));
+        reg.remove(ResourceId(5), key(2)); // not filed: nothing changes
+        assert_eq!(reg.sessions(ResourceId(5)), [key(1), key(7)]);
+        assert_eq!(
+            reg.count(ResourceId(3)),
+            1,
+            "another resource's entry stays"
+        );
+        for (r, slot) in [(1, 9), (5, 1), (3, 3), (5, 7), (5, 1)] {
+            reg.remove(ResourceId(r), key(slot));
+        }
+        assert!(reg.entries.is_empty());
+    }
+
+    #[test]
+    #[cfg(feature = "observe")]
     fn registry_counts_and_wraps() {
         let mut reg = Registry::default();
         let a = SessionKey {

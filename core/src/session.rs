@@ -113,6 +113,7 @@ pub(crate) struct Session {
     /// failed seal deep in the message layer); the endpoint ends it on its next look.
     pub(crate) doomed: Option<Box<Ending>>,
     /// The connection, on a CoAP-over-TCP endpoint (RFC 8323); None over datagrams.
+    #[cfg(feature = "tcp")]
     stream: Option<Box<stream::Stream>>,
 }
 
@@ -172,13 +173,14 @@ impl Session {
             #[cfg(feature = "security")]
             channel,
             doomed: None,
+            #[cfg(feature = "tcp")]
             stream: match ctx.config.transport {
                 // A connection we accepted is open from the start; ours opens when the
                 // adapter says so.
-                crate::config::Transport::Tcp if cfg!(feature = "tcp") => {
+                crate::config::Transport::Tcp => {
                     Some(Box::new(stream::Stream::new(origin == Origin::Remote)))
                 }
-                _ => None,
+                crate::config::Transport::Udp => None,
             },
         }
     }
@@ -245,7 +247,7 @@ impl Session {
             | self.exchanges.release_if_empty()
             | self.queue.release_if_empty()
             | self.incoming.release_if_empty()
-            | self.observers.release_if_empty()
+            | (cfg!(feature = "observe") && self.observers.release_if_empty())
             | self.blocks.release_if_empty();
         if freed {
             self.dedup.trimmed_at = secs;
@@ -258,7 +260,7 @@ impl Session {
             && self.exchanges.is_empty()
             && self.queue.is_empty()
             && self.incoming.is_empty()
-            && self.observers.is_empty()
+            && (!cfg!(feature = "observe") || self.observers.is_empty())
             && self.blocks.is_empty()
     }
 
@@ -275,7 +277,8 @@ impl Session {
             if let Some(t) = e.response_deadline {
                 consider(t);
             }
-            if let Some(t) = e.observe.as_ref().and_then(|o| o.reregister_at) {
+            let observation = e.observe.as_ref().filter(|_| cfg!(feature = "observe"));
+            if let Some(t) = observation.and_then(|o| o.reregister_at) {
                 consider(t);
             }
         }

@@ -166,7 +166,7 @@ pub(crate) fn first_request(
         || app_block2.is_some_and(|b| b.map_or(true, |b| b.num != 0));
     let early = app_block2.is_some() || bw.early_negotiation;
     // On a stream a message is limited by its size, not cut at the block size (RFC 8323).
-    let whole = packet.payload.len() <= bw.block_size || path.stream;
+    let whole = packet.payload.len() <= bw.block_size || path.stream();
     if manual || (!early && whole) {
         match out.encode_packet(packet, mtype, mid, token, max) {
             Err(Error::MessageTooLarge(_)) if !manual => {}

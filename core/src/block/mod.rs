@@ -65,7 +65,7 @@
 //!   (RFC 7252 §5.4.3): 4.02 Bad Option for a Confirmable request, a rejection otherwise; in
 //!   a response it makes the response rejected (see [`well_formed`]).
 
-use coap_lite::{CoapOption, MessageClass, Packet};
+use coap_lite::Packet;
 
 use crate::codec::{self, MessageView};
 
@@ -115,11 +115,23 @@ pub(crate) struct Path {
 }
 
 impl Path {
+    /// Whether the path is a stream; never without feature `tcp`, so that the compiler drops
+    /// what only streams need (BERT).
+    #[inline(always)]
+    pub(crate) fn stream(self) -> bool {
+        cfg!(feature = "tcp") && self.stream
+    }
+
+    #[inline(always)]
+    fn bert(self) -> bool {
+        cfg!(feature = "tcp") && self.bert
+    }
+
     /// The block size to ask for or use when the exponents `requested` (a peer's) and `ours`
     /// meet: the smaller one, BERT only if both want it and the path allows it.
     pub(crate) fn negotiate(self, requested: u8, ours: u8) -> u8 {
         if requested == BERT {
-            if self.stream && ours >= MAX_SZX {
+            if self.stream() && ours >= MAX_SZX {
                 BERT
             } else {
                 ours.min(MAX_SZX)
@@ -133,7 +145,7 @@ impl Path {
     /// block size is 1024 bytes.
     pub(crate) fn ours(self, block_size: usize) -> u8 {
         let szx = szx_of(block_size);
-        if self.bert && szx == MAX_SZX {
+        if self.bert() && szx == MAX_SZX {
             BERT
         } else {
             szx
@@ -199,7 +211,7 @@ impl Block {
         }
         let v = value.iter().fold(0u32, |acc, &b| (acc << 8) | u32::from(b));
         let szx = (v & 7) as u8;
-        if szx == BERT && !path.stream {
+        if szx == BERT && !path.stream() {
             return Err(BlockError::ReservedSize);
         }
         Ok(Block {
@@ -210,7 +222,7 @@ impl Block {
     }
 
     pub(crate) fn is_bert(self) -> bool {
-        self.szx == BERT
+        cfg!(feature = "tcp") && self.szx == BERT
     }
 
     /// Whether `len` bytes are a valid payload for this block: a non-final block is exactly
@@ -300,17 +312,7 @@ pub(super) fn is_success(code: u8) -> bool {
 
 /// The message as a coap-lite packet without the options in `skip`.
 pub(super) fn packet_without(msg: &MessageView<'_>, skip: &[u16]) -> Packet {
-    let mut packet = Packet::new();
-    packet.header.set_version(1);
-    packet.header.set_type(msg.header.mtype);
-    packet.header.code = MessageClass::from(msg.header.code);
-    packet.header.message_id = msg.header.message_id;
-    packet.set_token(msg.token.to_vec());
-    for (number, value) in msg.options().filter(|(n, _)| !skip.contains(n)) {
-        packet.add_option(CoapOption::from(number), value.to_vec());
-    }
-    packet.payload = msg.payload.to_vec();
-    packet
+    msg.packet_without(skip)
 }
 
 /// A response as the application gets it after a transfer: without Block1 and Block2.

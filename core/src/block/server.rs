@@ -126,7 +126,10 @@ pub(crate) struct Reassembly {
 impl Reassembly {
     /// Frees the memory of whichever of its lists are empty; true if there was any.
     pub(crate) fn release_if_empty(&mut self) -> bool {
-        self.partials.release_if_empty() | self.kept.release_if_empty()
+        // Without feature `blockwise` it stays empty (`on_request` files nothing), and the
+        // `cfg!`s here and below let the compiler see that.
+        cfg!(feature = "blockwise")
+            && (self.partials.release_if_empty() | self.kept.release_if_empty())
     }
 }
 
@@ -148,14 +151,20 @@ fn request_key(msg: &MessageView<'_>) -> Vec<u8> {
 
 impl Reassembly {
     pub(crate) fn len(&self) -> usize {
+        if !cfg!(feature = "blockwise") {
+            return 0;
+        }
         self.partials.len() + self.kept.len()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.partials.is_empty() && self.kept.is_empty()
+        !cfg!(feature = "blockwise") || (self.partials.is_empty() && self.kept.is_empty())
     }
 
     pub(crate) fn next_expiry(&self) -> Option<Instant> {
+        if !cfg!(feature = "blockwise") {
+            return None;
+        }
         let partials = self.partials.iter().map(|p| p.expires);
         partials.chain(self.kept.iter().map(|k| k.expires)).min()
     }
@@ -192,6 +201,9 @@ impl Reassembly {
     /// Drops the partial bodies whose time is up (§2.5: EXCHANGE_LIFETIME after their latest
     /// block).
     pub(crate) fn expire(&mut self, now: Instant) {
+        if !cfg!(feature = "blockwise") {
+            return;
+        }
         self.partials.retain(|p| p.expires > now);
         self.kept.retain(|k| k.expires > now);
     }
@@ -372,7 +384,7 @@ pub(crate) fn shape_response(
     let fits = |p: &Packet| encoded_len(p, token_len) <= max;
     let success = is_success(u8::from(response.header.code));
     // On a stream a message is limited by its size, not cut at the block size (RFC 8323).
-    let small = (len <= size_of(preferred) || path.stream) && fits(base);
+    let small = (len <= size_of(preferred) || path.stream()) && fits(base);
     if has(CoapOption::Block2) || (small && (blocks.block2.is_none() || !success)) {
         // Nothing to cut (or the application cut it itself).
         return echoed;

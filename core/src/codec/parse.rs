@@ -124,13 +124,19 @@ impl<'a> MessageView<'a> {
     /// ID, token, options and payload are identical to the wire, for code
     /// that wants coap-lite's typed accessors off the hot path.
     pub fn to_packet(&self) -> Packet {
+        self.packet_without(&[])
+    }
+
+    /// [`to_packet`](Self::to_packet) without the options numbered in `skip` (block-wise
+    /// takes its own options off what it gives the application).
+    pub(crate) fn packet_without(&self, skip: &[u16]) -> Packet {
         let mut packet = Packet::new();
         packet.header.set_version(VERSION);
         packet.header.set_type(self.header.mtype);
         packet.header.code = MessageClass::from(self.header.code);
         packet.header.message_id = self.header.message_id;
         packet.set_token(self.token.to_vec());
-        for (number, value) in self.options() {
+        for (number, value) in self.options().filter(|(n, _)| !skip.contains(n)) {
             packet.add_option(CoapOption::from(number), value.to_vec());
         }
         packet.payload = self.payload.to_vec();

@@ -10,7 +10,7 @@
 
 use alloc::boxed::Box;
 use alloc::vec::Vec;
-use core::hash::{Hash, Hasher};
+use core::hash::Hasher;
 use core::net::SocketAddr;
 
 use crate::session::Session;
@@ -56,9 +56,25 @@ impl PeerIndex {
     }
 
     fn home(&self, peer: &SocketAddr) -> usize {
+        // The address's bytes in one write: `SocketAddr`'s own `Hash` writes each field apart
+        // (with length prefixes and the IPv6 flow label and scope), which costs more code and
+        // time. Equal addresses still hash alike, which is all a hash table needs.
+        let mut bytes = [0u8; 19];
+        let (family, port) = match peer {
+            SocketAddr::V4(a) => {
+                bytes[1..5].copy_from_slice(&a.ip().octets());
+                (4, a.port())
+            }
+            SocketAddr::V6(a) => {
+                bytes[1..17].copy_from_slice(&a.ip().octets());
+                (6, a.port())
+            }
+        };
+        bytes[0] = family;
+        bytes[17..].copy_from_slice(&port.to_be_bytes());
         #[allow(deprecated)] // core's SipHash-2-4: keyed, and all that no_std offers.
         let mut h = core::hash::SipHasher::new_with_keys(self.keys.0, self.keys.1);
-        peer.hash(&mut h);
+        h.write(&bytes);
         h.finish() as usize & (self.buckets.len() - 1)
     }
 

@@ -268,11 +268,18 @@ impl Endpoint {
     /// Keeps the timer heap's invariants: no stale entry on top, and no more stale entries
     /// than live ones (plus a few), so its size stays bounded by the sessions'.
     fn tidy_timers(&mut self) {
+        if self.timers.len() > 2 * self.by_peer.len() + 16 {
+            // Refiled from the sessions themselves, which takes less code than sifting out the
+            // heap's stale entries; at least as many pushes made them, so the cost is shared.
+            self.timers.clear();
+            for (slot, s) in self.sessions.iter().enumerate() {
+                if let Some(t) = s.as_ref().and_then(|s| s.armed) {
+                    self.timers.push(Reverse((t, slot as u32)));
+                }
+            }
+        }
         let sessions = &self.sessions;
         let live = |&Reverse((t, slot)): &Reverse<(Instant, u32)>| matches!(sessions.get(slot as usize), Some(Some(s)) if s.armed == Some(t));
-        if self.timers.len() > 2 * self.by_peer.len() + 16 {
-            self.timers.retain(live);
-        }
         while self.timers.peek().is_some_and(|e| !live(e)) {
             self.timers.pop();
         }

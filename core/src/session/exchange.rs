@@ -170,7 +170,9 @@ impl Session {
         if self.write_backlog(ctx) {
             return;
         }
-        self.unpark(now, ctx);
+        if cfg!(feature = "blockwise") {
+            self.unpark(now, ctx);
+        }
         loop {
             if self.write_backlog(ctx) {
                 return;
@@ -191,7 +193,11 @@ impl Session {
             // answer of a request that must not run twice (§2.6) per target: a request to a
             // target a transfer holds would replace that state, so it waits.
             let mut head_key = None;
-            for e in &self.exchanges {
+            for e in self
+                .exchanges
+                .iter()
+                .filter(|_| cfg!(feature = "blockwise"))
+            {
                 if let Some(t) = e.block.as_deref().filter(|t| t.holds_target()) {
                     let key = *head_key.get_or_insert_with(|| block::target_key(&head.bytes));
                     if key == Some(t.target()) {
@@ -240,7 +246,9 @@ impl Session {
         {
             self.exchanges.swap_remove(i);
             self.forget_requests(&[id]);
-            self.drop_fetches(id);
+            if cfg!(all(feature = "observe", feature = "blockwise")) {
+                self.drop_fetches(id);
+            }
         } else if self.cancel_ping(id) {
             ctx.out.event(Event::PingFailed {
                 id,
@@ -303,7 +311,11 @@ impl Session {
         // Nothing holds the request's bytes now but the adapter, if it still does.
         ctx.out.pool.recycle(e.request);
         self.last_activity = now;
-        match e.fetch {
+        // Only an observation's block fetch has an owner other than the application.
+        match e
+            .fetch
+            .filter(|_| cfg!(all(feature = "observe", feature = "blockwise")))
+        {
             Some(fetch) => self.fetched(ctx, fetch, response),
             None => ctx.out.event(Event::Response {
                 id: e.id,

@@ -475,7 +475,8 @@ impl Session {
             }
             ConPurpose::Notification(token) => {
                 self.cons.swap_remove(ci);
-                if let Some(o) = self.observers.iter_mut().find(|o| o.token == token) {
+                let mut observers = self.observers.iter_mut();
+                if let Some(o) = observers.find(|o| cfg!(feature = "observe") && o.token == token) {
                     o.confirmed = now;
                 }
             }

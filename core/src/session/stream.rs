@@ -167,20 +167,18 @@ impl Session {
     /// every path behind it dead code for the compiler to drop.
     #[inline(always)]
     pub(super) fn stream_ref(&self) -> Option<&Stream> {
-        if cfg!(feature = "tcp") {
-            self.stream.as_deref()
-        } else {
-            None
-        }
+        #[cfg(feature = "tcp")]
+        return self.stream.as_deref();
+        #[cfg(not(feature = "tcp"))]
+        None
     }
 
     #[inline(always)]
     fn stream_mut(&mut self) -> Option<&mut Stream> {
-        if cfg!(feature = "tcp") {
-            self.stream.as_deref_mut()
-        } else {
-            None
-        }
+        #[cfg(feature = "tcp")]
+        return self.stream.as_deref_mut();
+        #[cfg(not(feature = "tcp"))]
+        None
     }
 
     /// Writes a message (in RFC 7252's layout) as a frame. Returns the write's id.
