@@ -173,28 +173,11 @@ impl Outputs {
         token: &[u8],
         max: usize,
     ) -> Result<Datagram, Error> {
-        self.scratch.clear();
-        let options = packet
+        let mut options = packet
             .options()
             .flat_map(|(n, vs)| vs.iter().map(move |v| (*n, v.as_slice())));
         let code = u8::from(packet.header.code);
-        codec::encode(
-            &mut self.scratch,
-            mtype,
-            code,
-            mid,
-            token,
-            options,
-            &packet.payload,
-        )
-        .map_err(|e| match e {
-            codec::EncodeError::TokenTooLong(_) => Error::TokenTooLong,
-            _ => Error::OptionTooLong,
-        })?;
-        if self.scratch.len() > max {
-            return Err(Error::MessageTooLarge(self.scratch.len()));
-        }
-        Ok(self.pool.make(&self.scratch))
+        self.encode(mtype, code, mid, token, &mut options, &packet.payload, max)
     }
 
     /// Encodes a message from its parts (options in ascending number order), enforcing `max`.
@@ -205,7 +188,25 @@ impl Outputs {
         code: u8,
         mid: u16,
         token: &[u8],
-        options: impl Iterator<Item = (u16, &'o [u8])>,
+        mut options: impl Iterator<Item = (u16, &'o [u8])>,
+        payload: &[u8],
+        max: usize,
+    ) -> Result<Datagram, Error> {
+        self.encode(mtype, code, mid, token, &mut options, payload, max)
+    }
+
+    /// What every way of encoding comes down to, with the options behind a trait object so
+    /// that the encoder's code exists once, not once per kind of option source (on a
+    /// microcontroller each copy was 300 to 500 bytes).
+    #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
+    fn encode(
+        &mut self,
+        mtype: MessageType,
+        code: u8,
+        mid: u16,
+        token: &[u8],
+        options: &mut dyn Iterator<Item = (u16, &[u8])>,
         payload: &[u8],
         max: usize,
     ) -> Result<Datagram, Error> {
@@ -231,24 +232,13 @@ impl Outputs {
         token: &[u8],
         payload: &[u8],
     ) -> Datagram {
-        self.scratch.clear();
-        if codec::encode(
-            &mut self.scratch,
-            mtype,
-            code,
-            mid,
-            token,
-            core::iter::empty(),
-            payload,
-        )
-        .is_err()
-        {
-            // Unreachable for engine-built messages (tokens are ≤ 8 bytes, no options), but an
-            // empty message is still a correct fallback rather than a panic.
-            self.scratch.clear();
-            codec::encode_empty(&mut self.scratch, mtype, mid);
+        let none = &mut core::iter::empty();
+        match self.encode(mtype, code, mid, token, none, payload, usize::MAX) {
+            Ok(bytes) => bytes,
+            // Unreachable for engine-built messages (tokens are ≤ 8 bytes, no options), but
+            // an empty message is still a correct fallback rather than a panic.
+            Err(_) => self.encode_empty(mtype, mid),
         }
-        self.pool.make(&self.scratch)
     }
 
     pub(crate) fn encode_empty(&mut self, mtype: MessageType, mid: u16) -> Datagram {
