@@ -411,66 +411,64 @@ impl fmt::Display for ConfigError {
 
 impl core::error::Error for ConfigError {}
 
+/// What [`Config::validate`] checks, as (field, what it must be), in the order checked.
+const RULES: [(&str, &str); 14] = [
+    ("transmission.ack_timeout", "greater than zero"),
+    (
+        "transmission.ack_random_factor_milli",
+        "at least 1000 (a factor of 1.0)",
+    ),
+    ("transmission.max_retransmit", "at most 20"),
+    ("transmission.nstart", "at least 1"),
+    ("token_length", "between 0 and 8 (RFC 7252 §3)"),
+    ("keepalive", "an interval and a timeout greater than zero"),
+    ("fail_after_unreachable", "None or at least 1"),
+    ("response_timeout", "greater than zero"),
+    ("max_message_size", "at least 16 bytes"),
+    (
+        "blockwise.block_size",
+        "a power of two from 16 to 1024 (RFC 7959 §2.2)",
+    ),
+    ("transport", "Udp: CoAP over TCP needs feature `tcp`"),
+    ("limits.max_sessions", "between 1 and 2^24"),
+    ("limits", "non-zero per-session caps"),
+    ("limits", "non-zero transmit queue and tracking sizes"),
+];
+
 impl Config {
     /// Checks every field's range. [`Endpoint::new`](crate::Endpoint::new) calls this.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let err = |field, allowed| Err(ConfigError { field, allowed });
-        let t = &self.transmission;
-        if t.ack_timeout == Duration::ZERO {
-            return err("transmission.ack_timeout", "greater than zero");
-        }
-        if t.ack_random_factor_milli < 1000 {
-            return err(
-                "transmission.ack_random_factor_milli",
-                "at least 1000 (a factor of 1.0)",
-            );
-        }
-        if t.max_retransmit > 20 {
-            return err("transmission.max_retransmit", "at most 20");
-        }
-        if t.nstart == 0 {
-            return err("transmission.nstart", "at least 1");
-        }
-        if self.token_length > 8 {
-            return err("token_length", "between 0 and 8 (RFC 7252 §3)");
-        }
-        if let Some(k) = self.keepalive {
-            if k.interval == Duration::ZERO || k.timeout == Duration::ZERO {
-                return err("keepalive", "an interval and a timeout greater than zero");
-            }
-        }
-        if self.fail_after_unreachable == Some(0) {
-            return err("fail_after_unreachable", "None or at least 1");
-        }
-        if self.response_timeout == Duration::ZERO {
+        let (t, l, b) = (&self.transmission, &self.limits, self.blockwise.block_size);
+        let zero = Duration::ZERO;
+        // Whether each of RULES is broken, in its order: the first broken one is reported.
+        // (A table rather than a branch per rule: on a microcontroller each branch's error
+        // construction cost as much code as its test.)
+        let broken = [
+            t.ack_timeout == zero,
+            t.ack_random_factor_milli < 1000,
+            t.max_retransmit > 20,
+            t.nstart == 0,
+            self.token_length > 8,
+            self.keepalive
+                .is_some_and(|k| k.interval == zero || k.timeout == zero),
+            self.fail_after_unreachable == Some(0),
             // A request would expire at the instant it is sent, and each expiry would make
             // the next queued request due at once: no deadline would ever lie ahead.
-            return err("response_timeout", "greater than zero");
+            self.response_timeout == zero,
+            self.max_message_size < 16,
+            !(16..=1024).contains(&b) || !b.is_power_of_two(),
+            self.transport == Transport::Tcp && !cfg!(feature = "tcp"),
+            l.max_sessions == 0 || l.max_sessions > 1 << 24,
+            l.max_exchanges == 0 || l.max_pending_requests == 0 || l.max_dedup_entries == 0,
+            l.max_queued_transmits == 0 || l.tracked_transmits == 0,
+        ];
+        match broken.iter().position(|&broken| broken) {
+            Some(i) => {
+                let (field, allowed) = RULES[i];
+                Err(ConfigError { field, allowed })
+            }
+            None => Ok(()),
         }
-        if self.max_message_size < 16 {
-            return err("max_message_size", "at least 16 bytes");
-        }
-        let b = self.blockwise.block_size;
-        if !(16..=1024).contains(&b) || !b.is_power_of_two() {
-            return err(
-                "blockwise.block_size",
-                "a power of two from 16 to 1024 (RFC 7959 §2.2)",
-            );
-        }
-        if self.transport == Transport::Tcp && !cfg!(feature = "tcp") {
-            return err("transport", "Udp: CoAP over TCP needs feature `tcp`");
-        }
-        let l = &self.limits;
-        if l.max_sessions == 0 || l.max_sessions > 1 << 24 {
-            return err("limits.max_sessions", "between 1 and 2^24");
-        }
-        if l.max_exchanges == 0 || l.max_pending_requests == 0 || l.max_dedup_entries == 0 {
-            return err("limits", "non-zero per-session caps");
-        }
-        if l.max_queued_transmits == 0 || l.tracked_transmits == 0 {
-            return err("limits", "non-zero transmit queue and tracking sizes");
-        }
-        Ok(())
     }
 }
 

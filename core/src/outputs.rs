@@ -173,11 +173,21 @@ impl Outputs {
         token: &[u8],
         max: usize,
     ) -> Result<Datagram, Error> {
-        let mut options = packet
-            .options()
-            .flat_map(|(n, vs)| vs.iter().map(move |v| (*n, v.as_slice())));
-        let code = u8::from(packet.header.code);
-        self.encode(mtype, code, mid, token, &mut options, &packet.payload, max)
+        // Nested loops rather than `codec::encode` over a `flat_map`: the application's
+        // packets take this path on every message, and their options' map is walked most
+        // cheaply, in time and in code, this way.
+        self.encode_with(max, |out| {
+            let code = u8::from(packet.header.code);
+            codec::begin(out, mtype, code, mid, token, packet.payload.len())?;
+            let mut previous = 0;
+            for (&number, values) in packet.options() {
+                for value in values {
+                    codec::push_option(out, &mut previous, number, value)?;
+                }
+            }
+            codec::push_payload(out, &packet.payload);
+            Ok(())
+        })
     }
 
     /// Encodes a message from its parts (options in ascending number order), enforcing `max`.
@@ -188,35 +198,39 @@ impl Outputs {
         code: u8,
         mid: u16,
         token: &[u8],
-        mut options: impl Iterator<Item = (u16, &'o [u8])>,
+        options: impl Iterator<Item = (u16, &'o [u8])>,
         payload: &[u8],
         max: usize,
     ) -> Result<Datagram, Error> {
-        self.encode(mtype, code, mid, token, &mut options, payload, max)
+        self.encode_with(max, |out| {
+            codec::encode(out, mtype, code, mid, token, options, payload)
+        })
     }
 
-    /// What every way of encoding comes down to, with the options behind a trait object so
-    /// that the encoder's code exists once, not once per kind of option source (on a
-    /// microcontroller each copy was 300 to 500 bytes).
-    #[allow(clippy::too_many_arguments)]
-    #[inline(never)]
-    fn encode(
+    /// Encodes a message with `write` (which appends it to the buffer it is given, from
+    /// `codec::begin` on), enforcing `max`. Each way of encoding is a few calls to the
+    /// codec's shared pieces; the rest is here, once.
+    pub(crate) fn encode_with(
         &mut self,
-        mtype: MessageType,
-        code: u8,
-        mid: u16,
-        token: &[u8],
-        options: &mut dyn Iterator<Item = (u16, &[u8])>,
-        payload: &[u8],
         max: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), codec::EncodeError>,
     ) -> Result<Datagram, Error> {
         self.scratch.clear();
-        codec::encode(&mut self.scratch, mtype, code, mid, token, options, payload).map_err(
-            |e| match e {
-                codec::EncodeError::TokenTooLong(_) => Error::TokenTooLong,
-                _ => Error::OptionTooLong,
-            },
-        )?;
+        let written = write(&mut self.scratch);
+        self.encoded(written, max)
+    }
+
+    /// The datagram just encoded into `scratch`, if it was and fits `max`.
+    #[inline(never)]
+    fn encoded(
+        &mut self,
+        written: Result<(), codec::EncodeError>,
+        max: usize,
+    ) -> Result<Datagram, Error> {
+        written.map_err(|e| match e {
+            codec::EncodeError::TokenTooLong(_) => Error::TokenTooLong,
+            _ => Error::OptionTooLong,
+        })?;
         if self.scratch.len() > max {
             return Err(Error::MessageTooLarge(self.scratch.len()));
         }
@@ -232,8 +246,12 @@ impl Outputs {
         token: &[u8],
         payload: &[u8],
     ) -> Datagram {
-        let none = &mut core::iter::empty();
-        match self.encode(mtype, code, mid, token, none, payload, usize::MAX) {
+        let written = self.encode_with(usize::MAX, |out| {
+            codec::begin(out, mtype, code, mid, token, payload.len())?;
+            codec::push_payload(out, payload);
+            Ok(())
+        });
+        match written {
             Ok(bytes) => bytes,
             // Unreachable for engine-built messages (tokens are ≤ 8 bytes, no options), but
             // an empty message is still a correct fallback rather than a panic.

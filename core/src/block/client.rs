@@ -74,19 +74,23 @@ impl Template {
         payload: &[u8],
         max: usize,
     ) -> Result<Datagram, Error> {
-        let mut ours = self
-            .options
-            .iter()
-            .map(|(n, v)| (*n, v.as_slice()))
-            .peekable();
-        let mut more = extra.iter().map(|(n, v)| (*n, v.as_slice())).peekable();
-        // A merge rather than a sort: no sorting code in the firmware.
-        let options = core::iter::from_fn(move || match (ours.peek(), more.peek()) {
-            (Some(a), Some(b)) if b.0 < a.0 => more.next(),
-            (Some(_), _) => ours.next(),
-            (None, _) => more.next(),
-        });
-        out.encode_parts(self.mtype, self.code, mid, token, options, payload, max)
+        out.encode_with(max, |buf| {
+            codec::begin(buf, self.mtype, self.code, mid, token, payload.len())?;
+            let mut previous = 0;
+            // A merge rather than a sort: no sorting code in the firmware.
+            let mut extra = extra.iter().peekable();
+            for (number, value) in &self.options {
+                while let Some((n, v)) = extra.next_if(|(n, _)| n < number) {
+                    codec::push_option(buf, &mut previous, *n, v.as_slice())?;
+                }
+                codec::push_option(buf, &mut previous, *number, value)?;
+            }
+            for (n, v) in extra {
+                codec::push_option(buf, &mut previous, *n, v.as_slice())?;
+            }
+            codec::push_payload(buf, payload);
+            Ok(())
+        })
     }
 }
 

@@ -52,14 +52,18 @@ impl Answer {
         mid: u16,
         token: &[u8],
     ) -> Datagram {
-        let block1 = self.block1.map(Block::encode);
-        let size1 = self.size1.map(Uint::new);
-        let options = block1
-            .iter()
-            .map(|v| (BLOCK1, v.as_slice()))
-            .chain(size1.iter().map(|v| (SIZE1, v.as_slice())));
-        out.encode_parts(mtype, self.code, mid, token, options, &[], usize::MAX)
-            .unwrap_or_else(|_| out.encode_simple(mtype, self.code, mid, token, &[]))
+        let answer = out.encode_with(usize::MAX, |buf| {
+            codec::begin(buf, mtype, self.code, mid, token, 0)?;
+            let mut previous = 0;
+            if let Some(b) = self.block1 {
+                codec::push_option(buf, &mut previous, BLOCK1, b.encode().as_slice())?;
+            }
+            if let Some(size) = self.size1 {
+                codec::push_option(buf, &mut previous, SIZE1, Uint::new(size).as_slice())?;
+            }
+            Ok(())
+        });
+        answer.unwrap_or_else(|_| out.encode_simple(mtype, self.code, mid, token, &[]))
     }
 }
 

@@ -67,6 +67,37 @@ pub fn encode<'o>(
     options: impl Iterator<Item = (u16, &'o [u8])>,
     payload: &[u8],
 ) -> Result<(), EncodeError> {
+    // The generic part is just this loop: the rest is shared by every kind of option
+    // source, so each one adds a few instructions rather than a copy of the encoder.
+    let start = begin(out, mtype, code, message_id, token, payload.len())?;
+    let mut previous = 0u16;
+    for (number, value) in options {
+        if let Err(e) = push_option(out, &mut previous, number, value) {
+            out.truncate(start);
+            return Err(e);
+        }
+    }
+    push_payload(out, payload);
+    Ok(())
+}
+
+/// The payload, after its marker if there is one (§3: an empty payload has none).
+pub(crate) fn push_payload(out: &mut Vec<u8>, payload: &[u8]) {
+    if !payload.is_empty() {
+        out.push(PAYLOAD_MARKER);
+        out.extend_from_slice(payload);
+    }
+}
+
+/// Header and token; returns where the message starts in `out`.
+pub(crate) fn begin(
+    out: &mut Vec<u8>,
+    mtype: MessageType,
+    code: u8,
+    message_id: u16,
+    token: &[u8],
+    payload_len: usize,
+) -> Result<usize, EncodeError> {
     let tkl = match u8::try_from(token.len()) {
         Ok(n) if n <= 8 => n,
         _ => return Err(EncodeError::TokenTooLong(token.len())),
@@ -74,34 +105,34 @@ pub fn encode<'o>(
     let start = out.len();
     // The options' size is unknown up front; reserving the fixed parts avoids
     // most regrowth for typical small messages.
-    out.reserve(4 + token.len() + 1 + payload.len());
+    out.reserve(4 + token.len() + 1 + payload_len);
     push_header(out, mtype, tkl, code, message_id);
     out.extend_from_slice(token);
+    Ok(start)
+}
 
-    let mut previous = 0u16;
-    for (number, value) in options {
-        let Some(delta) = number.checked_sub(previous) else {
-            out.truncate(start);
-            return Err(EncodeError::OptionOutOfOrder { number, previous });
-        };
-        let len = value.len();
-        // Bounded by MAX_OPTION_LEN, so it fits in u32 below.
-        let Some(len32) = u32::try_from(len).ok().filter(|_| len <= MAX_OPTION_LEN) else {
-            out.truncate(start);
-            return Err(EncodeError::OptionTooLong { number, len });
-        };
-        let delta = u32::from(delta);
-        out.push((extended_nibble(delta) << 4) | extended_nibble(len32));
-        push_extended(out, delta);
-        push_extended(out, len32);
-        out.extend_from_slice(value);
-        previous = number;
-    }
-
-    if !payload.is_empty() {
-        out.push(PAYLOAD_MARKER);
-        out.extend_from_slice(payload);
-    }
+/// One option after the one numbered `previous` (§3.1: a delta from it).
+pub(crate) fn push_option(
+    out: &mut Vec<u8>,
+    previous: &mut u16,
+    number: u16,
+    value: &[u8],
+) -> Result<(), EncodeError> {
+    let Some(delta) = number.checked_sub(*previous) else {
+        let previous = *previous;
+        return Err(EncodeError::OptionOutOfOrder { number, previous });
+    };
+    let len = value.len();
+    // Bounded by MAX_OPTION_LEN, so it fits in u32 below.
+    let Some(len32) = u32::try_from(len).ok().filter(|_| len <= MAX_OPTION_LEN) else {
+        return Err(EncodeError::OptionTooLong { number, len });
+    };
+    let delta = u32::from(delta);
+    out.push((extended_nibble(delta) << 4) | extended_nibble(len32));
+    push_extended(out, delta);
+    push_extended(out, len32);
+    out.extend_from_slice(value);
+    *previous = number;
     Ok(())
 }
 
