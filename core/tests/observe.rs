@@ -2,6 +2,7 @@
 //! observations and a server's observers, their lifecycle, the freshness rule, and liveness.
 //!
 //! All times are virtual; links have a fixed one-way delay `D` unless a test says otherwise.
+#![cfg(all(feature = "client", feature = "server", feature = "observe"))]
 
 mod sim;
 

@@ -1,6 +1,7 @@
 //! CoAP over TCP (RFC 8323) on the simulator's stream links, and the wire format against
 //! hand-made frames: CSM, Ping/Pong, Release, Abort, framing errors, connections that
 //! fail, reset or stall, and the liveness contract over streams.
+#![cfg(all(feature = "tcp", feature = "client", feature = "server"))]
 
 mod sim;
 
