@@ -2,7 +2,7 @@
 //! typed errors for API misuse. Each test feeds raw bytes to a fresh endpoint and checks
 //! exactly what goes out, what the application sees, and that no state is kept.
 
-#[cfg(feature = "client")]
+#[cfg(any(feature = "client", feature = "server"))]
 use coap_engine::Error;
 use coap_engine::{Config, Endpoint, Event, Instant, Transmit};
 #[cfg(feature = "client")]
@@ -205,6 +205,7 @@ fn con_response_matching_no_exchange_gets_reset() {
 
 /// A GET with token 0x7A and one one-byte option numbered `number` (≥ 269, two-byte
 /// extended delta form).
+#[cfg(feature = "server")]
 fn request_with_option(mtype: u8, mid: u16, number: u16) -> Vec<u8> {
     let ext = (number - 269).to_be_bytes();
     let [hi, lo] = mid.to_be_bytes();
@@ -244,6 +245,7 @@ fn con_request_with_unrecognized_critical_option_gets_4_02_piggybacked() {
     assert_eq!(&*t2[0].payload, &*t[0].payload);
 }
 
+#[cfg(feature = "server")]
 #[test]
 fn non_request_with_unrecognized_critical_option_is_rejected_with_reset() {
     let (_, t, e) = feed(&request_with_option(1, 0x1002, 2051));
