@@ -1,5 +1,6 @@
 //! Block-wise interoperability regressions found against libcoap 4.3.1, replayed on the
 //! simulator with a scripted raw peer that answers the way libcoap did on the wire.
+#![cfg(all(feature = "client", feature = "blockwise"))]
 
 mod sim;
 

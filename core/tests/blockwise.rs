@@ -4,6 +4,7 @@
 //!
 //! Replay one property seed: `SIM_SEED=1234 cargo test -p coap-engine --test blockwise replay
 //! -- --nocapture` (add `SIM_TRACE=1` for a trace). More seeds: `BLOCK_SEEDS=20000`.
+#![cfg(all(feature = "client", feature = "server", feature = "blockwise"))]
 
 mod sim;
 

@@ -1,6 +1,7 @@
 //! The fuzz harness (`harness/engine_inputs.rs`, also used by the cargo-fuzz targets in
 //! `core/fuzz`) run under proptest for a short time in every `cargo test`, so CI exercises the
 //! same input sequences and invariants the fuzzer does. Longer runs: see `core/fuzz/README.md`.
+#![cfg(all(feature = "client", feature = "server", feature = "observe"))]
 
 #[path = "harness/engine_inputs.rs"]
 mod engine_inputs;

@@ -1,5 +1,6 @@
 //! Message-layer details tested directly on one endpoint: RFC 7252 §4.5 (a duplicate
 //! Confirmable message is acknowledged and processed once) and the confirmable cap.
+#![cfg(feature = "server")]
 
 use coap_engine::coap_lite::{MessageClass, MessageType, Packet, ResponseType};
 use coap_engine::{codec, Config, Duration, Endpoint, Event, Instant, Transmit};

@@ -19,6 +19,7 @@
 //!
 //! Replay one seed: `SIM_SEED=1234 cargo test -p coap-engine --test properties replay -- --nocapture`
 //! (add `SIM_TRACE=1` for a full trace). Run more seeds: `SIM_SEEDS=100000`.
+#![cfg(all(feature = "client", feature = "server"))]
 
 mod sim;
 

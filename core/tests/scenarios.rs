@@ -4,6 +4,7 @@
 //! so every instant below can be computed by hand; where the engine draws a random initial
 //! retransmission timeout, the test reads it off the first retransmission and checks the rest
 //! of the schedule against it.
+#![cfg(all(feature = "client", feature = "server"))]
 
 mod sim;
 

@@ -2,6 +2,7 @@
 //! allocator: a session that served one Confirmable request and is within
 //! EXCHANGE_LIFETIME, so its deduplication entry and cached answer are alive. Run with
 //! `--nocapture` to see the figures; `coap-bench -M` measures the whole process by RSS.
+#![cfg(feature = "server")]
 
 mod counting;
 

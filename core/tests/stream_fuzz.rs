@@ -5,6 +5,13 @@
 
 #[path = "harness/stream_framing.rs"]
 mod stream_framing;
+#[cfg(all(
+    feature = "tcp",
+    feature = "client",
+    feature = "server",
+    feature = "observe",
+    feature = "blockwise"
+))]
 #[path = "harness/stream_inputs.rs"]
 mod stream_inputs;
 #[cfg(feature = "tls")]
@@ -25,6 +32,13 @@ proptest! {
     }
 }
 
+#[cfg(all(
+    feature = "tcp",
+    feature = "client",
+    feature = "server",
+    feature = "observe",
+    feature = "blockwise"
+))]
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(5_000))]
 
@@ -83,6 +97,13 @@ fn framing_harness_reaches_every_outcome() {
 
 /// The input harness must reach deep engine states from random input, not stop at the first
 /// frame: over a fixed set of pseudo-random inputs every kind of outcome occurs.
+#[cfg(all(
+    feature = "tcp",
+    feature = "client",
+    feature = "server",
+    feature = "observe",
+    feature = "blockwise"
+))]
 #[test]
 fn input_harness_reaches_every_outcome() {
     let mut c = stream_inputs::Coverage::default();
@@ -146,11 +167,19 @@ fn tls_harness_reaches_every_outcome() {
 /// it (`after_local_call`), but the `StreamCommand::Connect` that `create_local_session`
 /// queued stayed: the adapter opened a connection the engine had forgotten, whose
 /// `handle_connected` it ignored and which nobody ever closed.
+#[cfg(all(
+    feature = "tcp",
+    feature = "client",
+    feature = "server",
+    feature = "observe",
+    feature = "blockwise"
+))]
 #[test]
 fn regression_a_refused_request_asks_for_no_connection() {
     stream_inputs::run(&REFUSED_REQUEST_CONNECTS);
 }
 
+#[cfg(all(feature = "tcp", feature = "client", feature = "server", feature = "observe", feature = "blockwise"))]
 #[rustfmt::skip]
 const REFUSED_REQUEST_CONNECTS: [u8; 47] = [
     0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -164,11 +193,19 @@ const REFUSED_REQUEST_CONNECTS: [u8; 47] = [
 /// connection (RFC 8323 §5.3). Any input that wrote more frames than the queue held (a
 /// connection opening with queued requests, a read holding many Pings) cut frames out of the
 /// stream.
+#[cfg(all(
+    feature = "tcp",
+    feature = "client",
+    feature = "server",
+    feature = "observe",
+    feature = "blockwise"
+))]
 #[test]
 fn regression_a_full_transmit_queue_does_not_drop_the_csm() {
     stream_inputs::run(&CSM_DROPPED);
 }
 
+#[cfg(all(feature = "tcp", feature = "client", feature = "server", feature = "observe", feature = "blockwise"))]
 #[rustfmt::skip]
 const CSM_DROPPED: [u8; 98] = [
     0, 0, 0, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -183,11 +220,19 @@ const CSM_DROPPED: [u8; 98] = [
 /// Confirmable messages; a stream session has none, so on a stream `max_confirmables` never
 /// capped pings (as `Limits::max_confirmables` and `Endpoint::ping` document), and each
 /// added a `Ping` in flight and 6 unwritten bytes whatever the write backlog.
+#[cfg(all(
+    feature = "tcp",
+    feature = "client",
+    feature = "server",
+    feature = "observe",
+    feature = "blockwise"
+))]
 #[test]
 fn regression_pings_on_a_stream_are_capped_by_max_confirmables() {
     stream_inputs::run(&UNCAPPED_PINGS);
 }
 
+#[cfg(all(feature = "tcp", feature = "client", feature = "server", feature = "observe", feature = "blockwise"))]
 #[rustfmt::skip]
 const UNCAPPED_PINGS: [u8; 49] = [
     13, 0, 0, 0, 0, 0, 0, 0, 105, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
@@ -200,11 +245,19 @@ const UNCAPPED_PINGS: [u8; 49] = [
 /// opened: 1221 bytes, past the limit by more than one message, which the mio adapter's
 /// `StreamDriver::unwritten_bytes` documents as the most the engine lets through. The queue
 /// was checked when a request entered it, not when it left (`Session::pump`).
+#[cfg(all(
+    feature = "tcp",
+    feature = "client",
+    feature = "server",
+    feature = "observe",
+    feature = "blockwise"
+))]
 #[test]
 fn regression_queued_requests_wait_for_the_write_backlog() {
     stream_inputs::run(&QUEUED_PAST_BACKLOG);
 }
 
+#[cfg(all(feature = "tcp", feature = "client", feature = "server", feature = "observe", feature = "blockwise"))]
 #[rustfmt::skip]
 const QUEUED_PAST_BACKLOG: [u8; 68] = [
     0, 121, 0, 82, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0,
@@ -215,11 +268,19 @@ const QUEUED_PAST_BACKLOG: [u8; 68] = [
 /// An accepted connection the adapter then reports open (`handle_connected`) again and
 /// again: each report wrote one more CSM, whatever the write backlog, until the unwritten
 /// bytes passed `max_unwritten_bytes` plus one message.
+#[cfg(all(
+    feature = "tcp",
+    feature = "client",
+    feature = "server",
+    feature = "observe",
+    feature = "blockwise"
+))]
 #[test]
 fn regression_a_connection_reported_open_again_writes_no_more_csms() {
     stream_inputs::run(&CONNECTED_AGAIN);
 }
 
+#[cfg(all(feature = "tcp", feature = "client", feature = "server", feature = "observe", feature = "blockwise"))]
 #[rustfmt::skip]
 const CONNECTED_AGAIN: [u8; 82] = [
     126, 160, 0, 0, 0, 0, 0, 0, 4, 181, 0, 68, 0, 0, 4, 181,
@@ -233,11 +294,19 @@ const CONNECTED_AGAIN: [u8; 82] = [
 /// An observation over a connection whose writes the adapter stops reporting: each time its
 /// Max-Age lapsed, the engine re-registered (the whole registration again) whatever the
 /// write backlog, until the unwritten bytes passed `max_unwritten_bytes` plus one message.
+#[cfg(all(
+    feature = "tcp",
+    feature = "client",
+    feature = "server",
+    feature = "observe",
+    feature = "blockwise"
+))]
 #[test]
 fn regression_a_reregistration_waits_for_the_write_backlog() {
     stream_inputs::run(&REREGISTERED_PAST_BACKLOG);
 }
 
+#[cfg(all(feature = "tcp", feature = "client", feature = "server", feature = "observe", feature = "blockwise"))]
 #[rustfmt::skip]
 const REREGISTERED_PAST_BACKLOG: [u8; 73] = [
     126, 221, 255, 255, 221, 0, 255, 255, 255, 255, 255, 255, 7, 8, 174, 35,
@@ -250,11 +319,19 @@ const REREGISTERED_PAST_BACKLOG: [u8; 73] = [
 /// Pings made before the connection opened that timed out, one after another, while it did
 /// not: each left its frame to be written, and when the connection opened they all were,
 /// past `max_unwritten_bytes` plus one message.
+#[cfg(all(
+    feature = "tcp",
+    feature = "client",
+    feature = "server",
+    feature = "observe",
+    feature = "blockwise"
+))]
 #[test]
 fn regression_pings_that_ended_before_the_connection_opened_are_not_written() {
     stream_inputs::run(&EARLY_PINGS_AFTER_THEIR_END);
 }
 
+#[cfg(all(feature = "tcp", feature = "client", feature = "server", feature = "observe", feature = "blockwise"))]
 #[rustfmt::skip]
 const EARLY_PINGS_AFTER_THEIR_END: [u8; 98] = [
     0, 0, 0, 0, 246, 255, 95, 96, 1, 255, 255, 255, 255, 0, 0, 30,
@@ -271,6 +348,7 @@ const EARLY_PINGS_AFTER_THEIR_END: [u8; 98] = [
 /// the connection's write backlog, where `request` and `observe` are refused with
 /// `QueueFull`; it carries the registration's whole payload, so each call could take the
 /// connection a whole message further past `max_unwritten_bytes`.
+#[cfg(all(feature = "tcp", feature = "client", feature = "observe"))]
 #[test]
 fn regression_deregister_is_refused_while_the_connection_is_backlogged() {
     use coap_engine::coap_lite::{CoapOption, MessageClass, Packet, RequestType};

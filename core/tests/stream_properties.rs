@@ -19,6 +19,12 @@
 //! Replay one seed: `SIM_SEED=12 cargo test -p coap-engine --test stream_properties replay --
 //! --nocapture` (`SIM_TRACE=1` traces it; `--features tls` and `SIM_TLS=1` for TLS); more
 //! seeds with `STREAM_SEEDS=100000` / `TLS_SEEDS=20000`.
+#![cfg(all(
+    feature = "tcp",
+    feature = "client",
+    feature = "server",
+    feature = "blockwise"
+))]
 
 mod sim;
 

@@ -1,6 +1,18 @@
 //! CoAP over TCP (RFC 8323) on the simulator's stream links, and the wire format against
 //! hand-made frames: CSM, Ping/Pong, Release, Abort, framing errors, connections that
 //! fail, reset or stall, and the liveness contract over streams.
+#![cfg(feature = "tcp")]
+// Each test needs the roles and parts it exercises; the helpers are shared, so in a build
+// without some of them a few helpers serve no test there.
+#![cfg_attr(
+    not(all(
+        feature = "client",
+        feature = "server",
+        feature = "observe",
+        feature = "blockwise"
+    )),
+    allow(dead_code, unused_imports)
+)]
 
 mod sim;
 
@@ -25,6 +37,7 @@ fn tcp() -> Config {
 
 /// A client at 40000 and a server at 5683 over a stream link with delay `D`; the server
 /// application is `hello`.
+#[cfg(all(feature = "client", feature = "server"))]
 impl World {
     fn new(seed: u64, client: Config, server: Config) -> Self {
         World::builder(seed)
@@ -227,6 +240,7 @@ fn csm(max: u32) -> Vec<u8> {
 // ---------------------------------------------------------------------------------------------
 // The wire
 
+#[cfg(all(feature = "client", feature = "server", feature = "blockwise"))]
 #[test]
 fn both_sides_send_a_csm_first_with_their_limits() {
     let mut w = World::new(
@@ -382,6 +396,7 @@ fn a_connection_reported_open_again_writes_no_second_csm() {
 /// re-registration (the whole registration again) waits until the adapter catches up,
 /// rather than going past `max_unwritten_bytes` once per Max-Age (found by the
 /// `stream_inputs` fuzz target).
+#[cfg(all(feature = "client", feature = "observe"))]
 #[test]
 fn a_reregistration_waits_for_the_write_backlog() {
     let config = Config {
@@ -511,6 +526,7 @@ fn server_capped_at(max_unwritten_bytes: usize) -> Endpoint {
 /// those signals (CSM, Release, Abort)". That holds for the engine's own answers to requests
 /// too (here 5.03 beyond `max_pending_requests`): while backlogged they are not written, or a
 /// peer that sent requests and read nothing would grow the adapter's write queue without end.
+#[cfg(feature = "server")]
 #[test]
 fn service_unavailable_answers_stop_at_the_write_cap() {
     let mut ep = server_capped_at(300);
@@ -524,6 +540,7 @@ fn service_unavailable_answers_stop_at_the_write_cap() {
 }
 
 /// As above, with 4.02 Bad Option for an unrecognized critical option (9).
+#[cfg(feature = "server")]
 #[test]
 fn bad_option_answers_stop_at_the_write_cap() {
     let mut ep = server_capped_at(300);
@@ -542,6 +559,7 @@ fn bad_option_answers_stop_at_the_write_cap() {
 /// backlog, and since only the last block releases the cache, a peer asking for block 1 again
 /// and again while reading nothing makes the engine queue ~100 times what it sends, without
 /// end (1,045,000 bytes for 1000 requests).
+#[cfg(all(feature = "server", feature = "blockwise"))]
 #[test]
 fn kept_response_blocks_stop_at_the_write_cap() {
     let mut ep = server_capped_at(300);
@@ -640,6 +658,7 @@ fn release_and_abort_from_the_peer_end_the_session_with_their_reasons() {
     )));
 }
 
+#[cfg(all(feature = "client", feature = "server"))]
 #[test]
 fn closing_a_session_releases_the_connection() {
     let mut w = World::default(10);
@@ -664,6 +683,7 @@ fn closing_a_session_releases_the_connection() {
 // ---------------------------------------------------------------------------------------------
 // Exchanges over a stream
 
+#[cfg(all(feature = "client", feature = "server"))]
 #[test]
 fn requests_made_before_the_connection_opens_wait_for_it_and_go_in_order() {
     let mut w = World::default(20);
@@ -681,6 +701,7 @@ fn requests_made_before_the_connection_opens_wait_for_it_and_go_in_order() {
     assert_eq!(seen, (0..5u8).map(|i| vec![b'0' + i]).collect::<Vec<_>>());
 }
 
+#[cfg(all(feature = "client", feature = "server", feature = "blockwise"))]
 #[test]
 fn nothing_larger_than_the_peers_max_message_size_is_sent() {
     // The server accepts 300-byte messages: a 5 kB request body goes in blocks that fit.
@@ -710,6 +731,7 @@ fn nothing_larger_than_the_peers_max_message_size_is_sent() {
     }
 }
 
+#[cfg(all(feature = "client", feature = "server", feature = "blockwise"))]
 #[test]
 fn two_uploads_to_the_same_target_go_one_after_the_other() {
     // The server keeps one partial body per target (RFC 7959 §2.5): interleaved, the second
@@ -728,6 +750,7 @@ fn two_uploads_to_the_same_target_go_one_after_the_other() {
     assert_eq!(w.response(ids[1]), Ok(b"got 7000 bytes".to_vec()));
 }
 
+#[cfg(all(feature = "client", feature = "server", feature = "blockwise"))]
 #[test]
 fn a_post_echoing_a_large_body_runs_once_and_its_answer_comes_back_whole() {
     // Block1 up, Block2 down (RFC 7959 §2.6): the further blocks of the answer come from the
@@ -767,6 +790,7 @@ fn a_post_echoing_a_large_body_runs_once_and_its_answer_comes_back_whole() {
     }
 }
 
+#[cfg(all(feature = "client", feature = "server", feature = "observe"))]
 #[test]
 fn observe_over_a_stream_delivers_every_notification_in_order() {
     let mut w = World::default(22);
@@ -807,6 +831,7 @@ fn observe_over_a_stream_delivers_every_notification_in_order() {
     );
 }
 
+#[cfg(all(feature = "client", feature = "server", feature = "blockwise"))]
 #[test]
 fn a_large_response_comes_back_in_blocks_and_is_delivered_whole() {
     let mut w = World::default(23);
@@ -858,6 +883,7 @@ fn body(len: u32) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8).collect()
 }
 
+#[cfg(all(feature = "client", feature = "server", feature = "blockwise"))]
 #[test]
 fn a_large_response_comes_in_bert_blocks_of_many_units() {
     let mut w = World::new(24, bert(), bert());
@@ -883,6 +909,7 @@ fn a_large_response_comes_in_bert_blocks_of_many_units() {
     assert_eq!(offset, 200_000);
 }
 
+#[cfg(all(feature = "client", feature = "server", feature = "blockwise"))]
 #[test]
 fn a_large_request_body_goes_up_in_bert_blocks() {
     let mut w = World::new(25, bert(), bert());
@@ -902,6 +929,7 @@ fn a_large_request_body_goes_up_in_bert_blocks() {
     assert!(acks.iter().all(|b| b.2 == 7), "{acks:?}");
 }
 
+#[cfg(all(feature = "client", feature = "server", feature = "blockwise"))]
 #[test]
 fn a_response_that_fits_the_peers_limit_goes_whole_on_a_stream() {
     let mut w = World::new(26, bert(), bert());
@@ -923,6 +951,7 @@ fn a_response_that_fits_the_peers_limit_goes_whole_on_a_stream() {
     assert!(later.iter().any(|s| s.bytes.len() > 5000));
 }
 
+#[cfg(all(feature = "server", feature = "blockwise"))]
 #[test]
 fn no_bert_towards_a_peer_that_did_not_announce_block_wise_transfer() {
     let mut h = Hand::server(Config {
@@ -953,6 +982,7 @@ fn no_bert_towards_a_peer_that_did_not_announce_block_wise_transfer() {
     assert_eq!(payload.len(), 1024);
 }
 
+#[cfg(all(feature = "server", feature = "blockwise"))]
 #[test]
 fn a_bert_block_that_is_not_a_whole_number_of_units_is_a_bad_request() {
     let mut h = Hand::server(tcp());
@@ -970,6 +1000,7 @@ fn a_bert_block_that_is_not_a_whole_number_of_units_is_a_bad_request() {
 // ---------------------------------------------------------------------------------------------
 // Connections that fail
 
+#[cfg(feature = "client")]
 #[test]
 fn a_connection_that_cannot_be_opened_fails_its_requests() {
     let mut sim = Sim::new(30);
@@ -987,6 +1018,7 @@ fn a_connection_that_cannot_be_opened_fails_its_requests() {
     ));
 }
 
+#[cfg(all(feature = "client", feature = "server"))]
 #[test]
 fn a_reset_or_a_close_ends_every_pending_exchange_once_with_its_reason() {
     for (seed, how, want) in [
@@ -1016,6 +1048,7 @@ fn a_reset_or_a_close_ends_every_pending_exchange_once_with_its_reason() {
     }
 }
 
+#[cfg(all(feature = "client", feature = "server"))]
 #[test]
 fn a_failed_write_ends_the_session() {
     let mut w = World::default(33);
@@ -1038,6 +1071,7 @@ fn a_failed_write_ends_the_session() {
     );
 }
 
+#[cfg(feature = "client")]
 #[test]
 fn a_refused_request_to_a_new_peer_asks_for_no_connection() {
     let config = Config {
@@ -1057,6 +1091,7 @@ fn a_refused_request_to_a_new_peer_asks_for_no_connection() {
     assert_eq!(ep.session_count(), 0);
 }
 
+#[cfg(feature = "client")]
 #[test]
 fn requests_queued_before_the_connection_opened_wait_for_the_write_backlog() {
     let client = Config {
@@ -1116,6 +1151,7 @@ fn a_full_transmit_queue_never_drops_a_write_from_a_stream() {
     assert_eq!(codes, vec![CSM, PING]);
 }
 
+#[cfg(feature = "client")]
 #[test]
 fn writes_the_adapter_never_confirms_are_capped() {
     let client = Config {
@@ -1166,6 +1202,7 @@ fn with_keepalive() -> Config {
     }
 }
 
+#[cfg(all(feature = "client", feature = "server"))]
 #[test]
 fn keepalive_probes_with_7_02_ping_and_a_frozen_peer_fails_within_the_bound() {
     let mut w = World::new(40, with_keepalive(), tcp());
@@ -1206,6 +1243,7 @@ fn keepalive_probes_with_7_02_ping_and_a_frozen_peer_fails_within_the_bound() {
     ));
 }
 
+#[cfg(all(feature = "client", feature = "server", feature = "observe"))]
 #[test]
 fn a_server_with_keepalive_drops_a_silent_client_and_its_observers() {
     let mut w = World::new(41, tcp(), with_keepalive());
@@ -1227,6 +1265,7 @@ fn a_server_with_keepalive_drops_a_silent_client_and_its_observers() {
     assert_eq!(w.sim.endpoint(w.server).session_count(), 0);
 }
 
+#[cfg(all(feature = "client", feature = "server"))]
 #[test]
 fn an_application_ping_gets_a_pong() {
     let mut w = World::default(42);

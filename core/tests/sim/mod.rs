@@ -43,9 +43,11 @@ use coap_engine::coap_lite::{
     CoapOption, MessageClass, MessageType, Packet, RequestType, ResponseType,
 };
 use coap_engine::codec::{self, Header};
+#[cfg(feature = "tcp")]
+use coap_engine::StreamCommand;
 use coap_engine::{
     Config, Datagram, Duration, Endpoint, Error, Event, IncomingRequestId, Instant, Keepalive,
-    RequestId, SendErrorKind, StreamClosed, StreamCommand, Transmit, TransmitId, Transport,
+    RequestId, SendErrorKind, StreamClosed, Transmit, TransmitId, Transport,
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -656,6 +658,7 @@ impl Sim {
         r
     }
 
+    #[cfg(feature = "client")]
     pub fn request(
         &mut self,
         node: NodeId,
@@ -665,6 +668,7 @@ impl Sim {
         self.input(node, |ep, now| ep.request(now, peer, packet))
     }
 
+    #[cfg(feature = "server")]
     pub fn respond(
         &mut self,
         node: NodeId,
@@ -711,8 +715,13 @@ impl Sim {
                 self.route(node, t);
             }
         }
+        #[cfg(feature = "tcp")]
         while let Some(c) = self.nodes[node].endpoint.poll_stream_command() {
             self.stream_command(node, c);
+        }
+        #[cfg(not(feature = "tcp"))]
+        if let Some(c) = self.nodes[node].endpoint.poll_stream_command() {
+            unreachable!("a stream command without feature tcp: {c:?}");
         }
         while let Some(event) = self.nodes[node].endpoint.poll_event() {
             let seq = self.next_seq();
@@ -835,7 +844,11 @@ impl Sim {
 
     fn deliver(&mut self, d: InFlight) {
         if d.stream != StreamEvent::Data {
+            #[cfg(feature = "tcp")]
             self.deliver_stream_event(d);
+            #[cfg(not(feature = "tcp"))]
+            unreachable!("a stream event without feature tcp: {:?}", d.stream);
+            #[cfg(feature = "tcp")]
             return;
         }
         let now = self.now;
@@ -1129,6 +1142,7 @@ impl Sim {
             .handle_send_result(now, t.id, result);
     }
 
+    #[cfg(feature = "tcp")]
     fn stream_command(&mut self, node: NodeId, c: StreamCommand) {
         let from = self.nodes[node].addr;
         if self.trace {
@@ -1179,6 +1193,7 @@ impl Sim {
         }
     }
 
+    #[cfg(feature = "tcp")]
     fn deliver_stream_event(&mut self, d: InFlight) {
         let Some(&node) = self.by_addr.get(&d.to) else {
             return;
@@ -1210,6 +1225,7 @@ impl Sim {
 
     /// Resets the connection between `a` and `b` now: both sides learn it, and what was in
     /// flight on it is lost (a later connection between the same addresses starts clean).
+    #[cfg(feature = "tcp")]
     pub fn reset_connection(&mut self, a: SocketAddr, b: SocketAddr) {
         self.drop_in_flight(a, b);
         for (x, y) in [(a, b), (b, a)] {
@@ -1226,6 +1242,7 @@ impl Sim {
     /// `a` loses its connection with `b` (a crash, a NAT that forgot it) and `b` is not told:
     /// the connection is half-open. `b` writes on into the void until something (its
     /// keepalive) notices.
+    #[cfg(feature = "tcp")]
     pub fn lose_connection(&mut self, a: SocketAddr, b: SocketAddr) {
         self.drop_in_flight(a, b);
         if let Some(&node) = self.by_addr.get(&a) {

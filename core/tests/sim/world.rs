@@ -11,12 +11,18 @@
 
 use std::net::SocketAddr;
 
-use coap_engine::coap_lite::{CoapOption, Packet};
+#[cfg(feature = "server")]
+use coap_engine::coap_lite::CoapOption;
+use coap_engine::coap_lite::Packet;
 use coap_engine::{
     Config, Duration, Event, ExchangeError, FailureReason, Instant, RequestId, ResourceId,
 };
 
-use super::{addr, con_get, content, Link, Logged, NodeId, Sim};
+#[cfg(feature = "client")]
+use super::con_get;
+#[cfg(feature = "server")]
+use super::content;
+use super::{addr, Link, Logged, NodeId, Sim};
 
 /// The `NodeId` of a side that is a raw node (no engine): using it as a node is a bug the
 /// simulator panics on.
@@ -163,6 +169,7 @@ impl WorldBuilder {
 
 impl<A> World<A> {
     /// The client sends `packet` to the server.
+    #[cfg(feature = "client")]
     pub fn request(&mut self, packet: &Packet) -> RequestId {
         self.sim
             .request(self.client, self.sa, packet)
@@ -170,6 +177,7 @@ impl<A> World<A> {
     }
 
     /// The client registers an observation at the server with `packet`.
+    #[cfg(all(feature = "client", feature = "observe"))]
     pub fn observe(&mut self, packet: &Packet) -> RequestId {
         let sa = self.sa;
         self.sim
@@ -178,6 +186,7 @@ impl<A> World<A> {
     }
 
     /// The client sends a Confirmable GET of /x with `payload` to the server.
+    #[cfg(feature = "client")]
     pub fn get(&mut self, payload: &[u8]) -> RequestId {
         self.request(&con_get("x", payload))
     }
@@ -215,7 +224,9 @@ pub fn big_body() -> Vec<u8> {
 
 /// A server application answering every request with 2.05: [`big_body`] for a request of /big,
 /// "got N bytes" for a body larger than 64 bytes, "hello <payload>" otherwise; a request with
-/// an Observe option registers an observer of [`TIME`].
+/// an Observe option registers an observer of [`TIME`] (without feature `observe`, the plain
+/// answer an application without RFC 7641 gives).
+#[cfg(feature = "server")]
 pub fn hello(sim: &mut Sim, node: NodeId, event: &Event) {
     let Event::Request { id, request, .. } = event else {
         return;
@@ -234,11 +245,13 @@ pub fn hello(sim: &mut Sim, node: NodeId, event: &Event) {
     };
     let (id, observe) = (*id, request.get_option(CoapOption::Observe).is_some());
     sim.input(node, |ep, now| {
+        #[cfg(feature = "observe")]
         if observe {
-            ep.respond_observe(now, id, TIME, &response).map(|_| ())
-        } else {
-            ep.respond(now, id, &response)
+            return ep.respond_observe(now, id, TIME, &response).map(|_| ());
         }
+        #[cfg(not(feature = "observe"))]
+        let _ = observe;
+        ep.respond(now, id, &response)
     })
     .expect("respond");
 }
