@@ -505,6 +505,7 @@ mod tests {
         well_formed(msg, Path::default())
     }
 
+    #[cfg(feature = "blockwise")]
     #[test]
     fn well_formed_block_options() {
         assert!(well_formed_udp(&view_of(&message(&[], b""))));

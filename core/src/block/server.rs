@@ -455,6 +455,7 @@ mod tests {
     use super::*;
     use crate::block::tests::{message, view_of};
 
+    #[cfg(feature = "blockwise")]
     #[test]
     fn server_rejects_malformed_block_options_as_the_rfcs_say() {
         let config = Config::default();
@@ -475,6 +476,7 @@ mod tests {
         assert!(table.is_empty());
     }
 
+    #[cfg(feature = "blockwise")]
     #[test]
     fn server_reassembles_in_order_and_refuses_gaps() {
         let config = Config::default();
@@ -514,6 +516,7 @@ mod tests {
         assert!(table.is_empty());
     }
 
+    #[cfg(feature = "blockwise")]
     #[test]
     fn server_slices_and_tags_large_responses() {
         let config = Config::default();
