@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
 # Prints this firmware's .text bytes per coap-engine module and per crate (see
 # `.ci/firmware-breakdown` for how symbols are attributed), then one line per feature set of
-# the engine it can take: none, and `security` (the no_std security seam).
+# the engine: RFC 7252's client and server alone, with observe and/or block-wise, everything
+# (the default: also CoAP over TCP), and everything with the no_std security seam.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 breakdown="$here/../../.ci/firmware-breakdown"
 bash "$breakdown" "$here" coap-engine-nostd-check
 echo
 echo "per feature set of coap-engine (coap_engine: the sum of its modules' groups)"
-for features in "" security; do
-    bash "$breakdown" "$here" coap-engine-nostd-check ${features:+--features "$features"} |
-        awk -v set="${features:-none}" '/ coap_engine(::| )/ { engine += $1 } /\.text section/ { text = $1 }
-            END { printf "  %-10s .text %6d  coap_engine %6d\n", set, text, engine }'
+for set in "rfc7252|--no-default-features" \
+    "+observe|--no-default-features --features observe" \
+    "+blockwise|--no-default-features --features blockwise" \
+    "+observe,blockwise|--no-default-features --features observe,blockwise" \
+    "default (+tcp)|" \
+    "default+security|--features security"; do
+    name="${set%%|*}"
+    # shellcheck disable=SC2086 # the cargo flags are words
+    bash "$breakdown" "$here" coap-engine-nostd-check ${set#*|} |
+        awk -v set="$name" '/ coap_engine(::| )/ { engine += $1 } /\.text section/ { text = $1 }
+            END { printf "  %-20s .text %6d  coap_engine %6d\n", set, text, engine }'
 done

@@ -103,7 +103,7 @@ pub(crate) struct Session {
     blocks: Reassembly,
     pub(crate) liveness: Liveness,
     unreachable_in_row: u32,
-    /// The deadline under which this session is filed in the endpoint's timer set.
+    /// The deadline under which this session is filed in the endpoint's timer heap.
     pub(crate) armed: Option<Instant>,
     /// The security association (RFC 7252 §9) of a secure endpoint's session; every
     /// message is sealed into it and opened from it.

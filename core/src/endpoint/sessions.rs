@@ -250,7 +250,7 @@ impl Endpoint {
         let next = s.next_deadline(&self.config);
         // Lazy re-arming: a deadline that moves later (or goes away) leaves the earlier entry
         // filed; when it fires, the session finds nothing due and is filed again under its real
-        // deadline. Only a deadline that moves earlier touches the timer set, so the common
+        // deadline. Only a deadline that moves earlier touches the timer heap, so the common
         // request/response cycle (deadline set, then cleared) costs no tree operations. A
         // deadline is never late; at worst the adapter wakes once for nothing.
         match (s.armed, next) {
