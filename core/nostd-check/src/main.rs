@@ -35,8 +35,37 @@ fn halt() -> ! {
     }
 }
 
+/// Formats each record into nothing: the cost of logging, without an output device.
+#[cfg(feature = "logger")]
+struct Discard;
+
+#[cfg(feature = "logger")]
+impl log::Log for Discard {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        struct Sink;
+        impl core::fmt::Write for Sink {
+            fn write_str(&mut self, s: &str) -> core::fmt::Result {
+                black_box(s);
+                Ok(())
+            }
+        }
+        let _ = core::fmt::write(&mut Sink, *record.args());
+    }
+
+    fn flush(&self) {}
+}
+
 #[entry]
 fn main() -> ! {
+    #[cfg(feature = "logger")]
+    {
+        let _ = log::set_logger(&Discard);
+        log::set_max_level(log::LevelFilter::Trace);
+    }
     {
         static mut HEAP_MEM: [MaybeUninit<u8>; HEAP_SIZE] = [MaybeUninit::uninit(); HEAP_SIZE];
         // SAFETY: called once, before any allocation; the region is used only by the heap.
