@@ -154,7 +154,10 @@ pub struct Limits {
     /// Peers whose ended session's deduplication cache and Message ID counter are kept for
     /// EXCHANGE_LIFETIME, so that a late retransmission is still recognised and a new session
     /// does not re-use a recent Message ID (RFC 7252 §4.4, §4.5). When full, the oldest is
-    /// forgotten early. 0 remembers nothing.
+    /// forgotten early. The cap counts what was filed in the last EXCHANGE_LIFETIME, including
+    /// entries since taken back by a returning peer (a peer that comes and goes often holds
+    /// places until they age out), so that its bookkeeping is bounded too. At most 2^24;
+    /// 0 remembers nothing.
     pub max_remembered_peers: usize,
     /// Transmits waiting to be polled; when full the oldest is dropped as if lost on the wire
     /// (a CON will be retransmitted). Only reached by an adapter that does not drain. Not
