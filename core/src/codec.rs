@@ -12,7 +12,7 @@ mod encode;
 mod header;
 mod parse;
 
-pub(crate) use encode::{begin, push_option, push_payload};
+pub(crate) use encode::{begin, encode_packet_as, push_option, push_payload};
 pub use encode::{encode, encode_empty, encode_packet, EncodeError};
 pub use header::{parse_header, Header, HeaderError};
 pub use parse::{parse, FormatError, MessageView, Options};

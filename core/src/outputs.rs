@@ -173,20 +173,8 @@ impl Outputs {
         token: &[u8],
         max: usize,
     ) -> Result<Datagram, Error> {
-        // Nested loops rather than `codec::encode` over a `flat_map`: the application's
-        // packets take this path on every message, and their options' map is walked most
-        // cheaply, in time and in code, this way.
         self.encode_with(max, |out| {
-            let code = u8::from(packet.header.code);
-            codec::begin(out, mtype, code, mid, token, packet.payload.len())?;
-            let mut previous = 0;
-            for (&number, values) in packet.options() {
-                for value in values {
-                    codec::push_option(out, &mut previous, number, value)?;
-                }
-            }
-            codec::push_payload(out, &packet.payload);
-            Ok(())
+            codec::encode_packet_as(out, packet, mtype, mid, token)
         })
     }
 

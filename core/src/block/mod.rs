@@ -310,14 +310,9 @@ pub(super) fn is_success(code: u8) -> bool {
     code >> 5 == 2
 }
 
-/// The message as a coap-lite packet without the options in `skip`.
-pub(super) fn packet_without(msg: &MessageView<'_>, skip: &[u16]) -> Packet {
-    msg.packet_without(skip)
-}
-
 /// A response as the application gets it after a transfer: without Block1 and Block2.
 pub(super) fn final_response(msg: &MessageView<'_>) -> Packet {
-    packet_without(msg, &[BLOCK1, BLOCK2])
+    msg.packet_without(&[BLOCK1, BLOCK2])
 }
 
 /// The ETag of a representation the application gave none: a 64-bit hash of the body, taken

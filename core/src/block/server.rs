@@ -299,7 +299,7 @@ impl Reassembly {
         if b1.num == 0 && !b1.more {
             // The whole body in one block: nothing to keep.
             drop_partial(&mut self.partials);
-            return Inbound::Deliver(Some(packet_without(msg, &[BLOCK1, SIZE1])), blocks);
+            return Inbound::Deliver(Some(msg.packet_without(&[BLOCK1, SIZE1])), blocks);
         }
         let i = if b1.num == 0 {
             // A new transfer, replacing an unfinished one to the same target (§2.5).
@@ -347,7 +347,7 @@ impl Reassembly {
             });
         }
         let partial = self.partials.swap_remove(i);
-        let mut request = packet_without(msg, &[BLOCK1, SIZE1]);
+        let mut request = msg.packet_without(&[BLOCK1, SIZE1]);
         request.payload = partial.body;
         Inbound::Deliver(Some(request), blocks)
     }

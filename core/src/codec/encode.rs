@@ -148,19 +148,40 @@ pub fn encode_packet(
     mtype: MessageType,
     message_id: u16,
 ) -> Result<(), EncodeError> {
-    // coap-lite keeps options in a BTreeMap, so they already come ascending.
-    let options = packet
-        .options()
-        .flat_map(|(&number, values)| values.iter().map(move |v| (number, v.as_slice())));
-    encode(
+    encode_packet_as(out, packet, mtype, message_id, packet.get_token())
+}
+
+/// [`encode_packet`] with `token` in place of the packet's own (the engine's exchanges own
+/// tokens). Nested loops rather than [`encode`] over a `flat_map`: the application's packets
+/// take this path on every message, and their options' map is walked most cheaply, in time
+/// and in code, this way.
+pub(crate) fn encode_packet_as(
+    out: &mut Vec<u8>,
+    packet: &Packet,
+    mtype: MessageType,
+    message_id: u16,
+    token: &[u8],
+) -> Result<(), EncodeError> {
+    let start = begin(
         out,
         mtype,
         u8::from(packet.header.code),
         message_id,
-        packet.get_token(),
-        options,
-        &packet.payload,
-    )
+        token,
+        packet.payload.len(),
+    )?;
+    let mut previous = 0;
+    // coap-lite keeps options in a BTreeMap, so they already come ascending.
+    for (&number, values) in packet.options() {
+        for value in values {
+            if let Err(e) = push_option(out, &mut previous, number, value) {
+                out.truncate(start);
+                return Err(e);
+            }
+        }
+    }
+    push_payload(out, &packet.payload);
+    Ok(())
 }
 
 /// Appends a 4-byte Empty message (Code 0.00, TKL 0; RFC 7252 §4.1): an ACK,
